@@ -1,0 +1,66 @@
+#include "ctun.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+int ctun_ifnamsiz(void) { return IFNAMSIZ; }
+
+int ctun_open_tap(const char *name, char *actual_name, int *persistent,
+                  int *stage, int *err) {
+    *stage = CTUN_OK;
+    *err = 0;
+    *persistent = 0;
+    size_t len = strlen(name);
+    if (len == 0 || len >= IFNAMSIZ) {
+        *stage = CTUN_STAGE_NAME;
+        *err = EINVAL;
+        return -1;
+    }
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        *stage = CTUN_STAGE_OPEN;
+        *err = errno;
+        return -1;
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    memcpy(ifr.ifr_name, name, len);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        *stage = CTUN_STAGE_SETIFF;
+        *err = errno;
+        close(fd);
+        return -1;
+    }
+    memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
+    actual_name[IFNAMSIZ - 1] = 0;
+    struct ifreq got;
+    memset(&got, 0, sizeof got);
+    if (ioctl(fd, TUNGETIFF, &got) == 0) {
+        *persistent = (got.ifr_flags & IFF_PERSIST) != 0;
+    }
+    return fd;
+}
+
+int ctun_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void ctun_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    ssize_t r = write(fd, &one, sizeof one);
+    (void)r; /* EAGAIN means the counter is saturated: already signalled. */
+}
+
+void ctun_eventfd_drain(int fd) {
+    uint64_t value;
+    ssize_t r = read(fd, &value, sizeof value);
+    (void)r; /* EAGAIN means it was not signalled. */
+}
+
+void ctun_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

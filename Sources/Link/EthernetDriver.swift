@@ -1,0 +1,146 @@
+import Glibc
+import Synchronization
+
+/// Counters kept by the driver thread; readable from any thread.
+public final class DriverCounters: Sendable {
+    public let rxFrames = Atomic<UInt64>(0)
+    public let rxBytes = Atomic<UInt64>(0)
+    /// Frames read from the device but dropped because the RX ring was full.
+    public let rxRingFull = Atomic<UInt64>(0)
+    public let rxErrors = Atomic<UInt64>(0)
+    public let txFrames = Atomic<UInt64>(0)
+    public let txBytes = Atomic<UInt64>(0)
+    /// Writes the device refused (e.g. EIO while the interface is down); the frame is dropped.
+    public let txErrors = Atomic<UInt64>(0)
+    public let wakeups = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// Name and value of every counter, in a stable order.
+    public var snapshot: [(String, UInt64)] {
+        [("link.rx_frames", rxFrames.load(ordering: .relaxed)),
+         ("link.rx_bytes", rxBytes.load(ordering: .relaxed)),
+         ("link.rx_drop_ring_full", rxRingFull.load(ordering: .relaxed)),
+         ("link.rx_errors", rxErrors.load(ordering: .relaxed)),
+         ("link.tx_frames", txFrames.load(ordering: .relaxed)),
+         ("link.tx_bytes", txBytes.load(ordering: .relaxed)),
+         ("link.tx_errors", txErrors.load(ordering: .relaxed)),
+         ("link.driver_wakeups", wakeups.load(ordering: .relaxed))]
+    }
+}
+
+/// The Ethernet "driver": a dedicated thread, the only code touching the TAP
+/// fd, moving frames TAP → RX ring and TX ring → TAP in batches. It sleeps in
+/// `poll()` on the fd and its eventfd when there is nothing to do.
+public final class EthernetDriver: LinkEndpoint {
+    public let device: TapDevice
+    public let rx: FrameRing
+    public let tx: FrameRing
+    public let rxWakeup = Wakeup()
+    /// Wakes the driver when the stack queued frames in `tx`.
+    private let txWakeup = Wakeup()
+    public let counters = DriverCounters()
+    public let maximumFrameLength: Int
+    /// Frames moved per direction before looking at the other one.
+    public let batchSize: Int
+
+    private let stopping = Atomic<Bool>(false)
+    // Written before the thread starts and after it is joined; used only by the driver thread between.
+    nonisolated(unsafe) private var capture: PcapWriter?
+    nonisolated(unsafe) private var thread: JoinableThread?
+
+    /// - Parameters:
+    ///   - capture: frames in and out are written here by the driver thread.
+    public init(device: TapDevice, ringCapacity: Int = 1024, maximumFrameLength: Int = 1514,
+                batchSize: Int = 64, capture: PcapWriter? = nil) {
+        self.device = device
+        self.maximumFrameLength = maximumFrameLength
+        self.batchSize = batchSize
+        rx = FrameRing(capacity: ringCapacity, slotSize: maximumFrameLength)
+        tx = FrameRing(capacity: ringCapacity, slotSize: maximumFrameLength)
+        self.capture = capture
+    }
+
+    public func transmitted() { txWakeup.signal() }
+
+    /// Starts the driver thread.
+    public func start() {
+        precondition(thread == nil)
+        thread = JoinableThread(name: "tapstack-driver") { [self] in run() }
+    }
+
+    /// Stops and joins the driver thread, sending what is queued first, then
+    /// flushes the capture. Returns the capture, if any, still open.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        txWakeup.forceSignal()
+        thread?.join()
+        thread = nil
+        capture?.flush()
+    }
+
+    private func run() {
+        let fd = device.fd
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
+        defer { scratch.deallocate() }
+        while !stopping.load(ordering: .relaxed) {
+            let received = receiveBatch(fd: fd, scratch: scratch)
+            let sent = transmitBatch(fd: fd)
+            if received > 0 { rxWakeup.signal() }
+            if received == 0 && sent == 0 {
+                capture?.flush()
+                counters.wakeups.add(1, ordering: .relaxed)
+                txWakeup.wait(timeoutMilliseconds: -1, extraFD: fd, extraEvents: Int16(POLLIN)) {
+                    !tx.isEmpty || stopping.load(ordering: .relaxed)
+                }
+            }
+        }
+        // Send what the stack queued before it stopped.
+        while transmitBatch(fd: fd) > 0 {}
+    }
+
+    /// Reads up to `batchSize` frames into the RX ring; returns how many were read.
+    private func receiveBatch(fd: Int32, scratch: UnsafeMutableRawBufferPointer) -> Int {
+        var count = 0
+        while count < batchSize {
+            let slot = rx.reserve()
+            let target = slot ?? scratch
+            let n = read(fd, target.baseAddress, min(target.count, maximumFrameLength))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno != EAGAIN { counters.rxErrors.add(1, ordering: .relaxed) }
+                break
+            }
+            count += 1
+            counters.rxFrames.add(1, ordering: .relaxed)
+            counters.rxBytes.add(UInt64(n), ordering: .relaxed)
+            capture?.write(UnsafeRawBufferPointer(rebasing: target[0..<n]))
+            if slot != nil {
+                rx.commit(length: n)
+            } else {
+                counters.rxRingFull.add(1, ordering: .relaxed)
+            }
+        }
+        return count
+    }
+
+    /// Writes up to `batchSize` frames from the TX ring; returns how many were taken.
+    private func transmitBatch(fd: Int32) -> Int {
+        var count = 0
+        while count < batchSize, let frame = tx.peek() {
+            let n = write(fd, frame.baseAddress, frame.count)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN { break }  // keep it; poll will retry
+            if n < 0 {
+                counters.txErrors.add(1, ordering: .relaxed)
+            } else {
+                counters.txFrames.add(1, ordering: .relaxed)
+                counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
+                capture?.write(frame)
+            }
+            tx.release()
+            count += 1
+        }
+        return count
+    }
+}

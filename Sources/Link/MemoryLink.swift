@@ -1,0 +1,40 @@
+/// A link with no device: the test plays the wire, injecting frames into the
+/// stack and collecting what the stack transmits.
+///
+/// The test thread is the only producer of `rx` and the only consumer of `tx`.
+public final class MemoryLink: LinkEndpoint {
+    public let rx: FrameRing
+    public let tx: FrameRing
+    public let rxWakeup = Wakeup()
+    /// Signalled whenever the stack transmitted.
+    public let txWakeup = Wakeup()
+    public let maximumFrameLength: Int
+
+    public init(capacity: Int = 256, maximumFrameLength: Int = 1514) {
+        self.maximumFrameLength = maximumFrameLength
+        rx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
+        tx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
+    }
+
+    public func transmitted() { txWakeup.signal() }
+
+    /// Delivers a frame to the stack; false when the RX ring is full.
+    @discardableResult
+    public func inject(_ frame: [UInt8]) -> Bool {
+        let ok = frame.withUnsafeBytes { rx.push($0) }
+        rxWakeup.signal()
+        return ok
+    }
+
+    /// Takes the oldest transmitted frame, waiting up to `timeoutMilliseconds`.
+    public func nextTransmitted(timeoutMilliseconds: Int32 = 1000) -> [UInt8]? {
+        if let frame = tx.pop() { return frame }
+        var remaining = timeoutMilliseconds
+        while remaining > 0 {
+            txWakeup.wait(timeoutMilliseconds: 10) { !tx.isEmpty }
+            if let frame = tx.pop() { return frame }
+            remaining -= 10
+        }
+        return nil
+    }
+}

@@ -1,0 +1,73 @@
+import CTun
+import Glibc
+
+/// Why a TAP device could not be opened. The descriptions are single lines
+/// meant for the user.
+public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The name is empty or longer than the kernel allows.
+    case invalidName(String)
+    /// `/dev/net/tun` is missing (no tun module, or a container without it).
+    case tunMissing
+    /// Opening `/dev/net/tun` or attaching to the device was refused.
+    case permissionDenied(device: String)
+    /// The device exists but is not a TAP device, or is busy.
+    case deviceBusy(device: String)
+    /// Any other failure, with the errno it gave.
+    case systemError(operation: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .invalidName(let name):
+            "invalid interface name '\(name)': 1 to \(ctun_ifnamsiz() - 1) characters"
+        case .tunMissing:
+            "cannot open /dev/net/tun: no such device (load the tun module: modprobe tun)"
+        case .permissionDenied(let device):
+            "no permission to open TAP device '\(device)': run as root (CAP_NET_ADMIN), or create it first with 'ip tuntap add \(device) mode tap user $USER'"
+        case .deviceBusy(let device):
+            "cannot attach to '\(device)': it is busy or not a TAP device"
+        case .systemError(let operation, let code):
+            "\(operation) failed: \(String(cString: strerror(code)))"
+        }
+    }
+}
+
+/// An open Linux TAP device (`IFF_TAP | IFF_NO_PI`): whole Ethernet frames,
+/// no packet-information prefix. The fd is non-blocking.
+///
+/// Closing the fd removes a device this process created; a persistent device
+/// (made with `ip tuntap add`) stays.
+public final class TapDevice: Sendable {
+    /// The kernel's name for the device.
+    public let name: String
+    /// The non-blocking file descriptor.
+    public let fd: Int32
+    /// True when the device outlives this process (created with `ip tuntap add`).
+    public let isPersistent: Bool
+
+    /// Opens `/dev/net/tun` and attaches to the TAP device `name`, creating it
+    /// if it does not exist (which needs CAP_NET_ADMIN).
+    /// - Throws: `TapError` with a one-line explanation.
+    public init(name: String) throws(TapError) {
+        var actual = [CChar](repeating: 0, count: Int(ctun_ifnamsiz()))
+        var persistent: Int32 = 0
+        var stage: Int32 = 0
+        var err: Int32 = 0
+        let fd = ctun_open_tap(name, &actual, &persistent, &stage, &err)
+        guard fd >= 0 else {
+            switch (UInt32(stage), err) {
+            case (CTUN_STAGE_NAME.rawValue, _): throw .invalidName(name)
+            case (CTUN_STAGE_OPEN.rawValue, ENOENT), (CTUN_STAGE_OPEN.rawValue, ENODEV), (CTUN_STAGE_OPEN.rawValue, ENXIO):
+                throw .tunMissing
+            case (_, EPERM), (_, EACCES): throw .permissionDenied(device: name)
+            case (CTUN_STAGE_SETIFF.rawValue, EBUSY), (CTUN_STAGE_SETIFF.rawValue, EINVAL): throw .deviceBusy(device: name)
+            case (CTUN_STAGE_OPEN.rawValue, _): throw .systemError(operation: "open /dev/net/tun", errno: err)
+            default: throw .systemError(operation: "TUNSETIFF \(name)", errno: err)
+            }
+        }
+        self.fd = fd
+        self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        self.isPersistent = persistent != 0
+    }
+
+    deinit { Glibc.close(fd) }
+}

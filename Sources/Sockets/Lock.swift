@@ -1,0 +1,22 @@
+import Glibc
+
+/// A plain mutual-exclusion lock (pthread mutex), for guarding non-Sendable
+/// state that `Mutex` cannot hand out without transferring it.
+final class Lock: @unchecked Sendable {
+    // Heap-allocated so the mutex never moves. The pthread mutex itself is the synchronisation.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always) func lock() { pthread_mutex_lock(mutex) }
+    @inline(__always) func unlock() { pthread_mutex_unlock(mutex) }
+}

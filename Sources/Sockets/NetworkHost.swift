@@ -1,0 +1,112 @@
+import Glibc
+import Link
+import Stack
+import Synchronization
+import Wire
+
+/// Reads the monotonic clock as a `StackInstant`.
+func monotonicNow() -> StackInstant {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return StackInstant(nanoseconds: UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec))
+}
+
+/// The TX ring seen as the core's frame sink; remembers whether a frame was
+/// produced so the link is woken once per batch.
+final class RingSink: FrameSink {
+    let ring: FrameRing
+    var produced = false
+    init(ring: FrameRing) { self.ring = ring }
+
+    func reserveFrame() -> UnsafeMutableRawBufferPointer? { ring.reserve() }
+
+    func commitFrame(length: Int) {
+        ring.commit(length: length)
+        produced = true
+    }
+}
+
+/// A running stack: the core, the stack thread that feeds it frames and
+/// timers, and the link it talks to.
+///
+/// Threads: the stack thread consumes the link's RX ring; application threads
+/// call in through `withStack`. Both hold one lock while inside the core, so
+/// the core stays single-threaded and the TX ring has exactly one producer at
+/// any moment (the lock's hand-over orders the ring's producer side).
+public final class NetworkHost: Sendable {
+    public let link: any LinkEndpoint
+    public let configuration: StackConfiguration
+
+    private let lock = Lock()
+    /// Guarded by `lock`.
+    nonisolated(unsafe) private let stack: NetworkStack
+    /// Guarded by `lock`.
+    nonisolated(unsafe) private let sink: RingSink
+    private let stopping = Atomic<Bool>(false)
+    private let thread: Mutex<JoinableThread?> = Mutex(nil)
+
+    /// Builds a stack over `link`. Call `start()` to run it.
+    public init(configuration: StackConfiguration, link: any LinkEndpoint) {
+        self.link = link
+        self.configuration = configuration
+        sink = RingSink(ring: link.tx)
+        stack = NetworkStack(configuration: configuration, sink: sink)
+    }
+
+    /// Runs `body` with exclusive access to the core, then wakes the link if
+    /// frames were queued. Any thread; do not block inside.
+    public func withStack<R, E: Error>(_ body: (NetworkStack) throws(E) -> R) throws(E) -> R {
+        lock.lock()
+        let result: Result<R, E>
+        do throws(E) { result = .success(try body(stack)) } catch { result = .failure(error) }
+        let produced = sink.produced
+        sink.produced = false
+        lock.unlock()
+        if produced { link.transmitted() }
+        return try result.get()
+    }
+
+    /// The stack's counters (a snapshot).
+    public var counters: StackCounters { withStack { $0.counters } }
+
+    /// Sends the gratuitous ARP and starts the stack thread.
+    public func start() {
+        withStack { $0.start(now: monotonicNow()) }
+        let thread = JoinableThread(name: "tapstack-stack") { [self] in run() }
+        self.thread.withLock { $0 = thread }
+    }
+
+    /// Stops and joins the stack thread. Sockets stay usable for cleanup.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        link.rxWakeup.forceSignal()
+        let thread = self.thread.withLock { t in let taken = t; t = nil; return taken }
+        thread?.join()
+    }
+
+    /// Frames handled per lock hold: bounds how long an application waits.
+    private let batchLimit = 64
+
+    private func run() {
+        let rx = link.rx
+        while !stopping.load(ordering: .relaxed) {
+            let now = monotonicNow()
+            let (handled, deadline) = withStack { stack -> (Int, StackInstant?) in
+                var handled = 0
+                while handled < batchLimit, let frame = rx.peek() {
+                    stack.receive(frame: frame, now: now)
+                    rx.release()
+                    handled += 1
+                }
+                return (handled, stack.advance(to: now))
+            }
+            if handled > 0 { continue }
+            var timeout: Int32 = 1000
+            if let deadline {
+                let waitNanos = deadline.since(now).nanoseconds
+                timeout = Int32(min(1000, (waitNanos + 999_999) / 1_000_000))
+            }
+            link.rxWakeup.wait(timeoutMilliseconds: timeout) { !rx.isEmpty || stopping.load(ordering: .relaxed) }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+/// Every event the stack counts, per layer and per drop reason (like `netstat -s`).
+/// A drop always increments exactly one `...Drop...` counter.
+public enum StackCounter: Int, CaseIterable, Sendable {
+    // Ethernet
+    case ethernetRxFrames
+    case ethernetDropTruncated
+    case ethernetDropNotForUs
+    case ethernetDropUnknownEtherType
+    case ethernetTxFrames
+    /// A frame could not be sent because the TX ring was full.
+    case ethernetTxDropLinkFull
+
+    // ARP
+    case arpRxPackets
+    case arpDropTruncated
+    case arpDropUnsupported
+    case arpDropBadSender
+    case arpRxRequests
+    case arpRxReplies
+    case arpTxRequests
+    case arpTxReplies
+    case arpCacheEvictions
+    /// Parked packets dropped because the neighbour's queue was full.
+    case arpDropPendingQueueFull
+    /// Parked packets dropped because the neighbour never answered.
+    case arpDropResolutionFailed
+    case arpResolutionFailures
+
+    // IPv4
+    case ipv4RxPackets
+    case ipv4DropTruncated
+    case ipv4DropBadVersion
+    case ipv4DropBadHeaderLength
+    case ipv4DropBadLength
+    case ipv4DropBadChecksum
+    case ipv4DropNotForUs
+    case ipv4DropBadSource
+    case ipv4DropUnknownProtocol
+    case ipv4DropFragment
+    case ipv4RxDelivered
+    case ipv4TxPackets
+    case ipv4TxDropNoRoute
+    case ipv4TxDropTooBig
+
+    // ICMP
+    case icmpRxMessages
+    case icmpDropTruncated
+    case icmpDropBadChecksum
+    case icmpDropBroadcastEcho
+    case icmpDropUnhandledType
+    case icmpRxEchoRequests
+    case icmpRxEchoReplies
+    case icmpRxErrors
+    case icmpTxEchoReplies
+    case icmpTxDestinationUnreachable
+    case icmpTxErrorsSuppressed
+
+    // UDP
+    case udpRxDatagrams
+    case udpDropTruncated
+    case udpDropBadLength
+    case udpDropBadChecksum
+    case udpDropNoPort
+    case udpDropQueueFull
+    case udpRxDelivered
+    case udpTxDatagrams
+
+    /// `ipv4DropBadChecksum` → `ipv4.drop_bad_checksum`.
+    public var name: String {
+        let raw = String(describing: self)
+        let layers = ["ethernet", "arp", "ipv4", "icmp", "udp"]
+        let layer = layers.first { raw.hasPrefix($0) } ?? ""
+        var rest = ""
+        for ch in raw.dropFirst(layer.count) {
+            if ch.isUppercase { rest += "_" + ch.lowercased() } else { rest.append(ch) }
+        }
+        return layer + "." + rest.drop(while: { $0 == "_" })
+    }
+}
+
+/// Counter values, indexed by `StackCounter`. A plain value: the core owns one.
+public struct StackCounters: Sendable, Equatable {
+    private var values: [UInt64]
+
+    public init() { values = Array(repeating: 0, count: StackCounter.allCases.count) }
+
+    @inline(__always)
+    public mutating func increment(_ counter: StackCounter, by amount: UInt64 = 1) {
+        values[counter.rawValue] &+= amount
+    }
+
+    public subscript(_ counter: StackCounter) -> UInt64 { values[counter.rawValue] }
+
+    /// Every counter with its value, in declaration order.
+    public var all: [(counter: StackCounter, value: UInt64)] {
+        StackCounter.allCases.map { ($0, values[$0.rawValue]) }
+    }
+
+    /// Counters whose value differs from `earlier`.
+    public func changed(since earlier: StackCounters) -> [(counter: StackCounter, value: UInt64)] {
+        all.filter { earlier[$0.counter] != $0.value }
+    }
+}

@@ -1,0 +1,35 @@
+/// Where the core writes the frames it sends: a buffer per frame, filled in
+/// place, then committed. The TX ring is one; a test collector is another.
+public protocol FrameSink: AnyObject {
+    /// A buffer for one outgoing frame, or nil when the link cannot take more now.
+    func reserveFrame() -> UnsafeMutableRawBufferPointer?
+    /// Publishes the frame last reserved, `length` bytes long.
+    func commitFrame(length: Int)
+}
+
+/// A sink that keeps every frame in memory: for tests and replay.
+public final class CollectingSink: FrameSink {
+    public private(set) var frames: [[UInt8]] = []
+    /// When set, at most this many frames are accepted (to test a full link).
+    public var limit: Int?
+    private let scratch: UnsafeMutableRawBufferPointer
+
+    public init(maximumFrameLength: Int = 1514) {
+        scratch = .allocate(byteCount: maximumFrameLength, alignment: 16)
+    }
+
+    deinit { scratch.deallocate() }
+
+    public func reserveFrame() -> UnsafeMutableRawBufferPointer? {
+        if let limit, frames.count >= limit { return nil }
+        return scratch
+    }
+
+    public func commitFrame(length: Int) { frames.append(Array(scratch[0..<length])) }
+
+    /// Returns and forgets the frames collected so far.
+    public func take() -> [[UInt8]] {
+        defer { frames.removeAll() }
+        return frames
+    }
+}

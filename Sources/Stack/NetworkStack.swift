@@ -1,0 +1,101 @@
+import Wire
+
+/// The stack core: a single-threaded state machine for Ethernet, ARP, IPv4,
+/// ICMP and UDP.
+///
+/// No locks, threads, clock reads or system calls: frames and the current
+/// time come in as arguments, frames to send go out to the `FrameSink`.
+/// Not thread-safe: the owner serialises every call (see `Sockets.NetworkHost`).
+public final class NetworkStack {
+    public let configuration: StackConfiguration
+    public private(set) var counters = StackCounters()
+    public internal(set) var arpCache: ARPCache
+
+    let sink: FrameSink
+    var udpEndpoints: [UInt16: UDPEndpoint] = [:]
+    var nextEndpointID = 1
+    var nextIdentification: UInt16 = 1
+    var nextEphemeralPort: UInt16 = NetworkStack.ephemeralPorts.lowerBound
+    /// Earliest instant at which `advance` has work; nil when no timer runs.
+    var nextTimerDeadline: StackInstant?
+
+    /// Called for every drop with its counter: a hook for debug logging.
+    public var onDrop: ((StackCounter) -> Void)?
+
+    /// Shortest Ethernet frame without FCS; shorter ones are zero-padded.
+    public static let minimumFrameLength = 60
+
+    /// IANA's dynamic range (RFC 6335), used for automatic binding.
+    public static let ephemeralPorts: ClosedRange<UInt16> = 49152...65535
+
+    public init(configuration: StackConfiguration, sink: FrameSink) {
+        self.configuration = configuration
+        self.sink = sink
+        arpCache = ARPCache(capacity: configuration.arpCacheCapacity)
+    }
+
+    public var address: IPv4Address { configuration.interface.address }
+    public var mac: MACAddress { configuration.mac }
+
+    /// Announces the stack on the link with a gratuitous ARP (RFC 5227 2.3).
+    public func start(now: StackInstant) {
+        sendARP(operation: .request, targetMAC: .zero, targetIP: address, to: .broadcast)
+    }
+
+    /// Processes one received Ethernet frame. The bytes are only borrowed.
+    public func receive(frame: UnsafeRawBufferPointer, now: StackInstant) {
+        counters.increment(.ethernetRxFrames)
+        let ethernet: EthernetFrameView
+        do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
+        let destination = ethernet.destination
+        guard destination == mac || destination.isBroadcast else { return drop(.ethernetDropNotForUs) }
+        switch ethernet.etherType {
+        case .arp: receiveARP(ethernet.payload, now: now)
+        case .ipv4: receiveIPv4(ethernet.payload, now: now)
+        default: drop(.ethernetDropUnknownEtherType)
+        }
+    }
+
+    /// Runs the timers due at `now`. Returns when it next needs to run, or nil.
+    @discardableResult
+    public func advance(to now: StackInstant) -> StackInstant? {
+        if let deadline = nextTimerDeadline, deadline <= now {
+            nextTimerDeadline = nil
+            runARPTimers(now: now)
+        }
+        return nextTimerDeadline
+    }
+
+    // MARK: Shared plumbing
+
+    /// Counts a drop: the one path every drop takes.
+    @inline(__always)
+    func drop(_ reason: StackCounter) {
+        counters.increment(reason)
+        onDrop?(reason)
+    }
+
+    @inline(__always)
+    func count(_ counter: StackCounter) { counters.increment(counter) }
+
+    func schedule(_ deadline: StackInstant) {
+        if let current = nextTimerDeadline, current <= deadline { return }
+        nextTimerDeadline = deadline
+    }
+
+    /// Reserves a frame, lets `fill` write it and return its length, commits it.
+    /// Returns false (nothing sent) when the link is full.
+    @inline(__always)
+    func transmitFrame(_ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        guard let buffer = sink.reserveFrame() else { return false }
+        var length = fill(buffer)
+        if length < Self.minimumFrameLength {
+            // Pad to Ethernet's 60-byte minimum, as a NIC would (IEEE 802.3).
+            (buffer.baseAddress! + length).initializeMemory(as: UInt8.self, repeating: 0, count: Self.minimumFrameLength - length)
+            length = Self.minimumFrameLength
+        }
+        sink.commitFrame(length: length)
+        count(.ethernetTxFrames)
+        return true
+    }
+}

@@ -1,0 +1,38 @@
+import Wire
+
+/// How the stack is set up: its identity on the link and the bound of every resource.
+public struct StackConfiguration: Sendable {
+    public var mac: MACAddress
+    public var interface: IPv4Interface
+    /// Default gateway for destinations off the subnet; nil means no default route.
+    public var gateway: IPv4Address?
+    /// IP MTU of the link (bytes of IP packet per frame).
+    public var mtu: Int = 1500
+
+    /// Neighbours remembered at most; the least recently confirmed is evicted beyond.
+    public var arpCacheCapacity = 512
+    /// How long a confirmed neighbour is used before it must be re-confirmed (RFC 1122 2.3.2.1).
+    public var arpReachableTime = StackDuration.seconds(30)
+    /// Time between ARP requests while resolving.
+    public var arpRetryInterval = StackDuration.seconds(1)
+    /// ARP requests sent before resolution fails.
+    public var arpMaxRequests = 3
+    /// Packets parked per unresolved neighbour (RFC 1122 2.3.2.2 asks for at least one).
+    public var arpPendingPacketsPerNeighbour = 16
+
+    /// Datagrams a UDP socket queues before dropping.
+    public var udpReceiveQueueDatagrams = 512
+    /// Payload bytes a UDP socket queues before dropping.
+    public var udpReceiveQueueBytes = 1 << 20
+
+    public init(mac: MACAddress, interface: IPv4Interface, gateway: IPv4Address? = nil) {
+        self.mac = mac
+        self.interface = interface
+        self.gateway = gateway
+    }
+
+    /// The project's defaults: 192.0.2.2/24, 02:00:00:00:00:02 (DESIGN.md).
+    public static let standard = StackConfiguration(
+        mac: MACAddress(0x02, 0, 0, 0, 0, 0x02),
+        interface: IPv4Interface(address: IPv4Address(192, 0, 2, 2), prefixLength: 24)!)
+}

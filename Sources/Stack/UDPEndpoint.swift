@@ -1,0 +1,91 @@
+import Wire
+
+/// Readiness events of an endpoint, as a mask (gVisor's waiter.EventMask).
+public struct ReadinessEvents: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// A datagram is queued.
+    public static let readable = ReadinessEvents(rawValue: 1 << 0)
+    /// A send would not block.
+    public static let writable = ReadinessEvents(rawValue: 1 << 1)
+    /// An asynchronous error (e.g. ICMP port unreachable) is pending.
+    public static let error = ReadinessEvents(rawValue: 1 << 2)
+    /// The socket was closed.
+    public static let closed = ReadinessEvents(rawValue: 1 << 3)
+
+    public var description: String {
+        var names: [String] = []
+        if contains(.readable) { names.append("readable") }
+        if contains(.writable) { names.append("writable") }
+        if contains(.error) { names.append("error") }
+        if contains(.closed) { names.append("closed") }
+        return "[" + names.joined(separator: ",") + "]"
+    }
+}
+
+/// A datagram waiting in a socket's receive queue.
+public struct ReceivedDatagram: Sendable, Equatable {
+    public var source: IPv4Address
+    public var sourcePort: UInt16
+    /// The address it was sent to (ours, or a broadcast address).
+    public var destination: IPv4Address
+    public var payload: [UInt8]
+
+    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, payload: [UInt8]) {
+        self.source = source
+        self.sourcePort = sourcePort
+        self.destination = destination
+        self.payload = payload
+    }
+}
+
+/// The stack's side of a UDP socket: its addresses and bounded receive queue.
+///
+/// Owned by `NetworkStack`; touched only by whoever holds the stack (one
+/// thread at a time).
+public final class UDPEndpoint {
+    public let id: Int
+    public internal(set) var localAddress: IPv4Address = .any
+    /// 0 until bound (explicitly or by the first send).
+    public internal(set) var localPort: UInt16 = 0
+    public internal(set) var isClosed = false
+    /// Allows sending to broadcast addresses (SO_BROADCAST).
+    public var allowsBroadcast = false
+
+    var receiveQueue: BoundedQueue<ReceivedDatagram>
+    public internal(set) var queuedBytes = 0
+    let maximumQueuedBytes: Int
+
+    /// Called, by the thread holding the stack, when events become true.
+    /// Must not block (it runs inside the stack).
+    public var onEvent: ((ReadinessEvents) -> Void)?
+
+    init(id: Int, queueDatagrams: Int, queueBytes: Int) {
+        self.id = id
+        receiveQueue = BoundedQueue(capacity: queueDatagrams)
+        maximumQueuedBytes = queueBytes
+    }
+
+    /// An asynchronous error to hand to the next call (SO_ERROR).
+    public internal(set) var pendingError: StackError?
+
+    /// Records an asynchronous error and wakes whoever waits on the socket.
+    func report(_ error: StackError) {
+        guard !isClosed else { return }
+        pendingError = error
+        onEvent?(.error)
+    }
+
+    /// Datagrams waiting.
+    public var queuedDatagrams: Int { receiveQueue.count }
+
+    /// The events true right now.
+    public var readiness: ReadinessEvents {
+        var events: ReadinessEvents = [.writable]
+        if !receiveQueue.isEmpty { events.insert(.readable) }
+        if pendingError != nil { events.insert(.error) }
+        if isClosed { events.insert(.closed) }
+        return events
+    }
+}

@@ -1,0 +1,89 @@
+/// The Internet checksum (RFC 1071): the ones' complement of the ones'
+/// complement sum of 16-bit big-endian words.
+///
+/// Accumulate pieces with `add`, then read `value`. Only the last piece of
+/// bytes may have an odd length (an odd piece in the middle would shift the
+/// word alignment of what follows).
+public struct InternetChecksum: Sendable {
+    @usableFromInline var sum: UInt64 = 0
+
+    @inlinable public init() {}
+
+    /// Adds a 16-bit value, given as a host-order number.
+    @inlinable public mutating func add(_ word: UInt16) { sum &+= UInt64(word) }
+
+    /// Adds a 32-bit value as two 16-bit words.
+    @inlinable public mutating func add(_ word: UInt32) { sum &+= UInt64(word >> 16) &+ UInt64(word & 0xFFFF) }
+
+    /// Adds bytes as big-endian 16-bit words, eight bytes at a time.
+    @inlinable
+    public mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        // Summing native-order words and swapping the folded result gives the
+        // same ones' complement sum as summing big-endian words (RFC 1071 2.B).
+        var wide: UInt64 = 0
+        var offset = 0
+        let count = bytes.count
+        while count - offset >= 32 {
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self))
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self))
+            offset += 32
+        }
+        while count - offset >= 8 {
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            offset += 8
+        }
+        if count - offset >= 4 {
+            wide = Self.addCarrying(wide, UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            offset += 4
+        }
+        if count - offset >= 2 {
+            wide = Self.addCarrying(wide, UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+            offset += 2
+        }
+        if count - offset == 1 {
+            // The odd byte is the high half of a word padded with zero: in
+            // memory order that is the byte at the lower address.
+            var padded: UInt16 = 0
+            withUnsafeMutableBytes(of: &padded) { $0[0] = bytes[offset] }
+            wide = Self.addCarrying(wide, UInt64(padded))
+        }
+        let native = Self.fold(wide)
+        sum &+= UInt64(UInt16(bigEndian: native))
+    }
+
+    /// Adds bytes from an array (convenience for tests and cold paths).
+    public mutating func add(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { add($0) }
+    }
+
+    /// The checksum to put in a header: the complement of the folded sum.
+    @inlinable public var value: UInt16 { ~Self.fold(sum) }
+
+    /// True when the data summed included its own checksum field and it verifies.
+    @inlinable public var verifies: Bool { Self.fold(sum) == 0xFFFF }
+
+    /// Checksum of one buffer.
+    @inlinable
+    public static func compute(_ bytes: UnsafeRawBufferPointer) -> UInt16 {
+        var checksum = InternetChecksum()
+        checksum.add(bytes)
+        return checksum.value
+    }
+
+    @inlinable @inline(__always)
+    static func addCarrying(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return sum &+ (overflow ? 1 : 0)
+    }
+
+    @inlinable @inline(__always)
+    static func fold(_ value: UInt64) -> UInt16 {
+        var v = (value >> 32) &+ (value & 0xFFFF_FFFF)
+        v = (v >> 32) &+ (v & 0xFFFF_FFFF)
+        v = (v >> 16) &+ (v & 0xFFFF)
+        v = (v >> 16) &+ (v & 0xFFFF)
+        return UInt16(truncatingIfNeeded: v)
+    }
+}

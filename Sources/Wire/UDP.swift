@@ -1,0 +1,93 @@
+/// A checked, zero-copy view of a UDP datagram (RFC 768).
+///
+/// The initializer checks that the length field is at least 8 and within the
+/// buffer; bytes beyond it are excluded. The checksum is verified by
+/// `UDPHeader.init(_:source:destination:)`, which needs the IP addresses.
+public struct UDPDatagramView {
+    public enum Field {
+        public static let sourcePort = 0
+        public static let destinationPort = 2
+        public static let length = 4
+        public static let checksum = 6
+    }
+    public static let headerLength = 8
+
+    /// The datagram, cut to its length field.
+    public let datagram: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(_ bytes: UnsafeRawBufferPointer) throws(WireError) {
+        guard bytes.count >= Self.headerLength else { throw .truncated }
+        let length = Int(bytes.u16(at: Field.length))
+        guard length >= Self.headerLength else { throw .badLength }
+        guard length <= bytes.count else { throw .truncated }
+        datagram = UnsafeRawBufferPointer(rebasing: bytes[0..<length])
+    }
+
+    @inlinable public var sourcePort: UInt16 { datagram.u16(at: Field.sourcePort) }
+    @inlinable public var destinationPort: UInt16 { datagram.u16(at: Field.destinationPort) }
+    @inlinable public var length: Int { datagram.count }
+    @inlinable public var checksum: UInt16 { datagram.u16(at: Field.checksum) }
+    @inlinable public var payload: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: datagram[Self.headerLength...]) }
+
+    /// True when the checksum field is zero (sender computed none) or verifies
+    /// over the pseudo-header and datagram.
+    @inlinable
+    public func checksumIsValid(source: IPv4Address, destination: IPv4Address) -> Bool {
+        if checksum == 0 { return true }
+        var sum = UDPHeader.pseudoHeaderSum(source: source, destination: destination, length: length)
+        sum.add(datagram)
+        return sum.verifies
+    }
+}
+
+/// The UDP header as a plain value; the payload is kept beside it by the caller.
+public struct UDPHeader: Hashable, Sendable {
+    public static let length = 8
+
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var payloadLength: Int
+
+    public init(sourcePort: UInt16, destinationPort: UInt16, payloadLength: Int) {
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.payloadLength = payloadLength
+    }
+
+    /// Parses the view and verifies the checksum (`.badChecksum`).
+    @inlinable
+    public init(_ view: UDPDatagramView, source: IPv4Address, destination: IPv4Address) throws(WireError) {
+        guard view.checksumIsValid(source: source, destination: destination) else { throw .badChecksum }
+        self.init(sourcePort: view.sourcePort, destinationPort: view.destinationPort,
+                  payloadLength: view.length - Self.length)
+    }
+
+    /// The checksum's starting sum over the IPv4 pseudo-header.
+    @inlinable
+    public static func pseudoHeaderSum(source: IPv4Address, destination: IPv4Address, length: Int) -> InternetChecksum {
+        var sum = InternetChecksum()
+        sum.add(source.rawValue)
+        sum.add(destination.rawValue)
+        sum.add(UInt16(IPProtocol.udp.rawValue))
+        sum.add(UInt16(truncatingIfNeeded: length))
+        return sum
+    }
+
+    /// Writes the header into the first 8 bytes of `datagram`, whose remainder
+    /// already holds the payload, with the checksum always computed
+    /// (a computed 0 is sent as 0xFFFF, RFC 768).
+    @inlinable
+    public func emit(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
+        let length = Self.length + payloadLength
+        precondition(datagram.count >= length && length <= 0xFFFF)
+        datagram.setU16(sourcePort, at: 0)
+        datagram.setU16(destinationPort, at: 2)
+        datagram.setU16(UInt16(length), at: 4)
+        datagram.setU16(0, at: 6)
+        var sum = Self.pseudoHeaderSum(source: source, destination: destination, length: length)
+        sum.add(UnsafeRawBufferPointer(rebasing: datagram[0..<length]))
+        let checksum = sum.value
+        datagram.setU16(checksum == 0 ? 0xFFFF : checksum, at: 6)
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Stack
+import Wire
+
+/// Options that name the stack's identity on the link, shared by every
+/// subcommand that brings the stack up.
+struct InterfaceOptions: ParsableArguments {
+    @Option(name: .long, help: "TAP device to create or attach to.")
+    var interface: String = "tap0"
+
+    @Option(name: .long, help: ArgumentHelp("The stack's IPv4 address and prefix length. (default: 192.0.2.2/24)", valueName: "a.b.c.d/len"),
+            transform: { text in
+                guard let value = IPv4Interface(text) else {
+                    throw ValidationError("'\(text)' is not an IPv4 address with prefix length, like 192.0.2.2/24")
+                }
+                return value
+            })
+    var address: IPv4Interface = IPv4Interface("192.0.2.2/24")!
+
+    @Option(name: .long, help: ArgumentHelp("The stack's Ethernet address. (default: 02:00:00:00:00:02)", valueName: "aa:bb:cc:dd:ee:ff"),
+            transform: { text in
+                guard let value = MACAddress(text) else {
+                    throw ValidationError("'\(text)' is not a MAC address, like 02:00:00:00:00:02")
+                }
+                guard !value.isMulticast, value != .zero else {
+                    throw ValidationError("'\(text)' is not a unicast MAC address")
+                }
+                return value
+            })
+    var mac: MACAddress = MACAddress("02:00:00:00:00:02")!
+
+    @Option(name: .long, help: ArgumentHelp("Default gateway for destinations off the subnet (none by default).", valueName: "a.b.c.d"),
+            transform: { text in
+                guard let value = IPv4Address(text) else {
+                    throw ValidationError("'\(text)' is not an IPv4 address, like 192.0.2.1")
+                }
+                return value
+            })
+    var gateway: IPv4Address?
+
+    @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
+    var mtu: Int = 1500
+
+    func validate() throws {
+        guard (576...1500).contains(mtu) else { throw ValidationError("--mtu must be between 576 and 1500, not \(mtu)") }
+        if let gateway, !address.contains(gateway) {
+            throw ValidationError("gateway \(gateway) is not on the subnet \(address)")
+        }
+        let host = address.address
+        guard !host.isUnspecified, !host.isMulticast, !host.isLimitedBroadcast, !host.isLoopback,
+              address.prefixLength >= 31 || (host != address.network && host != address.subnetBroadcast) else {
+            throw ValidationError("\(address) is not a usable host address")
+        }
+    }
+
+    var stackConfiguration: StackConfiguration {
+        var configuration = StackConfiguration(mac: mac, interface: address, gateway: gateway)
+        configuration.mtu = mtu
+        return configuration
+    }
+}

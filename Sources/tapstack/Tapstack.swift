@@ -1,0 +1,29 @@
+import ArgumentParser
+import Glibc
+
+/// The `tapstack` command: a userspace UDP/IPv4 stack on a TAP device.
+struct Tapstack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tapstack",
+        abstract: "A userspace UDP/IPv4 network stack on a Linux TAP device.",
+        subcommands: [Run.self]
+    )
+}
+
+@main
+enum Main {
+    /// Parses and runs, turning every failure into one `tapstack: error:` line.
+    static func main() {
+        do {
+            var command = try Tapstack.parseAsRoot()
+            try command.run()
+        } catch {
+            let code = Tapstack.exitCode(for: error)
+            if code == .success || error is CleanExit { Tapstack.exit(withError: error) }
+            let message = Tapstack.message(for: error)
+                .split(separator: "\n").first.map(String.init) ?? "\(error)"
+            printError("tapstack: error: \(message)\n")
+            exit(code == .validationFailure ? 64 : max(code.rawValue, 1))
+        }
+    }
+}

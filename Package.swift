@@ -29,10 +29,12 @@ let package = Package(
             ]
         ),
 
-        .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "LinkTests", dependencies: ["Link", "Wire"]),
-        .testTarget(name: "StackTests", dependencies: ["Stack", "Wire"]),
-        .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire"]),
+        // Shared test vectors (captured frames) and helpers.
+        .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "TestSupport"]),
+        .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "CPcap", "TestSupport"]),
+        .testTarget(name: "StackTests", dependencies: ["Stack", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,79 @@
+import Testing
+@testable import Link
+
+@Suite struct FrameRingTests {
+    @Test func capacityRoundsUpToAPowerOfTwo() {
+        #expect(FrameRing(capacity: 5, slotSize: 16).capacity == 8)
+        #expect(FrameRing(capacity: 8, slotSize: 16).capacity == 8)
+    }
+
+    @Test func framesComeOutInOrderWithTheirLengths() {
+        let ring = FrameRing(capacity: 4, slotSize: 16)
+        #expect(ring.peek() == nil)
+        for n in 1...3 { #expect([UInt8](repeating: UInt8(n), count: n).withUnsafeBytes { ring.push($0) }) }
+        #expect(ring.count == 3)
+        for n in 1...3 { #expect(ring.pop() == [UInt8](repeating: UInt8(n), count: n)) }
+        #expect(ring.pop() == nil)
+        #expect(ring.isEmpty)
+    }
+
+    @Test func aFullRingRefusesAndRecoversAfterARelease() {
+        let ring = FrameRing(capacity: 2, slotSize: 4)
+        #expect([UInt8(1)].withUnsafeBytes { ring.push($0) })
+        #expect([UInt8(2)].withUnsafeBytes { ring.push($0) })
+        #expect(ring.isFull)
+        #expect(ring.reserve() == nil)
+        #expect(![UInt8(3)].withUnsafeBytes { ring.push($0) })
+        #expect(ring.pop() == [1])
+        #expect([UInt8(4)].withUnsafeBytes { ring.push($0) })
+        #expect(ring.pop() == [2])
+        #expect(ring.pop() == [4])
+    }
+
+    @Test func oversizedFrameIsRefused() {
+        let ring = FrameRing(capacity: 2, slotSize: 4)
+        #expect(![UInt8](repeating: 0, count: 5).withUnsafeBytes { ring.push($0) })
+        #expect(ring.isEmpty)
+    }
+
+    @Test func indicesWrapAroundManyTimes() {
+        let ring = FrameRing(capacity: 4, slotSize: 8)
+        for i in 0..<10_000 {
+            withUnsafeBytes(of: UInt64(i)) { #expect(ring.push($0)) }
+            let frame = ring.peek()!
+            #expect(frame.loadUnaligned(as: UInt64.self) == UInt64(i))
+            ring.release()
+        }
+    }
+
+    /// Two threads, one producing and one consuming, a million frames of
+    /// varying length: each must arrive once, in order, intact.
+    @Test func twoThreadStressDeliversEveryFrameOnceInOrder() {
+        let ring = FrameRing(capacity: 64, slotSize: 64)
+        let total = 1_000_000
+        let producer = JoinableThread(name: "ring-producer") {
+            var i = 0
+            while i < total {
+                guard let slot = ring.reserve() else { continue }
+                let length = 8 + i % 50
+                slot.storeBytes(of: UInt64(i), as: UInt64.self)
+                for j in 8..<length { slot[j] = UInt8(truncatingIfNeeded: i &+ j) }
+                ring.commit(length: length)
+                i += 1
+            }
+        }
+        var expected = 0
+        var corrupt = 0
+        while expected < total {
+            guard let frame = ring.peek() else { continue }
+            let sequence = Int(frame.loadUnaligned(as: UInt64.self))
+            if sequence != expected || frame.count != 8 + expected % 50 { corrupt += 1 }
+            for j in 8..<frame.count where frame[j] != UInt8(truncatingIfNeeded: sequence &+ j) { corrupt += 1 }
+            ring.release()
+            expected += 1
+        }
+        producer.join()
+        #expect(corrupt == 0)
+        #expect(ring.isEmpty)
+    }
+}

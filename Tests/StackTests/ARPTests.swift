@@ -1,0 +1,162 @@
+import Testing
+import TestSupport
+@testable import Stack
+@testable import Wire
+
+@Suite struct StackARPTests {
+    @Test func requestForOurAddressIsAnsweredByteForByte() {
+        let h = Harness()
+        h.receive(Captured.arpRequest)
+        #expect(h.sent() == [Captured.arpReply])
+        #expect(h.counter(.arpTxReplies) == 1)
+    }
+
+    @Test func requestForOurAddressTeachesTheSender() {
+        let h = Harness()
+        h.receive(Captured.arpRequest)
+        let entry = h.stack.arpCache[FrameBuilder.peerIP]
+        #expect(entry?.mac == FrameBuilder.peerMAC)
+        #expect(entry?.state == .reachable)
+    }
+
+    @Test func requestForAnotherAddressIsIgnoredAndNotLearned() {
+        let h = Harness()
+        h.receive(FrameBuilder.arp(.request, targetIP: IPv4Address(192, 0, 2, 99)))
+        #expect(h.sent().isEmpty)
+        #expect(h.stack.arpCache.count == 0)
+    }
+
+    @Test func knownSenderIsRefreshedEvenWhenNotForUs() {
+        // RFC 826 merge: an existing entry is updated from any ARP packet.
+        let h = Harness()
+        h.learnPeer()
+        let newMAC = MACAddress("be:5e:63:13:bd:99")!
+        h.receive(FrameBuilder.arp(.request, senderMAC: newMAC, targetIP: IPv4Address(192, 0, 2, 99)))
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.mac == newMAC)
+        #expect(h.sent().isEmpty)
+    }
+
+    @Test func gratuitousReplyFromStrangerDoesNotPoisonTheCache() {
+        let h = Harness()
+        h.receive(FrameBuilder.arp(.reply, senderIP: IPv4Address(192, 0, 2, 50), targetMAC: .broadcast,
+                                   targetIP: IPv4Address(192, 0, 2, 50)))
+        #expect(h.stack.arpCache.count == 0)
+    }
+
+    @Test(arguments: [MACAddress.broadcast, MACAddress("01:00:5e:00:00:01")!, MACAddress.zero])
+    func nonUnicastSenderMACIsDropped(_ mac: MACAddress) {
+        let h = Harness()
+        h.receive(FrameBuilder.arp(.request, senderMAC: mac))
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpDropBadSender) == 1)
+        #expect(h.stack.arpCache.count == 0)
+    }
+
+    @Test(arguments: [IPv4Address(192, 0, 2, 2), .broadcast, IPv4Address(224, 0, 0, 1), IPv4Address(127, 0, 0, 1), IPv4Address(192, 0, 2, 255)])
+    func badSenderAddressIsDropped(_ ip: IPv4Address) {
+        let h = Harness()
+        h.receive(FrameBuilder.arp(.request, senderIP: ip))
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpDropBadSender) == 1)
+    }
+
+    @Test func probeFromUnspecifiedSenderIsAnsweredButNotLearned() {
+        let h = Harness()
+        h.receive(FrameBuilder.arp(.request, senderIP: .any))
+        #expect(h.sent().count == 1)
+        #expect(h.stack.arpCache.count == 0)
+    }
+
+    @Test func wrongHardwareTypeIsIgnored() {
+        let h = Harness()
+        var frame = Captured.arpRequest
+        frame[15] = 6  // hardware type 6 (IEEE 802)
+        h.receive(frame)
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpDropUnsupported) == 1)
+    }
+
+    @Test func truncatedARPIsDroppedAndCounted() {
+        let h = Harness()
+        h.receive(Array(Captured.arpRequest[0..<30]))
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpDropTruncated) == 1)
+    }
+
+    @Test func startAnnouncesWithAGratuitousARP() throws {
+        let h = Harness()
+        h.stack.start(now: h.now)
+        let frames = h.sent()
+        #expect(frames.count == 1)
+        let packet = try Array(frames[0][14..<42]).withUnsafeBytes { try ARPPacket(ARPPacketView($0)) }
+        #expect(Array(frames[0][0..<6]) == [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(packet.operation == .request)
+        #expect(packet.senderIP == FrameBuilder.stackIP && packet.targetIP == FrameBuilder.stackIP)
+        #expect(packet.senderMAC == FrameBuilder.stackMAC)
+    }
+
+    @Test func sendToUnknownNeighbourAsksAndParksThenSendsOnReply() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.send(Array("hi".utf8), from: endpoint, port: 6000)
+        let asked = h.sent()
+        #expect(asked.count == 1)
+        #expect(asked.first == FrameBuilder.arp(.request, senderMAC: FrameBuilder.stackMAC, senderIP: FrameBuilder.stackIP,
+                                                targetIP: FrameBuilder.peerIP) + [UInt8](repeating: 0, count: 18))
+        h.receive(FrameBuilder.arp(.reply, targetMAC: FrameBuilder.stackMAC, destination: FrameBuilder.stackMAC))
+        let flushed = h.sent()
+        #expect(flushed.count == 1)
+        #expect(Array(flushed[0][0..<6]) == FrameBuilder.peerMAC.octets)
+        #expect(Array(flushed[0][42..<44]) == Array("hi".utf8))
+    }
+
+    @Test func unansweredResolutionRetriesThenReportsHostUnreachable() throws {
+        let h = Harness()
+        let (endpoint, log) = try h.boundEndpoint(port: 5000)
+        try h.send([1], from: endpoint, port: 6000)
+        #expect(h.sent().count == 1)
+        h.advance(seconds: 1)
+        #expect(h.sent().count == 1)
+        h.advance(seconds: 1)
+        #expect(h.sent().count == 1)
+        #expect(log.events.isEmpty)
+        h.advance(seconds: 1)
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpTxRequests) == 3)
+        #expect(h.counter(.arpResolutionFailures) == 1)
+        #expect(h.counter(.arpDropResolutionFailed) == 1)
+        #expect(log.events == [.error])
+        #expect(throws: StackError.hostUnreachable) { try h.stack.receive(from: endpoint) }
+    }
+
+    @Test func parkedPacketsAreBoundedPerNeighbour() throws {
+        let h = Harness { $0.arpPendingPacketsPerNeighbour = 2 }
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        for _ in 0..<5 { try h.send([1], from: endpoint, port: 6000) }
+        #expect(h.counter(.arpDropPendingQueueFull) == 3)
+        h.receive(FrameBuilder.arp(.reply, targetMAC: FrameBuilder.stackMAC, destination: FrameBuilder.stackMAC))
+        #expect(h.sent().count == 3)  // the request, then the two parked packets
+    }
+
+    @Test func cacheIsBoundedAndEvictsTheOldest() {
+        let h = Harness { $0.arpCacheCapacity = 4 }
+        for i in 1...6 {
+            h.receive(FrameBuilder.arp(.request, senderMAC: MACAddress(0x02, 1, 1, 1, 1, UInt8(i)),
+                                       senderIP: IPv4Address(192, 0, 2, UInt8(10 + i))))
+            h.advance(seconds: 0.1)
+        }
+        #expect(h.stack.arpCache.count == 4)
+        #expect(h.counter(.arpCacheEvictions) == 2)
+        #expect(h.stack.arpCache[IPv4Address(192, 0, 2, 11)] == nil)
+        #expect(h.stack.arpCache[IPv4Address(192, 0, 2, 16)] != nil)
+    }
+
+    @Test func reachableEntryGoesStaleAfterTheReachableTime() {
+        let h = Harness()
+        h.learnPeer()
+        h.advance(seconds: 29)
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .reachable)
+        h.advance(seconds: 2)
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .stale)
+    }
+}

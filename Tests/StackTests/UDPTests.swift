@@ -1,0 +1,145 @@
+import Testing
+import TestSupport
+@testable import Stack
+@testable import Wire
+
+@Suite struct StackUDPTests {
+    @Test func datagramIsQueuedAndSignalsReadableOnce() throws {
+        let h = Harness()
+        let (endpoint, log) = try h.boundEndpoint(port: 7)
+        h.receive(Captured.udpRequest)
+        h.receive(Captured.udpRequest)
+        #expect(log.events == [.readable])
+        #expect(endpoint.readiness.contains(.readable))
+        let datagram = try h.stack.receive(from: endpoint)
+        #expect(datagram == ReceivedDatagram(source: FrameBuilder.peerIP, sourcePort: 35789,
+                                             destination: FrameBuilder.stackIP, payload: Array("hello\n".utf8)))
+        _ = try h.stack.receive(from: endpoint)
+        #expect(throws: StackError.wouldBlock) { try h.stack.receive(from: endpoint) }
+        #expect(!endpoint.readiness.contains(.readable))
+    }
+
+    @Test func echoOfCapturedDatagramIsByteForByte() throws {
+        // The capture's stack had sent three echo replies first: IP id 4.
+        let h = Harness()
+        h.receive(Captured.arpRequest)
+        for _ in 0..<3 { h.receive(Captured.echoRequest) }
+        _ = h.sent()
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        h.receive(Captured.udpRequest)
+        let datagram = try h.stack.receive(from: endpoint)
+        try h.send(datagram.payload, from: endpoint, to: datagram.source, port: datagram.sourcePort)
+        #expect(h.sent() == [Captured.udpReply])
+    }
+
+    @Test func datagramToUnboundPortIsDropped() {
+        let h = Harness()
+        h.receive(Captured.udpRequest)
+        #expect(h.counter(.udpDropNoPort) == 1)
+    }
+
+    @Test func badChecksumIsDropped() throws {
+        let h = Harness()
+        let (endpoint, log) = try h.boundEndpoint(port: 7)
+        var frame = Captured.udpRequest
+        frame[47] ^= 0x01
+        h.receive(frame)
+        #expect(h.counter(.udpDropBadChecksum) == 1)
+        #expect(log.events.isEmpty)
+        #expect(endpoint.queuedDatagrams == 0)
+    }
+
+    @Test func lengthFieldLargerThanPacketIsDropped() throws {
+        let h = Harness()
+        _ = try h.boundEndpoint(port: 7)
+        var datagram = FrameBuilder.udp(sourcePort: 1, destinationPort: 7, payload: [1, 2, 3, 4])
+        datagram[5] = 40
+        h.receive(FrameBuilder.ethernet(type: .ipv4, payload: FrameBuilder.ipv4(proto: .udp, payload: datagram)))
+        #expect(h.counter(.udpDropTruncated) == 1)
+    }
+
+    @Test func receiveQueueIsBoundedInDatagrams() throws {
+        let h = Harness { $0.udpReceiveQueueDatagrams = 2 }
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        for _ in 0..<5 { h.receive(Captured.udpRequest) }
+        #expect(endpoint.queuedDatagrams == 2)
+        #expect(h.counter(.udpDropQueueFull) == 3)
+    }
+
+    @Test func receiveQueueIsBoundedInBytes() throws {
+        let h = Harness { $0.udpReceiveQueueBytes = 100 }
+        let (endpoint, _) = try h.boundEndpoint(port: 9)
+        for _ in 0..<3 { h.receive(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8](repeating: 1, count: 40))) }
+        #expect(endpoint.queuedDatagrams == 2)
+        #expect(h.counter(.udpDropQueueFull) == 1)
+    }
+
+    @Test func bindingABoundPortFailsWithAddressInUse() throws {
+        let h = Harness()
+        _ = try h.boundEndpoint(port: 7)
+        #expect(throws: StackError.addressInUse) { try h.boundEndpoint(port: 7) }
+    }
+
+    @Test func bindingAForeignAddressFails() {
+        let h = Harness()
+        #expect(throws: StackError.addressNotAvailable) {
+            try h.stack.bind(h.stack.openUDP(), address: IPv4Address(10, 0, 0, 1), port: 7)
+        }
+    }
+
+    @Test func portZeroAndFirstSendPickEphemeralPorts() throws {
+        let h = Harness()
+        h.learnPeer()
+        let a = h.stack.openUDP()
+        try h.stack.bind(a, port: 0)
+        #expect(NetworkStack.ephemeralPorts.contains(a.localPort))
+        let b = h.stack.openUDP()
+        try h.send([1], from: b, port: 9)
+        #expect(NetworkStack.ephemeralPorts.contains(b.localPort) && b.localPort != a.localPort)
+    }
+
+    @Test func sendOffLinkWithoutGatewayIsNetworkUnreachable() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        #expect(throws: StackError.networkUnreachable) { try h.send([1], from: endpoint, to: IPv4Address(198, 51, 100, 1), port: 9) }
+        #expect(h.sent().isEmpty)
+    }
+
+    @Test func sendOffLinkGoesThroughTheGateway() throws {
+        let h = Harness { $0.gateway = FrameBuilder.peerIP }
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.send([1], from: endpoint, to: IPv4Address(198, 51, 100, 1), port: 9)
+        let frames = h.sent()
+        try #require(frames.count == 1)
+        #expect(Array(frames[0][0..<6]) == FrameBuilder.peerMAC.octets)
+        #expect(Array(frames[0][30..<34]) == [198, 51, 100, 1])
+    }
+
+    @Test func broadcastNeedsOptIn() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        #expect(throws: StackError.permissionDenied) { try h.send([1], from: endpoint, to: .broadcast, port: 9) }
+        endpoint.allowsBroadcast = true
+        try h.send([1], from: endpoint, to: .broadcast, port: 9)
+        #expect(h.sent().first.map { Array($0[0..<6]) } == MACAddress.broadcast.octets)
+    }
+
+    @Test func fullLinkMakesSendWouldBlock() throws {
+        let h = Harness()
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        h.sink.limit = 0
+        #expect(throws: StackError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
+        #expect(h.counter(.udpTxDatagrams) == 0)
+    }
+
+    @Test func closeFreesThePortAndSignalsClosed() throws {
+        let h = Harness()
+        let (endpoint, log) = try h.boundEndpoint(port: 7)
+        h.stack.close(endpoint)
+        #expect(log.events == [.closed])
+        #expect(throws: StackError.closed) { try h.stack.receive(from: endpoint) }
+        _ = try h.boundEndpoint(port: 7)
+    }
+}

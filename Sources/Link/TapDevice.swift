@@ -8,7 +8,9 @@ public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
     case invalidName(String)
     /// `/dev/net/tun` is missing (no tun module, or a container without it).
     case tunMissing
-    /// Opening `/dev/net/tun` or attaching to the device was refused.
+    /// `/dev/net/tun` exists but this user may not open it.
+    case tunNotAccessible
+    /// Creating or attaching to the device was refused.
     case permissionDenied(device: String)
     /// The device exists but is not a TAP device, or is busy.
     case deviceBusy(device: String)
@@ -21,6 +23,8 @@ public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
             "invalid interface name '\(name)': 1 to \(ctun_ifnamsiz() - 1) characters"
         case .tunMissing:
             "cannot open /dev/net/tun: no such device (load the tun module: modprobe tun)"
+        case .tunNotAccessible:
+            "no permission to open /dev/net/tun: run as root, or make it usable by all (chmod 0666 /dev/net/tun, as standard Linux systems do)"
         case .permissionDenied(let device):
             "no permission to open TAP device '\(device)': run as root (CAP_NET_ADMIN), or create it first with 'ip tuntap add \(device) mode tap user $USER'"
         case .deviceBusy(let device):
@@ -58,6 +62,7 @@ public final class TapDevice: Sendable {
             case (CTUN_STAGE_NAME.rawValue, _): throw .invalidName(name)
             case (CTUN_STAGE_OPEN.rawValue, ENOENT), (CTUN_STAGE_OPEN.rawValue, ENODEV), (CTUN_STAGE_OPEN.rawValue, ENXIO):
                 throw .tunMissing
+            case (CTUN_STAGE_OPEN.rawValue, EPERM), (CTUN_STAGE_OPEN.rawValue, EACCES): throw .tunNotAccessible
             case (_, EPERM), (_, EACCES): throw .permissionDenied(device: name)
             case (CTUN_STAGE_SETIFF.rawValue, EBUSY), (CTUN_STAGE_SETIFF.rawValue, EINVAL): throw .deviceBusy(device: name)
             case (CTUN_STAGE_OPEN.rawValue, _): throw .systemError(operation: "open /dev/net/tun", errno: err)

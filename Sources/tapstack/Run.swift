@@ -46,9 +46,14 @@ struct Run: ParsableCommand {
 
         // Signals are taken by sigwait on this thread only: block them before
         // any other thread exists, so every thread inherits the mask.
+        // A shell starting us in the background may have set SIGINT to
+        // ignored; restore the defaults so sigwait sees every one.
         var signals = sigset_t()
         sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&signals, signal) }
+        for signal in [SIGINT, SIGTERM, SIGUSR1] {
+            Glibc.signal(signal, SIG_DFL)
+            sigaddset(&signals, signal)
+        }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let device: TapDevice

@@ -8,7 +8,7 @@ import Testing
     }
 
     @Test func errorsExplainThemselvesInOneLine() {
-        let errors: [TapError] = [.tunMissing, .permissionDenied(device: "tap0"), .deviceBusy(device: "tap0"),
+        let errors: [TapError] = [.tunMissing, .tunNotAccessible, .permissionDenied(device: "tap0"), .deviceBusy(device: "tap0"),
                                   .systemError(operation: "TUNSETIFF tap0", errno: 5), .invalidName("")]
         for error in errors {
             #expect(!error.description.isEmpty)

@@ -1,0 +1,35 @@
+# tapstack — a userspace UDP/IPv4 stack on a Linux TAP device.
+#   make run     the stack in network namespace `tapstack` on tap0 (root)
+#   make test    unit tests, then interop tests in namespaces of their own (root)
+
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+SCRATCH_TSAN = .build-tsan
+
+.PHONY: all deps build release run test test-unit test-interop clean
+
+all: build
+
+deps:
+	@Scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps
+	$(SWIFT) build -c release $(SWIFT_FLAGS)
+
+run: release
+	@Scripts/run.sh $(ARGS)
+
+test: test-unit test-interop
+
+test-unit: deps
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
+	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+
+test-interop: build
+	@Tests/Interop/run.sh
+
+clean:
+	rm -rf .build .build-*

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make run`: the stack on tap0 inside network namespace `tapstack`, in the
+# foreground, with the kernel side of the tap at 192.0.2.1/24. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NS=${NS:-tapstack}
+TAP=${TAP:-tap0}
+BIN=${TAPSTACK_BIN:-.build/release/tapstack}
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "make run needs root (it creates a network namespace and a TAP device)." >&2
+    exit 1
+fi
+if ip netns list | grep -qw "^$NS"; then
+    echo "network namespace '$NS' already exists: is tapstack already running? (remove it: ip netns del $NS)" >&2
+    exit 1
+fi
+
+ip netns add "$NS"
+cleanup() { ip netns del "$NS" 2>/dev/null || true; }
+trap cleanup EXIT
+ip -n "$NS" link set lo up
+
+# Bring the kernel side up once the stack has created the device.
+(
+    for _ in $(seq 100); do
+        ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    ip -n "$NS" link set "$TAP" up
+    ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
+    cat >&2 <<TXT
+
+tapstack is up in network namespace '$NS' on $TAP: 192.0.2.2/24, MAC 02:00:00:00:00:02.
+In another shell:
+    ip netns exec $NS ping -c 3 192.0.2.2
+    echo hello | ip netns exec $NS nc -u -w1 192.0.2.2 7
+    ip netns exec $NS tcpdump -n -i $TAP
+    kill -USR1 \$(pgrep -f 'tapstack run')     # print the counters
+Press Ctrl-C to stop.
+
+TXT
+) &
+
+status=0
+ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 --echo-port 7 "$@" || status=$?
+wait
+echo "tapstack exited with status $status" >&2
+exit $status

@@ -1,0 +1,110 @@
+# Shared helpers for the interop tests. Each test script sources this file,
+# gets its own network namespace (removed on exit, also on failure), and
+# reports checks with `check NAME CMD...`. Nothing leaves the namespace.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${TAPSTACK_BIN:-$ROOT/.build/debug/tapstack}
+TEST_NAME=$(basename "$0" .sh)
+NS="tst-${TEST_NAME%_test}-$$"
+NS=${NS:0:30}
+TAP=tap0
+WORK=$(mktemp -d "/tmp/tapstack-$TEST_NAME.XXXXXX")
+STACK_PID=""
+PASSED=0
+FAILED=0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if [ "${CI:-}" = "true" ]; then
+        echo "FAIL $TEST_NAME: interop tests need root (namespaces, TAP devices), and CI=true forbids skipping"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "SKIP $TEST_NAME: needs root to create network namespaces and TAP devices"
+    exit 77
+fi
+
+cleanup() {
+    if [ -n "$STACK_PID" ] && kill -0 "$STACK_PID" 2>/dev/null; then
+        kill -TERM "$STACK_PID" 2>/dev/null
+        for _ in $(seq 30); do kill -0 "$STACK_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$STACK_PID" 2>/dev/null
+    fi
+    # Kill anything we started inside the namespace, by PID.
+    for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    ip netns del "$NS" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+
+# in_ns CMD...: runs CMD inside the test's namespace.
+in_ns() { ip netns exec "$NS" "$@"; }
+
+# launch CMD...: starts CMD in the background, recording its PID in
+# STACK_PID and, when it ends, its exit status in $WORK/status (so checks,
+# which run in subshells, can still learn how it ended).
+launch() {
+    rm -f "$WORK/pid" "$WORK/status"
+    (
+        "$@" >"$WORK/stack.out" 2>"$WORK/stack.err" &
+        echo $! >"$WORK/pid"
+        wait $!
+        echo $? >"$WORK/status"
+    ) &
+    for _ in $(seq 50); do [ -s "$WORK/pid" ] && break; sleep 0.02; done
+    STACK_PID=$(cat "$WORK/pid")
+}
+
+# start_stack [ARGS...]: starts `tapstack run` in the namespace and brings the kernel side up.
+start_stack() {
+    launch ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 "$@"
+    wait_for_tap || { echo "stack did not create $TAP:"; cat "$WORK/stack.err"; return 1; }
+    ip -n "$NS" link set "$TAP" up
+    ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
+}
+
+wait_for_tap() {
+    for _ in $(seq 100); do
+        ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && return 0
+        kill -0 "$STACK_PID" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# stop_stack [SIGNAL]: signals the stack and waits (at most 5 s); sets STACK_STATUS.
+stop_stack() {
+    local sig=${1:-TERM}
+    kill -"$sig" "$STACK_PID"
+    for _ in $(seq 50); do kill -0 "$STACK_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$STACK_PID" 2>/dev/null; then
+        STACK_STATUS=hung
+        kill -KILL "$STACK_PID"
+    else
+        for _ in $(seq 50); do [ -s "$WORK/status" ] && break; sleep 0.02; done
+        STACK_STATUS=$(cat "$WORK/status" 2>/dev/null || echo unknown)
+    fi
+}
+
+# check NAME CMD...: runs CMD, reports PASS or FAIL with its output.
+check() {
+    local name=$1
+    shift
+    local output
+    if output=$("$@" 2>&1); then
+        echo "PASS $TEST_NAME: $name"
+        PASSED=$((PASSED + 1))
+    else
+        echo "FAIL $TEST_NAME: $name"
+        printf '%s\n' "$output" | sed 's/^/    /' | head -n 30
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+finish() {
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}

@@ -79,6 +79,9 @@ public final class FrameRing: @unchecked Sendable {
         return true
     }
 
+    /// Slots free for the producer now. Producer side.
+    public var freeSlots: Int { capacity - (tail.load(ordering: .relaxed) &- head.load(ordering: .acquiring)) }
+
     /// True when no slot is free. Producer side.
     public var isFull: Bool { tail.load(ordering: .relaxed) &- head.load(ordering: .acquiring) >= capacity }
 

@@ -24,6 +24,8 @@ final class RingSink: FrameSink {
         ring.commit(length: length)
         produced = true
     }
+
+    var availableFrames: Int { ring.freeSlots }
 }
 
 /// A running stack: the core, the stack thread that feeds it frames and

@@ -7,7 +7,8 @@ import Wire
 /// An IPv4 packet waiting for its next hop's MAC, with the socket that sent
 /// it (to report a failed resolution to).
 struct ParkedPacket {
-    var bytes: [UInt8]
+    var header: IPv4Header
+    var payload: [UInt8]
     var owner: UDPEndpoint?
 }
 
@@ -19,6 +20,8 @@ public struct ARPCache {
         case reachable
         /// Older than the reachable time: still used, re-confirmed on next use.
         case stale
+        /// Resolution failed; kept for a while as a record, and restarted by the next send.
+        case failed
     }
 
     public struct Entry {
@@ -34,6 +37,8 @@ public struct ARPCache {
 
     public let capacity: Int
     public private(set) var entries: [IPv4Address: Entry] = [:]
+    /// Payload bytes parked in all entries.
+    public private(set) var pendingBytes = 0
 
     public init(capacity: Int) {
         precondition(capacity > 0)
@@ -52,6 +57,7 @@ public struct ARPCache {
         if entries[address] == nil, entries.count >= capacity { evicted = evictOne() }
         var entry = entries[address] ?? Entry(mac: nil, state: .reachable, updatedAt: now, nextRequestAt: now)
         let pending = entry.pending
+        pendingBytes -= pending.reduce(0) { $0 + $1.payload.count }
         entry.mac = mac
         entry.state = .reachable
         entry.updatedAt = now
@@ -75,17 +81,45 @@ public struct ARPCache {
         entries[address] = entry
     }
 
-    mutating func remove(_ address: IPv4Address) -> Entry? { entries.removeValue(forKey: address) }
+    /// Parks a packet on an existing entry.
+    mutating func park(_ packet: ParkedPacket, for address: IPv4Address) {
+        guard entries[address] != nil else { return }
+        entries[address]!.pending.append(packet)
+        pendingBytes += packet.payload.count
+    }
+
+    /// Takes the packets parked on an entry.
+    mutating func takePending(_ address: IPv4Address) -> [ParkedPacket] {
+        guard let pending = entries[address]?.pending else { return [] }
+        entries[address]!.pending = []
+        pendingBytes -= pending.reduce(0) { $0 + $1.payload.count }
+        return pending
+    }
+
+    mutating func remove(_ address: IPv4Address) -> Entry? {
+        guard let entry = entries.removeValue(forKey: address) else { return nil }
+        pendingBytes -= entry.pending.reduce(0) { $0 + $1.payload.count }
+        return entry
+    }
 
     /// Forgets the entry least worth keeping: the oldest resolved one, or
     /// failing that the oldest incomplete one.
     private mutating func evictOne() -> Entry? {
         let victim = entries.min { a, b in
-            let aResolved = a.value.state != .incomplete, bResolved = b.value.state != .incomplete
-            if aResolved != bResolved { return aResolved }
+            // Failed and stale entries go before reachable ones, incomplete ones last.
+            let rank: (State) -> Int = { state in
+                switch state {
+                case .failed: 0
+                case .stale: 1
+                case .reachable: 2
+                case .incomplete: 3
+                }
+            }
+            let aRank = rank(a.value.state), bRank = rank(b.value.state)
+            if aRank != bRank { return aRank < bRank }
             return a.value.updatedAt < b.value.updatedAt
         }
         guard let victim else { return nil }
-        return entries.removeValue(forKey: victim.key)
+        return remove(victim.key)
     }
 }

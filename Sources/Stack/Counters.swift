@@ -36,11 +36,30 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case ipv4DropNotForUs
     case ipv4DropBadSource
     case ipv4DropUnknownProtocol
-    case ipv4DropFragment
+    case ipv4RxFragments
+    case ipv4Reassembled
+    /// A non-final fragment whose length is not a multiple of 8.
+    case ipv4DropFragmentBadLength
+    /// A fragment contradicting the datagram's length as already known.
+    case ipv4DropFragmentInconsistent
+    /// An exact copy of a fragment already held (tolerated, not an error).
+    case ipv4DropFragmentDuplicate
+    /// Fragments overlapping differently: the whole datagram is discarded.
+    case ipv4DropReassemblyOverlap
+    /// Fragments reaching beyond 65535 bytes.
+    case ipv4DropReassemblyOversize
+    /// No room within the reassembly byte bound.
+    case ipv4DropReassemblyNoRoom
+    /// Datagrams pushed out of a full reassembly table (the oldest go first).
+    case ipv4DropReassemblyEvicted
+    /// Datagrams still incomplete at the reassembly timeout.
+    case ipv4DropReassemblyTimeout
     case ipv4RxDelivered
     case ipv4TxPackets
     case ipv4TxDropNoRoute
     case ipv4TxDropTooBig
+    case ipv4TxFragments
+    case ipv4TxFragmented
 
     // ICMP
     case icmpRxMessages
@@ -51,9 +70,19 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case icmpRxEchoRequests
     case icmpRxEchoReplies
     case icmpRxErrors
+    /// An ICMP error whose quoted packet is too short to act on.
+    case icmpDropBadQuote
+    /// ICMP errors handed to a connected socket.
+    case icmpRxErrorsDelivered
+    /// ICMP errors that matched no connected socket (ignored, RFC 1122 4.1.3.3).
+    case icmpRxErrorsUnmatched
     case icmpTxEchoReplies
     case icmpTxDestinationUnreachable
+    case icmpTxTimeExceeded
+    /// ICMP errors not sent because RFC 1122 3.2.2 forbids answering that packet.
     case icmpTxErrorsSuppressed
+    /// ICMP errors not sent because of the rate limit.
+    case icmpTxErrorsRateLimited
 
     // UDP
     case udpRxDatagrams

@@ -5,6 +5,8 @@ public protocol FrameSink: AnyObject {
     func reserveFrame() -> UnsafeMutableRawBufferPointer?
     /// Publishes the frame last reserved, `length` bytes long.
     func commitFrame(length: Int)
+    /// Frames that can be reserved now (for all-or-nothing fragment trains).
+    var availableFrames: Int { get }
 }
 
 /// A sink that keeps every frame in memory: for tests and replay.
@@ -26,6 +28,8 @@ public final class CollectingSink: FrameSink {
     }
 
     public func commitFrame(length: Int) { frames.append(Array(scratch[0..<length])) }
+
+    public var availableFrames: Int { limit.map { max(0, $0 - frames.count) } ?? Int.max }
 
     /// Returns and forgets the frames collected so far.
     public func take() -> [[UInt8]] {

@@ -44,15 +44,7 @@ extension NetworkStack {
         if let evicted { forget(evicted) }
         schedule(now + configuration.arpReachableTime)
         for parked in pending {
-            let packet = parked.bytes
-            let sent = transmitFrame { frame in
-                EthernetHeader(destination: neighbourMAC, source: mac, etherType: .ipv4).emit(into: frame)
-                packet.withUnsafeBytes {
-                    UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length...]).copyMemory(from: $0)
-                }
-                return EthernetHeader.length + packet.count
-            }
-            if sent { count(.ipv4TxPackets) } else { drop(.ethernetTxDropLinkFull) }
+            transmitIPv4(parked.header, payload: parked.payload, to: neighbourMAC)
         }
     }
 
@@ -66,34 +58,48 @@ extension NetworkStack {
     }
 
     /// The MAC to send to `nextHop`, or nil when it must be resolved first.
-    /// Using a stale entry triggers a unicast re-confirmation (RFC 1122 2.3.2.1).
+    /// Using a stale entry sends a unicast re-confirmation at most once per
+    /// retry interval; after `arpMaxRequests` unanswered ones the entry is
+    /// dropped and the next packet resolves afresh (RFC 1122 2.3.2.1).
     func resolvedMAC(for nextHop: IPv4Address, now: StackInstant) -> MACAddress? {
         guard let entry = arpCache[nextHop], let neighbourMAC = entry.mac else { return nil }
         if entry.state == .stale, entry.nextRequestAt <= now {
-            arpCache.update(nextHop) { $0.nextRequestAt = now + configuration.arpRetryInterval }
+            guard entry.requestsSent < configuration.arpMaxRequests else {
+                _ = arpCache.remove(nextHop)
+                return nil
+            }
+            arpCache.update(nextHop) {
+                $0.requestsSent += 1
+                $0.nextRequestAt = now + configuration.arpRetryInterval
+            }
             sendARP(operation: .request, targetMAC: neighbourMAC, targetIP: nextHop, to: neighbourMAC)
         }
         return neighbourMAC
     }
 
-    /// Parks an IPv4 packet until `nextHop` resolves, asking for it if new.
-    func parkForResolution(_ packet: [UInt8], owner: UDPEndpoint?, nextHop: IPv4Address, now: StackInstant) {
-        if arpCache[nextHop] == nil {
-            if let evicted = arpCache.beginResolution(nextHop, now: now) { forget(evicted) }
-            sendARP(operation: .request, targetMAC: .zero, targetIP: nextHop, to: .broadcast)
+    /// Parks an IPv4 packet until `nextHop` resolves, asking for it if new
+    /// (or if an earlier resolution failed).
+    func parkForResolution(_ packet: ParkedPacket, nextHop: IPv4Address, now: StackInstant) {
+        if arpCache[nextHop]?.state != .incomplete {
+            if arpCache[nextHop] == nil, let evicted = arpCache.beginResolution(nextHop, now: now) { forget(evicted) }
             arpCache.update(nextHop) {
+                $0.state = .incomplete
+                $0.mac = nil
+                $0.updatedAt = now
                 $0.requestsSent = 1
                 $0.nextRequestAt = now + configuration.arpRetryInterval
             }
+            sendARP(operation: .request, targetMAC: .zero, targetIP: nextHop, to: .broadcast)
             schedule(now + configuration.arpRetryInterval)
         }
-        guard let entry = arpCache[nextHop], entry.pending.count < configuration.arpPendingPacketsPerNeighbour else {
+        guard let entry = arpCache[nextHop], entry.pending.count < configuration.arpPendingPacketsPerNeighbour,
+              arpCache.pendingBytes + packet.payload.count <= configuration.arpPendingMaximumBytes else {
             return drop(.arpDropPendingQueueFull)
         }
-        arpCache.update(nextHop) { $0.pending.append(ParkedPacket(bytes: packet, owner: owner)) }
+        arpCache.park(packet, for: nextHop)
     }
 
-    /// Retries unanswered requests, fails exhausted ones, ages reachable entries.
+    /// Retries unanswered requests, fails exhausted ones, ages the others.
     func runARPTimers(now: StackInstant) {
         for (ip, entry) in arpCache.entries {
             switch entry.state {
@@ -109,22 +115,32 @@ extension NetworkStack {
                     }
                     schedule(next)
                 } else {
-                    _ = arpCache.remove(ip)
                     count(.arpResolutionFailures)
                     // RFC 1122 2.3.2.2: the parked packets are dropped and
                     // their senders learn the host is unreachable.
-                    for parked in entry.pending {
+                    for parked in arpCache.takePending(ip) {
                         drop(.arpDropResolutionFailed)
                         parked.owner?.report(.hostUnreachable)
                     }
+                    arpCache.update(ip) {
+                        $0.state = .failed
+                        $0.updatedAt = now
+                    }
+                    schedule(now + configuration.arpFailedHoldTime)
                 }
             case .reachable:
                 let expiry = entry.updatedAt + configuration.arpReachableTime
                 if expiry <= now {
-                    arpCache.update(ip) { $0.state = .stale }
+                    arpCache.update(ip) {
+                        $0.state = .stale
+                        $0.requestsSent = 0
+                    }
                 } else {
                     schedule(expiry)
                 }
+            case .failed:
+                let expiry = entry.updatedAt + configuration.arpFailedHoldTime
+                if expiry <= now { _ = arpCache.remove(ip) } else { schedule(expiry) }
             case .stale:
                 break
             }

@@ -1,8 +1,9 @@
 import Wire
 
-// IPv4 input (RFC 791, RFC 1122 3.2.1) and output with routing.
+// IPv4 input (RFC 791, RFC 1122 3.2.1), reassembly, and output with routing
+// and fragmentation.
 extension NetworkStack {
-    func receiveIPv4(_ bytes: UnsafeRawBufferPointer, now: StackInstant) {
+    func receiveIPv4(_ bytes: UnsafeRawBufferPointer, linkBroadcast: Bool, now: StackInstant) {
         count(.ipv4RxPackets)
         let packet: IPv4PacketView
         do {
@@ -18,20 +19,53 @@ extension NetworkStack {
         guard packet.checksumIsValid else { return drop(.ipv4DropBadChecksum) }
         guard isAddressedToUs(packet.destination) else { return drop(.ipv4DropNotForUs) }
         guard isAcceptableSource(packet.source, destination: packet.destination) else { return drop(.ipv4DropBadSource) }
-        guard !packet.isFragment else { return drop(.ipv4DropFragment) }
+        guard packet.isFragment else { return deliver(packet, linkBroadcast: linkBroadcast, now: now) }
+
+        count(.ipv4RxFragments)
+        var evicted = 0
+        let outcome = reassembly.insert(packet, quotable: shouldSendICMPError(about: packet, linkBroadcast: linkBroadcast),
+                                        now: now, evicted: &evicted)
+        for _ in 0..<evicted { drop(.ipv4DropReassemblyEvicted) }
+        switch outcome {
+        case .stored:
+            if let deadline = reassembly.nextDeadline { schedule(deadline) }
+        case .dropped(let reason):
+            drop(reason)
+        case .complete(let header, let payload):
+            count(.ipv4Reassembled)
+            var whole = [UInt8](repeating: 0, count: IPv4Header.length)
+            whole += payload
+            whole.withUnsafeMutableBytes { header.emit(into: $0) }
+            whole.withUnsafeBytes { buffer in
+                guard let reassembled = try? IPv4PacketView(buffer) else { return }
+                deliver(reassembled, linkBroadcast: linkBroadcast, now: now)
+            }
+        }
+    }
+
+    /// Hands a whole datagram to its transport protocol.
+    func deliver(_ packet: IPv4PacketView, linkBroadcast: Bool, now: StackInstant) {
         count(.ipv4RxDelivered)
         switch packet.proto {
         case .icmp: receiveICMP(packet, now: now)
-        case .udp: receiveUDP(packet, now: now)
-        default: drop(.ipv4DropUnknownProtocol)
+        case .udp: receiveUDP(packet, linkBroadcast: linkBroadcast, now: now)
+        default:
+            drop(.ipv4DropUnknownProtocol)
+            // RFC 1122 3.2.2.1: a host SHOULD say it does not speak the protocol.
+            sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.proto,
+                          about: packet, linkBroadcast: linkBroadcast, now: now)
         }
     }
 
     /// RFC 1122 3.2.1.3: a host accepts its own address and the broadcast
     /// addresses of its subnet; it does not forward anything else.
     func isAddressedToUs(_ destination: IPv4Address) -> Bool {
-        destination == address || destination.isLimitedBroadcast
-            || destination == configuration.interface.subnetBroadcast
+        destination == address || isBroadcast(destination)
+    }
+
+    /// The limited broadcast or our subnet's directed broadcast.
+    func isBroadcast(_ destination: IPv4Address) -> Bool {
+        destination.isLimitedBroadcast || destination == configuration.interface.subnetBroadcast
     }
 
     /// RFC 1122 3.2.1.3: a source may not be broadcast, multicast, loopback,
@@ -43,52 +77,107 @@ extension NetworkStack {
     }
 
     /// Where to send a packet for `destination`: the next hop, and whether it
-    /// is a link-level broadcast.
+    /// is a link-level broadcast. On-link destinations go direct, others to
+    /// the default gateway.
     /// - Throws: `.networkUnreachable` when off-link with no gateway.
     func route(to destination: IPv4Address) throws(StackError) -> (nextHop: IPv4Address, broadcast: Bool) {
-        let interface = configuration.interface
-        if destination.isLimitedBroadcast || destination == interface.subnetBroadcast { return (destination, true) }
-        if interface.contains(destination) { return (destination, false) }
+        if isBroadcast(destination) { return (destination, true) }
+        if destination.isMulticast || destination.isLoopback || destination.isUnspecified || destination.isReserved {
+            throw .networkUnreachable
+        }
+        if configuration.interface.contains(destination) { return (destination, false) }
         if let gateway = configuration.gateway { return (gateway, false) }
         throw .networkUnreachable
     }
 
-    /// Sends one IPv4 packet carrying `payloadLength` bytes that `fill` writes.
+    /// Sends one IPv4 datagram carrying `payloadLength` bytes that `fill` writes.
     ///
-    /// The frame is built in place in the sink's buffer when the next hop's
-    /// MAC is known; otherwise the packet is parked until ARP resolves it.
-    /// - Throws: `.networkUnreachable`, `.messageTooLong`, or `.wouldBlock`
-    ///   when the link has no room now (nothing was sent).
+    /// When it fits the MTU and the next hop's MAC is known, the frame is
+    /// built in place in the sink's buffer. Otherwise the payload is built
+    /// aside, then fragmented (RFC 791) and/or parked until ARP resolves.
+    /// - Throws: `.networkUnreachable`; `.messageTooLong` (over 65535 bytes,
+    ///   or over the MTU with `dontFragment`); `.wouldBlock` when the link
+    ///   has no room now (nothing was sent).
     func sendIPv4(proto: IPProtocol, to destination: IPv4Address, payloadLength: Int, typeOfService: UInt8 = 0,
-                  owner: UDPEndpoint? = nil, now: StackInstant,
+                  dontFragment: Bool = false, owner: UDPEndpoint? = nil, now: StackInstant,
                   fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StackError) {
         let (nextHop, broadcast) = try route(to: destination)
-        guard IPv4Header.length + payloadLength <= configuration.mtu else {
+        let packetLength = IPv4Header.length + payloadLength
+        guard packetLength <= 0xFFFF, packetLength <= configuration.mtu || !dontFragment else {
             count(.ipv4TxDropTooBig)
             throw .messageTooLong
         }
-        let header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength,
-                                identification: takeIdentification(), proto: proto,
-                                source: address, destination: destination)
-        let packetLength = IPv4Header.length + payloadLength
+        var header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: 0,
+                                dontFragment: dontFragment, proto: proto, source: address, destination: destination)
         let destinationMAC = broadcast ? MACAddress.broadcast : resolvedMAC(for: nextHop, now: now)
-        guard let destinationMAC else {
-            var packet = [UInt8](repeating: 0, count: packetLength)
-            packet.withUnsafeMutableBytes { buffer in
-                fill(UnsafeMutableRawBufferPointer(rebasing: buffer[IPv4Header.length...]))
-                header.emit(into: buffer)
+
+        if packetLength <= configuration.mtu, let destinationMAC {
+            guard sink.availableFrames > 0 else { throw .wouldBlock }
+            header.identification = takeIdentification()
+            _ = transmitFrame { frame in
+                EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
+                let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
+                fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]))
+                header.emit(into: ip)
+                return EthernetHeader.length + packetLength
             }
-            parkForResolution(packet, owner: owner, nextHop: nextHop, now: now)
+            count(.ipv4TxPackets)
             return
         }
-        let sent = transmitFrame { frame in
-            EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
-            let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
-            fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]))
-            header.emit(into: ip)
-            return EthernetHeader.length + packetLength
+
+        var payload = [UInt8](repeating: 0, count: payloadLength)
+        payload.withUnsafeMutableBytes { fill($0) }
+        if let destinationMAC {
+            guard sink.availableFrames >= fragmentCount(payloadLength) else { throw .wouldBlock }
+            header.identification = takeIdentification()
+            transmitIPv4(header, payload: payload, to: destinationMAC)
+        } else {
+            header.identification = takeIdentification()
+            parkForResolution(ParkedPacket(header: header, payload: payload, owner: owner), nextHop: nextHop, now: now)
         }
-        guard sent else { throw .wouldBlock }
+    }
+
+    /// Largest payload per fragment: the MTU less the header, in 8-byte units.
+    var fragmentPayloadSize: Int { (configuration.mtu - IPv4Header.length) & ~7 }
+
+    /// Frames needed to carry `payloadLength` bytes of IP payload.
+    func fragmentCount(_ payloadLength: Int) -> Int {
+        IPv4Header.length + payloadLength <= configuration.mtu
+            ? 1 : (payloadLength + fragmentPayloadSize - 1) / fragmentPayloadSize
+    }
+
+    /// Sends a datagram to a resolved MAC, fragmenting it when it exceeds the
+    /// MTU (RFC 791 3.2): every fragment but the last carries a multiple of 8
+    /// bytes, all share the identification, MF is set on all but the last.
+    /// Frames the link cannot take are dropped and counted; callers that must
+    /// not lose them check `availableFrames` first.
+    func transmitIPv4(_ header: IPv4Header, payload: [UInt8], to destinationMAC: MACAddress) {
+        let chunk = IPv4Header.length + payload.count <= configuration.mtu ? max(payload.count, 1) : fragmentPayloadSize
+        let fragmented = payload.count > chunk
+        var offset = 0
+        repeat {
+            let length = min(chunk, payload.count - offset)
+            var fragmentHeader = header
+            fragmentHeader.payloadLength = length
+            fragmentHeader.fragmentOffset = header.fragmentOffset + offset
+            fragmentHeader.moreFragments = header.moreFragments || offset + length < payload.count
+            let sent = transmitFrame { frame in
+                EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
+                let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length...])
+                fragmentHeader.emit(into: ip)
+                if length > 0 {
+                    payload.withUnsafeBytes { bytes in
+                        UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length..<(IPv4Header.length + length)])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)]))
+                    }
+                }
+                return EthernetHeader.length + IPv4Header.length + length
+            }
+            if !sent { return drop(.ethernetTxDropLinkFull) }
+            if fragmented { count(.ipv4TxFragments) }
+            offset += length
+        } while offset < payload.count
+        if fragmented { count(.ipv4TxFragmented) }
         count(.ipv4TxPackets)
     }
 
@@ -97,5 +186,18 @@ extension NetworkStack {
     func takeIdentification() -> UInt16 {
         defer { nextIdentification &+= 1 }
         return nextIdentification
+    }
+
+    /// Gives up on reassemblies past their deadline; RFC 792 / RFC 1122
+    /// 3.2.2.4: time exceeded (code 1) when the first fragment had arrived.
+    func runReassemblyTimers(now: StackInstant) {
+        for expired in reassembly.expire(now: now) {
+            drop(.ipv4DropReassemblyTimeout)
+            guard let quote = expired.quote else { continue }
+            quote.withUnsafeBytes { bytes in
+                sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quoting: bytes, to: expired.source, now: now)
+            }
+        }
+        if let deadline = reassembly.nextDeadline { schedule(deadline) }
     }
 }

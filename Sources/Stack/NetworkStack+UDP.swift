@@ -2,7 +2,7 @@ import Wire
 
 // UDP (RFC 768, RFC 1122 4.1) and the socket-facing operations.
 extension NetworkStack {
-    func receiveUDP(_ packet: IPv4PacketView, now: StackInstant) {
+    func receiveUDP(_ packet: IPv4PacketView, linkBroadcast: Bool, now: StackInstant) {
         count(.udpRxDatagrams)
         let datagram: UDPDatagramView
         do {
@@ -13,11 +13,52 @@ extension NetworkStack {
         guard datagram.checksumIsValid(source: packet.source, destination: packet.destination) else {
             return drop(.udpDropBadChecksum)
         }
-        guard let endpoint = udpEndpoints[datagram.destinationPort],
-              endpoint.localAddress.isUnspecified || endpoint.localAddress == packet.destination else {
-            return drop(.udpDropNoPort)
+        if isBroadcast(packet.destination) {
+            // A broadcast goes to every socket that would take it.
+            let receivers = matchingEndpoints(for: datagram, from: packet)
+            guard !receivers.isEmpty else { return drop(.udpDropNoPort) }
+            for endpoint in receivers { enqueue(datagram, from: packet, on: endpoint) }
+            return
+        }
+        guard let endpoint = bestEndpoint(for: datagram, from: packet) else {
+            drop(.udpDropNoPort)
+            // RFC 1122 4.1.3.1: a datagram for a port nobody listens on gets port unreachable.
+            return sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port,
+                                 about: packet, linkBroadcast: linkBroadcast, now: now)
         }
         enqueue(datagram, from: packet, on: endpoint)
+    }
+
+    /// Sockets on the destination port that accept a datagram from this source.
+    func matchingEndpoints(for datagram: UDPDatagramView, from packet: IPv4PacketView) -> [UDPEndpoint] {
+        (udpEndpoints[datagram.destinationPort] ?? []).filter { accepts($0, datagram, packet) }
+    }
+
+    /// Demultiplexing order: a socket connected to exactly this peer, then one
+    /// bound to this destination address, then a wildcard one.
+    func bestEndpoint(for datagram: UDPDatagramView, from packet: IPv4PacketView) -> UDPEndpoint? {
+        guard let candidates = udpEndpoints[datagram.destinationPort] else { return nil }
+        var best: UDPEndpoint?
+        var bestScore = -1
+        for endpoint in candidates where accepts(endpoint, datagram, packet) {
+            let score = (endpoint.remote != nil ? 2 : 0) + (endpoint.localAddress.isUnspecified ? 0 : 1)
+            if score > bestScore {
+                best = endpoint
+                bestScore = score
+            }
+        }
+        return best
+    }
+
+    func accepts(_ endpoint: UDPEndpoint, _ datagram: UDPDatagramView, _ packet: IPv4PacketView) -> Bool {
+        if !endpoint.localAddress.isUnspecified && endpoint.localAddress != packet.destination { return false }
+        if let remote = endpoint.remote, remote.address != packet.source || remote.port != datagram.sourcePort { return false }
+        return true
+    }
+
+    /// The connected socket for a datagram we sent from `localPort` to `remote`.
+    func connectedEndpoint(localPort: UInt16, remote: IPv4Address, remotePort: UInt16) -> UDPEndpoint? {
+        udpEndpoints[localPort]?.first { $0.remote?.address == remote && $0.remote?.port == remotePort }
     }
 
     /// Queues a datagram on a socket, within its datagram and byte bounds.
@@ -45,21 +86,28 @@ extension NetworkStack {
     }
 
     /// Binds `endpoint` to `address` (ours or .any) and `port` (0 picks an ephemeral port).
-    /// - Throws: `.addressInUse`, `.addressNotAvailable`, `.invalidArgument` (already bound), `.closed`.
+    /// - Throws: `.addressInUse` (the port is taken, unless every socket on
+    ///   it sets `reuseAddress`), `.addressNotAvailable`, `.invalidArgument`
+    ///   (already bound), `.closed`, `.noPortsAvailable`.
     public func bind(_ endpoint: UDPEndpoint, address requested: IPv4Address = .any, port: UInt16) throws(StackError) {
         guard !endpoint.isClosed else { throw .closed }
         guard endpoint.localPort == 0 else { throw .invalidArgument }
-        guard requested.isUnspecified || requested == address else { throw .addressNotAvailable }
+        guard requested.isUnspecified || requested == address || isBroadcast(requested) else { throw .addressNotAvailable }
         let chosen: UInt16
         if port == 0 {
             chosen = try allocateEphemeralPort()
         } else {
-            guard udpEndpoints[port] == nil else { throw .addressInUse }
+            let others = udpEndpoints[port] ?? []
+            let conflict = others.contains { other in
+                !(other.reuseAddress && endpoint.reuseAddress)
+                    && (other.localAddress.isUnspecified || requested.isUnspecified || other.localAddress == requested)
+            }
+            guard !conflict else { throw .addressInUse }
             chosen = port
         }
         endpoint.localAddress = requested
         endpoint.localPort = chosen
-        udpEndpoints[chosen] = endpoint
+        udpEndpoints[chosen, default: []].append(endpoint)
     }
 
     func allocateEphemeralPort() throws(StackError) -> UInt16 {
@@ -68,42 +116,69 @@ extension NetworkStack {
         for _ in 0..<size {
             let candidate = nextEphemeralPort
             nextEphemeralPort = candidate == range.upperBound ? range.lowerBound : candidate + 1
-            if udpEndpoints[candidate] == nil { return candidate }
+            if udpEndpoints[candidate]?.isEmpty ?? true { return candidate }
         }
         throw .noPortsAvailable
     }
 
-    /// Sends one datagram from `endpoint` (bound to an ephemeral port first if unbound).
-    /// - Throws: `.closed`, `.invalidArgument` (port 0 or unspecified address),
-    ///   `.permissionDenied` (broadcast without opting in), `.messageTooLong`,
-    ///   `.networkUnreachable`, `.wouldBlock` (link full: try again when writable).
+    /// Sets the peer (binding an ephemeral port first if unbound); `.any` as
+    /// address disconnects. A pending error is cleared.
+    /// - Throws: `.closed`, `.invalidArgument` (port 0), `.networkUnreachable`,
+    ///   `.permissionDenied` (broadcast without opting in).
+    public func connect(_ endpoint: UDPEndpoint, to destination: IPv4Address, port: UInt16) throws(StackError) {
+        guard !endpoint.isClosed else { throw .closed }
+        if destination.isUnspecified {
+            endpoint.remote = nil
+            return
+        }
+        guard port != 0 else { throw .invalidArgument }
+        guard !isBroadcast(destination) || endpoint.allowsBroadcast else { throw .permissionDenied }
+        _ = try route(to: destination)
+        if endpoint.localPort == 0 { try bind(endpoint, port: 0) }
+        endpoint.remote = (destination, port)
+        endpoint.pendingError = nil
+    }
+
+    /// Sends one datagram from `endpoint` to `destination`, or to its peer
+    /// when `destination` is nil (bound to an ephemeral port first if unbound).
+    /// - Throws: a pending asynchronous error first (then cleared); `.closed`;
+    ///   `.notConnected` (no destination and no peer); `.invalidArgument`
+    ///   (port 0 or unspecified address); `.permissionDenied` (broadcast
+    ///   without opting in); `.messageTooLong`; `.networkUnreachable`;
+    ///   `.wouldBlock` (link full: try again when writable).
     public func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint,
-                     to destination: IPv4Address, port: UInt16, now: StackInstant) throws(StackError) {
+                     to destination: (address: IPv4Address, port: UInt16)?, now: StackInstant) throws(StackError) {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
             endpoint.pendingError = nil
             throw error
         }
-        guard port != 0, !destination.isUnspecified else { throw .invalidArgument }
-        let isBroadcast = destination.isLimitedBroadcast || destination == configuration.interface.subnetBroadcast
-        guard !isBroadcast || endpoint.allowsBroadcast else { throw .permissionDenied }
+        guard let (target, port) = destination ?? endpoint.remote else { throw .notConnected }
+        guard port != 0, !target.isUnspecified else { throw .invalidArgument }
+        guard !isBroadcast(target) || endpoint.allowsBroadcast else { throw .permissionDenied }
         guard UDPHeader.length + payload.count <= 0xFFFF - IPv4Header.length else { throw .messageTooLong }
         if endpoint.localPort == 0 { try bind(endpoint, port: 0) }
         let header = UDPHeader(sourcePort: endpoint.localPort, destinationPort: port, payloadLength: payload.count)
         let source = address
-        try sendIPv4(proto: .udp, to: destination, payloadLength: UDPHeader.length + payload.count,
-                     owner: endpoint, now: now) { buffer in
+        try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count,
+                     dontFragment: endpoint.dontFragment, owner: endpoint, now: now) { buffer in
             if payload.count > 0 {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
             }
-            header.emit(intoDatagram: buffer, source: source, destination: destination)
+            header.emit(intoDatagram: buffer, source: source, destination: target)
         }
         count(.udpTxDatagrams)
     }
 
+    /// Sends one datagram to `destination`:`port`; see `send(_:from:to:now:)`.
+    public func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint,
+                     to destination: IPv4Address, port: UInt16, now: StackInstant) throws(StackError) {
+        try send(payload, from: endpoint, to: (destination, port), now: now)
+    }
+
     /// Takes the oldest queued datagram.
-    /// - Throws: a pending asynchronous error first, then `.wouldBlock` when
-    ///   nothing is queued, `.closed` after close.
+    /// - Throws: a pending asynchronous error first (then cleared), then
+    ///   `.wouldBlock` when nothing is queued, `.closed` after close.
     public func receive(from endpoint: UDPEndpoint) throws(StackError) -> ReceivedDatagram {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
@@ -118,12 +193,14 @@ extension NetworkStack {
     /// Closes `endpoint`: frees its port, drops its queue, signals `.closed`.
     public func close(_ endpoint: UDPEndpoint) {
         guard !endpoint.isClosed else { return }
-        if endpoint.localPort != 0, udpEndpoints[endpoint.localPort] === endpoint {
-            udpEndpoints[endpoint.localPort] = nil
+        if endpoint.localPort != 0 {
+            udpEndpoints[endpoint.localPort]?.removeAll { $0 === endpoint }
+            if udpEndpoints[endpoint.localPort]?.isEmpty == true { udpEndpoints[endpoint.localPort] = nil }
         }
         endpoint.isClosed = true
         endpoint.receiveQueue.removeAll()
         endpoint.queuedBytes = 0
+        endpoint.pendingError = nil
         endpoint.onEvent?(.closed)
         endpoint.onEvent = nil
     }

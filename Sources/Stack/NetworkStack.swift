@@ -10,9 +10,17 @@ public final class NetworkStack {
     public let configuration: StackConfiguration
     public private(set) var counters = StackCounters()
     public internal(set) var arpCache: ARPCache
+    public internal(set) var reassembly: ReassemblyTable
 
     let sink: FrameSink
-    var udpEndpoints: [UInt16: UDPEndpoint] = [:]
+    /// Bound sockets by local port; several share a port only with reuseAddress.
+    var udpEndpoints: [UInt16: [UDPEndpoint]] = [:]
+    /// ICMP error rate limit: tokens left and when they were last refilled.
+    var icmpErrorTokens: Double
+    var icmpErrorRefilledAt: StackInstant?
+    /// Gratuitous ARP announcements still to send, and when the next is due.
+    var announcementsLeft = 0
+    var nextAnnouncementAt = StackInstant.zero
     var nextEndpointID = 1
     var nextIdentification: UInt16 = 1
     var nextEphemeralPort: UInt16 = NetworkStack.ephemeralPorts.lowerBound
@@ -32,14 +40,32 @@ public final class NetworkStack {
         self.configuration = configuration
         self.sink = sink
         arpCache = ARPCache(capacity: configuration.arpCacheCapacity)
+        reassembly = ReassemblyTable(maximumDatagrams: configuration.reassemblyMaximumDatagrams,
+                                     maximumBytes: configuration.reassemblyMaximumBytes,
+                                     timeout: configuration.reassemblyTimeout)
+        icmpErrorTokens = Double(configuration.icmpErrorBurst)
     }
 
     public var address: IPv4Address { configuration.interface.address }
     public var mac: MACAddress { configuration.mac }
 
-    /// Announces the stack on the link with a gratuitous ARP (RFC 5227 2.3).
+    /// Announces the stack on the link with gratuitous ARPs (RFC 5227 2.3):
+    /// one now and the rest at `arpAnnounceInterval`, so neighbours whose
+    /// link came up late still hear one.
     public func start(now: StackInstant) {
-        sendARP(operation: .request, targetMAC: .zero, targetIP: address, to: .broadcast)
+        announcementsLeft = configuration.arpAnnouncements
+        nextAnnouncementAt = now
+        runAnnouncements(now: now)
+    }
+
+    func runAnnouncements(now: StackInstant) {
+        guard announcementsLeft > 0 else { return }
+        if nextAnnouncementAt <= now {
+            sendARP(operation: .request, targetMAC: .zero, targetIP: address, to: .broadcast)
+            announcementsLeft -= 1
+            nextAnnouncementAt = now + configuration.arpAnnounceInterval
+        }
+        if announcementsLeft > 0 { schedule(nextAnnouncementAt) }
     }
 
     /// Processes one received Ethernet frame. The bytes are only borrowed.
@@ -51,7 +77,7 @@ public final class NetworkStack {
         guard destination == mac || destination.isBroadcast else { return drop(.ethernetDropNotForUs) }
         switch ethernet.etherType {
         case .arp: receiveARP(ethernet.payload, now: now)
-        case .ipv4: receiveIPv4(ethernet.payload, now: now)
+        case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: destination.isBroadcast, now: now)
         default: drop(.ethernetDropUnknownEtherType)
         }
     }
@@ -61,7 +87,9 @@ public final class NetworkStack {
     public func advance(to now: StackInstant) -> StackInstant? {
         if let deadline = nextTimerDeadline, deadline <= now {
             nextTimerDeadline = nil
+            runAnnouncements(now: now)
             runARPTimers(now: now)
+            runReassemblyTimers(now: now)
         }
         return nextTimerDeadline
     }

@@ -19,6 +19,25 @@ public struct StackConfiguration: Sendable {
     public var arpMaxRequests = 3
     /// Packets parked per unresolved neighbour (RFC 1122 2.3.2.2 asks for at least one).
     public var arpPendingPacketsPerNeighbour = 16
+    /// Payload bytes parked for all neighbours together.
+    public var arpPendingMaximumBytes = 1 << 20
+    /// How long a failed resolution stays in the table as a record.
+    public var arpFailedHoldTime = StackDuration.seconds(20)
+
+    /// Gratuitous ARP announcements at start, and the time between them (RFC 5227 2.3).
+    public var arpAnnouncements = 2
+    public var arpAnnounceInterval = StackDuration.seconds(2)
+
+    /// Datagrams reassembled at once; beyond, the oldest is dropped.
+    public var reassemblyMaximumDatagrams = 64
+    /// Bytes buffered for reassembly in all; beyond, the oldest datagrams are dropped.
+    public var reassemblyMaximumBytes = 1 << 20
+    /// How long an incomplete datagram is kept (RFC 1122 3.3.2 suggests 60 to 120 s; Linux uses 30 s).
+    public var reassemblyTimeout = StackDuration.seconds(30)
+
+    /// ICMP errors sent in a burst at most, and refilled per second (RFC 1122 3.2.2, RFC 1812 4.3.2.8).
+    public var icmpErrorBurst = 50
+    public var icmpErrorsPerSecond = 100
 
     /// Datagrams a UDP socket queues before dropping.
     public var udpReceiveQueueDatagrams = 512

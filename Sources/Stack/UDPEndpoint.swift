@@ -50,8 +50,15 @@ public final class UDPEndpoint {
     /// 0 until bound (explicitly or by the first send).
     public internal(set) var localPort: UInt16 = 0
     public internal(set) var isClosed = false
+    /// The peer set by connect: only its datagrams are received, and send
+    /// without a destination goes to it. Nil when not connected.
+    public internal(set) var remote: (address: IPv4Address, port: UInt16)?
     /// Allows sending to broadcast addresses (SO_BROADCAST).
     public var allowsBroadcast = false
+    /// Lets several sockets bind the same port if all of them set it (SO_REUSEADDR).
+    public var reuseAddress = false
+    /// Sets DF and refuses datagrams over the MTU instead of fragmenting them (IP_PMTUDISC_DO).
+    public var dontFragment = false
 
     var receiveQueue: BoundedQueue<ReceivedDatagram>
     public internal(set) var queuedBytes = 0

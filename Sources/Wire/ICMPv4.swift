@@ -97,3 +97,29 @@ public struct ICMPv4Header: Hashable, Sendable {
         message.setU16(InternetChecksum.compute(UnsafeRawBufferPointer(message)), at: 2)
     }
 }
+
+/// A checked view of the datagram an ICMP error quotes: its IPv4 header and
+/// at least the first 8 bytes of its payload (RFC 792), enough to find the
+/// transport ports. The quoted total length is not checked against the bytes.
+public struct ICMPv4QuotedDatagramView {
+    public let bytes: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(_ bytes: UnsafeRawBufferPointer) throws(WireError) {
+        guard bytes.count >= IPv4PacketView.minimumHeaderLength else { throw .truncated }
+        guard bytes[0] >> 4 == 4 else { throw .badVersion }
+        let headerLength = Int(bytes[0] & 0x0F) * 4
+        guard headerLength >= IPv4PacketView.minimumHeaderLength else { throw .badHeaderLength }
+        guard bytes.count >= headerLength + 8 else { throw .truncated }
+        self.bytes = bytes
+    }
+
+    @inlinable public var headerLength: Int { Int(bytes[0] & 0x0F) * 4 }
+    @inlinable public var proto: IPProtocol { IPProtocol(rawValue: bytes[IPv4PacketView.Field.proto]) }
+    @inlinable public var source: IPv4Address { IPv4Address(reading: bytes, at: IPv4PacketView.Field.source) }
+    @inlinable public var destination: IPv4Address { IPv4Address(reading: bytes, at: IPv4PacketView.Field.destination) }
+    /// For UDP (and TCP): the quoted source port.
+    @inlinable public var sourcePort: UInt16 { bytes.u16(at: headerLength) }
+    /// For UDP (and TCP): the quoted destination port.
+    @inlinable public var destinationPort: UInt16 { bytes.u16(at: headerLength + 2) }
+}

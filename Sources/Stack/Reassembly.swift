@@ -1,0 +1,193 @@
+import Wire
+
+/// IPv4 fragment reassembly (RFC 791 3.2, RFC 815), bounded in concurrent
+/// datagrams and in buffered bytes, with the overlap policy of modern stacks:
+/// an exact duplicate fragment is ignored, any other overlap discards the
+/// whole datagram (as Linux does since 2018, and RFC 5722 requires for IPv6),
+/// which defeats overlap-based evasion.
+public struct ReassemblyTable {
+    /// Identifies the datagram a fragment belongs to (RFC 791).
+    struct Key: Hashable {
+        var source: IPv4Address
+        var destination: IPv4Address
+        var identification: UInt16
+        var proto: UInt8
+    }
+
+    /// One datagram being reassembled.
+    struct Entry {
+        /// The payload received so far, at its offsets.
+        var payload: [UInt8] = []
+        /// Received byte ranges [start, end), sorted and non-overlapping.
+        var ranges: [Range<Int>] = []
+        /// Payload length, known once the last fragment (MF = 0) arrived.
+        var totalLength: Int?
+        /// Header fields of the fragment at offset 0, and its IP header plus
+        /// first 8 payload bytes (quoted by ICMP time exceeded).
+        var firstHeader: IPv4Header?
+        var firstQuote: [UInt8]?
+        let deadline: StackInstant
+        let createdAt: StackInstant
+
+        var isComplete: Bool {
+            guard let totalLength, firstHeader != nil, ranges.count == 1 else { return false }
+            return ranges[0] == 0..<totalLength
+        }
+    }
+
+    /// What became of a fragment.
+    enum Outcome {
+        /// Stored; the datagram is not complete yet.
+        case stored
+        /// The datagram is complete: its header (offset 0 fragment's fields, no
+        /// options, not a fragment) and payload.
+        case complete(IPv4Header, [UInt8])
+        /// Dropped, with the counter that says why.
+        case dropped(StackCounter)
+    }
+
+    /// A datagram given up on at its deadline; `quote` is set when its first
+    /// fragment had arrived (so ICMP time exceeded may be sent, RFC 792).
+    struct Expired {
+        var source: IPv4Address
+        var quote: [UInt8]?
+    }
+
+    public let maximumDatagrams: Int
+    public let maximumBytes: Int
+    public let timeout: StackDuration
+    var entries: [Key: Entry] = [:]
+    /// Bytes held in all `payload` buffers.
+    public private(set) var bufferedBytes = 0
+
+    public init(maximumDatagrams: Int, maximumBytes: Int, timeout: StackDuration) {
+        self.maximumDatagrams = maximumDatagrams
+        self.maximumBytes = maximumBytes
+        self.timeout = timeout
+    }
+
+    /// Datagrams in progress.
+    public var count: Int { entries.count }
+
+    /// Earliest deadline, for the timer.
+    var nextDeadline: StackInstant? { entries.values.map(\.deadline).min() }
+
+    /// Adds a fragment. `evicted` counts datagrams pushed out to make room.
+    /// `quotable`: an ICMP error may be sent about this fragment's datagram.
+    mutating func insert(_ fragment: IPv4PacketView, quotable: Bool, now: StackInstant, evicted: inout Int) -> Outcome {
+        let key = Key(source: fragment.source, destination: fragment.destination,
+                      identification: fragment.identification, proto: fragment.proto.rawValue)
+        let data = fragment.payload
+        let start = fragment.fragmentOffset
+        let end = start + data.count
+        // Every fragment but the last carries a multiple of 8 bytes (RFC 791).
+        if fragment.moreFragments && (data.count % 8 != 0 || data.isEmpty) {
+            return .dropped(.ipv4DropFragmentBadLength)
+        }
+        // The reassembled datagram must fit in 65535 bytes with its header
+        // ("ping of death").
+        if end + fragment.headerLength > 0xFFFF {
+            discard(key)
+            return .dropped(.ipv4DropReassemblyOversize)
+        }
+
+        if entries[key] == nil {
+            while entries.count >= maximumDatagrams, evictOldest() { evicted += 1 }
+            entries[key] = Entry(deadline: now + timeout, createdAt: now)
+        }
+        // Taken out while it changes: every early return below that does not
+        // `restore` it discards the whole datagram.
+        var entry = entries.removeValue(forKey: key)!
+        bufferedBytes -= entry.payload.count
+
+        // The last fragment fixes the length; nothing may lie beyond it, and it may not change.
+        if !fragment.moreFragments {
+            if let known = entry.totalLength, known != end { return .dropped(.ipv4DropFragmentInconsistent) }
+            if let last = entry.ranges.last, last.upperBound > end { return .dropped(.ipv4DropFragmentInconsistent) }
+            entry.totalLength = end
+        } else if let known = entry.totalLength, end > known {
+            return .dropped(.ipv4DropFragmentInconsistent)
+        }
+
+        // Exact duplicates are tolerated; any other overlap kills the datagram.
+        let incoming = start..<end
+        if let duplicate = entry.ranges.firstIndex(where: { $0.overlaps(incoming) || ($0.isEmpty && $0 == incoming) }) {
+            let existing = entry.ranges[duplicate]
+            if existing == incoming {
+                restore(key, entry)
+                return .dropped(.ipv4DropFragmentDuplicate)
+            }
+            return .dropped(.ipv4DropReassemblyOverlap)
+        }
+
+        // Grow the buffer only within the byte budget; evict others to make room.
+        if end > entry.payload.count {
+            let growth = end - entry.payload.count
+            while bufferedBytes + entry.payload.count + growth > maximumBytes, evictOldest() { evicted += 1 }
+            guard bufferedBytes + entry.payload.count + growth <= maximumBytes else {
+                return .dropped(.ipv4DropReassemblyNoRoom)
+            }
+            entry.payload.append(contentsOf: repeatElement(0, count: growth))
+        }
+        entry.payload.withUnsafeMutableBytes { buffer in
+            if !data.isEmpty { UnsafeMutableRawBufferPointer(rebasing: buffer[start..<end]).copyMemory(from: data) }
+        }
+        insertRange(incoming, into: &entry.ranges)
+        if start == 0 {
+            entry.firstHeader = try? IPv4Header(fragment)
+            entry.firstQuote = quotable ? Array(fragment.packet.prefix(fragment.headerLength + 8)) : nil
+        }
+
+        if entry.isComplete, var header = entry.firstHeader {
+            let total = entry.totalLength!
+            header.payloadLength = total
+            header.moreFragments = false
+            header.fragmentOffset = 0
+            let payload = entry.payload.count == total ? entry.payload : Array(entry.payload[0..<total])
+            return .complete(header, payload)
+        }
+        restore(key, entry)
+        return .stored
+    }
+
+    /// Removes and returns the datagrams whose deadline has passed.
+    mutating func expire(now: StackInstant) -> [Expired] {
+        var expired: [Expired] = []
+        for (key, entry) in entries where entry.deadline <= now {
+            expired.append(Expired(source: key.source, quote: entry.firstQuote))
+            discard(key)
+        }
+        return expired
+    }
+
+    private mutating func restore(_ key: Key, _ entry: Entry) {
+        bufferedBytes += entry.payload.count
+        entries[key] = entry
+    }
+
+    private mutating func discard(_ key: Key) {
+        if let entry = entries.removeValue(forKey: key) { bufferedBytes -= entry.payload.count }
+    }
+
+    /// Forgets the oldest datagram; false when there is none.
+    private mutating func evictOldest() -> Bool {
+        guard let oldest = entries.min(by: { $0.value.createdAt < $1.value.createdAt })?.key else { return false }
+        discard(oldest)
+        return true
+    }
+
+    private func insertRange(_ range: Range<Int>, into ranges: inout [Range<Int>]) {
+        var index = ranges.firstIndex { $0.lowerBound > range.lowerBound } ?? ranges.count
+        ranges.insert(range, at: index)
+        // Merge with touching neighbours so a complete datagram is one range.
+        if index + 1 < ranges.count, ranges[index].upperBound == ranges[index + 1].lowerBound {
+            ranges[index] = ranges[index].lowerBound..<ranges[index + 1].upperBound
+            ranges.remove(at: index + 1)
+        }
+        if index > 0, ranges[index - 1].upperBound == ranges[index].lowerBound {
+            ranges[index - 1] = ranges[index - 1].lowerBound..<ranges[index].upperBound
+            ranges.remove(at: index)
+            index -= 1
+        }
+    }
+}

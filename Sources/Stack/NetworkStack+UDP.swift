@@ -16,11 +16,10 @@ extension NetworkStack {
         if isBroadcast(packet.destination) {
             // A broadcast goes to every socket that would take it.
             let receivers = matchingEndpoints(for: datagram, from: packet)
-            guard !receivers.isEmpty else { return drop(.udpDropNoPort) }
             for endpoint in receivers { enqueue(datagram, from: packet, on: endpoint) }
-            return
+            if !receivers.isEmpty { return }
         }
-        guard let endpoint = bestEndpoint(for: datagram, from: packet) else {
+        guard let endpoint = isBroadcast(packet.destination) ? nil : bestEndpoint(for: datagram, from: packet) else {
             drop(.udpDropNoPort)
             // RFC 1122 4.1.3.1: a datagram for a port nobody listens on gets port unreachable.
             return sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port,

@@ -2,9 +2,9 @@ import Wire
 
 /// IPv4 fragment reassembly (RFC 791 3.2, RFC 815), bounded in concurrent
 /// datagrams and in buffered bytes, with the overlap policy of modern stacks:
-/// an exact duplicate fragment is ignored, any other overlap discards the
-/// whole datagram (as Linux does since 2018, and RFC 5722 requires for IPv6),
-/// which defeats overlap-based evasion.
+/// a fragment wholly within data already held is a duplicate and ignored, any
+/// partial overlap discards the whole datagram (as Linux does since 2018, and
+/// RFC 5722 requires for IPv6), which defeats overlap-based evasion.
 public struct ReassemblyTable {
     /// Identifies the datagram a fragment belongs to (RFC 791).
     struct Key: Hashable {
@@ -109,11 +109,12 @@ public struct ReassemblyTable {
             return .dropped(.ipv4DropFragmentInconsistent)
         }
 
-        // Exact duplicates are tolerated; any other overlap kills the datagram.
+        // A fragment wholly inside what we hold is a duplicate: ignored, and
+        // the first copy wins. Any partial overlap kills the datagram (as
+        // Linux's inet_frag_queue_insert decides).
         let incoming = start..<end
-        if let duplicate = entry.ranges.firstIndex(where: { $0.overlaps(incoming) || ($0.isEmpty && $0 == incoming) }) {
-            let existing = entry.ranges[duplicate]
-            if existing == incoming {
+        if let holder = entry.ranges.first(where: { $0.overlaps(incoming) || $0.contains(start) && incoming.isEmpty }) {
+            if holder.lowerBound <= start && end <= holder.upperBound {
                 restore(key, entry)
                 return .dropped(.ipv4DropFragmentDuplicate)
             }

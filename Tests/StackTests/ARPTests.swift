@@ -160,3 +160,86 @@ import TestSupport
         #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .stale)
     }
 }
+
+@Suite struct ARPLifecycleTests {
+    @Test func startSendsTwoAnnouncementsTwoSecondsApart() {
+        let h = Harness()
+        h.stack.start(now: h.now)
+        #expect(h.sent().count == 1)
+        h.advance(seconds: 1.9)
+        #expect(h.sent().isEmpty)
+        h.advance(seconds: 0.2)
+        #expect(h.sent().count == 1)
+        h.advance(seconds: 5)
+        #expect(h.sent().isEmpty)
+        #expect(h.counter(.arpTxRequests) == 2)
+    }
+
+    @Test func failedResolutionIsRecordedAndTheNextSendAsksAgain() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.send([1], from: endpoint, port: 6000)
+        for _ in 0..<3 { h.advance(seconds: 1) }
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .failed)
+        _ = h.sent()
+        #expect(throws: StackError.hostUnreachable) { try h.send([1], from: endpoint, port: 6000) }  // the pending error, once
+        try h.send([1], from: endpoint, port: 6000)
+        #expect(h.sent().count == 1)  // a new request
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .incomplete)
+    }
+
+    @Test func failedEntryIsForgottenAfterItsHoldTime() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.send([1], from: endpoint, port: 6000)
+        for _ in 0..<3 { h.advance(seconds: 1) }
+        h.advance(seconds: 21)
+        #expect(h.stack.arpCache[FrameBuilder.peerIP] == nil)
+    }
+
+    @Test func staleEntryIsProbedByUnicastThenDroppedIfSilent() throws {
+        let h = Harness()
+        h.learnPeer()
+        h.advance(seconds: 31)
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        for _ in 0..<3 {
+            try h.send([1], from: endpoint, port: 6000)
+            let frames = h.sent()
+            #expect(frames.count == 2)  // a unicast probe to the known MAC, and the datagram
+            #expect(Array(frames[0][0..<6]) == FrameBuilder.peerMAC.octets && frames[0][13] == 0x06)
+            h.advance(seconds: 1)
+        }
+        try h.send([1], from: endpoint, port: 6000)
+        let frames = h.sent()
+        #expect(frames.count == 1 && Array(frames[0][0..<6]) == MACAddress.broadcast.octets)  // resolving afresh
+    }
+
+    @Test func aReplyToAProbeMakesTheEntryReachableAgain() throws {
+        let h = Harness()
+        h.learnPeer()
+        h.advance(seconds: 31)
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .stale)
+        h.receive(FrameBuilder.arp(.reply, targetMAC: FrameBuilder.stackMAC, destination: FrameBuilder.stackMAC))
+        #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .reachable)
+    }
+
+    @Test func parkedBytesAreBoundedAcrossNeighbours() throws {
+        let h = Harness { $0.arpPendingMaximumBytes = 5000 }
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        for i in 0..<10 {
+            try h.send([UInt8](repeating: 0, count: 1000), from: endpoint, to: IPv4Address(192, 0, 2, UInt8(100 + i)), port: 9)
+        }
+        #expect(h.stack.arpCache.pendingBytes <= 5000)
+        #expect(h.counter(.arpDropPendingQueueFull) == 6)
+    }
+
+    @Test func thousandsOfSendersKeepTheCacheAtItsBound() {
+        let h = Harness()
+        for i in 0..<5000 {
+            let ip = IPv4Address(rawValue: 0xC000_0200 | UInt32(1 + i % 250)) // on-link /24
+            h.receive(FrameBuilder.arp(.request, senderMAC: MACAddress(rawValue: 0x0200_0000_0000 | UInt64(i + 1)),
+                                       senderIP: IPv4Address(rawValue: ip.rawValue ^ UInt32(i / 250) << 8)))
+        }
+        #expect(h.stack.arpCache.count <= h.stack.configuration.arpCacheCapacity)
+    }
+}

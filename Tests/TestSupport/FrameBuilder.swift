@@ -80,3 +80,57 @@ public enum FrameBuilder {
                                                           payload: payload)))
     }
 }
+
+extension FrameBuilder {
+    /// Splits an IPv4 packet (header without options) into fragments carrying
+    /// at most `size` payload bytes each (a multiple of 8), as Ethernet frames.
+    public static func fragments(of packet: [UInt8], size: Int, destinationMAC: MACAddress = stackMAC) -> [[UInt8]] {
+        precondition(size % 8 == 0)
+        let header = packet.withUnsafeBytes { try! IPv4Header(IPv4PacketView($0)) }
+        let payload = Array(packet[20...])
+        var frames: [[UInt8]] = []
+        var offset = 0
+        while offset < payload.count {
+            let length = min(size, payload.count - offset)
+            frames.append(fragment(of: header, payload: Array(payload[offset..<(offset + length)]), offset: offset,
+                                   more: offset + length < payload.count, destinationMAC: destinationMAC))
+            offset += length
+        }
+        return frames
+    }
+
+    /// One fragment of a datagram with `header`'s fields.
+    public static func fragment(of header: IPv4Header, payload: [UInt8], offset: Int, more: Bool,
+                                destinationMAC: MACAddress = stackMAC) -> [UInt8] {
+        var fragmentHeader = header
+        fragmentHeader.payloadLength = payload.count
+        fragmentHeader.fragmentOffset = offset
+        fragmentHeader.moreFragments = more
+        var bytes = [UInt8](repeating: 0, count: 20) + payload
+        bytes.withUnsafeMutableBytes { fragmentHeader.emit(into: $0) }
+        return ethernet(destination: destinationMAC, type: .ipv4, payload: bytes)
+    }
+
+    /// Reassembles frames the stack sent (as a peer would), checking each is a
+    /// well-formed fragment; returns the header of the first and the payload.
+    public static func reassemble(_ frames: [[UInt8]]) throws -> (IPv4Header, [UInt8]) {
+        var pieces: [(offset: Int, bytes: [UInt8], more: Bool)] = []
+        var first: IPv4Header?
+        for frame in frames {
+            try frame.withUnsafeBytes { raw in
+                let view = try IPv4PacketView(EthernetFrameView(raw).payload)
+                let header = try IPv4Header(view)
+                if header.fragmentOffset == 0 { first = header }
+                pieces.append((header.fragmentOffset, Array(view.payload), header.moreFragments))
+            }
+        }
+        pieces.sort { $0.offset < $1.offset }
+        var payload: [UInt8] = []
+        for piece in pieces {
+            guard piece.offset == payload.count else { throw WireError.badLength }
+            payload += piece.bytes
+        }
+        guard let first, pieces.last?.more == false else { throw WireError.truncated }
+        return (first, payload)
+    }
+}

@@ -1,0 +1,88 @@
+import Testing
+import TestSupport
+@testable import Stack
+@testable import Wire
+
+@Suite struct UDPDemuxTests {
+    func sharedEndpoint(_ h: Harness, port: UInt16, address: IPv4Address = .any) throws -> UDPEndpoint {
+        let endpoint = h.stack.openUDP()
+        endpoint.reuseAddress = true
+        try h.stack.bind(endpoint, address: address, port: port)
+        return endpoint
+    }
+
+    @Test func connectedThenBoundAddressThenWildcard() throws {
+        let h = Harness()
+        let wildcard = try sharedEndpoint(h, port: 5000)
+        let bound = try sharedEndpoint(h, port: 5000, address: FrameBuilder.stackIP)
+        let connected = try sharedEndpoint(h, port: 5000)
+        try h.stack.connect(connected, to: FrameBuilder.peerIP, port: 6000)
+
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6000, destinationPort: 5000, payload: [1]))
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6001, destinationPort: 5000, payload: [2]))
+        #expect(try h.stack.receive(from: connected).payload == [1])
+        #expect(try h.stack.receive(from: bound).payload == [2])
+        h.stack.close(bound)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6001, destinationPort: 5000, payload: [3]))
+        #expect(try h.stack.receive(from: wildcard).payload == [3])
+    }
+
+    @Test func connectedSocketHearsOnlyItsPeer() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 6000)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6001, destinationPort: 5000, payload: [1]))
+        #expect(endpoint.queuedDatagrams == 0)
+        #expect(h.counter(.udpDropNoPort) == 1)
+    }
+
+    @Test func broadcastReachesEverySocketOnThePort() throws {
+        let h = Harness()
+        let a = try sharedEndpoint(h, port: 5000)
+        let b = try sharedEndpoint(h, port: 5000)
+        h.receive(FrameBuilder.udpFrame(destinationPort: 5000, payload: [7], destination: .broadcast, ethernetDestination: .broadcast))
+        #expect(try h.stack.receive(from: a).payload == [7])
+        #expect(try h.stack.receive(from: b).payload == [7])
+    }
+
+    @Test func sharingAPortNeedsReuseOnBothSockets() throws {
+        let h = Harness()
+        _ = try sharedEndpoint(h, port: 5000)
+        #expect(throws: StackError.addressInUse) { try h.stack.bind(h.stack.openUDP(), port: 5000) }
+        let (_, _) = try h.boundEndpoint(port: 5001)
+        let late = h.stack.openUDP()
+        late.reuseAddress = true
+        #expect(throws: StackError.addressInUse) { try h.stack.bind(late, port: 5001) }
+    }
+
+    @Test func connectedSendNeedsNoDestinationAndUnconnectedDoes() throws {
+        let h = Harness()
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        let result: Result<Void, StackError> = [UInt8(1)].withUnsafeBytes { bytes in
+            do throws(StackError) { try h.stack.send(bytes, from: endpoint, to: nil, now: h.now); return .success(()) }
+            catch { return .failure(error) }
+        }
+        #expect(throws: StackError.notConnected) { try result.get() }
+        try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 6000)
+        try [UInt8(1)].withUnsafeBytes { bytes in
+            _ = try? h.stack.send(bytes, from: endpoint, to: nil, now: h.now)
+        }
+        let frames = h.sent()
+        #expect(frames.count == 1 && frames[0][36] == 0x17 && frames[0][37] == 0x70)  // to port 6000
+    }
+
+    @Test func connectBindsAnEphemeralPortAndDisconnectForgetsThePeer() throws {
+        let h = Harness()
+        let endpoint = h.stack.openUDP()
+        try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 6000)
+        #expect(NetworkStack.ephemeralPorts.contains(endpoint.localPort))
+        try h.stack.connect(endpoint, to: .any, port: 0)
+        #expect(endpoint.remote == nil)
+    }
+
+    @Test func connectToAnUnroutableAddressFails() {
+        let h = Harness()
+        #expect(throws: StackError.networkUnreachable) { try h.stack.connect(h.stack.openUDP(), to: IPv4Address(8, 8, 8, 8), port: 53) }
+    }
+}

@@ -26,6 +26,15 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Record every frame in and out to this pcap file.", valueName: "file"))
     var pcap: String?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
+    var reassemblyTimeout: Int = 30
+
+    func validate() throws {
+        guard (1...120).contains(reassemblyTimeout) else {
+            throw ValidationError("--reassembly-timeout must be between 1 and 120 seconds, not \(reassemblyTimeout)")
+        }
+    }
+
     @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. (default: info)", valueName: "level"),
             transform: { text in
                 guard let level = Logger.Level(rawValue: text.lowercased()) else {
@@ -64,7 +73,9 @@ struct Run: ParsableCommand {
         }
 
         let driver = EthernetDriver(device: device, capture: capture)
-        let host = NetworkHost(configuration: link.stackConfiguration, link: driver)
+        var configuration = link.stackConfiguration
+        configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
+        let host = NetworkHost(configuration: configuration, link: driver)
         if level <= .debug {
             let dropLogger = logger
             host.withStack { stack in

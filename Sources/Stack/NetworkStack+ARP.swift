@@ -28,14 +28,16 @@ extension NetworkStack {
         }
     }
 
-    /// A sender we may learn from or answer: a unicast MAC and an address that
-    /// is not ours, not broadcast, multicast or loopback. 0.0.0.0 is allowed
+    /// A sender we may learn from or answer: a unicast MAC and a host
+    /// address on our subnet other than ours (we could not reach anyone else
+    /// directly anyway, so they would only fill the cache). 0.0.0.0 is allowed
     /// (an RFC 5227 probe) but never learned.
     func isAcceptableARPSender(_ packet: ARPPacket) -> Bool {
         let ip = packet.senderIP
-        return !packet.senderMAC.isMulticast && packet.senderMAC != .zero && packet.senderMAC != mac
-            && ip != address && !ip.isLimitedBroadcast && !ip.isMulticast && !ip.isLoopback
-            && ip != configuration.interface.subnetBroadcast
+        guard !packet.senderMAC.isMulticast, packet.senderMAC != .zero, packet.senderMAC != mac else { return false }
+        if ip.isUnspecified { return true }
+        return ip != address && configuration.interface.contains(ip) && !isBroadcast(ip)
+            && ip != configuration.interface.network
     }
 
     /// Records a confirmed neighbour and sends the packets that waited for it.

@@ -96,6 +96,7 @@ check() {
     local output
     if output=$("$@" 2>&1); then
         echo "PASS $TEST_NAME: $name"
+        [ -n "${VERBOSE:-}" ] && [ -n "$output" ] && printf '%s\n' "$output" | sed 's/^/    /' | head -n 30
         PASSED=$((PASSED + 1))
     else
         echo "FAIL $TEST_NAME: $name"

@@ -52,7 +52,8 @@ import TestSupport
         #expect(h.stack.arpCache.count == 0)
     }
 
-    @Test(arguments: [IPv4Address(192, 0, 2, 2), .broadcast, IPv4Address(224, 0, 0, 1), IPv4Address(127, 0, 0, 1), IPv4Address(192, 0, 2, 255)])
+    @Test(arguments: [IPv4Address(192, 0, 2, 2), .broadcast, IPv4Address(224, 0, 0, 1), IPv4Address(127, 0, 0, 1),
+                      IPv4Address(192, 0, 2, 255), IPv4Address(192, 0, 2, 0), IPv4Address(10, 9, 8, 7)])
     func badSenderAddressIsDropped(_ ip: IPv4Address) {
         let h = Harness()
         h.receive(FrameBuilder.arp(.request, senderIP: ip))

@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
         // C glue: TUN ioctls and eventfd, which Swift cannot see from Glibc.
@@ -31,7 +32,9 @@ let package = Package(
 
         // Shared test vectors (captured frames) and helpers.
         .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),
-        .testTarget(name: "WireTests", dependencies: ["Wire", "TestSupport"]),
+        .testTarget(name: "WireTests", dependencies: [
+            "Wire", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
         .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "CPcap", "TestSupport"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Wire", "TestSupport"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire", "TestSupport"]),

@@ -45,6 +45,7 @@ public final class EthernetDriver: LinkEndpoint {
     public let batchSize: Int
 
     private let stopping = Atomic<Bool>(false)
+    private let transmitSpace = TransmitSpaceNotifier()
     // Written before the thread starts and after it is joined; used only by the driver thread between.
     nonisolated(unsafe) private var capture: PcapWriter?
     nonisolated(unsafe) private var thread: JoinableThread?
@@ -62,6 +63,8 @@ public final class EthernetDriver: LinkEndpoint {
     }
 
     public func transmitted() { txWakeup.signal() }
+
+    public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
     /// Starts the driver thread.
     public func start() {
@@ -87,6 +90,7 @@ public final class EthernetDriver: LinkEndpoint {
             let received = receiveBatch(fd: fd, scratch: scratch)
             let sent = transmitBatch(fd: fd)
             if received > 0 { rxWakeup.signal() }
+            if sent > 0 { transmitSpace.notifyIfWaiting(tx) }
             if received == 0 && sent == 0 {
                 capture?.flush()
                 counters.wakeups.add(1, ordering: .relaxed)

@@ -27,6 +27,8 @@ public final class FrameRing: @unchecked Sendable {
     private let head = Atomic<Int>(0)
     /// Next slot the producer writes. Written by the producer only.
     private let tail = Atomic<Int>(0)
+    /// Set by a producer that found the ring full and wants to hear when it drains.
+    private let producerWaiting = Atomic<Bool>(false)
 
     /// Creates a ring of `capacity` slots (rounded up to a power of two) of `slotSize` bytes.
     public init(capacity: Int, slotSize: Int) {
@@ -80,7 +82,25 @@ public final class FrameRing: @unchecked Sendable {
     }
 
     /// Slots free for the producer now. Producer side.
-    public var freeSlots: Int { capacity - (tail.load(ordering: .relaxed) &- head.load(ordering: .acquiring)) }
+    public var freeSlots: Int {
+        capacity - (tail.load(ordering: .relaxed) &- head.load(ordering: .sequentiallyConsistent))
+    }
+
+    /// True when `count` slots are free. If not, records that the producer
+    /// waits (the consumer's `takeProducerWaiting` then reports it) and looks
+    /// again, so a slot freed in between is not missed. Producer side.
+    public func hasRoom(for count: Int) -> Bool {
+        if freeSlots >= count { return true }
+        producerWaiting.store(true, ordering: .sequentiallyConsistent)
+        return freeSlots >= count
+    }
+
+    /// True (once) when a producer found the ring full since the last call.
+    /// Consumer side, after `release`.
+    public func takeProducerWaiting() -> Bool {
+        producerWaiting.load(ordering: .sequentiallyConsistent)
+            && producerWaiting.exchange(false, ordering: .sequentiallyConsistent)
+    }
 
     /// True when no slot is free. Producer side.
     public var isFull: Bool { tail.load(ordering: .relaxed) &- head.load(ordering: .acquiring) >= capacity }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What the stack needs from a link: a pair of SPSC frame rings and a way to
 /// be woken.
 ///
@@ -15,4 +17,22 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     func transmitted()
     /// Largest frame the link carries (without FCS).
     var maximumFrameLength: Int { get }
+    /// Registers what to call (on the link's thread) when `tx` had been
+    /// full and the link freed slots. Call before the link starts.
+    func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void)
+}
+
+/// Holds a link's transmit-space handler; set once, read by the link's thread.
+public final class TransmitSpaceNotifier: Sendable {
+    private let handler = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public init() {}
+
+    public func set(_ handler: @escaping @Sendable () -> Void) { self.handler.withLock { $0 = handler } }
+
+    /// Calls the handler if the ring's producer was waiting for space.
+    public func notifyIfWaiting(_ ring: FrameRing) {
+        guard ring.takeProducerWaiting() else { return }
+        handler.withLock { $0 }?()
+    }
 }

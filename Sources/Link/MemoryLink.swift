@@ -9,6 +9,7 @@ public final class MemoryLink: LinkEndpoint {
     /// Signalled whenever the stack transmitted.
     public let txWakeup = Wakeup()
     public let maximumFrameLength: Int
+    private let transmitSpace = TransmitSpaceNotifier()
 
     public init(capacity: Int = 256, maximumFrameLength: Int = 1514) {
         self.maximumFrameLength = maximumFrameLength
@@ -17,6 +18,8 @@ public final class MemoryLink: LinkEndpoint {
     }
 
     public func transmitted() { txWakeup.signal() }
+
+    public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult
@@ -28,13 +31,15 @@ public final class MemoryLink: LinkEndpoint {
 
     /// Takes the oldest transmitted frame, waiting up to `timeoutMilliseconds`.
     public func nextTransmitted(timeoutMilliseconds: Int32 = 1000) -> [UInt8]? {
-        if let frame = tx.pop() { return frame }
         var remaining = timeoutMilliseconds
-        while remaining > 0 {
+        while true {
+            if let frame = tx.pop() {
+                transmitSpace.notifyIfWaiting(tx)
+                return frame
+            }
+            guard remaining > 0 else { return nil }
             txWakeup.wait(timeoutMilliseconds: 10) { !tx.isEmpty }
-            if let frame = tx.pop() { return frame }
             remaining -= 10
         }
-        return nil
     }
 }

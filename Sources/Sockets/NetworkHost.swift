@@ -25,7 +25,7 @@ final class RingSink: FrameSink {
         produced = true
     }
 
-    var availableFrames: Int { ring.freeSlots }
+    func hasRoom(for frames: Int) -> Bool { ring.hasRoom(for: frames) }
 }
 
 /// A running stack: the core, the stack thread that feeds it frames and
@@ -45,6 +45,8 @@ public final class NetworkHost: Sendable {
     /// Guarded by `lock`.
     nonisolated(unsafe) private let sink: RingSink
     private let stopping = Atomic<Bool>(false)
+    /// Set by the link's thread when the TX ring drained after being full.
+    private let writablePending = Atomic<Bool>(false)
     private let thread: Mutex<JoinableThread?> = Mutex(nil)
 
     /// Builds a stack over `link`. Call `start()` to run it.
@@ -53,6 +55,14 @@ public final class NetworkHost: Sendable {
         self.configuration = configuration
         sink = RingSink(ring: link.tx)
         stack = NetworkStack(configuration: configuration, sink: sink)
+        link.setTransmitSpaceHandler { [weak self] in self?.transmitSpaceFreed() }
+    }
+
+    /// On the link's thread: the TX ring drained after a send found it full.
+    /// The stack thread tells the waiting sockets.
+    private func transmitSpaceFreed() {
+        writablePending.store(true, ordering: .sequentiallyConsistent)
+        link.rxWakeup.forceSignal()
     }
 
     /// Runs `body` with exclusive access to the core, then wakes the link if
@@ -92,6 +102,9 @@ public final class NetworkHost: Sendable {
     private func run() {
         let rx = link.rx
         while !stopping.load(ordering: .relaxed) {
+            if writablePending.exchange(false, ordering: .sequentiallyConsistent) {
+                withStack { $0.notifyWritable() }
+            }
             let now = monotonicNow()
             let (handled, deadline) = withStack { stack -> (Int, StackInstant?) in
                 var handled = 0
@@ -108,7 +121,9 @@ public final class NetworkHost: Sendable {
                 let waitNanos = deadline.since(now).nanoseconds
                 timeout = Int32(min(1000, (waitNanos + 999_999) / 1_000_000))
             }
-            link.rxWakeup.wait(timeoutMilliseconds: timeout) { !rx.isEmpty || stopping.load(ordering: .relaxed) }
+            link.rxWakeup.wait(timeoutMilliseconds: timeout) {
+                !rx.isEmpty || stopping.load(ordering: .relaxed) || writablePending.load(ordering: .relaxed)
+            }
         }
     }
 }

@@ -1,27 +1,39 @@
 import Stack
 
-/// A list of callbacks interested in a socket's readiness events, as in
-/// gVisor's `waiter.Queue`. Callbacks run on the thread that changed the
-/// state (inside the stack) and must not block.
+/// Callbacks interested in a socket's readiness events, as in gVisor's
+/// `waiter.Queue`. Callbacks run on the thread that changed the state,
+/// inside the stack, and must not block or call back into the socket.
 ///
 /// Synchronisation: only touched while the owning `NetworkHost` lock is held.
 final class WaiterQueue {
     struct Token: Hashable { let id: Int }
-    private var waiters: [Int: (mask: ReadinessEvents, callback: (ReadinessEvents) -> Void)] = [:]
+
+    private struct Waiter {
+        let mask: ReadinessEvents
+        let once: Bool
+        let callback: (ReadinessEvents) -> Void
+    }
+
+    private var waiters: [Int: Waiter] = [:]
     private var nextID = 0
 
-    /// Registers `callback` for the events in `mask`.
-    func register(_ mask: ReadinessEvents, _ callback: @escaping (ReadinessEvents) -> Void) -> Token {
+    /// Registers `callback` for the events in `mask`; a `once` waiter is
+    /// removed after it first fires.
+    func register(_ mask: ReadinessEvents, once: Bool = false,
+                  _ callback: @escaping (ReadinessEvents) -> Void) -> Token {
         nextID += 1
-        waiters[nextID] = (mask, callback)
+        waiters[nextID] = Waiter(mask: mask, once: once, callback: callback)
         return Token(id: nextID)
     }
 
     func unregister(_ token: Token) { waiters[token.id] = nil }
 
+    var isEmpty: Bool { waiters.isEmpty }
+
     /// Calls every waiter whose mask intersects `events`.
     func notify(_ events: ReadinessEvents) {
-        for (_, waiter) in waiters where !waiter.mask.isDisjoint(with: events) {
+        for (id, waiter) in waiters where !waiter.mask.isDisjoint(with: events) {
+            if waiter.once { waiters[id] = nil }
             waiter.callback(events)
         }
     }

@@ -1,5 +1,6 @@
 import Glibc
 import Stack
+import Synchronization
 import Wire
 
 /// A datagram received by a socket.
@@ -7,35 +8,43 @@ public struct Datagram: Sendable, Equatable {
     public var payload: [UInt8]
     /// Who sent it.
     public var source: SocketAddress
+
+    public init(payload: [UInt8], source: SocketAddress) {
+        self.payload = payload
+        self.source = source
+    }
 }
 
 /// A UDP socket on a `NetworkHost`, with `sendto`/`recvfrom` semantics.
 ///
-/// Any thread may call any method. A nonblocking `receive()` throws
-/// `.wouldBlock` when nothing is queued (reference flow step 7); the blocking
-/// `receive(timeout:)` then waits on the socket's readiness event, which the
-/// stack's callback signals when a datagram is queued (steps 11–16), and
-/// calls again (steps 17–27).
+/// Any thread may call any method. The calls without a `timeout` never wait:
+/// `receive()` throws `.wouldBlock` when nothing is queued (reference flow
+/// step 7) and `send` throws `.wouldBlock` when the link is full. The calls
+/// with a `timeout` wait on the socket's readiness event, which the stack's
+/// callback signals (steps 11–16), then call again (steps 17–27); waiting
+/// sleeps in `poll()` and costs no CPU. `receiveNext()` and `datagrams` are
+/// the async forms, built on the same callbacks.
 public final class UDPSocket: Sendable {
     public let host: NetworkHost
     /// Touched only inside `host.withStack`, which serialises access.
     nonisolated(unsafe) private let endpoint: UDPEndpoint
     nonisolated(unsafe) private let waiters = WaiterQueue()
-    /// Signalled when the socket becomes readable, gets an error or closes.
-    public let readableEvent = Event()
+    /// Signalled whenever the socket becomes readable, writable, gets an
+    /// error or closes; the blocking calls sleep on it.
+    public let event = Event()
 
     /// Opens an unbound socket.
     public init(host: NetworkHost) {
         self.host = host
         let waiters = self.waiters
-        let event = readableEvent
+        let event = self.event
         endpoint = host.withStack { stack in
             let endpoint = stack.openUDP()
             endpoint.onEvent = { events in waiters.notify(events) }
             return endpoint
         }
         host.withStack { _ in
-            _ = waiters.register([.readable, .error, .closed]) { _ in event.signal() }
+            _ = waiters.register([.readable, .writable, .error, .closed]) { _ in event.signal() }
         }
     }
 
@@ -44,16 +53,48 @@ public final class UDPSocket: Sendable {
         host.withStack { $0.close(endpoint) }
     }
 
-    /// Binds to `port` on `address` (ours or `.any`); port 0 picks an ephemeral port.
-    /// - Throws: `.addressInUse`, `.addressNotAvailable`, `.invalidArgument`, `.closed`.
+    // MARK: Addresses
+
+    /// Binds to `port` on `address` (ours, a broadcast address, or `.any`);
+    /// port 0 picks an ephemeral port (49152–65535).
+    /// - Throws: `.addressInUse`, `.addressNotAvailable`, `.invalidArgument`
+    ///   (already bound), `.closed`, `.noPortsAvailable`.
     public func bind(address: IPv4Address = .any, port: UInt16) throws(SocketError) {
         try host.withStack { stack throws(SocketError) in try stack.bind(endpoint, address: address, port: port) }
     }
 
-    /// The bound local address, or nil when unbound.
+    /// Sets the peer: `send(_:)` goes to it and only its datagrams are
+    /// received; ICMP errors about datagrams to it come back as errors
+    /// (e.g. `.connectionRefused`). Binds an ephemeral port if unbound.
+    /// - Throws: `.invalidArgument` (port 0), `.networkUnreachable`,
+    ///   `.permissionDenied` (broadcast without `allowsBroadcast`), `.closed`.
+    public func connect(to peer: SocketAddress) throws(SocketError) {
+        guard !peer.address.isUnspecified else { throw .invalidArgument }
+        try host.withStack { stack throws(SocketError) in try stack.connect(endpoint, to: peer.address, port: peer.port) }
+    }
+
+    /// Forgets the peer (like `connect` to AF_UNSPEC).
+    public func disconnect() {
+        host.withStack { stack in try? stack.connect(endpoint, to: .any, port: 0) }
+    }
+
+    /// The bound local address, or nil when unbound (`getsockname`).
     public var localAddress: SocketAddress? {
         host.withStack { _ in endpoint.localPort == 0 ? nil : SocketAddress(endpoint.localAddress, endpoint.localPort) }
     }
+
+    /// The peer, or nil when not connected (`getpeername`).
+    public var remoteAddress: SocketAddress? {
+        host.withStack { _ in endpoint.remote.map { SocketAddress($0.address, $0.port) } }
+    }
+
+    /// Takes the pending asynchronous error, if any (getsockopt SO_ERROR):
+    /// e.g. `.hostUnreachable` when ARP for an earlier datagram failed.
+    public func takeError() -> SocketError? {
+        host.withStack { _ in endpoint.takePendingError() }
+    }
+
+    // MARK: Options
 
     /// Lets the socket send to broadcast addresses (SO_BROADCAST).
     public var allowsBroadcast: Bool {
@@ -61,64 +102,147 @@ public final class UDPSocket: Sendable {
         set { host.withStack { _ in endpoint.allowsBroadcast = newValue } }
     }
 
-    /// Sends `payload` to `destination`; returns the bytes sent. Returns as
-    /// soon as the frame is queued for the link (reference sendto steps 8–14).
-    /// - Throws: `.wouldBlock` when the link is full; `.messageTooLong`,
-    ///   `.networkUnreachable`, `.permissionDenied`, `.hostUnreachable`
-    ///   (an earlier send's neighbour never answered), `.closed`.
+    /// Lets several sockets bind one port when all set it (SO_REUSEADDR); set before `bind`.
+    public var reuseAddress: Bool {
+        get { host.withStack { _ in endpoint.reuseAddress } }
+        set { host.withStack { _ in endpoint.reuseAddress = newValue } }
+    }
+
+    /// Sets DF and refuses datagrams over the MTU with `.messageTooLong`
+    /// instead of fragmenting them (IP_MTU_DISCOVER = IP_PMTUDISC_DO).
+    public var dontFragment: Bool {
+        get { host.withStack { _ in endpoint.dontFragment } }
+        set { host.withStack { _ in endpoint.dontFragment = newValue } }
+    }
+
+    // MARK: Sending
+
+    /// Sends `payload` to `destination` without waiting; returns the bytes
+    /// sent as soon as the frame is queued for the link (sendto steps 8–14).
+    /// - Throws: `.wouldBlock` when the link is full (wait for `.writable`);
+    ///   `.messageTooLong`, `.networkUnreachable`, `.permissionDenied`,
+    ///   `.invalidArgument`, `.closed`; or an error an earlier datagram
+    ///   caused (`.hostUnreachable`, `.connectionRefused`), reported once.
     @discardableResult
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress) throws(SocketError) -> Int {
+        try transmit(payload, to: destination)
+    }
+
+    /// Sends the bytes of `payload` to `destination`; see `send(_:to:)`.
+    @discardableResult
+    public func send(_ payload: [UInt8], to destination: SocketAddress) throws(SocketError) -> Int {
+        try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
+    }
+
+    /// Sends to the connected peer without waiting.
+    /// - Throws: `.notConnected`, otherwise as `send(_:to:)`.
+    @discardableResult
+    public func send(_ payload: [UInt8]) throws(SocketError) -> Int {
+        try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: nil) }
+    }
+
+    /// Sends, waiting while the link is full (backpressure) for at most
+    /// `timeout` (nil: as long as it takes). `destination` nil sends to the peer.
+    /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `send(_:to:)`.
+    @discardableResult
+    public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
+        let deadline = Deadline(timeout)
+        while true {
+            event.reset()
+            do throws(SocketError) {
+                return try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
+            } catch .wouldBlock {
+                try deadline.wait(on: event)
+            }
+        }
+    }
+
+    private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         let now = monotonicNow()
         try host.withStack { stack throws(SocketError) in
-            try stack.send(payload, from: endpoint, to: destination.address, port: destination.port, now: now)
+            try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
         }
         return payload.count
     }
 
-    /// Sends the bytes of `payload` to `destination`.
-    @discardableResult
-    public func send(_ payload: [UInt8], to destination: SocketAddress) throws(SocketError) -> Int {
-        let result: Result<Int, SocketError> = payload.withUnsafeBytes { bytes in
-            do throws(SocketError) { return .success(try send(bytes, to: destination)) } catch { return .failure(error) }
-        }
-        return try result.get()
-    }
+    // MARK: Receiving
 
-    /// Takes the oldest queued datagram without waiting.
+    /// Takes the oldest queued datagram without waiting (recvfrom with MSG_DONTWAIT).
     /// - Throws: `.wouldBlock` when none is queued; a pending asynchronous
-    ///   error; `.closed`.
+    ///   error (reported once); `.closed`.
     public func receive() throws(SocketError) -> Datagram {
         let received = try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint) }
         return Datagram(payload: received.payload, source: SocketAddress(received.source, received.sourcePort))
     }
 
-    /// Waits for a datagram, sleeping on the readiness event (no CPU used).
-    /// - Parameter timeout: nil waits forever.
+    /// Waits for a datagram for at most `timeout` (nil: forever), sleeping
+    /// on the readiness event.
     /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.
     public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
-        let deadline = timeout.map { monotonicNow() + StackDuration(nanoseconds: UInt64($0.components.seconds) * 1_000_000_000 + UInt64($0.components.attoseconds / 1_000_000_000)) }
+        let deadline = Deadline(timeout)
         while true {
             // Reset before looking, so a datagram queued after the look signals again.
-            readableEvent.reset()
+            event.reset()
             do throws(SocketError) {
                 return try receive()
             } catch .wouldBlock {
-                var waitMilliseconds: Int32 = -1
-                if let deadline {
-                    let now = monotonicNow()
-                    guard now < deadline else { throw .wouldBlock }
-                    waitMilliseconds = Int32(min(Int64(Int32.max), Int64((deadline.since(now).nanoseconds + 999_999) / 1_000_000)))
-                }
-                readableEvent.wait(timeoutMilliseconds: waitMilliseconds)
+                try deadline.wait(on: event)
             }
         }
     }
 
-    /// The socket's readiness right now.
-    public var readiness: ReadinessEvents { host.withStack { _ in endpoint.readiness } }
+    /// Suspends until a datagram arrives, without blocking a thread.
+    /// - Throws: `.cancelled` when the task is cancelled; otherwise as `receive()`.
+    public func receiveNext() async throws(SocketError) -> Datagram {
+        while true {
+            do throws(SocketError) {
+                return try receive()
+            } catch .wouldBlock {
+                try await waitAsync(for: [.readable, .error, .closed])
+            }
+        }
+    }
 
-    /// Registers `callback` for readiness events in `mask`; it runs inside the
-    /// stack and must not block. Returns a token for `removeReadinessCallback`.
+    /// The datagrams as they arrive; the sequence ends when the socket is
+    /// closed and throws on any other error (`.cancelled` on task cancellation).
+    public var datagrams: Datagrams { Datagrams(socket: self) }
+
+    /// An `AsyncSequence` of a socket's datagrams.
+    public struct Datagrams: AsyncSequence, Sendable {
+        public typealias Element = Datagram
+        let socket: UDPSocket
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let socket: UDPSocket
+            public mutating func next() async throws(SocketError) -> Datagram? {
+                do throws(SocketError) {
+                    return try await socket.receiveNext()
+                } catch .closed {
+                    return nil
+                }
+            }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(SocketError) -> Datagram? {
+                do throws(SocketError) {
+                    return try await socket.receiveNext()
+                } catch .closed {
+                    return nil
+                }
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
+    }
+
+    // MARK: Readiness
+
+    /// The events true right now: readable, writable, error, closed.
+    public var readiness: ReadinessEvents { host.withStack { $0.readiness(of: endpoint) } }
+
+    /// Registers `callback` for readiness events in `mask` (the reference
+    /// flow's step 15). It runs inside the stack, on whichever thread changed
+    /// the state, and must not block or call this socket. Returns a token for
+    /// `removeReadinessCallback`.
     public func addReadinessCallback(_ mask: ReadinessEvents,
                                      _ callback: @escaping @Sendable (ReadinessEvents) -> Void) -> Int {
         host.withStack { _ in waiters.register(mask, callback).id }
@@ -128,8 +252,84 @@ public final class UDPSocket: Sendable {
         host.withStack { _ in waiters.unregister(WaiterQueue.Token(id: token)) }
     }
 
-    /// Closes the socket: frees the port, wakes blocked receivers with `.closed`.
+    /// Registers a one-shot callback unless an event in `mask` is already
+    /// true; returns the events already true (callback not registered) or
+    /// nil (registered). Used by the async and poll waits.
+    func armOnce(_ mask: ReadinessEvents, _ callback: @escaping @Sendable (ReadinessEvents) -> Void) -> (ReadinessEvents?, Int?) {
+        host.withStack { stack in
+            let now = stack.readiness(of: endpoint).intersection(mask)
+            if !now.isEmpty { return (now, nil) }
+            if mask.contains(.writable) { endpoint.wantsWritableNotification() }
+            return (nil, waiters.register(mask, once: true, callback).id)
+        }
+    }
+
+    private func waitAsync(for mask: ReadinessEvents) async throws(SocketError) {
+        let resumed = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        let cancelled = Atomic<Bool>(false)
+        let token = Mutex<Int?>(nil)
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                resumed.withLock { $0 = continuation }
+                let (already, registered) = armOnce(mask) { _ in
+                    resumed.withLock { $0.take() }?.resume()
+                }
+                token.withLock { $0 = registered }
+                if already != nil || Task.isCancelled {
+                    resumed.withLock { $0.take() }?.resume()
+                }
+            }
+        } onCancel: {
+            cancelled.store(true, ordering: .relaxed)
+            resumed.withLock { $0.take() }?.resume()
+        }
+        if let registered = token.withLock({ $0 }) { removeReadinessCallback(registered) }
+        if cancelled.load(ordering: .relaxed) { throw .cancelled }
+    }
+
+    // MARK: Closing
+
+    /// Closes the socket: frees the port, drops queued datagrams, and wakes
+    /// every waiter, whose call then throws `.closed`.
     public func close() {
         host.withStack { $0.close(endpoint) }
     }
+}
+
+/// A wait's end: `timeout` from now, or never.
+struct Deadline {
+    let end: StackInstant?
+
+    init(_ timeout: Duration?) {
+        end = timeout.map { monotonicNow() + StackDuration(nanoseconds: $0.nanoseconds) }
+    }
+
+    /// Sleeps on `event` until signalled or the deadline.
+    /// - Throws: `.wouldBlock` when the deadline has passed.
+    func wait(on event: Event) throws(SocketError) {
+        guard let end else {
+            event.wait(timeoutMilliseconds: -1)
+            return
+        }
+        let now = monotonicNow()
+        guard now < end else { throw .wouldBlock }
+        event.wait(timeoutMilliseconds: Int32(min(Int64(Int32.max), Int64((end.since(now).nanoseconds + 999_999) / 1_000_000))))
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, clamped at zero.
+    var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        return UInt64(seconds) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+}
+
+/// Runs `body` over the bytes of `array`, keeping typed throws.
+func withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(SocketError) -> R) throws(SocketError) -> R {
+    let result: Result<R, SocketError> = array.withUnsafeBytes { bytes in
+        do throws(SocketError) { return .success(try body(bytes)) } catch { return .failure(error) }
+    }
+    return try result.get()
 }

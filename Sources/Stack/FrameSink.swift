@@ -5,8 +5,10 @@ public protocol FrameSink: AnyObject {
     func reserveFrame() -> UnsafeMutableRawBufferPointer?
     /// Publishes the frame last reserved, `length` bytes long.
     func commitFrame(length: Int)
-    /// Frames that can be reserved now (for all-or-nothing fragment trains).
-    var availableFrames: Int { get }
+    /// True when `frames` frames can be reserved now (for all-or-nothing
+    /// fragment trains). When false, the sink remembers that the stack waits
+    /// for room, so the link can say when it has some.
+    func hasRoom(for frames: Int) -> Bool
 }
 
 /// A sink that keeps every frame in memory: for tests and replay.
@@ -29,7 +31,7 @@ public final class CollectingSink: FrameSink {
 
     public func commitFrame(length: Int) { frames.append(Array(scratch[0..<length])) }
 
-    public var availableFrames: Int { limit.map { max(0, $0 - frames.count) } ?? Int.max }
+    public func hasRoom(for count: Int) -> Bool { limit.map { $0 - frames.count >= count } ?? true }
 
     /// Returns and forgets the frames collected so far.
     public func take() -> [[UInt8]] {

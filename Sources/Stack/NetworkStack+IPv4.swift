@@ -112,7 +112,7 @@ extension NetworkStack {
         let destinationMAC = broadcast ? MACAddress.broadcast : resolvedMAC(for: nextHop, now: now)
 
         if packetLength <= configuration.mtu, let destinationMAC {
-            guard sink.availableFrames > 0 else { throw .wouldBlock }
+            guard sink.hasRoom(for: 1) else { throw .wouldBlock }
             header.identification = takeIdentification()
             _ = transmitFrame { frame in
                 EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
@@ -128,7 +128,7 @@ extension NetworkStack {
         var payload = [UInt8](repeating: 0, count: payloadLength)
         payload.withUnsafeMutableBytes { fill($0) }
         if let destinationMAC {
-            guard sink.availableFrames >= fragmentCount(payloadLength) else { throw .wouldBlock }
+            guard sink.hasRoom(for: fragmentCount(payloadLength)) else { throw .wouldBlock }
             header.identification = takeIdentification()
             transmitIPv4(header, payload: payload, to: destinationMAC)
         } else {
@@ -150,7 +150,7 @@ extension NetworkStack {
     /// MTU (RFC 791 3.2): every fragment but the last carries a multiple of 8
     /// bytes, all share the identification, MF is set on all but the last.
     /// Frames the link cannot take are dropped and counted; callers that must
-    /// not lose them check `availableFrames` first.
+    /// not lose them check `sink.hasRoom(for:)` first.
     func transmitIPv4(_ header: IPv4Header, payload: [UInt8], to destinationMAC: MACAddress) {
         let chunk = IPv4Header.length + payload.count <= configuration.mtu ? max(payload.count, 1) : fragmentPayloadSize
         let fragmented = payload.count > chunk

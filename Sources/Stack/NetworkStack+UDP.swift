@@ -159,14 +159,38 @@ extension NetworkStack {
         if endpoint.localPort == 0 { try bind(endpoint, port: 0) }
         let header = UDPHeader(sourcePort: endpoint.localPort, destinationPort: port, payloadLength: payload.count)
         let source = address
-        try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count,
-                     dontFragment: endpoint.dontFragment, owner: endpoint, now: now) { buffer in
-            if payload.count > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
+        do {
+            try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count,
+                         dontFragment: endpoint.dontFragment, owner: endpoint, now: now) { buffer in
+                if payload.count > 0 {
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
+                }
+                header.emit(intoDatagram: buffer, source: source, destination: target)
             }
-            header.emit(intoDatagram: buffer, source: source, destination: target)
+        } catch .wouldBlock {
+            endpoint.wantsWritable = true
+            throw .wouldBlock
         }
         count(.udpTxDatagrams)
+    }
+
+    /// The events true for `endpoint` now: its own, plus `.writable` when
+    /// the link can take a frame.
+    public func readiness(of endpoint: UDPEndpoint) -> ReadinessEvents {
+        var events = endpoint.readiness
+        if !endpoint.isClosed, sink.hasRoom(for: 1) { events.insert(.writable) }
+        return events
+    }
+
+    /// Tells every socket whose send found the link full that it has room
+    /// again. Called when the link drained.
+    public func notifyWritable() {
+        for endpoints in udpEndpoints.values {
+            for endpoint in endpoints where endpoint.wantsWritable {
+                endpoint.wantsWritable = false
+                endpoint.onEvent?(.writable)
+            }
+        }
     }
 
     /// Sends one datagram to `destination`:`port`; see `send(_:from:to:now:)`.

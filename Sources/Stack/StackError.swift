@@ -26,6 +26,8 @@ public enum StackError: Error, Equatable, Sendable, CustomStringConvertible {
     case permissionDenied
     /// EAGAIN for ports: no ephemeral port is free.
     case noPortsAvailable
+    /// ECANCELED: the waiting task was cancelled.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum StackError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidArgument: "invalid argument"
         case .permissionDenied: "permission denied"
         case .noPortsAvailable: "no ephemeral port available"
+        case .cancelled: "operation cancelled"
         }
     }
 }

@@ -74,8 +74,20 @@ public final class UDPEndpoint {
         maximumQueuedBytes = queueBytes
     }
 
+    /// A send found the link full: tell this socket `.writable` when it drains.
+    var wantsWritable = false
+
+    /// Asks for a `.writable` event when the link next drains.
+    public func wantsWritableNotification() { wantsWritable = true }
+
     /// An asynchronous error to hand to the next call (SO_ERROR).
     public internal(set) var pendingError: StackError?
+
+    /// Returns and clears the pending error.
+    public func takePendingError() -> StackError? {
+        defer { pendingError = nil }
+        return pendingError
+    }
 
     /// Records an asynchronous error and wakes whoever waits on the socket.
     func report(_ error: StackError) {
@@ -87,9 +99,10 @@ public final class UDPEndpoint {
     /// Datagrams waiting.
     public var queuedDatagrams: Int { receiveQueue.count }
 
-    /// The events true right now.
+    /// The events true right now, except `.writable`, which depends on the
+    /// link: ask `NetworkStack.readiness(of:)`.
     public var readiness: ReadinessEvents {
-        var events: ReadinessEvents = [.writable]
+        var events: ReadinessEvents = []
         if !receiveQueue.isEmpty { events.insert(.readable) }
         if pendingError != nil { events.insert(.error) }
         if isClosed { events.insert(.closed) }

@@ -1,10 +1,8 @@
 import ArgumentParser
 import Glibc
-import Link
 import Logging
 import Sockets
 import Stack
-import Wire
 
 /// `tapstack run`: bring the stack up on a TAP device and serve UDP echo.
 struct Run: ParsableCommand {
@@ -29,101 +27,42 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
     var reassemblyTimeout: Int = 30
 
+    @OptionGroup var logging: LoggingOptions
+
     func validate() throws {
         guard (1...120).contains(reassemblyTimeout) else {
             throw ValidationError("--reassembly-timeout must be between 1 and 120 seconds, not \(reassemblyTimeout)")
         }
     }
 
-    @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. (default: info)", valueName: "level"),
-            transform: { text in
-                guard let level = Logger.Level(rawValue: text.lowercased()) else {
-                    throw ValidationError("'\(text)' is not a log level (trace, debug, info, notice, warning, error, critical)")
-                }
-                return level
-            })
-    var logLevel: Logger.Level = .info
-
     func run() throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        let logger = makeLogger(level: logging.logLevel)
+        let signals = SignalWaiter()
+        let session = try StackSession(options: link, pcap: pcap, logger: logger) { configuration in
+            configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
         }
-        let logger = Logger(label: "tapstack")
-
-        // Signals are taken by sigwait on this thread only: block them before
-        // any other thread exists, so every thread inherits the mask.
-        // A shell starting us in the background may have set SIGINT to
-        // ignored; restore the defaults so sigwait sees every one.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGUSR1] {
-            Glibc.signal(signal, SIG_DFL)
-            sigaddset(&signals, signal)
-        }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-
-        let device: TapDevice
-        do { device = try TapDevice(name: link.interface) } catch { throw CleanFailure(error.description) }
-        var capture: PcapWriter?
-        if let pcap {
-            do { capture = try PcapWriter(path: pcap) } catch { throw CleanFailure(error.description) }
-        }
-
-        let driver = EthernetDriver(device: device, capture: capture)
-        var configuration = link.stackConfiguration
-        configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
-        let host = NetworkHost(configuration: configuration, link: driver)
-        if level <= .debug {
-            let dropLogger = logger
-            host.withStack { stack in
-                stack.onDrop = { reason in dropLogger.debug("drop: \(reason.name)") }
-            }
-        }
-        driver.start()
-        host.start()
 
         var echo: EchoService?
         if echoPort != 0 {
-            do { echo = try EchoService(host: host, port: echoPort, logger: logger) } catch {
+            do { echo = try EchoService(host: session.host, port: echoPort, logger: logger) } catch {
+                session.stop()
                 throw CleanFailure("cannot bind the echo service to UDP port \(echoPort): \(error)")
             }
         }
+        let device = session.device
         logger.info("tapstack up on \(device.name)\(device.isPersistent ? " (persistent)" : ""): \(link.address) \(link.mac)\(echo != nil ? ", UDP echo on port \(echoPort)" : "")")
 
-        waitForStop(signals: signals, host: host, driver: driver)
+        while true {
+            let signal = signals.next()
+            if signal == SIGUSR1 { session.printCounters(); continue }
+            if signal == SIGINT || signal == SIGTERM { break }
+        }
 
         logger.info("stopping")
         echo?.stop()
-        host.stop()
-        driver.stop()
-        capture?.close()
-        printCounters(host: host, driver: driver)
+        session.stop()
+        session.printCounters()
     }
-
-    /// Sleeps in sigwait until SIGINT or SIGTERM; SIGUSR1 prints the counters.
-    private func waitForStop(signals: sigset_t, host: NetworkHost, driver: EthernetDriver) {
-        var signals = signals
-        while true {
-            var received: Int32 = 0
-            guard sigwait(&signals, &received) == 0 else { continue }
-            if received == SIGUSR1 {
-                printCounters(host: host, driver: driver)
-            } else {
-                return
-            }
-        }
-    }
-}
-
-/// Prints every counter, one `name value` per line, to standard error.
-func printCounters(host: NetworkHost, driver: EthernetDriver?) {
-    var lines: [String] = []
-    if let driver { lines += driver.counters.snapshot.map { "\($0.0) \($0.1)" } }
-    lines += host.counters.all.map { "\($0.counter.name) \($0.value)" }
-    printError(lines.joined(separator: "\n") + "\n")
 }
 
 /// A failure already explained in one line; printed as `tapstack: error: ...`.

@@ -1,0 +1,46 @@
+import Stack
+
+/// Waits on many sockets at once, like `poll(2)`.
+public enum SocketPoller {
+    /// One socket and the events wanted from it.
+    public struct Interest: Sendable {
+        public var socket: UDPSocket
+        public var events: ReadinessEvents
+        public init(_ socket: UDPSocket, _ events: ReadinessEvents) {
+            self.socket = socket
+            self.events = events
+        }
+    }
+
+    /// Blocks the calling thread until at least one socket has an event it
+    /// was asked for (or `.error`/`.closed`, always reported), or `timeout`
+    /// passes (nil: forever). Returns each ready socket with its events, in
+    /// the order given; empty after a timeout. Sleeps in `poll()` meanwhile.
+    public static func wait(_ interests: [Interest], timeout: Duration?) -> [(socket: UDPSocket, events: ReadinessEvents)] {
+        let event = Event()
+        let deadline = Deadline(timeout)
+        while true {
+            var tokens: [(UDPSocket, Int)] = []
+            var anyReady = false
+            for interest in interests {
+                let mask = interest.events.union([.error, .closed])
+                let (already, token) = interest.socket.armOnce(mask) { _ in event.signal() }
+                if already != nil { anyReady = true }
+                if let token { tokens.append((interest.socket, token)) }
+            }
+            if !anyReady {
+                do throws(SocketError) { try deadline.wait(on: event) } catch { anyReady = false }
+            }
+            for (socket, token) in tokens { socket.removeReadinessCallback(token) }
+            let ready = interests.compactMap { interest -> (socket: UDPSocket, events: ReadinessEvents)? in
+                let events = interest.socket.readiness.intersection(interest.events.union([.error, .closed]))
+                return events.isEmpty ? nil : (interest.socket, events)
+            }
+            if !ready.isEmpty || deadline.hasPassed { return ready }
+        }
+    }
+}
+
+extension Deadline {
+    var hasPassed: Bool { end.map { monotonicNow() >= $0 } ?? false }
+}

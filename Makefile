@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-interop clean
+.PHONY: all deps build release run test test-unit test-interop test-tsan clean
 
 all: build
 
@@ -30,6 +30,11 @@ test-unit: deps
 
 test-interop: build
 	@Tests/Interop/run.sh
+
+# The unit and concurrency suites under ThreadSanitizer.
+test-tsan: deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
 
 clean:
 	rm -rf .build .build-*

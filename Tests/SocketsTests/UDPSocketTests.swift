@@ -8,11 +8,14 @@ import TestSupport
 
 /// A running host over a memory link, the test playing the wire.
 final class LiveHost {
-    let link = MemoryLink()
+    let link: MemoryLink
     let host: NetworkHost
 
-    init() {
-        host = NetworkHost(configuration: .standard, link: link)
+    init(ringCapacity: Int = 256, configure: (inout StackConfiguration) -> Void = { _ in }) {
+        link = MemoryLink(capacity: ringCapacity)
+        var configuration = StackConfiguration.standard
+        configure(&configuration)
+        host = NetworkHost(configuration: configuration, link: link)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
     }

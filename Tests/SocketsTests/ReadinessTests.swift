@@ -1,0 +1,183 @@
+import Glibc
+import Link
+import Synchronization
+import Testing
+import TestSupport
+@testable import Sockets
+@testable import Stack
+@testable import Wire
+
+/// Collects readiness events from a callback (which runs on the stack's thread).
+final class EventRecorder: Sendable {
+    private let events = Mutex<[ReadinessEvents]>([])
+    let fired = Event()
+    func record(_ e: ReadinessEvents) {
+        events.withLock { $0.append(e) }
+        fired.signal()
+    }
+    var all: [ReadinessEvents] { events.withLock { $0 } }
+}
+
+@Suite(.serialized) struct ReadinessTests {
+    let peer = SocketAddress(FrameBuilder.peerIP, 9)
+
+    @Test func readableComesAndGoesWithTheQueue() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        #expect(socket.readiness == [.writable])
+        live.link.inject(Captured.udpRequest)
+        _ = try socket.receive(timeout: .seconds(5))
+        #expect(!socket.readiness.contains(.readable))
+        live.link.inject(Captured.udpRequest)
+        live.link.inject(Captured.udpRequest)
+        #expect(socket.event.wait(timeoutMilliseconds: 5000))
+        usleep(50_000)
+        #expect(socket.readiness.contains(.readable))
+        _ = try socket.receive()
+        #expect(socket.readiness.contains(.readable))
+        _ = try socket.receive()
+        #expect(!socket.readiness.contains(.readable))
+    }
+
+    @Test func writableGoesWhenTheLinkFillsAndComesBackWhenItDrains() throws {
+        let live = LiveHost(ringCapacity: 4)
+        live.learnPeer()
+        let socket = UDPSocket(host: live.host)
+        let recorder = EventRecorder()
+        _ = socket.addReadinessCallback(.writable) { recorder.record($0) }
+        while (try? socket.send([1], to: peer)) != nil {}
+        #expect(!socket.readiness.contains(.writable))
+        _ = live.link.nextTransmitted()  // the link drains one frame
+        #expect(recorder.fired.wait(timeoutMilliseconds: 5000))
+        #expect(recorder.all.contains(.writable))
+        #expect(socket.readiness.contains(.writable))
+    }
+
+    @Test func blockingSendWaitsForRoomThenSends() throws {
+        let live = LiveHost(ringCapacity: 4)
+        live.learnPeer()
+        let socket = UDPSocket(host: live.host)
+        for _ in 0..<4 { try socket.send([1], to: peer) }
+        let link = live.link
+        let drainer = JoinableThread(name: "drainer") {
+            usleep(200_000)
+            _ = link.nextTransmitted()
+        }
+        let start = monotonicNow()
+        try socket.send([2], to: peer, timeout: .seconds(5))
+        let waited = monotonicNow().since(start)
+        drainer.join()
+        #expect(waited >= .milliseconds(150))
+        var frames: [[UInt8]] = []
+        while let frame = live.link.nextTransmitted(timeoutMilliseconds: 100) { frames.append(frame) }
+        #expect(frames.count == 4 && frames.last?[42] == 2)
+    }
+
+    @Test func blockingSendTimesOutWhenTheLinkStaysFull() throws {
+        let live = LiveHost(ringCapacity: 2)
+        live.learnPeer()
+        let socket = UDPSocket(host: live.host)
+        for _ in 0..<2 { try socket.send([1], to: peer) }
+        #expect(throws: SocketError.wouldBlock) { try socket.send([1], to: peer, timeout: .milliseconds(100)) }
+    }
+
+    @Test func errorAndClosedAreSignalled() throws {
+        let live = LiveHost { $0.arpRetryInterval = .milliseconds(20) }
+        let socket = UDPSocket(host: live.host)
+        let recorder = EventRecorder()
+        _ = socket.addReadinessCallback([.error, .closed]) { recorder.record($0) }
+        try socket.send([1], to: SocketAddress(IPv4Address(192, 0, 2, 99), 9))
+        #expect(recorder.fired.wait(timeoutMilliseconds: 5000))
+        recorder.fired.reset()
+        socket.close()
+        #expect(recorder.all == [.error, .closed])
+        #expect(socket.readiness.contains(.closed))
+    }
+
+    @Test func removedCallbackIsNotCalled() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let recorder = EventRecorder()
+        let token = socket.addReadinessCallback(.readable) { recorder.record($0) }
+        socket.removeReadinessCallback(token)
+        live.link.inject(Captured.udpRequest)
+        _ = try socket.receive(timeout: .seconds(5))
+        #expect(recorder.all.isEmpty)
+    }
+
+    @Test func pollerReturnsOnlyTheReadySockets() throws {
+        let live = LiveHost()
+        let sockets = (0..<3).map { _ in UDPSocket(host: live.host) }
+        for (i, socket) in sockets.enumerated() { try socket.bind(port: UInt16(7000 + i)) }
+        let link = live.link
+        let injector = JoinableThread(name: "injector") {
+            usleep(100_000)
+            link.inject(FrameBuilder.udpFrame(destinationPort: 7001, payload: [1]))
+        }
+        let ready = SocketPoller.wait(sockets.map { .init($0, .readable) }, timeout: .seconds(5))
+        injector.join()
+        #expect(ready.count == 1)
+        #expect(ready.first?.socket === sockets[1] && ready.first?.events == .readable)
+    }
+
+    @Test func pollerTimesOutEmpty() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let start = monotonicNow()
+        #expect(SocketPoller.wait([.init(socket, .readable)], timeout: .milliseconds(150)).isEmpty)
+        #expect(monotonicNow().since(start) >= .milliseconds(140))
+    }
+
+    @Test func pollerSeesWritableAtOnce() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        let ready = SocketPoller.wait([.init(socket, [.readable, .writable])], timeout: .seconds(1))
+        #expect(ready.first?.events == .writable)
+    }
+}
+
+@Suite(.serialized) struct AsyncSocketTests {
+    @Test func receiveNextSuspendsUntilADatagramArrives() async throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let link = live.link
+        let injector = JoinableThread(name: "injector") {
+            usleep(100_000)
+            link.inject(Captured.udpRequest)
+        }
+        let datagram = try await socket.receiveNext()
+        injector.join()
+        #expect(datagram.payload == Array("hello\n".utf8))
+    }
+
+    @Test func cancellationEndsTheWaitWithCancelled() async throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let task = Task { () throws(SocketError) -> Datagram in try await socket.receiveNext() }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        let result = await task.result
+        #expect(throws: SocketError.cancelled) { try result.get() }
+    }
+
+    @Test func datagramSequenceEndsWhenTheSocketCloses() async throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 9)
+        let link = live.link
+        let feeder = JoinableThread(name: "feeder") {
+            for i in 0..<3 { link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(i)])); usleep(20_000) }
+            usleep(50_000)
+            socket.close()
+        }
+        var payloads: [[UInt8]] = []
+        for try await datagram in socket.datagrams { payloads.append(datagram.payload) }
+        feeder.join()
+        #expect(payloads == [[0], [1], [2]])
+    }
+}

@@ -170,13 +170,18 @@ final class EventRecorder: Sendable {
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 9)
         let link = live.link
+        let consumed = Atomic<Int>(0)
         let feeder = JoinableThread(name: "feeder") {
-            for i in 0..<3 { link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(i)])); usleep(20_000) }
-            usleep(50_000)
+            for i in 0..<3 { link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(i)])) }
+            // Close once all three were taken (closing drops what is still queued).
+            for _ in 0..<1000 where consumed.load(ordering: .relaxed) < 3 { usleep(10_000) }
             socket.close()
         }
         var payloads: [[UInt8]] = []
-        for try await datagram in socket.datagrams { payloads.append(datagram.payload) }
+        for try await datagram in socket.datagrams {
+            payloads.append(datagram.payload)
+            consumed.add(1, ordering: .relaxed)
+        }
         feeder.join()
         #expect(payloads == [[0], [1], [2]])
     }

@@ -30,6 +30,11 @@ let package = Package(
             ]
         ),
 
+        // The README's examples, built so they stay true.
+        .executableTarget(name: "EchoBlocking", dependencies: ["Sockets"], path: "Examples/EchoBlocking"),
+        .executableTarget(name: "EchoCallbacks", dependencies: ["Sockets"], path: "Examples/EchoCallbacks"),
+        .executableTarget(name: "EchoAsync", dependencies: ["Sockets"], path: "Examples/EchoAsync"),
+
         // Shared test vectors (captured frames) and helpers.
         .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),
         .testTarget(name: "WireTests", dependencies: [

@@ -88,12 +88,34 @@ public final class NetworkHost: Sendable {
         self.thread.withLock { $0 = thread }
     }
 
-    /// Stops and joins the stack thread. Sockets stay usable for cleanup.
+    /// Stops and joins the stack thread, then the driver if `start(interface:)`
+    /// made it. Sockets stay usable for cleanup.
     public func stop() {
         stopping.store(true, ordering: .sequentiallyConsistent)
         link.rxWakeup.forceSignal()
         let thread = self.thread.withLock { t in let taken = t; t = nil; return taken }
         thread?.join()
+        ownedDriver.withLock { driver in
+            driver?.stop()
+            driver = nil
+        }
+    }
+
+    /// The driver `start(interface:)` created, stopped with the host.
+    private let ownedDriver = Mutex<EthernetDriver?>(nil)
+
+    /// Opens the TAP device `interface` (creating it, or attaching to a
+    /// persistent one), starts its driver thread and the stack: the one call
+    /// an application needs before opening sockets.
+    /// - Throws: `TapError` explaining in one line why the device cannot be used.
+    public static func start(interface: String, configuration: StackConfiguration = .standard,
+                             capture: PcapWriter? = nil) throws(TapError) -> NetworkHost {
+        let driver = EthernetDriver(device: try TapDevice(name: interface), capture: capture)
+        let host = NetworkHost(configuration: configuration, link: driver)
+        host.ownedDriver.withLock { $0 = driver }
+        driver.start()
+        host.start()
+        return host
     }
 
     /// Frames handled per lock hold: bounds how long an application waits.

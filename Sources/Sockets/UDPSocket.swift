@@ -157,6 +157,20 @@ public final class UDPSocket: Sendable {
         }
     }
 
+    /// Sends, suspending while the link is full, without blocking a thread.
+    /// `destination` nil sends to the peer.
+    /// - Throws: `.cancelled` when the task is cancelled; otherwise as `send(_:to:)`.
+    @discardableResult
+    public func sendWhenWritable(_ payload: [UInt8], to destination: SocketAddress? = nil) async throws(SocketError) -> Int {
+        while true {
+            do throws(SocketError) {
+                return try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
+            } catch .wouldBlock {
+                try await waitAsync(for: [.writable, .error, .closed])
+            }
+        }
+    }
+
     private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         let now = monotonicNow()
         try host.withStack { stack throws(SocketError) in

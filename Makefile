@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-interop test-tsan clean
+.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan clean
 
 all: build
 
@@ -22,11 +22,14 @@ release: deps
 run: release
 	@Scripts/run.sh $(ARGS)
 
-test: test-unit test-interop
+test: test-unit test-replay test-interop
 
 test-unit: deps
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+
+test-replay: build
+	@Tests/Replay/run.sh
 
 test-interop: build
 	@Tests/Interop/run.sh

@@ -46,40 +46,49 @@ public final class EthernetDriver: LinkEndpoint {
 
     private let stopping = Atomic<Bool>(false)
     private let transmitSpace = TransmitSpaceNotifier()
-    // Written before the thread starts and after it is joined; used only by the driver thread between.
-    nonisolated(unsafe) private var capture: PcapWriter?
+    /// Frames in and out are copied here, if set.
+    public let capture: PacketCapture?
+    /// Sees every frame in and out on the driver thread (for trace logging); must not block.
+    public let observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
+    // Written before the thread starts and after it is joined.
     nonisolated(unsafe) private var thread: JoinableThread?
 
     /// - Parameters:
-    ///   - capture: frames in and out are written here by the driver thread.
+    ///   - capture: frames in and out are copied here by the driver thread.
+    ///   - observer: called with every frame in and out, on the driver thread.
     public init(device: TapDevice, ringCapacity: Int = 1024, maximumFrameLength: Int = 1514,
-                batchSize: Int = 64, capture: PcapWriter? = nil) {
+                batchSize: Int = 64, capture: PacketCapture? = nil,
+                observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)? = nil) {
         self.device = device
         self.maximumFrameLength = maximumFrameLength
         self.batchSize = batchSize
         rx = FrameRing(capacity: ringCapacity, slotSize: maximumFrameLength)
         tx = FrameRing(capacity: ringCapacity, slotSize: maximumFrameLength)
         self.capture = capture
+        self.observer = observer
     }
 
     public func transmitted() { txWakeup.signal() }
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
-    /// Starts the driver thread.
+    /// Starts the capture thread, if any, and the driver thread.
     public func start() {
         precondition(thread == nil)
+        capture?.start()
         thread = JoinableThread(name: "tapstack-driver") { [self] in run() }
     }
 
     /// Stops and joins the driver thread, sending what is queued first, then
-    /// flushes the capture. Returns the capture, if any, still open.
-    public func stop() {
+    /// stops the capture (writing all it holds, closing the file). Returns
+    /// false when the capture's writer was stuck and had to be left behind.
+    @discardableResult
+    public func stop() -> Bool {
         stopping.store(true, ordering: .sequentiallyConsistent)
         txWakeup.forceSignal()
         thread?.join()
         thread = nil
-        capture?.flush()
+        return capture?.stop() ?? true
     }
 
     private func run() {
@@ -92,7 +101,6 @@ public final class EthernetDriver: LinkEndpoint {
             if received > 0 { rxWakeup.signal() }
             if sent > 0 { transmitSpace.notifyIfWaiting(tx) }
             if received == 0 && sent == 0 {
-                capture?.flush()
                 counters.wakeups.add(1, ordering: .relaxed)
                 txWakeup.wait(timeoutMilliseconds: -1, extraFD: fd, extraEvents: Int16(POLLIN)) {
                     !tx.isEmpty || stopping.load(ordering: .relaxed)
@@ -118,7 +126,9 @@ public final class EthernetDriver: LinkEndpoint {
             count += 1
             counters.rxFrames.add(1, ordering: .relaxed)
             counters.rxBytes.add(UInt64(n), ordering: .relaxed)
-            capture?.write(UnsafeRawBufferPointer(rebasing: target[0..<n]))
+            let frame = UnsafeRawBufferPointer(rebasing: target[0..<n])
+            capture?.record(frame)
+            observer?(.inbound, frame)
             if slot != nil {
                 rx.commit(length: n)
             } else {
@@ -140,7 +150,8 @@ public final class EthernetDriver: LinkEndpoint {
             } else {
                 counters.txFrames.add(1, ordering: .relaxed)
                 counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
-                capture?.write(frame)
+                capture?.record(frame)
+                observer?(.outbound, frame)
             }
             tx.release()
             count += 1

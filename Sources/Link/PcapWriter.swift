@@ -7,37 +7,57 @@ public enum FrameDirection: Sendable {
     case outbound
 }
 
-/// Writes frames to a pcap file (link type Ethernet) through libpcap.
+/// Writes frames to a pcap file (link type Ethernet, microsecond timestamps)
+/// through libpcap, optionally keeping only those a tcpdump filter matches.
 ///
-/// Not thread-safe: one thread writes (the driver thread); `close` after it stopped.
+/// Not thread-safe: one thread writes (the capture thread).
 public final class PcapWriter {
     public enum Error: Swift.Error, CustomStringConvertible {
         case cannotOpen(path: String, reason: String)
+        case badFilter(expression: String, reason: String)
+
         public var description: String {
             switch self {
             case .cannotOpen(let path, let reason): "cannot open pcap file '\(path)': \(reason)"
+            case .badFilter(let expression, let reason): "bad --pcap-filter '\(expression)': \(reason)"
             }
         }
     }
 
     private var pcap: OpaquePointer?
     private var dumper: OpaquePointer?
+    private var filter = bpf_program()
+    private var hasFilter = false
     public let snapLength: Int
     /// Frames written.
     public private(set) var framesWritten = 0
+    /// Frames the filter rejected.
+    public private(set) var framesFiltered = 0
 
     /// Opens `path` for writing ("-" is standard output).
-    public init(path: String, snapLength: Int = 65535) throws(Error) {
+    /// - Parameters:
+    ///   - snapLength: bytes kept of each frame (its full length is recorded too).
+    ///   - filter: a tcpdump expression; frames it does not match are not written.
+    public init(path: String, snapLength: Int = 65535, filter expression: String? = nil) throws(Error) {
         self.snapLength = snapLength
         guard let pcap = pcap_open_dead(DLT_EN10MB, Int32(snapLength)) else {
             throw .cannotOpen(path: path, reason: "pcap_open_dead failed")
         }
+        self.pcap = pcap
+        if let expression {
+            guard pcap_compile(pcap, &filter, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+                let reason = String(cString: pcap_geterr(pcap))
+                pcap_close(pcap)
+                self.pcap = nil
+                throw .badFilter(expression: expression, reason: reason)
+            }
+            hasFilter = true
+        }
         guard let dumper = pcap_dump_open(pcap, path) else {
             let reason = String(cString: pcap_geterr(pcap))
-            pcap_close(pcap)
+            close()
             throw .cannotOpen(path: path, reason: reason)
         }
-        self.pcap = pcap
         self.dumper = dumper
     }
 
@@ -47,32 +67,85 @@ public final class PcapWriter {
     public func write(_ frame: UnsafeRawBufferPointer) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        write(frame, seconds: Int(now.tv_sec), microseconds: Int(now.tv_nsec / 1000))
+        write(frame, originalLength: frame.count, seconds: Int(now.tv_sec), microseconds: Int(now.tv_nsec / 1000))
     }
 
-    /// Appends one frame with the given timestamp.
-    public func write(_ frame: UnsafeRawBufferPointer, seconds: Int, microseconds: Int) {
-        guard let dumper, let base = frame.baseAddress else { return }
+    /// Appends one frame (`frame` may already be cut to the snap length;
+    /// `originalLength` is its length on the wire). Returns false if the
+    /// filter rejected it.
+    @discardableResult
+    public func write(_ frame: UnsafeRawBufferPointer, originalLength: Int, seconds: Int, microseconds: Int) -> Bool {
+        guard let dumper, !hasFailed, let base = frame.baseAddress else { return false }
         var header = pcap_pkthdr()
         header.ts.tv_sec = seconds
         header.ts.tv_usec = microseconds
         header.caplen = bpf_u_int32(min(frame.count, snapLength))
-        header.len = bpf_u_int32(frame.count)
-        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header,
-                  base.assumingMemoryBound(to: UInt8.self))
+        header.len = bpf_u_int32(max(originalLength, frame.count))
+        let bytes = base.assumingMemoryBound(to: UInt8.self)
+        if hasFilter, pcap_offline_filter(&filter, &header, bytes) == 0 {
+            framesFiltered += 1
+            return false
+        }
+        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header, bytes)
         framesWritten += 1
+        return true
     }
+
+    /// True once a write failed (a full disk, a reader that went away); later frames are not written.
+    public private(set) var hasFailed = false
 
     /// Pushes buffered frames to the file.
     public func flush() {
-        if let dumper { pcap_dump_flush(dumper) }
+        guard let dumper else { return }
+        if pcap_dump_flush(dumper) != 0 || ferror(pcap_dump_file(dumper)) != 0 { hasFailed = true }
     }
 
     /// Flushes and closes the file. Idempotent.
     public func close() {
         if let dumper { pcap_dump_flush(dumper); pcap_dump_close(dumper) }
+        if hasFilter { pcap_freecode(&filter) }
+        hasFilter = false
         if let pcap { pcap_close(pcap) }
         dumper = nil
         pcap = nil
+    }
+}
+
+/// Reads the frames of a pcap file through libpcap.
+public final class PcapReader {
+    public struct Frame: Sendable {
+        public var bytes: [UInt8]
+        /// Capture time in nanoseconds since the Unix epoch.
+        public var timestampNanoseconds: UInt64
+        /// Length on the wire (may exceed `bytes.count` when the capture was cut short).
+        public var originalLength: Int
+    }
+
+    private let handle: OpaquePointer
+    /// The file's link type (DLT_EN10MB for Ethernet).
+    public let linkType: Int32
+
+    /// Opens `path` ("-" is standard input).
+    /// - Throws: `PcapWriter.Error.cannotOpen` with libpcap's reason.
+    public init(path: String) throws(PcapWriter.Error) {
+        var error = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
+        guard let handle = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &error) else {
+            throw .cannotOpen(path: path, reason: error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        }
+        self.handle = handle
+        linkType = pcap_datalink(handle)
+    }
+
+    deinit { pcap_close(handle) }
+
+    /// The next frame, or nil at the end of the file.
+    public func next() -> Frame? {
+        var header: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<UInt8>?
+        guard pcap_next_ex(handle, &header, &data) == 1, let header, let data else { return nil }
+        let h = header.pointee
+        return Frame(bytes: Array(UnsafeBufferPointer(start: data, count: Int(h.caplen))),
+                     timestampNanoseconds: UInt64(h.ts.tv_sec) * 1_000_000_000 + UInt64(h.ts.tv_usec),
+                     originalLength: Int(h.len))
     }
 }

@@ -109,7 +109,7 @@ public final class NetworkHost: Sendable {
     /// an application needs before opening sockets.
     /// - Throws: `TapError` explaining in one line why the device cannot be used.
     public static func start(interface: String, configuration: StackConfiguration = .standard,
-                             capture: PcapWriter? = nil) throws(TapError) -> NetworkHost {
+                             capture: PacketCapture? = nil) throws(TapError) -> NetworkHost {
         let driver = EthernetDriver(device: try TapDevice(name: interface), capture: capture)
         let host = NetworkHost(configuration: configuration, link: driver)
         host.ownedDriver.withLock { $0 = driver }

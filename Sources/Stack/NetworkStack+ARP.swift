@@ -103,7 +103,9 @@ extension NetworkStack {
 
     /// Retries unanswered requests, fails exhausted ones, ages the others.
     func runARPTimers(now: StackInstant) {
-        for (ip, entry) in arpCache.entries {
+        // In address order, so that what the timers send does not depend on
+        // hashing (a replay must produce the same frames every time).
+        for (ip, entry) in arpCache.entries.sorted(by: { $0.key < $1.key }) {
             switch entry.state {
             case .incomplete:
                 if entry.nextRequestAt > now {

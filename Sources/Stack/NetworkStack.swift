@@ -27,8 +27,11 @@ public final class NetworkStack {
     /// Earliest instant at which `advance` has work; nil when no timer runs.
     var nextTimerDeadline: StackInstant?
 
-    /// Called for every drop with its counter: a hook for debug logging.
-    public var onDrop: ((StackCounter) -> Void)?
+    /// Called for every drop with its counter and, when the drop happened
+    /// while handling a received frame, that frame: a hook for debug logging.
+    public var onDrop: ((StackCounter, UnsafeRawBufferPointer?) -> Void)?
+    /// The frame `receive` is handling, for `onDrop`.
+    var currentFrame: UnsafeRawBufferPointer?
 
     /// Shortest Ethernet frame without FCS; shorter ones are zero-padded.
     public static let minimumFrameLength = 60
@@ -71,6 +74,8 @@ public final class NetworkStack {
     /// Processes one received Ethernet frame. The bytes are only borrowed.
     public func receive(frame: UnsafeRawBufferPointer, now: StackInstant) {
         counters.increment(.ethernetRxFrames)
+        currentFrame = frame
+        defer { currentFrame = nil }
         let ethernet: EthernetFrameView
         do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
         let destination = ethernet.destination
@@ -81,6 +86,9 @@ public final class NetworkStack {
         default: drop(.ethernetDropUnknownEtherType)
         }
     }
+
+    /// When the timers next need to run, or nil when none is pending.
+    public var nextDeadline: StackInstant? { nextTimerDeadline }
 
     /// Runs the timers due at `now`. Returns when it next needs to run, or nil.
     @discardableResult
@@ -100,7 +108,7 @@ public final class NetworkStack {
     @inline(__always)
     func drop(_ reason: StackCounter) {
         counters.increment(reason)
-        onDrop?(reason)
+        onDrop?(reason, currentFrame)
     }
 
     @inline(__always)

@@ -154,7 +154,11 @@ public struct ReassemblyTable {
     /// Removes and returns the datagrams whose deadline has passed.
     mutating func expire(now: StackInstant) -> [Expired] {
         var expired: [Expired] = []
-        for (key, entry) in entries where entry.deadline <= now {
+        // In a fixed order (creation time, then key), so replays are byte-identical.
+        let due = entries.filter { $0.value.deadline <= now }.sorted {
+            ($0.value.createdAt, $0.key.source, $0.key.identification) < ($1.value.createdAt, $1.key.source, $1.key.identification)
+        }
+        for (key, entry) in due {
             expired.append(Expired(source: key.source, quote: entry.firstQuote))
             discard(key)
         }

@@ -28,6 +28,7 @@ struct Recv: ParsableCommand {
     var showSource = false
 
     @OptionGroup var link: InterfaceOptions
+    @OptionGroup var capture: CaptureOptions
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -38,7 +39,7 @@ struct Recv: ParsableCommand {
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, pcap: nil, logger: logger)
+        let session = try StackSession(options: link, capture: capture, logger: logger)
         let socket = UDPSocket(host: session.host)
         do { try socket.bind(port: port) } catch {
             session.stop()

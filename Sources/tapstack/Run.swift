@@ -21,8 +21,10 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "UDP port of the echo service; 0 turns it off.")
     var echoPort: UInt16 = 7
 
-    @Option(name: .long, help: ArgumentHelp("Record every frame in and out to this pcap file.", valueName: "file"))
-    var pcap: String?
+    @OptionGroup var capture: CaptureOptions
+
+    @Option(name: .long, help: ArgumentHelp("Print the counters that changed every this many seconds (0: never).", valueName: "seconds"))
+    var statsInterval: Int = 0
 
     @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
     var reassemblyTimeout: Int = 30
@@ -30,6 +32,7 @@ struct Run: ParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
+        guard statsInterval >= 0 else { throw ValidationError("--stats-interval must not be negative") }
         guard (1...120).contains(reassemblyTimeout) else {
             throw ValidationError("--reassembly-timeout must be between 1 and 120 seconds, not \(reassemblyTimeout)")
         }
@@ -38,7 +41,7 @@ struct Run: ParsableCommand {
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, pcap: pcap, logger: logger) { configuration in
+        let session = try StackSession(options: link, capture: capture, logger: logger) { configuration in
             configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
         }
 
@@ -52,10 +55,18 @@ struct Run: ParsableCommand {
         let device = session.device
         logger.info("tapstack up on \(device.name)\(device.isPersistent ? " (persistent)" : ""): \(link.address) \(link.mac)\(echo != nil ? ", UDP echo on port \(echoPort)" : "")")
 
+        var previous = session.counterValues()
         while true {
-            let signal = signals.next()
+            let signal = signals.next(timeoutSeconds: statsInterval)
             if signal == SIGUSR1 { session.printCounters(); continue }
             if signal == SIGINT || signal == SIGTERM { break }
+            if signal == nil {
+                // --stats-interval: the counters that moved since the last report.
+                let current = session.counterValues()
+                let changed = zip(previous, current).filter { $0.value != $1.value }.map { "\($1.name) \($1.value) (+\($1.value &- $0.value))" }
+                if !changed.isEmpty { printError("stats:\n" + changed.joined(separator: "\n") + "\n") }
+                previous = current
+            }
         }
 
         logger.info("stopping")

@@ -33,6 +33,7 @@ struct Send: ParsableCommand {
     var sourcePort: UInt16 = 0
 
     @OptionGroup var link: InterfaceOptions
+    @OptionGroup var capture: CaptureOptions
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -42,7 +43,7 @@ struct Send: ParsableCommand {
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, pcap: nil, logger: logger)
+        let session = try StackSession(options: link, capture: capture, logger: logger)
         let socket = UDPSocket(host: session.host)
         do {
             try socket.bind(port: sourcePort)

@@ -4,6 +4,7 @@ import Link
 import Logging
 import Sockets
 import Stack
+import Wire
 
 /// A stack brought up on a TAP device: the device, the driver thread, the
 /// stack thread and an optional capture. Shared by every subcommand.
@@ -11,25 +12,29 @@ struct StackSession {
     let device: TapDevice
     let driver: EthernetDriver
     let host: NetworkHost
-    let capture: PcapWriter?
+    let capture: PacketCapture?
 
-    /// Opens the device and the capture and starts both threads.
+    /// Opens the device and the capture and starts the threads.
     /// - Throws: `CleanFailure` with one line to show the user.
-    init(options: InterfaceOptions, pcap: String?, logger: Logger,
+    init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
         do { device = try TapDevice(name: options.interface) } catch { throw CleanFailure(error.description) }
-        if let pcap {
-            do { capture = try PcapWriter(path: pcap) } catch { throw CleanFailure(error.description) }
-        } else {
-            capture = nil
+        capture = try captureOptions?.makeCapture()
+        var observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
+        if logger.logLevel <= .trace {
+            observer = { direction, frame in
+                logger.trace("\(direction == .inbound ? "in " : "out") \(FrameDescription.describe(frame))")
+            }
         }
-        driver = EthernetDriver(device: device, capture: capture)
+        driver = EthernetDriver(device: device, capture: capture, observer: observer)
         var configuration = options.stackConfiguration
         configure(&configuration)
         host = NetworkHost(configuration: configuration, link: driver)
         if logger.logLevel <= .debug {
             host.withStack { stack in
-                stack.onDrop = { reason in logger.debug("drop: \(reason.name)") }
+                stack.onDrop = { reason, frame in
+                    logger.debug("drop \(reason.name)\(frame.map { ": " + FrameDescription.describe($0) } ?? "")")
+                }
             }
         }
         driver.start()
@@ -37,10 +42,15 @@ struct StackSession {
     }
 
     /// Stops the threads (sending what is queued) and closes the capture.
+    /// A capture writer stuck on a pipe nobody reads is abandoned: then the
+    /// process must leave with `_exit`, since a normal exit would flush that
+    /// stream and block forever.
     func stop() {
         host.stop()
-        driver.stop()
-        capture?.close()
+        if !driver.stop() {
+            printError("tapstack: the capture reader stopped reading; unwritten frames are lost\n")
+            captureAbandoned = true
+        }
     }
 
     /// Waits until nothing is left to send: no packet parked for ARP and an
@@ -55,13 +65,22 @@ struct StackSession {
         return false
     }
 
+    /// Every counter: the link's, the capture's, the stack's, in a stable order.
+    func counterValues() -> [(name: String, value: UInt64)] {
+        var values = driver.counters.snapshot.map { (name: $0.0, value: $0.1) }
+        if let capture { values += capture.snapshot.map { (name: $0.0, value: $0.1) } }
+        values += host.counters.all.map { (name: $0.counter.name, value: $0.value) }
+        return values
+    }
+
     /// Prints every counter, one `name value` per line, to standard error.
     func printCounters() {
-        var lines = driver.counters.snapshot.map { "\($0.0) \($0.1)" }
-        lines += host.counters.all.map { "\($0.counter.name) \($0.value)" }
-        printError(lines.joined(separator: "\n") + "\n")
+        printError(counterValues().map { "\($0.name) \($0.value)" }.joined(separator: "\n") + "\n")
     }
 }
+
+/// Set when a capture writer was left blocked; `Main` then ends with `_exit`.
+nonisolated(unsafe) var captureAbandoned = false
 
 /// Signals taken by `sigwait` on the main thread. Create it before any other
 /// thread exists, so every thread inherits the blocked mask.
@@ -81,12 +100,21 @@ struct SignalWaiter {
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
-    /// Sleeps until one of the signals arrives and returns it.
-    func next() -> Int32 {
+    /// Sleeps until one of the signals arrives and returns it; with a
+    /// positive timeout, returns nil when that many seconds pass first.
+    func next(timeoutSeconds: Int = 0) -> Int32? {
         var set = self.set
-        var received: Int32 = 0
-        while sigwait(&set, &received) != 0 {}
-        return received
+        guard timeoutSeconds > 0 else {
+            var received: Int32 = 0
+            while sigwait(&set, &received) != 0 {}
+            return received
+        }
+        var timeout = timespec(tv_sec: timeoutSeconds, tv_nsec: 0)
+        while true {
+            let received = sigtimedwait(&set, nil, &timeout)
+            if received > 0 { return received }
+            if errno == EAGAIN { return nil }
+        }
     }
 
     /// Wakes the main thread's `next()` with `done`. Any thread.
@@ -105,9 +133,37 @@ func makeLogger(level: Logger.Level) -> Logger {
     return logger
 }
 
+/// The capture options, shared by the subcommands.
+struct CaptureOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Record every frame in and out to this pcap file; '-' streams to standard output (flushed per frame, for 'tcpdump -r -' or 'wireshark -k -i -').", valueName: "file"))
+    var pcap: String?
+
+    @Option(name: .long, help: ArgumentHelp("Keep only the frames this tcpdump expression matches, e.g. 'icmp' or 'udp port 7'.", valueName: "expression"))
+    var pcapFilter: String?
+
+    @Option(name: .long, help: ArgumentHelp("Bytes kept of each captured frame, 60 to 65535.", valueName: "bytes"))
+    var snaplen: Int = 65535
+
+    func validate() throws {
+        guard (60...65535).contains(snaplen) else { throw ValidationError("--snaplen must be between 60 and 65535, not \(snaplen)") }
+        if pcap == nil, pcapFilter != nil { throw ValidationError("--pcap-filter needs --pcap") }
+    }
+
+    /// The capture these options ask for, not yet started; nil without --pcap.
+    func makeCapture() throws -> PacketCapture? {
+        guard let pcap else { return nil }
+        do {
+            let writer = try PcapWriter(path: pcap, snapLength: snaplen, filter: pcapFilter)
+            return PacketCapture(writer: writer, flushEachFrame: pcap == "-")
+        } catch {
+            throw CleanFailure(error.description)
+        }
+    }
+}
+
 /// The `--log-level` option, shared by the subcommands.
 struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. (default: info)", valueName: "level"),
+    @Option(name: .long, help: ArgumentHelp("trace (adds a line per frame in and out), debug (adds a line per drop, with its reason), info, notice, warning, error or critical. (default: info)", valueName: "level"),
             transform: { text in
                 guard let level = Logger.Level(rawValue: text.lowercased()) else {
                     throw ValidationError("'\(text)' is not a log level (trace, debug, info, notice, warning, error, critical)")

@@ -6,7 +6,7 @@ struct Tapstack: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapstack",
         abstract: "A userspace UDP/IPv4 network stack on a Linux TAP device.",
-        subcommands: [Run.self, Send.self, Recv.self]
+        subcommands: [Run.self, Send.self, Recv.self, Replay.self]
     )
 }
 
@@ -14,9 +14,13 @@ struct Tapstack: ParsableCommand {
 enum Main {
     /// Parses and runs, turning every failure into one `tapstack: error:` line.
     static func main() {
+        // A capture streamed to a reader that quits must not kill the stack:
+        // the failed write is counted instead (capture.drop_write_error).
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try Tapstack.parseAsRoot()
             try command.run()
+            if captureAbandoned { _exit(0) }
         } catch {
             let code = Tapstack.exitCode(for: error)
             if code == .success || error is CleanExit { Tapstack.exit(withError: error) }

@@ -105,6 +105,19 @@ check() {
     fi
 }
 
+# capture_is_clean FILE: tcpdump and tshark both read the capture, and
+# tshark finds no malformed or otherwise flagged frame in it.
+capture_is_clean() {
+    local file=$1 out
+    out=$(tcpdump -n -r "$file" 2>&1 >/dev/null) || { echo "tcpdump: $out"; return 1; }
+    out=$(tshark -n -r "$file" -V 2>&1) || { echo "tshark failed: $(tail -n 3 <<<"$out")"; return 1; }
+    if grep -qiE "malformed|\[expert info \((error|warning)" <<<"$out"; then
+        grep -iE -B20 "malformed|\[expert info \((error|warning)" <<<"$out" | head -n 40
+        return 1
+    fi
+    echo "$(tshark -n -r "$file" 2>/dev/null | wc -l) frames, none malformed"
+}
+
 finish() {
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]

@@ -62,4 +62,5 @@ check "a connected Python socket gets ECONNREFUSED from a closed port" closed_po
 check "a 3000-byte datagram is reassembled and echoed byte for byte" big_datagram_echoed
 stop_stack TERM
 check "the capture shows the datagram and its echo fragmented" fragments_seen_both_ways
+check "tcpdump and tshark read the capture with no malformed frame" capture_is_clean "$WORK/run.pcap"
 finish

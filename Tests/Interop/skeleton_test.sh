@@ -66,4 +66,5 @@ check "SIGINT stops the stack with exit status 0" sigint_exits_zero
 check "the stack's own device is removed at exit" device_removed
 check "counters are printed at exit" counters_printed_at_exit
 check "tcpdump -r reads the pcap with the ARP, ICMP and UDP frames" pcap_has_every_protocol
+check "tcpdump and tshark read the capture with no malformed frame" capture_is_clean "$WORK/run.pcap"
 finish

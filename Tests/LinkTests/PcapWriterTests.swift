@@ -24,8 +24,8 @@ import TestSupport
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tapstack-\(UUID()).pcap").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let writer = try PcapWriter(path: path)
-        Captured.arpRequest.withUnsafeBytes { writer.write($0, seconds: 1_700_000_000, microseconds: 42) }
-        Captured.echoReply.withUnsafeBytes { writer.write($0, seconds: 1_700_000_001, microseconds: 999_999) }
+        Captured.arpRequest.withUnsafeBytes { _ = writer.write($0, originalLength: $0.count, seconds: 1_700_000_000, microseconds: 42) }
+        Captured.echoReply.withUnsafeBytes { _ = writer.write($0, originalLength: $0.count, seconds: 1_700_000_001, microseconds: 999_999) }
         writer.close()
         let (linkType, frames) = try readFrames(path)
         #expect(linkType == DLT_EN10MB)

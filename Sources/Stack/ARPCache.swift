@@ -117,7 +117,8 @@ public struct ARPCache {
             }
             let aRank = rank(a.value.state), bRank = rank(b.value.state)
             if aRank != bRank { return aRank < bRank }
-            return a.value.updatedAt < b.value.updatedAt
+            // Ties broken by address, so the choice never depends on hashing.
+            return (a.value.updatedAt, a.key) < (b.value.updatedAt, b.key)
         }
         guard let victim else { return nil }
         return remove(victim.key)

@@ -176,7 +176,9 @@ public struct ReassemblyTable {
 
     /// Forgets the oldest datagram; false when there is none.
     private mutating func evictOldest() -> Bool {
-        guard let oldest = entries.min(by: { $0.value.createdAt < $1.value.createdAt })?.key else { return false }
+        guard let oldest = entries.min(by: {
+            ($0.value.createdAt, $0.key.source, $0.key.identification) < ($1.value.createdAt, $1.key.source, $1.key.identification)
+        })?.key else { return false }
         discard(oldest)
         return true
     }

@@ -1,6 +1,11 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+/// The hot path's modules skip dynamic exclusivity checks in release builds:
+/// they showed in profiles (swift_beginAccess per field access), and the
+/// debug builds, which the tests also run, keep them.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "tapstack",
     products: [
@@ -17,10 +22,10 @@ let package = Package(
         .target(name: "CTun"),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
-        .target(name: "Wire"),
-        .target(name: "Link", dependencies: ["Wire", "CTun", "CPcap"]),
-        .target(name: "Stack", dependencies: ["Wire"]),
-        .target(name: "Sockets", dependencies: ["Stack", "Link", "Wire", "CTun"]),
+        .target(name: "Wire", swiftSettings: hotPath),
+        .target(name: "Link", dependencies: ["Wire", "CTun", "CPcap"], swiftSettings: hotPath),
+        .target(name: "Stack", dependencies: ["Wire"], swiftSettings: hotPath),
+        .target(name: "Sockets", dependencies: ["Stack", "Link", "Wire", "CTun"], swiftSettings: hotPath),
         .executableTarget(
             name: "tapstack",
             dependencies: [

@@ -29,6 +29,14 @@ public final class DriverCounters: Sendable {
     }
 }
 
+/// The monotonic clock in nanoseconds (vDSO: no system call).
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
+
 /// The Ethernet "driver": a dedicated thread, the only code touching the TAP
 /// fd, moving frames TAP → RX ring and TX ring → TAP in batches. It sleeps in
 /// `poll()` on the fd and its eventfd when there is nothing to do.
@@ -46,6 +54,9 @@ public final class EthernetDriver: LinkEndpoint {
 
     private let stopping = Atomic<Bool>(false)
     private let transmitSpace = TransmitSpaceNotifier()
+    /// After handing frames to the stack, how long to watch the TX ring for
+    /// the answer before sleeping in poll(): a reply within it needs no wake-up.
+    public let spinNanoseconds: UInt64 = driverSpinNanoseconds
     /// Frames in and out are copied here, if set.
     public let capture: PacketCapture?
     /// Sees every frame in and out on the driver thread (for trace logging); must not block.
@@ -95,11 +106,21 @@ public final class EthernetDriver: LinkEndpoint {
         let fd = device.fd
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
         defer { scratch.deallocate() }
+        var lastReceive: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
             let received = receiveBatch(fd: fd, scratch: scratch)
             let sent = transmitBatch(fd: fd)
-            if received > 0 { rxWakeup.signal() }
+            if received > 0 {
+                rxWakeup.signal()
+                lastReceive = monotonicNanoseconds()
+            }
             if sent > 0 { transmitSpace.notifyIfWaiting(tx) }
+            if received == 0 && sent == 0 && tx.isEmpty && lastReceive != 0
+                && monotonicNanoseconds() &- lastReceive < spinNanoseconds {
+                // The stack is working on what we just gave it: wait for its answer here.
+                while tx.isEmpty && monotonicNanoseconds() &- lastReceive < spinNanoseconds { spinPause() }
+                continue
+            }
             if received == 0 && sent == 0 {
                 counters.wakeups.add(1, ordering: .relaxed)
                 txWakeup.wait(timeoutMilliseconds: -1, extraFD: fd, extraEvents: Int16(POLLIN)) {

@@ -47,6 +47,13 @@ public final class NetworkHost: Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Set by the link's thread when the TX ring drained after being full.
     private let writablePending = Atomic<Bool>(false)
+    /// Work to run on the stack thread outside the lock. Guarded by `lock`.
+    nonisolated(unsafe) private var deferred: [() -> Void] = []
+    private let deferredPending = Atomic<Bool>(false)
+    /// How long the stack thread keeps looking for work before it sleeps:
+    /// a frame arriving within it costs no wake-up. Only after activity, so
+    /// an idle stack still uses no CPU.
+    public let spinNanoseconds: UInt64 = stackSpinNanoseconds
     private let thread: Mutex<JoinableThread?> = Mutex(nil)
 
     /// Builds a stack over `link`. Call `start()` to run it.
@@ -76,6 +83,28 @@ public final class NetworkHost: Sendable {
         lock.unlock()
         if produced { link.transmitted() }
         return try result.get()
+    }
+
+    /// Queues `work` to run on the stack thread, outside the lock, after the
+    /// frames being handled: for event-driven socket users, which call this
+    /// from a readiness callback and then use the nonblocking calls. Call it
+    /// only from inside the stack (a readiness callback or `withStack`).
+    public func executeOnStackThread(_ work: @escaping () -> Void) {
+        deferred.append(work)
+        if !deferredPending.exchange(true, ordering: .sequentiallyConsistent) {
+            link.rxWakeup.signal()
+        }
+    }
+
+    /// Runs the deferred work queued so far.
+    private func runDeferred() {
+        guard deferredPending.exchange(false, ordering: .sequentiallyConsistent) else { return }
+        let work = withStack { _ in
+            let work = deferred
+            deferred.removeAll(keepingCapacity: true)
+            return work
+        }
+        for item in work { item() }
     }
 
     /// The stack's counters (a snapshot).
@@ -123,6 +152,7 @@ public final class NetworkHost: Sendable {
 
     private func run() {
         let rx = link.rx
+        var lastWork = StackInstant.zero
         while !stopping.load(ordering: .relaxed) {
             if writablePending.exchange(false, ordering: .sequentiallyConsistent) {
                 withStack { $0.notifyWritable() }
@@ -137,7 +167,20 @@ public final class NetworkHost: Sendable {
                 }
                 return (handled, stack.advance(to: now))
             }
-            if handled > 0 { continue }
+            runDeferred()
+            if handled > 0 {
+                lastWork = now
+                continue
+            }
+            // Recently busy: look again for a while before paying for a sleep and a wake-up.
+            if now.since(lastWork).nanoseconds < spinNanoseconds {
+                while rx.isEmpty && !deferredPending.load(ordering: .relaxed) && !writablePending.load(ordering: .relaxed)
+                        && monotonicNow().since(lastWork).nanoseconds < spinNanoseconds
+                        && (deadline.map { monotonicNow() < $0 } ?? true) {
+                    spinPause()
+                }
+                continue
+            }
             var timeout: Int32 = 1000
             if let deadline {
                 let waitNanos = deadline.since(now).nanoseconds
@@ -145,6 +188,7 @@ public final class NetworkHost: Sendable {
             }
             link.rxWakeup.wait(timeoutMilliseconds: timeout) {
                 !rx.isEmpty || stopping.load(ordering: .relaxed) || writablePending.load(ordering: .relaxed)
+                    || deferredPending.load(ordering: .relaxed)
             }
         }
     }

@@ -3,36 +3,71 @@ import Logging
 import Sockets
 import Stack
 
-/// The UDP echo service (RFC 862): an ordinary user of the socket shim,
-/// sending every datagram back to where it came from.
-final class EchoService: Sendable {
+/// The UDP echo service (RFC 862): an ordinary, event-driven user of the
+/// socket shim. A readiness callback asks the stack thread to run `drain`,
+/// which uses the nonblocking calls until the socket would block, so an echo
+/// costs no thread hand-off of its own.
+final class EchoService: @unchecked Sendable {
     private let socket: UDPSocket
-    private let thread: JoinableThread
+    private let host: NetworkHost
+    private let logger: Logger
+    // Touched only by `drain`, which runs on the stack thread alone.
+    private var waitingForRoom: Datagram?
+    private var scheduled = false
 
-    /// Binds `port` and starts answering on a thread of its own.
+    /// Binds `port` and starts answering.
     init(host: NetworkHost, port: UInt16, logger: Logger) throws(SocketError) {
-        let socket = UDPSocket(host: host)
+        self.host = host
+        self.logger = logger
+        socket = UDPSocket(host: host)
         try socket.bind(port: port)
-        self.socket = socket
-        thread = JoinableThread(name: "tapstack-echo") {
-            while true {
+        _ = socket.addReadinessCallback([.readable, .writable]) { [weak self] _ in
+            // Inside the stack: only queue the work.
+            guard let self, !self.scheduled else { return }
+            self.scheduled = true
+            host.executeOnStackThread { [weak self] in self?.drain() }
+        }
+        host.withStack { _ in
+            scheduled = true
+            host.executeOnStackThread { [weak self] in self?.drain() }
+        }
+    }
+
+    /// Echoes every queued datagram; a datagram the full link refused waits
+    /// for the next `.writable`.
+    private func drain() {
+        host.withStack { _ in scheduled = false }
+        while true {
+            let datagram: Datagram
+            if let waiting = waitingForRoom {
+                datagram = waiting
+                waitingForRoom = nil
+            } else {
                 do throws(SocketError) {
-                    let datagram = try socket.receive(timeout: nil)
-                    try socket.send(datagram.payload, to: datagram.source)
+                    datagram = try socket.receive()
+                } catch .wouldBlock {
+                    return
                 } catch .closed {
                     return
                 } catch {
-                    // A failed send (e.g. link full, neighbour unreachable) loses
-                    // only that echo; the stack's counters record why.
                     logger.debug("echo: \(error)")
+                    continue
                 }
+            }
+            do throws(SocketError) {
+                try socket.send(datagram.payload, to: datagram.source)
+            } catch .wouldBlock {
+                waitingForRoom = datagram
+                return
+            } catch {
+                // Lost only this echo (e.g. no route back); the counters say why.
+                logger.debug("echo to \(datagram.source): \(error)")
             }
         }
     }
 
-    /// Closes the socket, which wakes and ends the service thread.
+    /// Closes the socket; no further echo is sent.
     func stop() {
         socket.close()
-        thread.join()
     }
 }

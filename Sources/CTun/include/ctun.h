@@ -34,4 +34,12 @@ void ctun_eventfd_drain(int fd);
 /// Names the calling thread (shown by top -H, gdb); at most 15 characters.
 void ctun_set_thread_name(const char *name);
 
+/// A CPU hint for spin-wait loops (x86 PAUSE), so a spinning thread yields
+/// pipeline resources to its sibling.
+static inline void ctun_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 #endif

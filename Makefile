@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan clean
+.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan bench clean
 
 all: build
 
@@ -38,6 +38,10 @@ test-interop: build
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
 	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
+
+# UDP echo throughput and latency against a minimal TAP reflector, same run (root).
+bench: release
+	@Scripts/bench.sh
 
 clean:
 	rm -rf .build .build-*

@@ -118,7 +118,11 @@ public final class EthernetDriver: LinkEndpoint {
             if received == 0 && sent == 0 && tx.isEmpty && lastReceive != 0
                 && monotonicNanoseconds() &- lastReceive < spinNanoseconds {
                 // The stack is working on what we just gave it: wait for its answer here.
-                while tx.isEmpty && monotonicNanoseconds() &- lastReceive < spinNanoseconds { spinPause() }
+                var elapsed = monotonicNanoseconds() &- lastReceive
+                while tx.isEmpty && elapsed < spinNanoseconds {
+                    spinPause(elapsed: elapsed)
+                    elapsed = monotonicNanoseconds() &- lastReceive
+                }
                 continue
             }
             if received == 0 && sent == 0 {

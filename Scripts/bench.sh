@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# `make bench`: UDP echo over a TAP device, tapstack against a minimal TAP
+# reflector (the physical limit of one read and one write per frame), measured
+# by the project's own load generator in the same run, several rounds,
+# alternating. Prints the medians and the ratio tapstack/reflector.
+# Everything runs in a network namespace made here and removed afterwards.
+#
+# Knobs: ROUNDS (3), SECONDS_PER_TEST (2), PINGPONG_COUNT (20000),
+#        SIZES ("64 1400"), WINDOWS ("1 16 64"), OUT (results directory).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+SECS=${SECONDS_PER_TEST:-2}
+PP_COUNT=${PINGPONG_COUNT:-20000}
+SIZES=${SIZES:-"64 1400"}
+WINDOWS=${WINDOWS:-"1 16 64"}
+OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
+BENCH_BIN=.build/bench
+TAPSTACK=${TAPSTACK_BIN:-.build/release/tapstack}
+NS="bench-$$"
+TAP=btap0
+[ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespace, TAP device)" >&2; exit 2; }
+mkdir -p "$OUT" "$BENCH_BIN"
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/udpecho-load" Benchmarks/load/udpecho-load.c
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/tap-reflector" Benchmarks/reflector/tap-reflector.c
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null
+        for _ in $(seq 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_PID" 2>/dev/null
+        SERVER_PID=""
+    fi
+    for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    ip netns del "$NS" 2>/dev/null
+    return 0
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
+
+start_target() {  # reflector|tapstack
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    case $1 in
+        reflector) ip netns exec "$NS" "$BENCH_BIN/tap-reflector" "$TAP" >>"$OUT/server.log" 2>&1 & ;;
+        tapstack) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    for _ in $(seq 100); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
+    ip -n "$NS" link set "$TAP" up
+    ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
+    sleep 0.3
+    ip netns exec "$NS" ping -c 2 -i 0.2 -W 1 192.0.2.2 >/dev/null || { echo "$1 does not answer ping" >&2; return 1; }
+}
+
+load() { timeout -k 2 $((SECS + 20)) ip netns exec "$NS" "$BENCH_BIN/udpecho-load" "$@"; }
+kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+
+for round in $(seq "$ROUNDS"); do
+    for target in reflector tapstack; do
+        echo "round $round: $target" >&2
+        start_target "$target" || { cleanup; continue; }
+        line=$(load pingpong 192.0.2.2 7 64 "$PP_COUNT" "$((SECS * 3))")
+        echo "$target $line" >>"$OUT/raw.txt"
+        echo "$target pp64_p50_us $(kv p50_us "$line")" >>"$RESULTS"
+        echo "$target pp64_p99_us $(kv p99_us "$line")" >>"$RESULTS"
+        for size in $SIZES; do
+            for w in $WINDOWS; do
+                line=$(load window 192.0.2.2 7 "$size" "$w" "$SECS")
+                echo "$target $line" >>"$OUT/raw.txt"
+                echo "$target tput_${size}B_W${w}_pps $(kv pps "$line")" >>"$RESULTS"
+                [ "$(kv bad "$line")" = 0 ] || echo "WARNING: $target returned corrupt echoes: $line" >&2
+            done
+        done
+        cleanup
+    done
+done
+
+python3 - "$RESULTS" "$ROUNDS" <<'PY' | tee "$OUT/summary.txt"
+import statistics, sys, collections, platform, os
+values = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    target, metric, value = line.split()
+    if value:
+        values[(target, metric)].append(float(value))
+metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
+print("tapstack vs reflector, UDP echo over a TAP device, medians of %s rounds (%s, %d cores)" % (sys.argv[2], platform.machine(), os.cpu_count()))
+print("%-22s %12s %12s %8s" % ("metric", "reflector", "tapstack", "ratio"))
+for metric in metrics:
+    r, t = values.get(("reflector", metric)), values.get(("tapstack", metric))
+    if not r or not t:
+        continue
+    mr, mt = statistics.median(r), statistics.median(t)
+    print("%-22s %12.1f %12.1f %7.2fx" % (metric, mr, mt, mt / mr if mr else float("nan")))
+print("(latency: lower is better, ratio <= 1.5 wanted; throughput: higher is better, ratio >= 0.8 wanted)")
+PY
+echo "raw results in $OUT" >&2

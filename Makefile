@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan bench clean
+.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan bench bench-inprocess clean
 
 all: build
 
@@ -42,6 +42,10 @@ test-tsan: deps
 # UDP echo throughput and latency against a minimal TAP reflector, same run (root).
 bench: release
 	@Scripts/bench.sh
+
+# In-process benchmarks (ordo-one/benchmark): throughput and mallocs per packet.
+bench-inprocess: deps
+	TAPSTACK_BENCHMARKS=1 $(SWIFT) package --scratch-path .build-bench --allow-writing-to-package-directory benchmark --target StackBenchmarks
 
 clean:
 	rm -rf .build .build-*

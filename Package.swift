@@ -1,5 +1,6 @@
 // swift-tools-version: 6.1
 import PackageDescription
+import class Foundation.ProcessInfo
 
 /// The hot path's modules skip dynamic exclusivity checks in release builds:
 /// they showed in profiles (swift_beginAccess per field access), and the
@@ -51,3 +52,18 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The in-process benchmarks (ordo-one/benchmark) build only when asked for
+// (`make bench-inprocess` sets TAPSTACK_BENCHMARKS=1), so that `swift build`
+// and the tests do not compile the benchmark package.
+if ProcessInfo.processInfo.environment["TAPSTACK_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]))
+    package.targets.append(
+        .executableTarget(
+            name: "StackBenchmarks",
+            dependencies: ["Stack", "Link", "Sockets", "Wire", "TestSupport", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/StackBenchmarks",
+            swiftSettings: hotPath,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
+}

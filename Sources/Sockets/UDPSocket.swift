@@ -189,6 +189,14 @@ public final class UDPSocket: Sendable {
         return Datagram(payload: received.payload, source: SocketAddress(received.source, received.sourcePort))
     }
 
+    /// Copies the oldest queued datagram into `buffer` without waiting and
+    /// without allocating. A datagram longer than `buffer` is cut; `length`
+    /// is its full length (like MSG_TRUNC). Throws as `receive()`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
+        let info = try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint, into: buffer) }
+        return (info.length, SocketAddress(info.source, info.sourcePort))
+    }
+
     /// Waits for a datagram for at most `timeout` (nil: forever), sleeping
     /// on the readiness event.
     /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.

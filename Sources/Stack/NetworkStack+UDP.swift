@@ -63,14 +63,12 @@ extension NetworkStack {
     /// Queues a datagram on a socket, within its datagram and byte bounds.
     func enqueue(_ datagram: UDPDatagramView, from packet: IPv4PacketView, on endpoint: UDPEndpoint) {
         let payload = datagram.payload
-        guard !endpoint.receiveQueue.isFull,
-              endpoint.queuedBytes + payload.count <= endpoint.maximumQueuedBytes else {
+        guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
             return drop(.udpDropQueueFull)
         }
         let wasEmpty = endpoint.receiveQueue.isEmpty
-        endpoint.receiveQueue.push(ReceivedDatagram(source: packet.source, sourcePort: datagram.sourcePort,
-                                                    destination: packet.destination, payload: Array(payload)))
-        endpoint.queuedBytes += payload.count
+        endpoint.receiveQueue.push(payload, info: DatagramInfo(source: packet.source, sourcePort: datagram.sourcePort,
+                                                               destination: packet.destination, length: payload.count))
         count(.udpRxDelivered)
         if wasEmpty { endpoint.onEvent?(.readable) }
     }
@@ -208,9 +206,21 @@ extension NetworkStack {
             endpoint.pendingError = nil
             throw error
         }
-        guard let datagram = endpoint.receiveQueue.pop() else { throw .wouldBlock }
-        endpoint.queuedBytes -= datagram.payload.count
-        return datagram
+        guard let (info, payload) = endpoint.receiveQueue.pop() else { throw .wouldBlock }
+        return ReceivedDatagram(source: info.source, sourcePort: info.sourcePort, destination: info.destination, payload: payload)
+    }
+
+    /// Copies the oldest queued datagram into `buffer` without allocating;
+    /// a datagram longer than `buffer` is cut (the info gives its full
+    /// length, like MSG_TRUNC). Throws as `receive(from:)`.
+    public func receive(from endpoint: UDPEndpoint, into buffer: UnsafeMutableRawBufferPointer) throws(StackError) -> DatagramInfo {
+        guard !endpoint.isClosed else { throw .closed }
+        if let error = endpoint.pendingError {
+            endpoint.pendingError = nil
+            throw error
+        }
+        guard let info = endpoint.receiveQueue.pop(into: buffer) else { throw .wouldBlock }
+        return info
     }
 
     /// Closes `endpoint`: frees its port, drops its queue, signals `.closed`.
@@ -222,7 +232,6 @@ extension NetworkStack {
         }
         endpoint.isClosed = true
         endpoint.receiveQueue.removeAll()
-        endpoint.queuedBytes = 0
         endpoint.pendingError = nil
         endpoint.onEvent?(.closed)
         endpoint.onEvent = nil

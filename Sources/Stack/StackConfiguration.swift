@@ -40,9 +40,9 @@ public struct StackConfiguration: Sendable {
     public var icmpErrorsPerSecond = 100
 
     /// Datagrams a UDP socket queues before dropping.
-    public var udpReceiveQueueDatagrams = 512
+    public var udpReceiveQueueDatagrams = 256
     /// Payload bytes a UDP socket queues before dropping.
-    public var udpReceiveQueueBytes = 1 << 20
+    public var udpReceiveQueueBytes = 256 << 10
 
     public init(mac: MACAddress, interface: IPv4Interface, gateway: IPv4Address? = nil) {
         self.mac = mac

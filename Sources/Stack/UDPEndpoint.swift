@@ -60,9 +60,7 @@ public final class UDPEndpoint {
     /// Sets DF and refuses datagrams over the MTU instead of fragmenting them (IP_PMTUDISC_DO).
     public var dontFragment = false
 
-    var receiveQueue: BoundedQueue<ReceivedDatagram>
-    public internal(set) var queuedBytes = 0
-    let maximumQueuedBytes: Int
+    var receiveQueue: DatagramQueue
 
     /// Called, by the thread holding the stack, when events become true.
     /// Must not block (it runs inside the stack).
@@ -70,9 +68,13 @@ public final class UDPEndpoint {
 
     init(id: Int, queueDatagrams: Int, queueBytes: Int) {
         self.id = id
-        receiveQueue = BoundedQueue(capacity: queueDatagrams)
-        maximumQueuedBytes = queueBytes
+        receiveQueue = DatagramQueue(capacity: queueDatagrams, maximumBytes: queueBytes)
     }
+
+    deinit { receiveQueue.release() }
+
+    /// Payload bytes waiting.
+    public var queuedBytes: Int { receiveQueue.bytes }
 
     /// A send found the link full: tell this socket `.writable` when it drains.
     var wantsWritable = false
@@ -98,6 +100,7 @@ public final class UDPEndpoint {
 
     /// Datagrams waiting.
     public var queuedDatagrams: Int { receiveQueue.count }
+
 
     /// The events true right now, except `.writable`, which depends on the
     /// link: ask `NetworkStack.readiness(of:)`.

@@ -12,7 +12,9 @@ final class EchoService: @unchecked Sendable {
     private let host: NetworkHost
     private let logger: Logger
     // Touched only by `drain`, which runs on the stack thread alone.
-    private var waitingForRoom: Datagram?
+    private var waitingForRoom: (length: Int, source: SocketAddress)?
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+    // Guarded by the stack's lock (set in the callback, cleared in `drain`).
     private var scheduled = false
 
     /// Binds `port` and starts answering.
@@ -33,18 +35,21 @@ final class EchoService: @unchecked Sendable {
         }
     }
 
-    /// Echoes every queued datagram; a datagram the full link refused waits
-    /// for the next `.writable`.
+    deinit { buffer.deallocate() }
+
+    /// Echoes every queued datagram, through one reused buffer (no
+    /// allocation per datagram); a datagram the full link refused waits in
+    /// the buffer for the next `.writable`.
     private func drain() {
         host.withStack { _ in scheduled = false }
         while true {
-            let datagram: Datagram
+            let datagram: (length: Int, source: SocketAddress)
             if let waiting = waitingForRoom {
                 datagram = waiting
                 waitingForRoom = nil
             } else {
                 do throws(SocketError) {
-                    datagram = try socket.receive()
+                    datagram = try socket.receive(into: buffer)
                 } catch .wouldBlock {
                     return
                 } catch .closed {
@@ -55,7 +60,7 @@ final class EchoService: @unchecked Sendable {
                 }
             }
             do throws(SocketError) {
-                try socket.send(datagram.payload, to: datagram.source)
+                try socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<datagram.length]), to: datagram.source)
             } catch .wouldBlock {
                 waitingForRoom = datagram
                 return

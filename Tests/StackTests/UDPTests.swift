@@ -143,3 +143,39 @@ import TestSupport
         _ = try h.boundEndpoint(port: 7)
     }
 }
+
+@Suite struct DatagramQueueTests {
+    @Test func receiveIntoABufferCopiesWithoutLosingTheTrueLength() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 9)
+        h.receive(FrameBuilder.udpFrame(destinationPort: 9, payload: Array(0..<100)))
+        var small = [UInt8](repeating: 0, count: 10)
+        let info = try small.withUnsafeMutableBytes { try h.stack.receive(from: endpoint, into: $0) }
+        #expect(info.length == 100 && info.sourcePort == 40000 && info.source == FrameBuilder.peerIP)
+        #expect(small == Array(0..<10))
+        #expect(endpoint.queuedDatagrams == 0 && endpoint.queuedBytes == 0)
+    }
+
+    @Test func slotsAreReusedInOrderAcrossWrapAround() throws {
+        let h = Harness { $0.udpReceiveQueueDatagrams = 3 }
+        let (endpoint, _) = try h.boundEndpoint(port: 9)
+        for round in 0..<10 {
+            for i in 0..<3 { h.receive(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(round), UInt8(i)])) }
+            for i in 0..<3 { #expect(try h.stack.receive(from: endpoint).payload == [UInt8(round), UInt8(i)]) }
+        }
+        #expect(h.counter(.udpDropQueueFull) == 0)
+    }
+
+    @Test func largeAndSmallDatagramsKeepTheirOrder() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        let big = (0..<3000).map { UInt8(truncatingIfNeeded: $0) }
+        let datagram = FrameBuilder.ipv4(proto: .udp, payload: FrameBuilder.udp(sourcePort: 1, destinationPort: 7, payload: big))
+        h.receive(FrameBuilder.udpFrame(sourcePort: 2, destinationPort: 7, payload: [1]))
+        for frame in FrameBuilder.fragments(of: datagram, size: 1480) { h.receive(frame) }
+        h.receive(FrameBuilder.udpFrame(sourcePort: 3, destinationPort: 7, payload: [3]))
+        #expect(try h.stack.receive(from: endpoint).payload == [1])
+        #expect(try h.stack.receive(from: endpoint).payload == big)
+        #expect(try h.stack.receive(from: endpoint).payload == [3])
+    }
+}

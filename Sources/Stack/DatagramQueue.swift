@@ -1,0 +1,106 @@
+import Wire
+
+/// Facts about a received datagram, without its payload.
+public struct DatagramInfo: Sendable, Equatable {
+    public var source: IPv4Address
+    public var sourcePort: UInt16
+    /// The address it was sent to (ours, or a broadcast address).
+    public var destination: IPv4Address
+    /// The payload's full length (it may exceed what a too-small buffer received).
+    public var length: Int
+}
+
+/// A socket's bounded receive queue. Datagrams up to `slotSize` bytes (any
+/// that fit one Ethernet frame) are copied into preallocated slots, so
+/// queueing and taking them allocates nothing in steady state; larger
+/// (reassembled) ones keep their own array. Bounded in datagrams and bytes.
+struct DatagramQueue {
+    /// Payload bytes a slot holds: a full UDP payload in a 1500-byte MTU.
+    static let slotSize = 1472
+
+    private var infos: [DatagramInfo]
+    private var large: [[UInt8]?]
+    /// Slot storage, allocated when the first datagram arrives.
+    private var slots: UnsafeMutableRawPointer?
+    private var head = 0
+    private(set) var count = 0
+    /// Payload bytes queued.
+    private(set) var bytes = 0
+    let capacity: Int
+    let maximumBytes: Int
+
+    init(capacity: Int, maximumBytes: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        self.maximumBytes = maximumBytes
+        infos = []
+        large = []
+    }
+
+    var isEmpty: Bool { count == 0 }
+
+    /// True when a datagram of `length` bytes would exceed a bound.
+    func wouldOverflow(adding length: Int) -> Bool {
+        count == capacity || bytes + length > maximumBytes
+    }
+
+    /// Appends a copy of `payload`; the caller checked `wouldOverflow`.
+    mutating func push(_ payload: UnsafeRawBufferPointer, info: DatagramInfo) {
+        if slots == nil {
+            slots = UnsafeMutableRawPointer.allocate(byteCount: capacity * Self.slotSize, alignment: 16)
+            infos = Array(repeating: info, count: capacity)
+            large = Array(repeating: nil, count: capacity)
+        }
+        let index = (head + count) % capacity
+        infos[index] = info
+        if payload.count <= Self.slotSize {
+            if let base = payload.baseAddress {
+                (slots! + index * Self.slotSize).copyMemory(from: base, byteCount: payload.count)
+            }
+        } else {
+            large[index] = Array(payload)
+        }
+        count += 1
+        bytes += payload.count
+    }
+
+    /// Copies the oldest datagram into `buffer` (as much as fits) and removes it.
+    mutating func pop(into buffer: UnsafeMutableRawBufferPointer) -> DatagramInfo? {
+        guard count > 0, let slots else { return nil }
+        let info = infos[head]
+        let copied = min(info.length, buffer.count)
+        if let big = large[head] {
+            big.withUnsafeBytes { buffer.baseAddress?.copyMemory(from: $0.baseAddress!, byteCount: copied) }
+            large[head] = nil
+        } else if copied > 0 {
+            buffer.baseAddress!.copyMemory(from: slots + head * Self.slotSize, byteCount: copied)
+        }
+        head = (head + 1) % capacity
+        count -= 1
+        bytes -= info.length
+        return info
+    }
+
+    /// Removes the oldest datagram, returning its payload as an array.
+    mutating func pop() -> (DatagramInfo, [UInt8])? {
+        guard count > 0 else { return nil }
+        let length = infos[head].length
+        var payload = [UInt8](repeating: 0, count: length)
+        let info = payload.withUnsafeMutableBytes { pop(into: $0) }
+        return info.map { ($0, payload) }
+    }
+
+    mutating func removeAll() {
+        for i in 0..<large.count { large[i] = nil }
+        head = 0
+        count = 0
+        bytes = 0
+    }
+
+    /// Frees the slot storage (the endpoint is gone).
+    mutating func release() {
+        removeAll()
+        slots?.deallocate()
+        slots = nil
+    }
+}

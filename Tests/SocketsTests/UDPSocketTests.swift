@@ -91,7 +91,10 @@ func threadCPUTimeNanoseconds() -> UInt64 {
             usleep(100_000)
             socket.close()
         }
+        let start = monotonicNow()
         #expect(throws: SocketError.closed) { try socket.receive(timeout: .seconds(5)) }
+        // Woken by the close itself, not by the timeout.
+        #expect(monotonicNow().since(start) < .seconds(1))
         closer.join()
     }
 

@@ -59,3 +59,23 @@ struct InterfaceOptions: ParsableArguments {
         return configuration
     }
 }
+
+/// What the stack serves and how long it waits, shared by `run` and `replay`
+/// (a replay must behave as the run it reproduces).
+struct ServiceOptions: ParsableArguments {
+    @Option(name: .long, help: "UDP port of the echo service; 0 turns it off.")
+    var echoPort: UInt16 = 7
+
+    @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
+    var reassemblyTimeout: Int = 30
+
+    func validate() throws {
+        guard (1...120).contains(reassemblyTimeout) else {
+            throw ValidationError("--reassembly-timeout must be between 1 and 120 seconds, not \(reassemblyTimeout)")
+        }
+    }
+
+    func apply(to configuration: inout StackConfiguration) {
+        configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
+    }
+}

@@ -25,11 +25,7 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write the frames the stack sends to this pcap file.", valueName: "out.pcap"))
     var out: String?
 
-    @Option(name: .long, help: "UDP port of the echo service; 0 turns it off.")
-    var echoPort: UInt16 = 7
-
-    @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
-    var reassemblyTimeout: Int = 30
+    @OptionGroup var service: ServiceOptions
 
     @Option(name: .long, help: ArgumentHelp("Keep running the timers this many seconds after the last frame.", valueName: "seconds"))
     var tail: Int = 0
@@ -37,7 +33,6 @@ struct Replay: ParsableCommand {
     @OptionGroup var link: InterfaceOptions
 
     func validate() throws {
-        guard (1...120).contains(reassemblyTimeout) else { throw ValidationError("--reassembly-timeout must be between 1 and 120") }
         guard (0...3600).contains(tail) else { throw ValidationError("--tail must be between 0 and 3600") }
     }
 
@@ -51,12 +46,12 @@ struct Replay: ParsableCommand {
         do { sink = try ReplaySink(path: out) } catch { throw CleanFailure(error.description) }
 
         var configuration = link.stackConfiguration
-        configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
+        service.apply(to: &configuration)
         let stack = NetworkStack(configuration: configuration, sink: sink)
         var echo: UDPEndpoint?
-        if echoPort != 0 {
+        if service.echoPort != 0 {
             let endpoint = stack.openUDP()
-            try stack.bind(endpoint, port: echoPort)
+            try stack.bind(endpoint, port: service.echoPort)
             echo = endpoint
         }
 

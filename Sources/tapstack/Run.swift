@@ -18,42 +18,33 @@ struct Run: ParsableCommand {
 
     @OptionGroup var link: InterfaceOptions
 
-    @Option(name: .long, help: "UDP port of the echo service; 0 turns it off.")
-    var echoPort: UInt16 = 7
+    @OptionGroup var service: ServiceOptions
 
     @OptionGroup var capture: CaptureOptions
 
     @Option(name: .long, help: ArgumentHelp("Print the counters that changed every this many seconds (0: never).", valueName: "seconds"))
     var statsInterval: Int = 0
 
-    @Option(name: .long, help: ArgumentHelp("Seconds an incomplete fragmented datagram is kept, 1 to 120.", valueName: "seconds"))
-    var reassemblyTimeout: Int = 30
-
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
         guard statsInterval >= 0 else { throw ValidationError("--stats-interval must not be negative") }
-        guard (1...120).contains(reassemblyTimeout) else {
-            throw ValidationError("--reassembly-timeout must be between 1 and 120 seconds, not \(reassemblyTimeout)")
-        }
     }
 
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, capture: capture, logger: logger) { configuration in
-            configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
-        }
+        let session = try StackSession(options: link, capture: capture, logger: logger) { service.apply(to: &$0) }
 
         var echo: EchoService?
-        if echoPort != 0 {
-            do { echo = try EchoService(host: session.host, port: echoPort, logger: logger) } catch {
+        if service.echoPort != 0 {
+            do { echo = try EchoService(host: session.host, port: service.echoPort, logger: logger) } catch {
                 session.stop()
-                throw CleanFailure("cannot bind the echo service to UDP port \(echoPort): \(error)")
+                throw CleanFailure("cannot bind the echo service to UDP port \(service.echoPort): \(error)")
             }
         }
         let device = session.device
-        logger.info("tapstack up on \(device.name)\(device.isPersistent ? " (persistent)" : ""): \(link.address) \(link.mac)\(echo != nil ? ", UDP echo on port \(echoPort)" : "")")
+        logger.info("tapstack up on \(device.name)\(device.isPersistent ? " (persistent)" : ""): \(link.address) \(link.mac)\(echo != nil ? ", UDP echo on port \(service.echoPort)" : "")")
 
         var previous = session.counterValues()
         while true {

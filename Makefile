@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-replay test-interop test-tsan bench bench-inprocess clean
+.PHONY: all deps build release run test test-unit test-replay test-interop test-fuzz test-tsan test-asan test-sanitizers fuzz soak bench bench-inprocess clean
 
 all: build
 
@@ -22,7 +22,7 @@ release: deps
 run: release
 	@Scripts/run.sh $(ARGS)
 
-test: test-unit test-replay test-interop
+test: test-unit test-replay test-interop test-fuzz
 
 test-unit: deps
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
@@ -38,6 +38,29 @@ test-interop: build
 test-tsan: deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
 	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --sanitize=thread --scratch-path $(SCRATCH_TSAN) $(SWIFT_FLAGS)
+
+SCRATCH_ASAN = .build-asan
+
+# The unit and concurrency suites under AddressSanitizer (XCTest's own leaks ignored).
+test-asan: deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path $(SCRATCH_ASAN) -Xswiftc -use-ld=lld $(SWIFT_FLAGS)
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --skip-build --sanitize=address --scratch-path $(SCRATCH_ASAN) -Xswiftc -use-ld=lld $(SWIFT_FLAGS)
+
+test-sanitizers: test-tsan test-asan
+
+# libFuzzer over every parser and the stack core, FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) Scripts/fuzz.sh
+
+# A short fuzz of every target, part of `make test`.
+test-fuzz: deps
+	FUZZ_SECONDS=5 Scripts/fuzz.sh
+
+# UDP echo and ping at 80 % of capacity for DURATION seconds (root).
+DURATION ?= 600
+soak: release
+	DURATION=$(DURATION) Scripts/soak.sh
 
 # UDP echo throughput and latency against a minimal TAP reflector, same run (root).
 bench: release

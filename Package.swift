@@ -67,3 +67,14 @@ if ProcessInfo.processInfo.environment["TAPSTACK_BENCHMARKS"] != nil {
             swiftSettings: hotPath,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
 }
+
+// libFuzzer targets: built only by `make fuzz` (TAPSTACK_FUZZ=1), with
+// -sanitize=fuzzer,address; libFuzzer provides main.
+if ProcessInfo.processInfo.environment["TAPSTACK_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "tapstack-fuzz",
+            dependencies: ["Stack", "Wire"],
+            path: "Sources/tapstack-fuzz",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+}

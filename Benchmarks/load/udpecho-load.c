@@ -6,6 +6,9 @@
  *       one datagram at a time (after 200 warm-up): RTT p50/p99/mean
  *   udpecho-load window ADDR PORT SIZE WINDOW SECONDS
  *       WINDOW datagrams kept in flight for SECONDS: verified echoes per second
+ *   udpecho-load rate ADDR PORT SIZE PPS SECONDS
+ *       a steady PPS datagrams per second for SECONDS (a soak): every echo
+ *       accounted for as ok, lost (none within 1 s) or bad
  *
  * Every echo is checked byte for byte (run tag, sequence number, pattern).
  * A datagram unanswered for 50 ms (window) or 200 ms (pingpong) is lost.
@@ -159,10 +162,55 @@ static int window(int fd, size_t size, int width, double seconds) {
     return ok > 0 ? 0 : 1;
 }
 
+static int rate(int fd, size_t size, long pps, double seconds) {
+    static uint8_t out[MAX_SIZE], in[MAX_SIZE + 1];
+    static uint64_t sent_at[1 << 20];
+    const uint64_t slots = 1 << 20, interval = 1000000000ull / (uint64_t)pps;
+    uint64_t next = 0, ok = 0, lost = 0, bad = 0, late = 0;
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), due = start, last_scan = start;
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end + 1000000000ull) break; /* one more second for the last echoes */
+        while (t < end && due <= t) {
+            fill(out, size, next);
+            if (send(fd, out, size, MSG_DONTWAIT) == (ssize_t)size) sent_at[next % slots] = now_ns();
+            else sent_at[next % slots] = 0, lost++;
+            next++;
+            due += interval;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 1) > 0) {
+            ssize_t n;
+            while ((n = recv(fd, in, sizeof in, MSG_DONTWAIT)) > 0) {
+                int64_t seq = verify(in, n, size);
+                if (seq < 0) { bad++; continue; }
+                uint64_t *at = &sent_at[(uint64_t)seq % slots];
+                if ((uint64_t)seq >= next || *at == 0) { late++; continue; }
+                *at = 0;
+                ok++;
+            }
+        }
+        if (t - last_scan > 100000000) { /* every 100 ms: echoes older than 1 s are lost */
+            last_scan = t;
+            uint64_t first = next > slots ? next - slots : 0;
+            for (uint64_t s = first; s < next; s++) {
+                uint64_t *at = &sent_at[s % slots];
+                if (*at && t - *at > 1000000000ull) { *at = 0; lost++; }
+            }
+        }
+    }
+    for (uint64_t s = next > slots ? next - slots : 0; s < next; s++)
+        if (sent_at[s % slots]) { sent_at[s % slots] = 0; lost++; }
+    printf("rate size=%zu pps_target=%ld secs=%.0f sent=%llu ok=%llu lost=%llu bad=%llu late=%llu\n", size, pps, seconds,
+           (unsigned long long)next, (unsigned long long)ok, (unsigned long long)lost, (unsigned long long)bad,
+           (unsigned long long)late);
+    return bad == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc != 7) {
-        fprintf(stderr, "usage: %s pingpong ADDR PORT SIZE COUNT SECONDS\n       %s window ADDR PORT SIZE WINDOW SECONDS\n",
-                argv[0], argv[0]);
+        fprintf(stderr, "usage: %s pingpong ADDR PORT SIZE COUNT SECONDS\n       %s window ADDR PORT SIZE WINDOW SECONDS\n"
+                        "       %s rate ADDR PORT SIZE PPS SECONDS\n", argv[0], argv[0], argv[0]);
         return 2;
     }
     size_t size = (size_t)atol(argv[4]);
@@ -174,6 +222,11 @@ int main(int argc, char **argv) {
         int w = atoi(argv[5]);
         if (w < 1 || w > SLOTS / 4) { fprintf(stderr, "window must be 1..%d\n", SLOTS / 4); return 2; }
         return window(fd, size, w, atof(argv[6]));
+    }
+    if (strcmp(argv[1], "rate") == 0) {
+        long pps = atol(argv[5]);
+        if (pps < 1 || pps > 10000000) { fprintf(stderr, "pps must be 1..10000000\n"); return 2; }
+        return rate(fd, size, pps, atof(argv[6]));
     }
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 2;

@@ -25,8 +25,9 @@ flood() {  # KIND COUNT
     alive
 }
 check "answers after 20000 malformed frames" flood malformed 20000
-check "answers after ARP requests from 20000 senders" flood arp 20000
+check "answers after ARP requests from 100000 senders" flood arp 100000
 check "answers after 10000 incomplete fragment sets" flood fragments 10000
+check "answers after 100000 datagrams poured at the echo service" flood udp 100000
 
 rss_bounded() {
     local now

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make fuzz`: libFuzzer over every wire parser and the whole stack core.
+# FUZZ_SECONDS per target (default 60). Seeds come from the project's own
+# frames (the replay fixture's capture); inputs kept in Tests/Fuzz/regressions
+# (crashes found before) are replayed first. A crash fails the run and leaves
+# its input in $OUT for a new regression file.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
+TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp describe stack"}
+OUT=${OUT:-/tmp/tapstack-fuzz}
+SCRATCH=.build-fuzz
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+TAPSTACK_FUZZ=1 swift build --product tapstack-fuzz --scratch-path "$SCRATCH" --sanitize=fuzzer \
+    -Xswiftc -sanitize=fuzzer,address >"$OUT/build.log" 2>&1 || { tail -n 30 "$OUT/build.log"; exit 1; }
+BIN=$(TAPSTACK_FUZZ=1 swift build --product tapstack-fuzz --scratch-path "$SCRATCH" --sanitize=fuzzer \
+    -Xswiftc -sanitize=fuzzer,address --show-bin-path)/tapstack-fuzz
+
+# Seeds: every frame of the fixture capture (parsers get the layer they parse),
+# and the whole capture as one frame sequence for the stack.
+python3 - "$OUT/seeds" Tests/Replay/fixtures/*.in.pcap <<'PY'
+import os, struct, sys
+out, files = sys.argv[1], sys.argv[2:]
+frames = []
+for path in files:
+    data = open(path, "rb").read()
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    offset = 24
+    while offset + 16 <= len(data):
+        _, _, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
+        frames.append(data[offset + 16:offset + 16 + caplen])
+        offset += 16 + caplen
+layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "describe": [], "stack": []}
+for f in frames:
+    layers["ethernet"].append(f); layers["describe"].append(f)
+    if f[12:14] == b"\x08\x06": layers["arp"].append(f[14:])
+    if f[12:14] == b"\x08\x00" and len(f) > 34:
+        ip = f[14:]; layers["ipv4"].append(ip)
+        ihl = (ip[0] & 15) * 4
+        if ip[9] == 1: layers["icmp"].append(ip[ihl:])
+        if ip[9] == 17: layers["udp"].append(ip[ihl:])
+    layers["stack"].append(struct.pack(">HB", len(f), 1) + f)
+layers["stack"].append(b"".join(struct.pack(">HB", len(f), 1) + f for f in frames))
+for name, items in layers.items():
+    os.makedirs(os.path.join(out, name), exist_ok=True)
+    for i, item in enumerate(items):
+        open(os.path.join(out, name, "seed-%04d" % i), "wb").write(item)
+PY
+
+status=0
+for target in $TARGETS; do
+    corpus="$OUT/corpus/$target"
+    mkdir -p "$corpus"
+    regressions="Tests/Fuzz/regressions/$target"
+    if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
+        if ! FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$BIN" "$regressions"/* >"$OUT/$target.regressions.log" 2>&1; then
+            echo "FAIL fuzz $target: a regression input crashes again (log: $OUT/$target.regressions.log)"
+            status=1
+        fi
+    fi
+    FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 timeout -k 5 $((SECONDS_PER_TARGET + 30)) \
+        "$BIN" -max_total_time="$SECONDS_PER_TARGET" -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+        -artifact_prefix="$OUT/$target-" "$corpus" "$OUT/seeds/$target" >"$OUT/$target.log" 2>&1
+    rc=$?
+    runs=$(grep -oE "stat::number_of_executed_units: *[0-9]+|#[0-9]+" "$OUT/$target.log" | tail -n 1 | tr -dc 0-9)
+    done_line=$(grep -E "^Done [0-9]+ runs" "$OUT/$target.log" | tail -n 1)
+    if [ $rc -eq 0 ]; then
+        echo "PASS fuzz $target: ${done_line:-$runs runs} in ${SECONDS_PER_TARGET}s, no crash"
+    else
+        echo "FAIL fuzz $target: exit $rc; crash input: $(ls "$OUT"/$target-* 2>/dev/null | head -n 1) (log: $OUT/$target.log)"
+        grep -E "ERROR|Fatal|precondition|SUMMARY" "$OUT/$target.log" | head -n 5
+        status=1
+    fi
+done
+exit $status

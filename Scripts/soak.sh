@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# `make soak DURATION=600`: UDP echo and ping at about 80 % of the capacity
+# measured first, for DURATION seconds, in a namespace made here. Passes when
+# the stack does not crash, every lost echo is explained by a counter (the
+# stack's, the tap's or the client socket's), and RSS stays flat after warm-up.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-600}
+LOAD=${LOAD_PERCENT:-80}
+BENCH_BIN=.build/bench
+TAPSTACK=${TAPSTACK_BIN:-.build/release/tapstack}
+NS="soak-$$"
+TAP=stap0
+WORK=$(mktemp -d /tmp/tapstack-soak.XXXXXX)
+[ "$(id -u)" = 0 ] || { echo "make soak needs root" >&2; exit 2; }
+mkdir -p "$BENCH_BIN"
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/udpecho-load" Benchmarks/load/udpecho-load.c || exit 1
+PID=""
+cleanup() {
+    [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null && sleep 0.5 && kill -KILL "$PID" 2>/dev/null
+    for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$NS" 2>/dev/null
+    return 0
+}
+trap 'cleanup; exit 130' INT TERM
+trap 'cleanup; rm -rf "$WORK"' EXIT
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" 2>"$WORK/stack.err" &
+PID=$!
+for _ in $(seq 100); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
+ip -n "$NS" link set "$TAP" up
+ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
+sleep 0.3
+in_ns() { ip netns exec "$NS" "$@"; }
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status" 2>/dev/null; }
+kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+counter() { grep -E "^$1 " "$WORK/stack.err" | tail -n 1 | awk '{print $2}'; }
+
+capacity=$(kv pps "$(in_ns "$BENCH_BIN/udpecho-load" window 192.0.2.2 7 64 64 2)")
+target=$(( ${capacity%.*} * LOAD / 100 ))
+echo "soak: capacity ${capacity%.*} echoes/s; running ${target}/s (${LOAD} %) and ping for ${DURATION} s"
+
+in_ns timeout $((DURATION + 10)) ping -i 0.2 -c $((DURATION * 5)) -W 1 192.0.2.2 >"$WORK/ping.txt" 2>&1 &
+ping_pid=$!
+(
+    for _ in $(seq $((DURATION / 5))); do sleep 5; echo "$SECONDS $(rss)"; done
+) >"$WORK/rss.txt" &
+rss_pid=$!
+snmp_before=$(in_ns awk '/^Udp: [0-9]/ {print $4 + $7}' /proc/net/snmp)
+line=$(in_ns timeout $((DURATION + 30)) "$BENCH_BIN/udpecho-load" rate 192.0.2.2 7 64 "$target" "$DURATION")
+wait "$ping_pid"
+wait "$rss_pid"
+snmp_after=$(in_ns awk '/^Udp: [0-9]/ {print $4 + $7}' /proc/net/snmp)
+alive=yes
+kill -0 "$PID" 2>/dev/null || alive=no
+kill -USR1 "$PID"
+sleep 0.5
+tap_dropped=$(ip -s -n "$NS" link show "$TAP" | awk '/TX:/ {getline; print $4}')
+
+passed=0 failed=0
+verdict() { if [ "$1" = 0 ]; then echo "PASS soak: $2"; passed=$((passed + 1)); else echo "FAIL soak: $2"; failed=$((failed + 1)); fi; }
+echo "soak: client $line"
+echo "soak: ping $(grep -E 'packets transmitted' "$WORK/ping.txt")"
+[ "$alive" = yes ]; verdict $? "the stack ran the whole time"
+lost=$(kv lost "$line")
+explained=$(( $(counter udp.drop_queue_full) + $(counter link.rx_drop_ring_full) + $(counter ethernet.tx_drop_link_full) \
+    + $(counter link.tx_errors) + ${tap_dropped:-0} + snmp_after - snmp_before ))
+echo "soak: lost $lost echoes; counters explain $explained (stack queue/ring/link drops, tap tx_dropped ${tap_dropped:-0}, client socket errors $((snmp_after - snmp_before)))"
+[ "${lost:-1}" -le "$explained" ]; verdict $? "every lost echo is explained by a counter"
+[ "$(kv bad "$line")" = 0 ]; verdict $? "no corrupt echo"
+grep -q " 0% packet loss" "$WORK/ping.txt"; verdict $? "ping lost nothing"
+first=$(awk 'NR == 2 {print $2}' "$WORK/rss.txt")
+last=$(tail -n 1 "$WORK/rss.txt" | awk '{print $2}')
+echo "soak: RSS after warm-up ${first:-?} KiB, at the end ${last:-?} KiB"
+[ -n "$first" ] && [ -n "$last" ] && [ $((last - first)) -lt 4096 ]; verdict $? "RSS flat after warm-up (grew less than 4 MiB)"
+echo "soak: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,113 @@
+// libFuzzer entry points: every wire parser and the whole stack core.
+// Built only by `make fuzz` (TAPSTACK_FUZZ=1, -sanitize=fuzzer,address);
+// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, describe, stack.
+import Glibc
+import Stack
+import Wire
+
+/// Which target this process fuzzes (read once from FUZZ_TARGET).
+nonisolated(unsafe) var target = "stack"
+
+@_cdecl("LLVMFuzzerInitialize")
+public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+    if let name = getenv("FUZZ_TARGET") { target = String(cString: name) }
+    return 0
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let bytes = UnsafeRawBufferPointer(start: data, count: size)
+    switch target {
+    case "ethernet": fuzzEthernet(bytes)
+    case "arp": fuzzARP(bytes)
+    case "ipv4": fuzzIPv4(bytes)
+    case "icmp": fuzzICMP(bytes)
+    case "udp": fuzzUDP(bytes)
+    case "describe": _ = FrameDescription.describe(bytes)
+    default: fuzzStack(bytes)
+    }
+    return 0
+}
+
+func fuzzEthernet(_ bytes: UnsafeRawBufferPointer) {
+    guard let frame = try? EthernetFrameView(bytes) else { return }
+    var buffer = [UInt8](repeating: 0, count: EthernetHeader.length)
+    buffer.withUnsafeMutableBytes { EthernetHeader(frame).emit(into: $0) }
+    precondition(buffer.elementsEqual(bytes.prefix(EthernetHeader.length)), "ethernet round trip")
+}
+
+func fuzzARP(_ bytes: UnsafeRawBufferPointer) {
+    guard let view = try? ARPPacketView(bytes), let packet = try? ARPPacket(view) else { return }
+    var buffer = [UInt8](repeating: 0, count: ARPPacket.length)
+    buffer.withUnsafeMutableBytes { packet.emit(into: $0) }
+    let again = buffer.withUnsafeBytes { try? ARPPacket(ARPPacketView($0)) }
+    precondition(again == packet, "arp round trip")
+}
+
+func fuzzIPv4(_ bytes: UnsafeRawBufferPointer) {
+    guard let view = try? IPv4PacketView(bytes) else { return }
+    precondition(view.payload.count == view.totalLength - view.headerLength)
+    _ = (view.fragmentOffset, view.isFragment, view.source, view.destination, view.proto)
+    guard let header = try? IPv4Header(view) else { return }
+    var buffer = [UInt8](repeating: 0, count: IPv4Header.length + header.payloadLength)
+    buffer.withUnsafeMutableBytes { header.emit(into: $0) }
+    let again = buffer.withUnsafeBytes { try? IPv4Header(IPv4PacketView($0)) }
+    precondition(again == header, "ipv4 round trip")
+}
+
+func fuzzICMP(_ bytes: UnsafeRawBufferPointer) {
+    if let quoted = try? ICMPv4QuotedDatagramView(bytes) { _ = (quoted.sourcePort, quoted.destinationPort, quoted.source) }
+    guard let view = try? ICMPv4MessageView(bytes) else { return }
+    _ = (view.identifier, view.sequenceNumber, view.payload.count)
+    _ = try? ICMPv4Header(view)
+}
+
+func fuzzUDP(_ bytes: UnsafeRawBufferPointer) {
+    guard let view = try? UDPDatagramView(bytes) else { return }
+    precondition(view.payload.count == view.length - UDPHeader.length)
+    _ = try? UDPHeader(view, source: IPv4Address(192, 0, 2, 1), destination: IPv4Address(192, 0, 2, 2))
+}
+
+/// A sink that keeps nothing: the stack may send whatever it likes.
+final class DiscardingSink: FrameSink {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+    func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
+    func commitFrame(length: Int) { precondition(length <= 1514) }
+    func hasRoom(for frames: Int) -> Bool { true }
+}
+
+/// The whole core: the input is a sequence of records [2-byte length][1-byte
+/// clock step in 100 ms][frame], fed to one stack with the clock advancing,
+/// with the echo socket served. No trap, and its state stays within bounds.
+func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
+    var configuration = StackConfiguration.standard
+    configuration.arpCacheCapacity = 16
+    configuration.reassemblyMaximumDatagrams = 4
+    configuration.reassemblyMaximumBytes = 16 << 10
+    configuration.udpReceiveQueueDatagrams = 4
+    let stack = NetworkStack(configuration: configuration, sink: DiscardingSink())
+    var now = StackInstant.seconds(1)
+    stack.start(now: now)
+    let echo = stack.openUDP()
+    try? stack.bind(echo, port: 7)
+    var offset = 0
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+    defer { scratch.deallocate() }
+    while offset + 3 <= bytes.count {
+        let length = min(Int(bytes[offset]) << 8 | Int(bytes[offset + 1]), bytes.count - offset - 3)
+        now = now + .milliseconds(Int(bytes[offset + 2]) * 100)
+        let frame = UnsafeRawBufferPointer(rebasing: bytes[(offset + 3)..<(offset + 3 + length)])
+        offset += 3 + length
+        stack.advance(to: now)
+        stack.receive(frame: frame, now: now)
+        while let info = try? stack.receive(from: echo, into: scratch) {
+            try? stack.send(UnsafeRawBufferPointer(rebasing: scratch[0..<min(info.length, scratch.count)]), from: echo,
+                            to: info.source, port: info.sourcePort, now: now)
+        }
+        precondition(stack.arpCache.count <= configuration.arpCacheCapacity, "ARP cache over its bound")
+        precondition(stack.reassembly.count <= configuration.reassemblyMaximumDatagrams, "reassembly over its bound")
+        precondition(stack.reassembly.bufferedBytes <= configuration.reassemblyMaximumBytes, "reassembly bytes over bound")
+        precondition(stack.arpCache.pendingBytes <= configuration.arpPendingMaximumBytes, "parked bytes over bound")
+    }
+    stack.advance(to: now + .seconds(60))
+}

@@ -50,6 +50,8 @@ for name, items in layers.items():
 PY
 
 status=0
+passed=0
+failed=0
 for target in $TARGETS; do
     corpus="$OUT/corpus/$target"
     mkdir -p "$corpus"
@@ -58,6 +60,7 @@ for target in $TARGETS; do
         if ! FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 "$BIN" "$regressions"/* >"$OUT/$target.regressions.log" 2>&1; then
             echo "FAIL fuzz $target: a regression input crashes again (log: $OUT/$target.regressions.log)"
             status=1
+            failed=$((failed + 1))
         fi
     fi
     FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 timeout -k 5 $((SECONDS_PER_TARGET + 30)) \
@@ -68,10 +71,13 @@ for target in $TARGETS; do
     done_line=$(grep -E "^Done [0-9]+ runs" "$OUT/$target.log" | tail -n 1)
     if [ $rc -eq 0 ]; then
         echo "PASS fuzz $target: ${done_line:-$runs runs} in ${SECONDS_PER_TARGET}s, no crash"
+        passed=$((passed + 1))
     else
         echo "FAIL fuzz $target: exit $rc; crash input: $(ls "$OUT"/$target-* 2>/dev/null | head -n 1) (log: $OUT/$target.log)"
         grep -E "ERROR|Fatal|precondition|SUMMARY" "$OUT/$target.log" | head -n 5
         status=1
+        failed=$((failed + 1))
     fi
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $status

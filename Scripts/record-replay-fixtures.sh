@@ -10,7 +10,7 @@ BIN=${TAPSTACK_BIN:-.build/debug/tapstack}
 OUT=Tests/Replay/fixtures
 NS="fixtures-$$"
 ip netns add "$NS"
-trap 'kill $PID 2>/dev/null; ip netns del "$NS" 2>/dev/null' EXIT
+trap 'kill $PID 2>/dev/null || true; ip netns del "$NS" 2>/dev/null || true' EXIT
 ip -n "$NS" link set lo up
 ip netns exec "$NS" "$BIN" run --pcap "$OUT/session.in.pcap" 2>/dev/null &
 PID=$!

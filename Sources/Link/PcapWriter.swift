@@ -1,12 +1,6 @@
 import CPcap
 import Glibc
 
-/// Which way a captured frame crossed the link.
-public enum FrameDirection: Sendable {
-    case inbound
-    case outbound
-}
-
 /// Writes frames to a pcap file (link type Ethernet, microsecond timestamps)
 /// through libpcap, optionally keeping only those a tcpdump filter matches.
 ///

@@ -107,22 +107,30 @@ public final class EthernetDriver: LinkEndpoint {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
         defer { scratch.deallocate() }
         var lastReceive: UInt64 = 0
+        // Frames went to the stack and no frame has come back yet.
+        var awaitingAnswer = false
         while !stopping.load(ordering: .relaxed) {
             let received = receiveBatch(fd: fd, scratch: scratch)
             let sent = transmitBatch(fd: fd)
             if received > 0 {
                 rxWakeup.signal()
                 lastReceive = monotonicNanoseconds()
+                awaitingAnswer = true
             }
-            if sent > 0 { transmitSpace.notifyIfWaiting(tx) }
-            if received == 0 && sent == 0 && tx.isEmpty && lastReceive != 0
-                && monotonicNanoseconds() &- lastReceive < spinNanoseconds {
-                // The stack is working on what we just gave it: wait for its answer here.
+            if sent > 0 {
+                transmitSpace.notifyIfWaiting(tx)
+                awaitingAnswer = false
+            }
+            if received == 0 && sent == 0 && awaitingAnswer {
+                // The stack is working on what we just gave it: wait for its
+                // answer here rather than in poll(). Once it came (or the
+                // window passed) go back to the device at once.
                 var elapsed = monotonicNanoseconds() &- lastReceive
                 while tx.isEmpty && elapsed < spinNanoseconds {
                     spinPause(elapsed: elapsed)
                     elapsed = monotonicNanoseconds() &- lastReceive
                 }
+                if tx.isEmpty { awaitingAnswer = false }
                 continue
             }
             if received == 0 && sent == 0 {

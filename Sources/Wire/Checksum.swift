@@ -15,26 +15,34 @@ public struct InternetChecksum: Sendable {
     /// Adds a 32-bit value as two 16-bit words.
     @inlinable public mutating func add(_ word: UInt32) { sum &+= UInt64(word >> 16) &+ UInt64(word & 0xFFFF) }
 
-    /// Adds bytes as big-endian 16-bit words, eight bytes at a time.
+    /// Adds bytes as big-endian 16-bit words.
+    ///
+    /// Native-order 32-bit words are summed into a 64-bit accumulator, 32
+    /// bytes per step with no carry handling (a datagram of at most 64 KiB
+    /// cannot overflow it; the compiler vectorises the loop), then folded.
+    /// Summing native-order words and swapping the folded result gives the
+    /// same ones' complement sum as summing big-endian words (RFC 1071 2.B).
     @inlinable
     public mutating func add(_ bytes: UnsafeRawBufferPointer) {
-        // Summing native-order words and swapping the folded result gives the
-        // same ones' complement sum as summing big-endian words (RFC 1071 2.B).
         var wide: UInt64 = 0
         var offset = 0
         let count = bytes.count
-        while count - offset >= 32 {
-            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
-            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self))
-            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self))
-            offset += 32
+        if count >= 32 {
+            var a: UInt64 = 0, b: UInt64 = 0, c: UInt64 = 0, d: UInt64 = 0
+            while count - offset >= 32 {
+                a &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
+                b &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
+                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                c &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self))
+                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 20, as: UInt32.self))
+                d &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt32.self))
+                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 28, as: UInt32.self))
+                offset += 32
+            }
+            wide = Self.addCarrying(Self.addCarrying(a, b), Self.addCarrying(c, d))
         }
-        while count - offset >= 8 {
-            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-            offset += 8
-        }
-        if count - offset >= 4 {
+        while count - offset >= 4 {
             wide = Self.addCarrying(wide, UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
             offset += 4
         }

@@ -49,6 +49,10 @@ func referenceChecksum(_ bytes: [UInt8]) -> UInt16 {
 
     @Test func allOnesDataFoldsCarriesCorrectly() {
         // 0xFFFF words sum to 0xFFFF after end-around carry: checksum 0.
+        for count in [1000, 65535] {
+            let bytes = [UInt8](repeating: 0xFF, count: count)
+            #expect(bytes.withUnsafeBytes { InternetChecksum.compute($0) } == referenceChecksum(bytes))
+        }
         let bytes = [UInt8](repeating: 0xFF, count: 1000)
         #expect(bytes.withUnsafeBytes { InternetChecksum.compute($0) } == referenceChecksum(bytes))
         #expect(referenceChecksum(bytes) == 0)

@@ -16,6 +16,8 @@ import select
 import socket
 import struct
 import sys
+
+from inetsum import checksum
 import time
 
 IFACE = sys.argv[1]
@@ -31,15 +33,6 @@ sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 sock.bind((IFACE, 0))
 PACKET_OUTGOING = 4
 results = {"passed": 0, "failed": 0}
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def eth(payload, dst=STACK_MAC, src=ME_MAC, ethertype=0x0800):

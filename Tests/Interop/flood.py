@@ -12,21 +12,14 @@ import socket
 import struct
 import sys
 
+from inetsum import checksum
+
 IFACE, KIND, COUNT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 STACK_MAC = bytes.fromhex("020000000002")
 STACK_IP = socket.inet_aton("192.0.2.2")
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 sock.bind((IFACE, 0))
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ipv4(payload, proto, src, ident, flags=0, offset=0):

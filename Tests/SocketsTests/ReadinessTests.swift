@@ -111,11 +111,7 @@ final class EventRecorder: Sendable {
         let live = LiveHost()
         let sockets = (0..<3).map { _ in UDPSocket(host: live.host) }
         for (i, socket) in sockets.enumerated() { try socket.bind(port: UInt16(7000 + i)) }
-        let link = live.link
-        let injector = JoinableThread(name: "injector") {
-            usleep(100_000)
-            link.inject(FrameBuilder.udpFrame(destinationPort: 7001, payload: [1]))
-        }
+        let injector = live.injectLater(FrameBuilder.udpFrame(destinationPort: 7001, payload: [1]))
         let ready = SocketPoller.wait(sockets.map { .init($0, .readable) }, timeout: .seconds(5))
         injector.join()
         #expect(ready.count == 1)
@@ -144,11 +140,7 @@ final class EventRecorder: Sendable {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let link = live.link
-        let injector = JoinableThread(name: "injector") {
-            usleep(100_000)
-            link.inject(Captured.udpRequest)
-        }
+        let injector = live.injectLater(Captured.udpRequest)
         let datagram = try await socket.receiveNext()
         injector.join()
         #expect(datagram.payload == Array("hello\n".utf8))

@@ -22,6 +22,16 @@ final class LiveHost {
 
     deinit { host.stop() }
 
+    /// Injects `frame` from another thread after `delay` microseconds, as a
+    /// peer on the wire would while the test waits; join the thread after.
+    func injectLater(_ frame: [UInt8], afterMicroseconds delay: UInt32 = 100_000) -> JoinableThread {
+        let link = self.link
+        return JoinableThread(name: "injector") {
+            usleep(delay)
+            link.inject(frame)
+        }
+    }
+
     /// Teaches the stack the peer's MAC and swallows the ARP reply.
     func learnPeer() {
         link.inject(FrameBuilder.arp(.request))
@@ -51,11 +61,7 @@ func threadCPUTimeNanoseconds() -> UInt64 {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let link = live.link
-        let injector = JoinableThread(name: "injector") {
-            usleep(100_000)
-            link.inject(Captured.udpRequest)
-        }
+        let injector = live.injectLater(Captured.udpRequest)
         let datagram = try socket.receive(timeout: .seconds(5))
         injector.join()
         #expect(datagram.payload == Array("hello\n".utf8))

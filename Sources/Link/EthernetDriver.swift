@@ -41,13 +41,16 @@ func monotonicNanoseconds() -> UInt64 {
 /// fd, moving frames TAP → RX ring and TX ring → TAP in batches. It sleeps in
 /// `poll()` on the fd and its eventfd when there is nothing to do.
 public final class EthernetDriver: LinkEndpoint {
+    /// The TAP device this driver owns.
     public let device: TapDevice
     public let rx: FrameRing
     public let tx: FrameRing
     public let rxWakeup = Wakeup()
     /// Wakes the driver when the stack queued frames in `tx`.
     private let txWakeup = Wakeup()
+    /// What the driver thread has done; readable from any thread.
     public let counters = DriverCounters()
+    /// The largest frame read or written (no FCS).
     public let maximumFrameLength: Int
     /// Frames moved per direction before looking at the other one.
     public let batchSize: Int

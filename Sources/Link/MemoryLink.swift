@@ -3,14 +3,19 @@
 ///
 /// The test thread is the only producer of `rx` and the only consumer of `tx`.
 public final class MemoryLink: LinkEndpoint {
+    /// Frames the test injects for the stack.
     public let rx: FrameRing
+    /// Frames the stack sent, for the test to take.
     public let tx: FrameRing
+    /// Wakes the stack thread when the test injected a frame.
     public let rxWakeup = Wakeup()
     /// Signalled whenever the stack transmitted.
     public let txWakeup = Wakeup()
+    /// The largest frame either ring carries.
     public let maximumFrameLength: Int
     private let transmitSpace = TransmitSpaceNotifier()
 
+    /// A link with rings of `capacity` frames.
     public init(capacity: Int = 256, maximumFrameLength: Int = 1514) {
         self.maximumFrameLength = maximumFrameLength
         rx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)

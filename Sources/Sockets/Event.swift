@@ -8,6 +8,7 @@ public final class Event: Sendable {
     /// The eventfd; usable with poll/epoll by callers that wait on many.
     public let fd: Int32
 
+    /// A new event, not signalled. Traps if the system has no eventfd left.
     public init() {
         fd = ctun_eventfd()
         precondition(fd >= 0, "eventfd failed: errno \(errno)")

@@ -36,7 +36,9 @@ final class RingSink: FrameSink {
 /// the core stays single-threaded and the TX ring has exactly one producer at
 /// any moment (the lock's hand-over orders the ring's producer side).
 public final class NetworkHost: Sendable {
+    /// The link the stack runs on (a TAP driver, or a memory link in tests).
     public let link: any LinkEndpoint
+    /// The stack's identity and bounds.
     public let configuration: StackConfiguration
 
     private let lock = Lock()

@@ -4,8 +4,11 @@ import Stack
 public enum SocketPoller {
     /// One socket and the events wanted from it.
     public struct Interest: Sendable {
+        /// The socket to watch.
         public var socket: UDPSocket
+        /// The events wanted from it (`.error` and `.closed` are always reported).
         public var events: ReadinessEvents
+        /// Watch `socket` for `events`.
         public init(_ socket: UDPSocket, _ events: ReadinessEvents) {
             self.socket = socket
             self.events = events

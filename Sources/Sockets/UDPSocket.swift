@@ -5,10 +5,12 @@ import Wire
 
 /// A datagram received by a socket.
 public struct Datagram: Sendable, Equatable {
+    /// The datagram's payload.
     public var payload: [UInt8]
     /// Who sent it.
     public var source: SocketAddress
 
+    /// A datagram with its payload and sender.
     public init(payload: [UInt8], source: SocketAddress) {
         self.payload = payload
         self.source = source
@@ -25,6 +27,7 @@ public struct Datagram: Sendable, Equatable {
 /// sleeps in `poll()` and costs no CPU. `receiveNext()` and `datagrams` are
 /// the async forms, built on the same callbacks.
 public final class UDPSocket: Sendable {
+    /// The stack this socket belongs to.
     public let host: NetworkHost
     /// Touched only inside `host.withStack`, which serialises access.
     nonisolated(unsafe) private let endpoint: UDPEndpoint
@@ -234,6 +237,7 @@ public final class UDPSocket: Sendable {
         public typealias Element = Datagram
         let socket: UDPSocket
 
+        /// Iterates the datagrams; `next()` suspends until one arrives.
         public struct AsyncIterator: AsyncIteratorProtocol {
             let socket: UDPSocket
             public mutating func next() async throws(SocketError) -> Datagram? {
@@ -253,6 +257,7 @@ public final class UDPSocket: Sendable {
             }
         }
 
+        /// An iterator over the socket's datagrams.
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
     }
 
@@ -270,6 +275,7 @@ public final class UDPSocket: Sendable {
         host.withStack { _ in waiters.register(mask, callback).id }
     }
 
+    /// Removes a callback added with `addReadinessCallback`. Any thread.
     public func removeReadinessCallback(_ token: Int) {
         host.withStack { _ in waiters.unregister(WaiterQueue.Token(id: token)) }
     }

@@ -2,7 +2,9 @@ import Wire
 
 /// Facts about a received datagram, without its payload.
 public struct DatagramInfo: Sendable, Equatable {
+    /// The sender's address.
     public var source: IPv4Address
+    /// The sender's port.
     public var sourcePort: UInt16
     /// The address it was sent to (ours, or a broadcast address).
     public var destination: IPv4Address

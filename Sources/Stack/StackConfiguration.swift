@@ -2,7 +2,9 @@ import Wire
 
 /// How the stack is set up: its identity on the link and the bound of every resource.
 public struct StackConfiguration: Sendable {
+    /// The stack's Ethernet address.
     public var mac: MACAddress
+    /// The stack's address and subnet.
     public var interface: IPv4Interface
     /// Default gateway for destinations off the subnet; nil means no default route.
     public var gateway: IPv4Address?
@@ -44,6 +46,7 @@ public struct StackConfiguration: Sendable {
     /// Payload bytes a UDP socket queues before dropping.
     public var udpReceiveQueueBytes = 256 << 10
 
+    /// A configuration with the default bounds.
     public init(mac: MACAddress, interface: IPv4Interface, gateway: IPv4Address? = nil) {
         self.mac = mac
         self.interface = interface

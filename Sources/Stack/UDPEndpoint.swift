@@ -26,10 +26,13 @@ public struct ReadinessEvents: OptionSet, Hashable, Sendable, CustomStringConver
 
 /// A datagram waiting in a socket's receive queue.
 public struct ReceivedDatagram: Sendable, Equatable {
+    /// The sender's address.
     public var source: IPv4Address
+    /// The sender's port.
     public var sourcePort: UInt16
     /// The address it was sent to (ours, or a broadcast address).
     public var destination: IPv4Address
+    /// The payload.
     public var payload: [UInt8]
 
     public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, payload: [UInt8]) {
@@ -45,6 +48,7 @@ public struct ReceivedDatagram: Sendable, Equatable {
 /// Owned by `NetworkStack`; touched only by whoever holds the stack (one
 /// thread at a time).
 public final class UDPEndpoint {
+    /// A number unique within the stack, for logs.
     public let id: Int
     public internal(set) var localAddress: IPv4Address = .any
     /// 0 until bound (explicitly or by the first send).

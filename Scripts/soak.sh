@@ -43,7 +43,7 @@ capacity=$(kv pps "$(in_ns "$BENCH_BIN/udpecho-load" window 192.0.2.2 7 64 64 2)
 target=$(( ${capacity%.*} * LOAD / 100 ))
 echo "soak: capacity ${capacity%.*} echoes/s; running ${target}/s (${LOAD} %) and ping for ${DURATION} s"
 
-in_ns timeout $((DURATION + 10)) ping -i 0.2 -c $((DURATION * 5)) -W 1 192.0.2.2 >"$WORK/ping.txt" 2>&1 &
+in_ns timeout $((DURATION * 6 / 5 + 30)) ping -i 0.2 -c $((DURATION * 5)) -W 1 192.0.2.2 >"$WORK/ping.txt" 2>&1 &
 ping_pid=$!
 (
     for _ in $(seq $((DURATION / 5))); do sleep 5; echo "$SECONDS $(rss)"; done
@@ -68,12 +68,14 @@ echo "soak: ping $(grep -E 'packets transmitted' "$WORK/ping.txt")"
 # An echo later than 1 s counts as lost in the client and then as late: it was not lost.
 lost=$(( $(kv lost "$line") - $(kv late "$line") ))
 ping_lost=$(awk '/packets transmitted/ {print $1 - $4}' "$WORK/ping.txt")
+# No summary means ping did not finish: that is a failure, not zero losses.
+ping_lost=${ping_lost:-999999}
 explained=$(( $(counter udp.drop_queue_full) + $(counter link.rx_drop_ring_full) + $(counter ethernet.tx_drop_link_full) \
     + $(counter link.tx_errors) + ${tap_dropped:-0} + snmp_after - snmp_before ))
 echo "soak: lost $lost echoes and $ping_lost pings; counters explain $explained (stack queue/ring/link drops, tap tx_dropped ${tap_dropped:-0}, client socket errors $((snmp_after - snmp_before)))"
 [ $((lost + ping_lost)) -le "$explained" ]; verdict $? "every lost echo and ping is explained by a counter"
 [ "$(kv bad "$line")" = 0 ]; verdict $? "no corrupt echo"
-[ "${ping_lost:-1}" -le 5 ]; verdict $? "ping kept answering (at most 5 of $((DURATION * 5)) lost, and those counted)"
+[ "$ping_lost" -le 5 ]; verdict $? "ping kept answering (at most 5 of $((DURATION * 5)) lost, and those counted)"
 first=$(awk 'NR == 2 {print $2}' "$WORK/rss.txt")
 last=$(tail -n 1 "$WORK/rss.txt" | awk '{print $2}')
 echo "soak: RSS after warm-up ${first:-?} KiB, at the end ${last:-?} KiB"

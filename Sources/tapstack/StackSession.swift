@@ -172,16 +172,3 @@ struct LoggingOptions: ParsableArguments {
             })
     var logLevel: Logger.Level = .info
 }
-
-/// Writes `text` to standard output in full.
-func printOut(_ text: String) {
-    var text = text
-    text.withUTF8 { bytes in
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(1, bytes.baseAddress! + offset, bytes.count - offset)
-            if n <= 0 { if errno == EINTR { continue }; return }
-            offset += n
-        }
-    }
-}

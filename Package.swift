@@ -20,7 +20,7 @@ let package = Package(
     ],
     targets: [
         // C glue: TUN ioctls and eventfd, which Swift cannot see from Glibc.
-        .target(name: "CTun"),
+        .target(name: "CTun", linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         .target(name: "Wire", swiftSettings: hotPath),

@@ -5,8 +5,10 @@
 # alternating. Prints the medians and the ratio tapstack/reflector.
 # Everything runs in a network namespace made here and removed afterwards.
 #
+# Targets: reflector; tapstack (default driver: io_uring batches);
+#          tapstack-syscalls (--link-io syscalls: one read/write per frame).
 # Knobs: ROUNDS (3), SECONDS_PER_TEST (2), PINGPONG_COUNT (20000),
-#        SIZES ("64 1400"), WINDOWS ("1 16 64"), OUT (results directory).
+#        SIZES ("64 1400"), WINDOWS ("1 16 64"), TARGETS, OUT (results directory).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -14,6 +16,7 @@ SECS=${SECONDS_PER_TEST:-2}
 PP_COUNT=${PINGPONG_COUNT:-20000}
 SIZES=${SIZES:-"64 1400"}
 WINDOWS=${WINDOWS:-"1 16 64"}
+TARGETS=${TARGETS:-"reflector tapstack tapstack-syscalls"}
 OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
 BENCH_BIN=.build/bench
 TAPSTACK=${TAPSTACK_BIN:-.build/release/tapstack}
@@ -41,13 +44,14 @@ cleanup() {
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-start_target() {  # reflector|tapstack
+start_target() {  # reflector|tapstack|tapstack-syscalls
     ip netns add "$NS"
     ip -n "$NS" link set lo up
     ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
     case $1 in
         reflector) ip netns exec "$NS" "$BENCH_BIN/tap-reflector" "$TAP" >>"$OUT/server.log" 2>&1 & ;;
         tapstack) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
+        tapstack-syscalls) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --link-io syscalls >>"$OUT/server.log" 2>&1 & ;;
     esac
     SERVER_PID=$!
     for _ in $(seq 100); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -61,7 +65,7 @@ load() { timeout -k 2 $((SECS + 20)) ip netns exec "$NS" "$BENCH_BIN/udpecho-loa
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
 for round in $(seq "$ROUNDS"); do
-    for target in reflector tapstack; do
+    for target in $TARGETS; do
         echo "round $round: $target" >&2
         start_target "$target" || { cleanup; continue; }
         line=$(load pingpong 192.0.2.2 7 64 "$PP_COUNT" "$((SECS * 3))")
@@ -80,22 +84,24 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$RESULTS" "$ROUNDS" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$RESULTS" "$ROUNDS" $TARGETS <<'PY' | tee "$OUT/summary.txt"
 import statistics, sys, collections, platform, os
 values = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     target, metric, value = line.split()
     if value:
         values[(target, metric)].append(float(value))
+targets = [t for t in sys.argv[3:] if any(k[0] == t for k in values)]
+others = [t for t in targets if t != "reflector"]
 metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
-print("tapstack vs reflector, UDP echo over a TAP device, medians of %s rounds (%s, %d cores)" % (sys.argv[2], platform.machine(), os.cpu_count()))
-print("%-22s %12s %12s %8s" % ("metric", "reflector", "tapstack", "ratio"))
+print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
+print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl"}.get(t, t[:9]) for t in others))
 for metric in metrics:
-    r, t = values.get(("reflector", metric)), values.get(("tapstack", metric))
-    if not r or not t:
-        continue
-    mr, mt = statistics.median(r), statistics.median(t)
-    print("%-22s %12.1f %12.1f %7.2fx" % (metric, mr, mt, mt / mr if mr else float("nan")))
+    medians = {t: statistics.median(values[(t, metric)]) for t in targets if values.get((t, metric))}
+    row = "%-20s" % metric + "".join("%19s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)
+    r = medians.get("reflector")
+    row += "".join("%9.2fx" % (medians[t] / r) if r and t in medians else "%10s" % "-" for t in others)
+    print(row)
 print("(latency: lower is better, ratio <= 1.5 wanted; throughput: higher is better, ratio >= 0.8 wanted)")
 PY
 echo "raw results in $OUT" >&2

@@ -13,6 +13,8 @@ public final class DriverCounters: Sendable {
     /// Writes the device refused (e.g. EIO while the interface is down); the frame is dropped.
     public let txErrors = Atomic<UInt64>(0)
     public let wakeups = Atomic<UInt64>(0)
+    /// io_uring submissions, each carrying a batch of reads and writes.
+    public let batchSubmissions = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -25,7 +27,8 @@ public final class DriverCounters: Sendable {
          ("link.tx_frames", txFrames.load(ordering: .relaxed)),
          ("link.tx_bytes", txBytes.load(ordering: .relaxed)),
          ("link.tx_errors", txErrors.load(ordering: .relaxed)),
-         ("link.driver_wakeups", wakeups.load(ordering: .relaxed))]
+         ("link.driver_wakeups", wakeups.load(ordering: .relaxed)),
+         ("link.io_uring_submissions", batchSubmissions.load(ordering: .relaxed))]
     }
 }
 
@@ -35,6 +38,15 @@ func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
+
+/// How the driver moves frames to and from the TAP device.
+public enum LinkIOMode: String, Sendable, CaseIterable {
+    /// One `read()` or `write()` system call per frame.
+    case syscalls
+    /// A batch of reads and writes per io_uring submission (one system call);
+    /// falls back to `syscalls` when the kernel refuses io_uring.
+    case ioUring = "io_uring"
 }
 
 /// The Ethernet "driver": a dedicated thread, the only code touching the TAP
@@ -55,6 +67,15 @@ public final class EthernetDriver: LinkEndpoint {
     /// Frames moved per direction before looking at the other one.
     public let batchSize: Int
 
+    /// The I/O mode asked for.
+    public let requestedIOMode: LinkIOMode
+    /// Why io_uring could not be used, once the driver thread found out (nil when it is used).
+    public var ioUringUnavailableReason: String? { ioUringFailure.withLock { $0 } }
+    private let ioUringFailure = Mutex<String?>(nil)
+    private let ioUringActive = Atomic<Bool>(false)
+    /// The I/O mode in use (set when the driver thread starts).
+    public var ioMode: LinkIOMode { ioUringActive.load(ordering: .relaxed) ? .ioUring : .syscalls }
+
     private let stopping = Atomic<Bool>(false)
     private let transmitSpace = TransmitSpaceNotifier()
     /// After handing frames to the stack, how long to watch the TX ring for
@@ -71,9 +92,10 @@ public final class EthernetDriver: LinkEndpoint {
     ///   - capture: frames in and out are copied here by the driver thread.
     ///   - observer: called with every frame in and out, on the driver thread.
     public init(device: TapDevice, ringCapacity: Int = 1024, maximumFrameLength: Int = 1514,
-                batchSize: Int = 64, capture: PacketCapture? = nil,
+                batchSize: Int = 64, ioMode: LinkIOMode = .ioUring, capture: PacketCapture? = nil,
                 observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)? = nil) {
         self.device = device
+        requestedIOMode = ioMode
         self.maximumFrameLength = maximumFrameLength
         self.batchSize = batchSize
         rx = FrameRing(capacity: ringCapacity, slotSize: maximumFrameLength)
@@ -86,11 +108,14 @@ public final class EthernetDriver: LinkEndpoint {
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
-    /// Starts the capture thread, if any, and the driver thread.
+    /// Starts the capture thread, if any, and the driver thread; returns once
+    /// the driver thread has chosen its I/O mode (see `ioMode`).
     public func start() {
         precondition(thread == nil)
         capture?.start()
-        thread = JoinableThread(name: "tapstack-driver") { [self] in run() }
+        let started = StartSignal()
+        thread = JoinableThread(name: "tapstack-driver") { [self] in run(started: started) }
+        started.wait()
     }
 
     /// Stops and joins the driver thread, sending what is queued first, then
@@ -105,16 +130,47 @@ public final class EthernetDriver: LinkEndpoint {
         return capture?.stop() ?? true
     }
 
-    private func run() {
+    /// Sets up io_uring if asked for; on this thread, which alone may use it.
+    private func makeBatchedIO() -> BatchedTapIO? {
+        guard requestedIOMode == .ioUring else { return nil }
+        do {
+            let io = try BatchedTapIO(fd: device.fd, capacity: 2 * batchSize)
+            ioUringActive.store(true, ordering: .relaxed)
+            return io
+        } catch {
+            ioUringFailure.withLock { $0 = "io_uring unavailable (\(error)); using read()/write()" }
+            return nil
+        }
+    }
+
+    private func run(started: StartSignal) {
         let fd = device.fd
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
         defer { scratch.deallocate() }
+        var batched = makeBatchedIO()
+        started.signal()
+        // Reads to queue per io_uring batch: grows while every read finds a
+        // frame, shrinks to what came, so an idle link costs one empty read.
+        var readAhead = 2
         var lastReceive: UInt64 = 0
         // Frames went to the stack and no frame has come back yet.
         var awaitingAnswer = false
         while !stopping.load(ordering: .relaxed) {
-            let received = receiveBatch(fd: fd, scratch: scratch)
-            let sent = transmitBatch(fd: fd)
+            let received: Int, sent: Int
+            if let io = batched, !rx.isFull {
+                do {
+                    (sent, received) = try exchange(io, readAhead: readAhead)
+                    readAhead = received == readAhead ? min(2 * readAhead, batchSize) : max(received + 1, 2)
+                } catch {
+                    ioUringFailure.withLock { $0 = "io_uring failed (\(error)); using read()/write()" }
+                    ioUringActive.store(false, ordering: .relaxed)
+                    batched = nil
+                    continue
+                }
+            } else {
+                received = receiveBatch(fd: fd, scratch: scratch)
+                sent = transmitBatch(fd: fd)
+            }
             if received > 0 {
                 rxWakeup.signal()
                 lastReceive = monotonicNanoseconds()
@@ -145,6 +201,65 @@ public final class EthernetDriver: LinkEndpoint {
         }
         // Send what the stack queued before it stopped.
         while transmitBatch(fd: fd) > 0 {}
+    }
+
+    /// Writes up to `batchSize` frames from the TX ring and reads up to
+    /// `readAhead` frames into free RX slots, all in one io_uring submission.
+    /// Returns the frames written and read.
+    private func exchange(_ io: BatchedTapIO, readAhead: Int) throws(Errno) -> (sent: Int, received: Int) {
+        var writes = 0
+        while writes < batchSize, let frame = tx.peek(ahead: writes) {
+            _ = io.write(frame)
+            writes += 1
+        }
+        var reads = 0
+        while reads < readAhead, let slot = rx.reserve(ahead: reads) {
+            _ = io.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[0..<min(slot.count, maximumFrameLength)]))
+            reads += 1
+        }
+        counters.batchSubmissions.add(1, ordering: .relaxed)
+        var failure: Errno?
+        do { try io.run() } catch { failure = error }
+
+        for index in 0..<writes {
+            let frame = tx.peek()!
+            let n = io.result(index)
+            if n < 0 {
+                counters.txErrors.add(1, ordering: .relaxed)
+            } else {
+                counters.txFrames.add(1, ordering: .relaxed)
+                counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
+                capture?.record(frame)
+                observer?(.outbound, frame)
+            }
+            tx.release()
+        }
+        // Reads complete in order; a frame that arrived just after an empty
+        // read can still land in a later slot, so close the gap before publishing.
+        var received = 0
+        for index in 0..<reads {
+            let n = io.result(writes + index)
+            if n <= 0 {
+                if n < 0 && n != -Int(EAGAIN) && n != -Int(ECANCELED) {
+                    counters.rxErrors.add(1, ordering: .relaxed)
+                }
+                continue
+            }
+            let slot = rx.reserve()!
+            if index != received {
+                let source = rx.reserve(ahead: index - received)!
+                slot.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: n)
+            }
+            let frame = UnsafeRawBufferPointer(rebasing: slot[0..<n])
+            counters.rxFrames.add(1, ordering: .relaxed)
+            counters.rxBytes.add(UInt64(n), ordering: .relaxed)
+            capture?.record(frame)
+            observer?(.inbound, frame)
+            rx.commit(length: n)
+            received += 1
+        }
+        if let failure { throw failure }
+        return (writes, received)
     }
 
     /// Reads up to `batchSize` frames into the RX ring; returns how many were read.
@@ -193,5 +308,22 @@ public final class EthernetDriver: LinkEndpoint {
             count += 1
         }
         return count
+    }
+}
+
+/// Tells a starting thread's creator that the thread has set itself up.
+private final class StartSignal: Sendable {
+    private let done = Atomic<Bool>(false)
+    private let wakeup = Wakeup()
+
+    func signal() {
+        done.store(true, ordering: .sequentiallyConsistent)
+        wakeup.signal()
+    }
+
+    func wait() {
+        while !done.load(ordering: .sequentiallyConsistent) {
+            wakeup.wait(timeoutMilliseconds: 100) { done.load(ordering: .sequentiallyConsistent) }
+        }
     }
 }

@@ -59,6 +59,16 @@ public final class FrameRing: @unchecked Sendable {
         return UnsafeMutableRawBufferPointer(start: storage + (t & mask) * slotSize, count: slotSize)
     }
 
+    /// The free slot `offset` places after the one `reserve` returns, or nil
+    /// when fewer than `offset + 1` slots are free; for filling several slots
+    /// before publishing them in order with `commit`. Producer only.
+    @inline(__always)
+    public func reserve(ahead offset: Int) -> UnsafeMutableRawBufferPointer? {
+        let t = tail.load(ordering: .relaxed) &+ offset
+        guard t &- head.load(ordering: .acquiring) < capacity else { return nil }
+        return UnsafeMutableRawBufferPointer(start: storage + (t & mask) * slotSize, count: slotSize)
+    }
+
     /// Publishes the slot returned by the last `reserve` holding `length` bytes.
     /// Producer only.
     @inline(__always)
@@ -113,6 +123,16 @@ public final class FrameRing: @unchecked Sendable {
     public func peek() -> UnsafeRawBufferPointer? {
         let h = head.load(ordering: .relaxed)
         guard h != tail.load(ordering: .sequentiallyConsistent) else { return nil }
+        return UnsafeRawBufferPointer(start: storage + (h & mask) * slotSize, count: lengths[h & mask])
+    }
+
+    /// The published frame `offset` places after the one `peek` returns, or
+    /// nil when there are not that many; for handling several frames before
+    /// releasing them in order. Consumer only.
+    @inline(__always)
+    public func peek(ahead offset: Int) -> UnsafeRawBufferPointer? {
+        let h = head.load(ordering: .relaxed) &+ offset
+        guard tail.load(ordering: .sequentiallyConsistent) &- h > 0 else { return nil }
         return UnsafeRawBufferPointer(start: storage + (h & mask) * slotSize, count: lengths[h & mask])
     }
 

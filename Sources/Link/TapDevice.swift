@@ -74,5 +74,13 @@ public final class TapDevice: Sendable {
         self.isPersistent = persistent != 0
     }
 
+    /// Takes ownership of an open non-blocking descriptor that carries one
+    /// frame per read and write (for tests: one end of a datagram socket pair).
+    init(adopting fd: Int32, name: String) {
+        self.fd = fd
+        self.name = name
+        isPersistent = false
+    }
+
     deinit { Glibc.close(fd) }
 }

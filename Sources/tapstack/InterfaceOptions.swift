@@ -1,4 +1,5 @@
 import ArgumentParser
+import Link
 import Stack
 import Wire
 
@@ -41,6 +42,9 @@ struct InterfaceOptions: ParsableArguments {
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
     var mtu: Int = 1500
 
+    @Option(name: .long, help: ArgumentHelp("How the driver moves frames: io_uring (a batch of reads and writes per system call; falls back to syscalls when the kernel refuses it) or syscalls (one read() or write() per frame).", valueName: "io_uring|syscalls"))
+    var linkIO: LinkIOMode = .ioUring
+
     func validate() throws {
         guard (576...1500).contains(mtu) else { throw ValidationError("--mtu must be between 576 and 1500, not \(mtu)") }
         if let gateway, !address.contains(gateway) {
@@ -79,3 +83,5 @@ struct ServiceOptions: ParsableArguments {
         configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
     }
 }
+
+extension LinkIOMode: ExpressibleByArgument {}

@@ -26,7 +26,7 @@ struct StackSession {
                 logger.trace("\(direction == .inbound ? "in " : "out") \(FrameDescription.describe(frame))")
             }
         }
-        driver = EthernetDriver(device: device, capture: capture, observer: observer)
+        driver = EthernetDriver(device: device, ioMode: options.linkIO, capture: capture, observer: observer)
         var configuration = options.stackConfiguration
         configure(&configuration)
         host = NetworkHost(configuration: configuration, link: driver)
@@ -38,6 +38,7 @@ struct StackSession {
             }
         }
         driver.start()
+        if let reason = driver.ioUringUnavailableReason { logger.notice("\(reason)") }
         host.start()
     }
 

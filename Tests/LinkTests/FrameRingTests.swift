@@ -30,6 +30,23 @@ import Testing
         #expect(ring.pop() == [4])
     }
 
+    @Test func slotsAheadAreFilledAndReadBeforeBeingPublishedOrReleased() {
+        let ring = FrameRing(capacity: 4, slotSize: 8)
+        #expect([UInt8(9)].withUnsafeBytes { ring.push($0) })
+        // Three slots are free: the producer may fill the next three, not a fourth.
+        for offset in 0..<3 { ring.reserve(ahead: offset)!.storeBytes(of: UInt8(offset), as: UInt8.self) }
+        #expect(ring.reserve(ahead: 3) == nil)
+        #expect(ring.count == 1)
+        for _ in 0..<3 { ring.commit(length: 1) }
+        #expect(ring.count == 4)
+        // The consumer sees all four in order before releasing any.
+        #expect((0..<4).map { ring.peek(ahead: $0)!.first! } == [9, 0, 1, 2])
+        #expect(ring.peek(ahead: 4) == nil)
+        ring.release()
+        #expect(ring.peek(ahead: 2)!.first == 2)
+        #expect(ring.peek(ahead: 3) == nil)
+    }
+
     @Test func oversizedFrameIsRefused() {
         let ring = FrameRing(capacity: 2, slotSize: 4)
         #expect(![UInt8](repeating: 0, count: 5).withUnsafeBytes { ring.push($0) })

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ctun_uring.h"
+
 /// Where opening a TAP device failed, so the caller can explain it.
 typedef enum {
     CTUN_OK = 0,

@@ -12,6 +12,9 @@ let package = Package(
     products: [
         .executable(name: "tapstack", targets: ["tapstack"]),
         .library(name: "Sockets", targets: ["Sockets"]),
+        .library(name: "TapstackClient", targets: ["TapstackClient"]),
+        // LD_PRELOAD shim for `tapstack exec`: plain C, no Swift runtime.
+        .library(name: "tapstack-preload", type: .dynamic, targets: ["TapstackPreload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,11 +29,18 @@ let package = Package(
         .target(name: "Wire", swiftSettings: hotPath),
         .target(name: "Link", dependencies: ["Wire", "CTun", "CPcap"], swiftSettings: hotPath),
         .target(name: "Stack", dependencies: ["Wire"], swiftSettings: hotPath),
+        // The socket service's channel protocol, its client side (shared by
+        // TapstackClient and the preload shim) and the service's system calls.
+        .target(name: "CTapstackChannel"),
+        .target(name: "TapstackPreload", dependencies: ["CTapstackChannel"],
+                linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(["-Xlinker", "--as-needed"])]),
         .target(name: "Sockets", dependencies: ["Stack", "Link", "Wire", "CTun"], swiftSettings: hotPath),
+        .target(name: "SocketService", dependencies: ["Sockets", "Stack", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
+        .target(name: "TapstackClient", dependencies: ["Sockets", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
         .executableTarget(
             name: "tapstack",
             dependencies: [
-                "Sockets", "Stack", "Link", "Wire",
+                "Sockets", "SocketService", "Stack", "Link", "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -49,6 +59,7 @@ let package = Package(
         .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "CPcap", "TestSupport"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Wire", "TestSupport"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

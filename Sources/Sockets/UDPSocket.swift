@@ -111,6 +111,13 @@ public final class UDPSocket: Sendable {
         set { host.withStack { _ in endpoint.reuseAddress = newValue } }
     }
 
+    /// Payload bytes the stack queues for this socket before dropping
+    /// (SO_RCVBUF), clamped to `UDPEndpoint.receiveBufferLimits`.
+    public var receiveBufferSize: Int {
+        get { host.withStack { _ in endpoint.receiveBufferBytes } }
+        set { host.withStack { _ in endpoint.receiveBufferBytes = newValue } }
+    }
+
     /// Sets DF and refuses datagrams over the MTU with `.messageTooLong`
     /// instead of fragmenting them (IP_MTU_DISCOVER = IP_PMTUDISC_DO).
     public var dontFragment: Bool {
@@ -120,14 +127,14 @@ public final class UDPSocket: Sendable {
 
     // MARK: Sending
 
-    /// Sends `payload` to `destination` without waiting; returns the bytes
+    /// Sends `payload` to `destination` (nil: the connected peer) without waiting; returns the bytes
     /// sent as soon as the frame is queued for the link (sendto steps 8–14).
     /// - Throws: `.wouldBlock` when the link is full (wait for `.writable`);
     ///   `.messageTooLong`, `.networkUnreachable`, `.permissionDenied`,
     ///   `.invalidArgument`, `.closed`; or an error an earlier datagram
     ///   caused (`.hostUnreachable`, `.connectionRefused`), reported once.
     @discardableResult
-    public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress) throws(SocketError) -> Int {
+    public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         try transmit(payload, to: destination)
     }
 

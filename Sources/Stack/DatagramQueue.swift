@@ -29,7 +29,8 @@ struct DatagramQueue {
     /// Payload bytes queued.
     private(set) var bytes = 0
     let capacity: Int
-    let maximumBytes: Int
+    /// Payload bytes queued at most (SO_RCVBUF); lowering it keeps what is queued.
+    var maximumBytes: Int
 
     init(capacity: Int, maximumBytes: Int) {
         precondition(capacity > 0)

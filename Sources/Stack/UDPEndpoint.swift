@@ -80,6 +80,16 @@ public final class UDPEndpoint {
     /// Payload bytes waiting.
     public var queuedBytes: Int { receiveQueue.bytes }
 
+    /// The receive queue's bound in payload bytes (SO_RCVBUF), kept within
+    /// `receiveBufferLimits`; the datagram count stays bounded as configured.
+    public var receiveBufferBytes: Int {
+        get { receiveQueue.maximumBytes }
+        set { receiveQueue.maximumBytes = min(max(newValue, Self.receiveBufferLimits.lowerBound), Self.receiveBufferLimits.upperBound) }
+    }
+
+    /// What `receiveBufferBytes` may be set to.
+    public static let receiveBufferLimits = 2048...(4 << 20)
+
     /// A send found the link full: tell this socket `.writable` when it drains.
     var wantsWritable = false
 

@@ -6,7 +6,7 @@ struct Tapstack: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapstack",
         abstract: "A userspace UDP/IPv4 network stack on a Linux TAP device.",
-        subcommands: [Run.self, Send.self, Recv.self, Replay.self]
+        subcommands: [Run.self, Exec.self, Send.self, Recv.self, Replay.self]
     )
 }
 

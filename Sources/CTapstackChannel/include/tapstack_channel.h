@@ -1,0 +1,151 @@
+#ifndef TAPSTACK_CHANNEL_H
+#define TAPSTACK_CHANNEL_H
+/*
+ * The socket service's wire protocol and the client side of it, shared by
+ * the service (Swift), the Swift client library and the LD_PRELOAD shim.
+ *
+ * A client opens one stack socket by connecting a SOCK_SEQPACKET socket to
+ * the service (the *control* connection) and sending TSP_OPEN. The reply
+ * carries, as SCM_RIGHTS, one end of a SOCK_SEQPACKET socket pair: the *data*
+ * channel. Each datagram crosses it as one message, a tsp_datagram_header
+ * followed by the payload, so the kernel gives backpressure and readiness
+ * (poll, select and epoll work on the data descriptor unchanged). Control
+ * requests (bind, connect, options, names) go over the control connection,
+ * one request, one reply. The service releases the stack socket when either
+ * connection is closed: closing the descriptor or dying is enough.
+ *
+ * All integers are in host byte order except IPv4 addresses (network order,
+ * as in sockaddr_in). Both ends are on one machine.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define TSP_VERSION 1
+/// Where the service listens unless told otherwise; `tapstack run` uses
+/// /run/tapstack/INTERFACE.sock, so this is the default interface's.
+#define TSP_DEFAULT_SOCKET_PATH "/run/tapstack/tap0.sock"
+/// The environment variable naming the service socket for the shim and the client.
+#define TSP_SOCKET_ENV "TAPSTACK_SOCKET"
+/// The largest UDP payload over IPv4 (65535 - 20 - 8).
+#define TSP_MAX_PAYLOAD 65507
+
+enum tsp_op {
+    TSP_OPEN = 1,       ///< open a socket; reply carries the data channel
+    TSP_BIND = 2,       ///< address, port
+    TSP_CONNECT = 3,    ///< address, port; address 0 and port 0 disconnect
+    TSP_SETOPT = 4,     ///< option, value
+    TSP_GETOPT = 5,     ///< option; reply value
+    TSP_NAMES = 6,      ///< reply: local and remote addresses
+};
+
+enum tsp_option {
+    TSP_OPT_BROADCAST = 1,  ///< SO_BROADCAST
+    TSP_OPT_REUSEADDR = 2,  ///< SO_REUSEADDR (and SO_REUSEPORT)
+    TSP_OPT_RCVBUF = 3,     ///< SO_RCVBUF: bytes the stack queues for the socket
+    TSP_OPT_ERROR = 4,      ///< SO_ERROR (get only; clears it)
+    TSP_OPT_DONTFRAG = 5,   ///< IP_MTU_DISCOVER = IP_PMTUDISC_DO
+};
+
+/// A control request, client to service.
+typedef struct {
+    uint16_t version;   ///< TSP_VERSION
+    uint16_t op;        ///< enum tsp_op
+    int32_t option;     ///< enum tsp_option
+    int32_t value;      ///< TSP_SETOPT's value
+    uint32_t address;   ///< TSP_BIND / TSP_CONNECT: IPv4, network order
+    uint16_t port;      ///< TSP_BIND / TSP_CONNECT
+    uint16_t reserved;
+} tsp_request;
+
+/// The stack's interface, sent with TSP_OPEN's reply so that the client can
+/// report the errors POSIX reports on the call itself (no route, message too
+/// long, broadcast not allowed) without a round trip per datagram.
+typedef struct {
+    uint32_t address;   ///< network order
+    uint32_t netmask;   ///< network order
+    uint32_t gateway;   ///< network order; 0 when there is none
+    uint32_t mtu;       ///< IP MTU of the link
+} tsp_interface;
+
+/// The reply to every request.
+typedef struct {
+    int32_t error;          ///< 0, or an errno
+    int32_t value;          ///< TSP_GETOPT's value
+    uint32_t local_address; ///< TSP_NAMES, TSP_BIND, TSP_CONNECT (network order)
+    uint16_t local_port;    ///< 0 when unbound
+    uint16_t connected;     ///< 1 when the socket has a peer
+    uint32_t remote_address;
+    uint16_t remote_port;
+    uint16_t reserved;
+    tsp_interface interface; ///< TSP_OPEN
+} tsp_reply;
+
+enum tsp_kind {
+    TSP_DATAGRAM = 0,   ///< a datagram; its payload follows the header
+    TSP_ERROR = 1,      ///< service to client: an asynchronous error (`error`), no payload
+};
+
+/// Precedes every datagram on the data channel. To the service, the
+/// destination (address 0: the connected peer); from it, the source.
+typedef struct {
+    uint32_t address;   ///< network order
+    uint16_t port;
+    uint8_t kind;       ///< enum tsp_kind
+    uint8_t error;      ///< TSP_ERROR's errno
+} tsp_datagram_header;
+
+/* ---- The client side, used by TapstackClient and the preload shim. ----
+ * Every call returns 0 (or a count) on success and -1 with errno set, like
+ * the system calls they stand for. They make system calls directly
+ * (syscall(2)), never through the C library's wrappers, so the shim's
+ * interposed wrappers cannot recurse into themselves. */
+
+/// One stack socket, as the client holds it.
+typedef struct {
+    int data_fd;         ///< the data channel; what the program polls
+    int control_fd;      ///< the control connection
+    tsp_interface interface;
+    int broadcast;       ///< SO_BROADCAST as last set
+    int dont_fragment;   ///< IP_PMTUDISC_DO as last set
+    int connected;       ///< 1 when connected (sends without address go to the peer)
+} tsc_socket;
+
+/// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
+const char *tsc_socket_path(void);
+
+/// Opens a stack socket through the service at `path`. `data_flags` may hold
+/// SOCK_NONBLOCK and SOCK_CLOEXEC for the data descriptor.
+int tsc_open(tsc_socket *socket, const char *path, int data_flags);
+/// Closes both descriptors (the service then releases the socket).
+void tsc_close(tsc_socket *socket);
+
+int tsc_bind(tsc_socket *socket, uint32_t address, uint16_t port);
+/// Connects; address 0 with port 0 disconnects.
+int tsc_connect(tsc_socket *socket, uint32_t address, uint16_t port);
+/// Local and remote address; `*connected` 0 when there is no peer.
+int tsc_names(tsc_socket *socket, uint32_t *local_address, uint16_t *local_port,
+              int *connected, uint32_t *remote_address, uint16_t *remote_port);
+int tsc_setopt(tsc_socket *socket, int option, int value);
+int tsc_getopt(tsc_socket *socket, int option, int *value);
+
+/// Sends one datagram of the bytes in `iov` to `address`:`port` (network
+/// order address; `has_address` 0 sends to the peer). `flags` as send(2)
+/// (MSG_DONTWAIT). Returns the payload length sent.
+ssize_t tsc_sendv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
+                  int has_address, uint32_t address, uint16_t port, int flags);
+/// Receives one datagram into `iov`; fills the source. `flags` as recv(2)
+/// (MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC). Returns the payload length (the
+/// full length with MSG_TRUNC); `*truncated` is set when it did not fit.
+ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
+                  uint32_t *address, uint16_t *port, int flags, int *truncated);
+/// Bytes of the next datagram's payload (FIONREAD), 0 when none.
+int tsc_pending_bytes(tsc_socket *socket);
+
+/// The checks POSIX makes on the call (no route, too long, broadcast):
+/// 0 or an errno. Exposed for tests.
+int tsc_check_destination(const tsc_socket *socket, uint32_t address, uint16_t port, size_t length);
+
+#endif

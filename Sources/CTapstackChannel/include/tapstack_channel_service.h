@@ -1,0 +1,44 @@
+#ifndef TAPSTACK_CHANNEL_SERVICE_H
+#define TAPSTACK_CHANNEL_SERVICE_H
+/* The service side's system calls (epoll, SCM_RIGHTS, recvmmsg/sendmmsg),
+ * which Swift cannot reach through Glibc. Each returns -1 with errno set on
+ * failure. */
+#include <stdint.h>
+#include "tapstack_channel.h"
+
+/// A bound, listening SOCK_SEQPACKET socket at `path` with mode `mode`,
+/// non-blocking and close-on-exec.
+int tsv_listen(const char *path, unsigned mode);
+/// Accepts a connection, non-blocking and close-on-exec; -1 with EAGAIN when none waits.
+int tsv_accept(int listen_fd);
+/// A SOCK_SEQPACKET pair: `fds[0]` non-blocking for the service, `fds[1]`
+/// for the client, non-blocking only when `client_nonblocking`.
+int tsv_socketpair(int fds[2], int client_nonblocking);
+/// Sends `reply`, passing `pass_fd` along when it is not -1.
+int tsv_send_reply(int control_fd, const tsp_reply *reply, int pass_fd);
+/// Receives one request without waiting; returns its length, 0 at end of file.
+ssize_t tsv_receive_request(int control_fd, tsp_request *request);
+
+enum { TSV_IN = 1, TSV_OUT = 2, TSV_HUP = 4 };
+int tsv_epoll_create(void);
+/// Adds (`op` 1), changes (2) or removes (3) `fd` with TSV_IN/TSV_OUT interest.
+int tsv_epoll_set(int epoll_fd, int op, int fd, unsigned interest, uint64_t tag);
+/// Waits up to `timeout_ms`; fills tags and TSV_* events; returns how many.
+int tsv_epoll_wait(int epoll_fd, uint64_t *tags, unsigned *events, int max, int timeout_ms);
+
+/// Message buffers for recvmmsg/sendmmsg: `count` slots of `slot_size` bytes.
+typedef struct tsv_batch tsv_batch;
+tsv_batch *tsv_batch_create(unsigned count, unsigned slot_size);
+void tsv_batch_destroy(tsv_batch *batch);
+void *tsv_batch_slot(tsv_batch *batch, unsigned index);
+unsigned tsv_batch_length(const tsv_batch *batch, unsigned index);
+/// 1 when the message in slot `index` did not fit its slot.
+int tsv_batch_truncated(const tsv_batch *batch, unsigned index);
+void tsv_batch_set_length(tsv_batch *batch, unsigned index, unsigned length);
+/// Receives up to `max` messages without waiting; returns how many. At end
+/// of file the first message has length 0.
+int tsv_batch_receive(int fd, tsv_batch *batch, unsigned max);
+/// Sends slots first..<first+count without waiting; returns how many went.
+int tsv_batch_send(int fd, tsv_batch *batch, unsigned first, unsigned count);
+
+#endif

@@ -1,0 +1,246 @@
+#define _GNU_SOURCE
+#include "tapstack_channel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* System calls made directly, so that the preload shim's wrappers of the
+ * same names are never re-entered from here. */
+static int sys_socket(int domain, int type, int protocol) { return (int)syscall(SYS_socket, domain, type, protocol); }
+static int sys_connect(int fd, const struct sockaddr *address, socklen_t length) {
+    return (int)syscall(SYS_connect, fd, address, length);
+}
+static ssize_t sys_sendmsg(int fd, const struct msghdr *message, int flags) {
+    return syscall(SYS_sendmsg, fd, message, flags);
+}
+static ssize_t sys_recvmsg(int fd, struct msghdr *message, int flags) {
+    return syscall(SYS_recvmsg, fd, message, flags);
+}
+static int sys_close(int fd) { return (int)syscall(SYS_close, fd); }
+
+const char *tsc_socket_path(void) {
+    const char *path = getenv(TSP_SOCKET_ENV);
+    return path && *path ? path : TSP_DEFAULT_SOCKET_PATH;
+}
+
+/* The data channel is gone only when the service is: report it as a network
+ * that went down rather than as an error of the program's own descriptor. */
+static int channel_errno(int error) {
+    return error == EPIPE || error == ECONNRESET || error == ENOTCONN ? ENETDOWN : error;
+}
+
+/* One request, one reply; `fd`, if not NULL, receives a passed descriptor. */
+static int call(int control_fd, const tsp_request *request, tsp_reply *reply, int *fd, int cloexec) {
+    struct iovec out = { (void *)request, sizeof *request };
+    struct msghdr message = { .msg_iov = &out, .msg_iovlen = 1 };
+    ssize_t n;
+    do { n = sys_sendmsg(control_fd, &message, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    if (n < 0) { errno = channel_errno(errno); return -1; }
+
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int))]; } control;
+    struct iovec in = { reply, sizeof *reply };
+    struct msghdr answer = { .msg_iov = &in, .msg_iovlen = 1, .msg_control = control.bytes,
+                             .msg_controllen = sizeof control.bytes };
+    do { n = sys_recvmsg(control_fd, &answer, cloexec ? MSG_CMSG_CLOEXEC : 0); } while (n < 0 && errno == EINTR);
+    if (n < 0) { errno = channel_errno(errno); return -1; }
+    if (n == 0) { errno = ENETDOWN; return -1; }
+    int passed = -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&answer); c; c = CMSG_NXTHDR(&answer, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+            memcpy(&passed, CMSG_DATA(c), sizeof passed);
+        }
+    }
+    if ((size_t)n != sizeof *reply) {
+        if (passed >= 0) sys_close(passed);
+        errno = EPROTO;
+        return -1;
+    }
+    if (fd) {
+        *fd = passed;
+    } else if (passed >= 0) {
+        sys_close(passed);
+    }
+    if (reply->error) { errno = reply->error; return -1; }
+    return 0;
+}
+
+static tsp_request request(uint16_t op) {
+    tsp_request r;
+    memset(&r, 0, sizeof r);
+    r.version = TSP_VERSION;
+    r.op = op;
+    return r;
+}
+
+int tsc_open(tsc_socket *s, const char *path, int data_flags) {
+    memset(s, 0, sizeof *s);
+    s->data_fd = s->control_fd = -1;
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    size_t length = strlen(path);
+    if (length >= sizeof address.sun_path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(address.sun_path, path, length);
+    int control = sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (control < 0) return -1;
+    int r;
+    do { r = sys_connect(control, (struct sockaddr *)&address, sizeof address); } while (r < 0 && errno == EINTR);
+    if (r < 0) { int e = errno; sys_close(control); errno = e; return -1; }
+    tsp_request open = request(TSP_OPEN);
+    open.value = data_flags & SOCK_NONBLOCK ? 1 : 0;
+    tsp_reply reply;
+    int data = -1;
+    if (call(control, &open, &reply, &data, data_flags & SOCK_CLOEXEC) < 0 || data < 0) {
+        int e = data < 0 && errno == 0 ? EPROTO : errno;
+        sys_close(control);
+        errno = e;
+        return -1;
+    }
+    s->control_fd = control;
+    s->data_fd = data;
+    s->interface = reply.interface;
+    return 0;
+}
+
+void tsc_close(tsc_socket *s) {
+    if (s->data_fd >= 0) sys_close(s->data_fd);
+    if (s->control_fd >= 0) sys_close(s->control_fd);
+    s->data_fd = s->control_fd = -1;
+}
+
+int tsc_bind(tsc_socket *s, uint32_t address, uint16_t port) {
+    tsp_request r = request(TSP_BIND);
+    r.address = address;
+    r.port = port;
+    tsp_reply reply;
+    return call(s->control_fd, &r, &reply, NULL, 0);
+}
+
+int tsc_connect(tsc_socket *s, uint32_t address, uint16_t port) {
+    tsp_request r = request(TSP_CONNECT);
+    r.address = address;
+    r.port = port;
+    tsp_reply reply;
+    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    s->connected = reply.connected;
+    return 0;
+}
+
+int tsc_names(tsc_socket *s, uint32_t *local_address, uint16_t *local_port,
+              int *connected, uint32_t *remote_address, uint16_t *remote_port) {
+    tsp_request r = request(TSP_NAMES);
+    tsp_reply reply;
+    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    *local_address = reply.local_address;
+    *local_port = reply.local_port;
+    *connected = reply.connected;
+    *remote_address = reply.remote_address;
+    *remote_port = reply.remote_port;
+    return 0;
+}
+
+int tsc_setopt(tsc_socket *s, int option, int value) {
+    tsp_request r = request(TSP_SETOPT);
+    r.option = option;
+    r.value = value;
+    tsp_reply reply;
+    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    if (option == TSP_OPT_BROADCAST) s->broadcast = value != 0;
+    if (option == TSP_OPT_DONTFRAG) s->dont_fragment = value != 0;
+    return 0;
+}
+
+int tsc_getopt(tsc_socket *s, int option, int *value) {
+    tsp_request r = request(TSP_GETOPT);
+    r.option = option;
+    tsp_reply reply;
+    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    *value = reply.value;
+    return 0;
+}
+
+int tsc_check_destination(const tsc_socket *s, uint32_t address, uint16_t port, size_t length) {
+    if (length > TSP_MAX_PAYLOAD) return EMSGSIZE;
+    if (s->dont_fragment && length + 28 > s->interface.mtu) return EMSGSIZE;
+    uint32_t host = ntohl(address), ours = ntohl(s->interface.address), mask = ntohl(s->interface.netmask);
+    if (port == 0 || host == 0) return EINVAL;
+    int broadcast = host == 0xFFFFFFFFu || (mask < 0xFFFFFFFEu && host == ((ours & mask) | ~mask));
+    if (broadcast) return s->broadcast ? 0 : EACCES;
+    uint8_t first = (uint8_t)(host >> 24);
+    if (first == 127 || first >= 224) return ENETUNREACH;  /* loopback, multicast, reserved */
+    if ((host & mask) == (ours & mask)) return 0;
+    return s->interface.gateway ? 0 : ENETUNREACH;
+}
+
+ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                  int has_address, uint32_t address, uint16_t port, int flags) {
+    if (iovcnt < 0 || iovcnt >= 1024) { errno = EMSGSIZE; return -1; }
+    size_t length = 0;
+    for (int i = 0; i < iovcnt; i++) length += iov[i].iov_len;
+    tsp_datagram_header header = { .kind = TSP_DATAGRAM };
+    if (has_address) {
+        int error = tsc_check_destination(s, address, port, length);
+        if (error) { errno = error; return -1; }
+        header.address = address;
+        header.port = port;
+    } else if (!s->connected) {
+        errno = EDESTADDRREQ;
+        return -1;
+    } else if (length > TSP_MAX_PAYLOAD || (s->dont_fragment && length + 28 > s->interface.mtu)) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    struct iovec parts[iovcnt + 1];
+    parts[0].iov_base = &header;
+    parts[0].iov_len = sizeof header;
+    if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
+    struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
+    ssize_t n = sys_sendmsg(s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    if (n < 0) { errno = channel_errno(errno); return -1; }
+    return n - (ssize_t)sizeof header;
+}
+
+ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                  uint32_t *address, uint16_t *port, int flags, int *truncated) {
+    if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
+    {
+        tsp_datagram_header header;
+        struct iovec parts[iovcnt + 1];
+        parts[0].iov_base = &header;
+        parts[0].iov_len = sizeof header;
+        if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
+        struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
+        ssize_t n = sys_recvmsg(s->data_fd, &message, flags & (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL));
+        if (n < 0) { errno = channel_errno(errno); return -1; }
+        if (n == 0) { errno = ENETDOWN; return -1; }  /* the service closed the channel */
+        if ((size_t)n < sizeof header) { errno = EPROTO; return -1; }
+        if (header.kind == TSP_ERROR) {
+            if (flags & MSG_PEEK) {
+                /* An error is reported once: take it off the channel. */
+                struct iovec part = { &header, sizeof header };
+                struct msghdr take = { .msg_iov = &part, .msg_iovlen = 1 };
+                (void)sys_recvmsg(s->data_fd, &take, MSG_DONTWAIT);
+            }
+            errno = header.error ? header.error : EIO;
+            return -1;
+        }
+        if (address) *address = header.address;
+        if (port) *port = header.port;
+        if (truncated) *truncated = (message.msg_flags & MSG_TRUNC) != 0;
+        return n - (ssize_t)sizeof header;
+    }
+}
+
+int tsc_pending_bytes(tsc_socket *s) {
+    tsp_datagram_header header;
+    struct iovec part = { &header, sizeof header };
+    struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1 };
+    ssize_t n = sys_recvmsg(s->data_fd, &message, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    if (n < (ssize_t)sizeof header || header.kind != TSP_DATAGRAM) return 0;
+    return (int)(n - (ssize_t)sizeof header);
+}

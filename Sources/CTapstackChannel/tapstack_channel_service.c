@@ -1,0 +1,145 @@
+#define _GNU_SOURCE
+#include "tapstack_channel_service.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int tsv_listen(const char *path, unsigned mode) {
+    struct sockaddr_un address = { .sun_family = AF_UNIX };
+    size_t length = strlen(path);
+    if (length >= sizeof address.sun_path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(address.sun_path, path, length);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int tsv_accept(int listen_fd) { return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int tsv_socketpair(int fds[2], int client_nonblocking) {
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) return -1;
+    if (!client_nonblocking) {
+        int flags = fcntl(fds[1], F_GETFL);
+        fcntl(fds[1], F_SETFL, flags & ~O_NONBLOCK);
+    }
+    return 0;
+}
+
+int tsv_send_reply(int control_fd, const tsp_reply *reply, int pass_fd) {
+    struct iovec part = { (void *)reply, sizeof *reply };
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1 };
+    if (pass_fd >= 0) {
+        memset(&control, 0, sizeof control);
+        message.msg_control = control.bytes;
+        message.msg_controllen = sizeof control.bytes;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
+    }
+    ssize_t n;
+    do { n = sendmsg(control_fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -1 : 0;
+}
+
+ssize_t tsv_receive_request(int control_fd, tsp_request *request) {
+    ssize_t n;
+    do { n = recv(control_fd, request, sizeof *request, MSG_DONTWAIT); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int tsv_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int tsv_epoll_set(int epoll_fd, int op, int fd, unsigned interest, uint64_t tag) {
+    struct epoll_event event = { .events = EPOLLRDHUP, .data.u64 = tag };
+    if (interest & TSV_IN) event.events |= EPOLLIN;
+    if (interest & TSV_OUT) event.events |= EPOLLOUT;
+    int ops[] = { 0, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL };
+    if (op < 1 || op > 3) { errno = EINVAL; return -1; }
+    return epoll_ctl(epoll_fd, ops[op], fd, &event);
+}
+
+int tsv_epoll_wait(int epoll_fd, uint64_t *tags, unsigned *events, int max, int timeout_ms) {
+    struct epoll_event ready[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epoll_fd, ready, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        tags[i] = ready[i].data.u64;
+        unsigned e = 0;
+        if (ready[i].events & EPOLLIN) e |= TSV_IN;
+        if (ready[i].events & EPOLLOUT) e |= TSV_OUT;
+        if (ready[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) e |= TSV_HUP;
+        events[i] = e;
+    }
+    return n;
+}
+
+struct tsv_batch {
+    unsigned count, slot_size;
+    char *storage;
+    struct iovec *parts;
+    struct mmsghdr *messages;
+};
+
+tsv_batch *tsv_batch_create(unsigned count, unsigned slot_size) {
+    tsv_batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->count = count;
+    b->slot_size = slot_size;
+    b->storage = malloc((size_t)count * slot_size);
+    b->parts = calloc(count, sizeof *b->parts);
+    b->messages = calloc(count, sizeof *b->messages);
+    if (!b->storage || !b->parts || !b->messages) { tsv_batch_destroy(b); return NULL; }
+    for (unsigned i = 0; i < count; i++) {
+        b->parts[i].iov_base = b->storage + (size_t)i * slot_size;
+        b->parts[i].iov_len = slot_size;
+        b->messages[i].msg_hdr.msg_iov = &b->parts[i];
+        b->messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    return b;
+}
+
+void tsv_batch_destroy(tsv_batch *b) {
+    if (!b) return;
+    free(b->storage);
+    free(b->parts);
+    free(b->messages);
+    free(b);
+}
+
+void *tsv_batch_slot(tsv_batch *b, unsigned index) { return b->storage + (size_t)index * b->slot_size; }
+unsigned tsv_batch_length(const tsv_batch *b, unsigned index) { return b->messages[index].msg_len; }
+int tsv_batch_truncated(const tsv_batch *b, unsigned index) { return (b->messages[index].msg_hdr.msg_flags & MSG_TRUNC) != 0; }
+void tsv_batch_set_length(tsv_batch *b, unsigned index, unsigned length) { b->messages[index].msg_len = length; b->parts[index].iov_len = length; }
+
+int tsv_batch_receive(int fd, tsv_batch *b, unsigned max) {
+    if (max > b->count) max = b->count;
+    for (unsigned i = 0; i < max; i++) {
+        b->parts[i].iov_len = b->slot_size;
+        b->messages[i].msg_hdr.msg_flags = 0;
+    }
+    int n;
+    do { n = recvmmsg(fd, b->messages, max, MSG_DONTWAIT, NULL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+int tsv_batch_send(int fd, tsv_batch *b, unsigned first, unsigned count) {
+    int n;
+    do { n = sendmmsg(fd, b->messages + first, count, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}

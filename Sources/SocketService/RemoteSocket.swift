@@ -1,0 +1,42 @@
+import CTapstackChannel
+import Sockets
+import Synchronization
+
+/// One client connection of the socket service and, once opened, the stack
+/// socket it drives. Touched only by the service thread, except `flagged`.
+final class RemoteSocket {
+    let id: UInt64
+    /// The control connection.
+    let control: Int32
+    /// The service's end of the data channel; -1 until opened.
+    var data: Int32 = -1
+    var socket: UDPSocket?
+    var callbackToken: Int?
+    /// Epoll interest of `data` (TSV_IN, TSV_OUT).
+    var dataInterest: UInt32 = 0
+    /// Datagrams from the client the link had no room for, oldest first;
+    /// while any wait, the data channel is not read (backpressure).
+    var waitingForStack: [(header: tsp_datagram_header, payload: [UInt8])] = []
+    /// Messages for the client its channel had no room for, oldest first;
+    /// while any wait, the stack socket is not drained.
+    var waitingForClient: [[UInt8]] = []
+    /// Set by the stack's readiness callback; the service clears it when it looks.
+    let flag = ReadyFlag()
+
+    init(id: UInt64, control: Int32) {
+        self.id = id
+        self.control = control
+    }
+}
+
+/// Marks a socket as having news from the stack, once until looked at, so a
+/// burst of datagrams queues its socket once.
+final class ReadyFlag: Sendable {
+    private let raised = Atomic<Bool>(false)
+
+    /// Raises the flag; true when it was down.
+    func raise() -> Bool { !raised.exchange(true, ordering: .acquiringAndReleasing) }
+
+    /// Lowers it before the service looks at the socket.
+    func lower() { raised.store(false, ordering: .releasing) }
+}

@@ -1,0 +1,41 @@
+import Synchronization
+
+/// What the socket service has done; readable from any thread.
+public final class ServiceCounters: Sendable {
+    /// Control connections accepted.
+    public let connections = Atomic<UInt64>(0)
+    /// Stack sockets opened for clients.
+    public let socketsOpened = Atomic<UInt64>(0)
+    /// Stack sockets released (closed by the client, or the client died).
+    public let socketsReleased = Atomic<UInt64>(0)
+    /// Opens refused because `maximumSockets` were open.
+    public let refusedTooMany = Atomic<UInt64>(0)
+    /// Requests that were malformed (wrong size or version, unknown operation).
+    public let badRequests = Atomic<UInt64>(0)
+    /// Datagrams from clients handed to the stack.
+    public let datagramsSent = Atomic<UInt64>(0)
+    /// Datagrams from clients the stack refused (counted, reported to the client).
+    public let sendErrors = Atomic<UInt64>(0)
+    /// Messages on a data channel without a valid header (dropped).
+    public let badDatagrams = Atomic<UInt64>(0)
+    /// Datagrams from the stack passed to clients.
+    public let datagramsReceived = Atomic<UInt64>(0)
+    /// Asynchronous errors passed to clients.
+    public let errorsDelivered = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// Name and value of every counter, in a stable order.
+    public var snapshot: [(String, UInt64)] {
+        [("service.connections", connections.load(ordering: .relaxed)),
+         ("service.sockets_opened", socketsOpened.load(ordering: .relaxed)),
+         ("service.sockets_released", socketsReleased.load(ordering: .relaxed)),
+         ("service.refused_too_many", refusedTooMany.load(ordering: .relaxed)),
+         ("service.bad_requests", badRequests.load(ordering: .relaxed)),
+         ("service.tx_datagrams", datagramsSent.load(ordering: .relaxed)),
+         ("service.tx_errors", sendErrors.load(ordering: .relaxed)),
+         ("service.drop_bad_datagram", badDatagrams.load(ordering: .relaxed)),
+         ("service.rx_datagrams", datagramsReceived.load(ordering: .relaxed)),
+         ("service.rx_errors_delivered", errorsDelivered.load(ordering: .relaxed))]
+    }
+}

@@ -1,0 +1,475 @@
+import CTapstackChannel
+import Glibc
+import Link
+import Sockets
+import Stack
+import Synchronization
+import Wire
+
+/// Serves the stack's UDP sockets to other processes over a Unix-domain
+/// socket (see `tapstack_channel.h` for the protocol).
+///
+/// Each client socket is a stack `UDPSocket` plus two kernel sockets: a
+/// control connection (one request, one reply: open, bind, connect, options,
+/// names) and a SOCK_SEQPACKET data channel on which every datagram crosses
+/// as one message. The kernel buffers of the data channel give backpressure
+/// and readiness in both directions: the service stops reading a client's
+/// channel while the link is full, and stops draining the stack socket while
+/// the client's channel is full (then the stack's receive queue bound and its
+/// drop counter apply, as with an unread socket).
+///
+/// One service thread owns every connection and sleeps in epoll when idle.
+/// Stack readiness callbacks only raise a flag and wake it.
+public final class SocketService: @unchecked Sendable {
+    /// Where clients connect.
+    public let path: String
+    public let host: NetworkHost
+    /// Connections (and so sockets) served at once; more are refused.
+    public let maximumSockets: Int
+    public let counters = ServiceCounters()
+
+    private let listenFD: Int32
+    private let epollFD: Int32
+    private let news = News()
+    private let stopping = Atomic<Bool>(false)
+    // Service thread only (and `init`/`stop` before and after it runs).
+    private var clients: [UInt64: RemoteSocket] = [:]
+    private var nextID: UInt64 = 1
+    private let fromClients: OpaquePointer
+    private let toClients: OpaquePointer
+    private var thread: JoinableThread?
+
+    private static let batchCount: UInt32 = 16
+    private static let slotSize = 65536
+    private static let headerSize = MemoryLayout<tsp_datagram_header>.size
+    private static let listenTag: UInt64 = 0
+    private static func tag(_ id: UInt64, data: Bool) -> UInt64 { id << 2 | (data ? 2 : 1) }
+
+    /// Listens at `path` (mode 0660), making its directory if missing and
+    /// replacing a stale socket nobody serves.
+    /// - Throws: `ServiceError` explaining in one line why it cannot serve there.
+    public init(host: NetworkHost, path: String, maximumSockets: Int = 1024) throws(ServiceError) {
+        self.host = host
+        self.path = path
+        self.maximumSockets = maximumSockets
+        try Self.prepare(path)
+        listenFD = tsv_listen(path, 0o660)
+        guard listenFD >= 0 else { throw .systemError(operation: "listen on \(path)", errno: errno) }
+        epollFD = tsv_epoll_create()
+        fromClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
+        toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
+        _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
+    }
+
+    /// Makes the directory and clears a stale socket file.
+    private static func prepare(_ path: String) throws(ServiceError) {
+        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
+            let directory = String(path[..<slash])
+            if mkdir(directory, 0o755) != 0 && errno != EEXIST {
+                throw .systemError(operation: "mkdir \(directory)", errno: errno)
+            }
+        }
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return }
+        guard status.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path: path) }
+        var probe = tsc_socket()
+        if tsc_open(&probe, path, 0) == 0 || errno != ECONNREFUSED {
+            tsc_close(&probe)
+            throw .inUse(path: path)
+        }
+        unlink(path)
+    }
+
+    /// Starts the service thread.
+    public func start() {
+        precondition(thread == nil)
+        thread = JoinableThread(name: "tapstack-svc") { [self] in run() }
+    }
+
+    /// Stops the thread, releases every client's socket (their channels
+    /// close, so blocked clients wake with an error) and removes the socket file.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        news.wakeup.forceSignal()
+        thread?.join()
+        thread = nil
+        for client in Array(clients.values) { release(client) }
+        close(listenFD)
+        close(epollFD)
+        unlink(path)
+        tsv_batch_destroy(fromClients)
+        tsv_batch_destroy(toClients)
+    }
+
+    /// Sockets open now (a snapshot, for tests and stats).
+    public var openSockets: Int { openCount.load(ordering: .relaxed) }
+    private let openCount = Atomic<Int>(0)
+
+    // MARK: The service thread
+
+    private func run() {
+        let capacity = 64
+        let tags = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
+        let events = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        defer { tags.deallocate(); events.deallocate() }
+        while !stopping.load(ordering: .relaxed) {
+            let count = Int(tsv_epoll_wait(epollFD, tags, events, Int32(capacity), 0))
+            for index in 0..<max(count, 0) { handle(tag: tags[index], events: events[index]) }
+            let hadNews = serveNews()
+            if count <= 0 && !hadNews {
+                news.wakeup.wait(timeoutMilliseconds: -1, extraFD: epollFD, extraEvents: Int16(POLLIN)) {
+                    news.pending.load(ordering: .sequentiallyConsistent) || stopping.load(ordering: .relaxed)
+                }
+            }
+        }
+    }
+
+    private func handle(tag: UInt64, events: UInt32) {
+        if tag == Self.listenTag {
+            acceptAll()
+            return
+        }
+        guard let client = clients[tag >> 2] else { return }
+        if tag & 3 == 1 {
+            serveControl(client, events: events)
+        } else {
+            if events & UInt32(TSV_OUT) != 0 { flushToClient(client) }
+            if events & UInt32(TSV_IN | TSV_HUP) != 0 { readFromClient(client) }
+        }
+    }
+
+    private func acceptAll() {
+        while true {
+            let fd = tsv_accept(listenFD)
+            guard fd >= 0 else { return }
+            // Connections beyond the socket bound are kept only to tell them
+            // so (EMFILE on their open); beyond that they are closed at once.
+            guard clients.count < maximumSockets + 64 else {
+                counters.refusedTooMany.add(1, ordering: .relaxed)
+                close(fd)
+                continue
+            }
+            let client = RemoteSocket(id: nextID, control: fd)
+            nextID += 1
+            clients[client.id] = client
+            _ = tsv_epoll_set(epollFD, 1, fd, UInt32(TSV_IN), Self.tag(client.id, data: false))
+            counters.connections.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Lets every socket the stack flagged move its datagrams; true if any was flagged.
+    private func serveNews() -> Bool {
+        guard news.pending.exchange(false, ordering: .sequentiallyConsistent) else { return false }
+        let ids = news.ids.withLock { ids in
+            defer { ids.removeAll(keepingCapacity: true) }
+            return ids
+        }
+        for id in ids {
+            guard let client = clients[id] else { continue }
+            client.flag.lower()
+            if !client.waitingForStack.isEmpty { retryToStack(client) }
+            if clients[id] != nil { flushToClient(client) }
+        }
+        return true
+    }
+
+    // MARK: Control requests
+
+    private func serveControl(_ client: RemoteSocket, events: UInt32) {
+        var request = tsp_request()
+        while true {
+            let n = tsv_receive_request(client.control, &request)
+            if n < 0 && errno == EAGAIN { return }
+            if n <= 0 {
+                release(client)
+                return
+            }
+            var reply = tsp_reply()
+            var passed: Int32 = -1
+            if n != MemoryLayout<tsp_request>.size || request.version != TSP_VERSION {
+                counters.badRequests.add(1, ordering: .relaxed)
+                reply.error = EPROTO
+            } else {
+                reply.error = perform(request, for: client, reply: &reply, passing: &passed)
+            }
+            let sent = tsv_send_reply(client.control, &reply, passed)
+            if passed >= 0 { close(passed) }
+            if sent < 0 {
+                release(client)
+                return
+            }
+        }
+    }
+
+    /// Carries out one request; returns 0 or an errno, filling `reply`.
+    private func perform(_ request: tsp_request, for client: RemoteSocket, reply: inout tsp_reply,
+                         passing passed: inout Int32) -> Int32 {
+        if UInt32(request.op) == TSP_OPEN.rawValue {
+            return open(client, nonblocking: request.value != 0, reply: &reply, passing: &passed)
+        }
+        guard let socket = client.socket else { return EBADF }
+        let address = SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: request.address)), request.port)
+        do throws(SocketError) {
+            switch UInt32(request.op) {
+            case TSP_BIND.rawValue:
+                try socket.bind(address: address.address, port: address.port)
+            case TSP_CONNECT.rawValue:
+                if request.address == 0 && request.port == 0 { socket.disconnect() } else { try socket.connect(to: address) }
+            case TSP_SETOPT.rawValue:
+                switch UInt32(bitPattern: request.option) {
+                case TSP_OPT_BROADCAST.rawValue: socket.allowsBroadcast = request.value != 0
+                case TSP_OPT_REUSEADDR.rawValue: socket.reuseAddress = request.value != 0
+                case TSP_OPT_DONTFRAG.rawValue: socket.dontFragment = request.value != 0
+                case TSP_OPT_RCVBUF.rawValue: socket.receiveBufferSize = Int(max(request.value, 0))
+                default: return ENOPROTOOPT
+                }
+            case TSP_GETOPT.rawValue:
+                switch UInt32(bitPattern: request.option) {
+                case TSP_OPT_BROADCAST.rawValue: reply.value = socket.allowsBroadcast ? 1 : 0
+                case TSP_OPT_REUSEADDR.rawValue: reply.value = socket.reuseAddress ? 1 : 0
+                case TSP_OPT_DONTFRAG.rawValue: reply.value = socket.dontFragment ? 1 : 0
+                case TSP_OPT_RCVBUF.rawValue: reply.value = Int32(socket.receiveBufferSize)
+                case TSP_OPT_ERROR.rawValue: reply.value = socket.takeError()?.errno ?? 0
+                default: return ENOPROTOOPT
+                }
+            case TSP_NAMES.rawValue:
+                break
+            default:
+                counters.badRequests.add(1, ordering: .relaxed)
+                return EOPNOTSUPP
+            }
+        } catch {
+            return error.errno
+        }
+        fillNames(of: socket, into: &reply)
+        return 0
+    }
+
+    private func fillNames(of socket: UDPSocket, into reply: inout tsp_reply) {
+        if let local = socket.localAddress {
+            reply.local_address = local.address.rawValue.bigEndian
+            reply.local_port = local.port
+        }
+        if let remote = socket.remoteAddress {
+            reply.connected = 1
+            reply.remote_address = remote.address.rawValue.bigEndian
+            reply.remote_port = remote.port
+        }
+    }
+
+    private func open(_ client: RemoteSocket, nonblocking: Bool, reply: inout tsp_reply, passing passed: inout Int32) -> Int32 {
+        guard client.socket == nil else { return EINVAL }
+        guard openCount.load(ordering: .relaxed) < maximumSockets else {
+            counters.refusedTooMany.add(1, ordering: .relaxed)
+            return EMFILE
+        }
+        var fds: (Int32, Int32) = (-1, -1)
+        let made = withUnsafeMutablePointer(to: &fds) {
+            $0.withMemoryRebound(to: Int32.self, capacity: 2) { tsv_socketpair($0, nonblocking ? 1 : 0) }
+        }
+        guard made == 0 else { return errno }
+        let socket = UDPSocket(host: host)
+        client.socket = socket
+        client.data = fds.0
+        client.dataInterest = UInt32(TSV_IN)
+        _ = tsv_epoll_set(epollFD, 1, fds.0, client.dataInterest, Self.tag(client.id, data: true))
+        let news = self.news, flag = client.flag, id = client.id
+        client.callbackToken = socket.addReadinessCallback([.readable, .writable, .error]) { _ in
+            if flag.raise() { news.post(id) }
+        }
+        passed = fds.1
+        let configuration = host.configuration
+        reply.interface.address = configuration.interface.address.rawValue.bigEndian
+        reply.interface.netmask = configuration.interface.netmask.bigEndian
+        reply.interface.gateway = configuration.gateway?.rawValue.bigEndian ?? 0
+        reply.interface.mtu = UInt32(configuration.mtu)
+        counters.socketsOpened.add(1, ordering: .relaxed)
+        openCount.add(1, ordering: .relaxed)
+        return 0
+    }
+
+    /// Closes the client's connections and its stack socket (port freed,
+    /// queued datagrams dropped).
+    private func release(_ client: RemoteSocket) {
+        guard clients.removeValue(forKey: client.id) != nil else { return }
+        if let socket = client.socket {
+            if let token = client.callbackToken { socket.removeReadinessCallback(token) }
+            socket.close()
+            client.socket = nil
+            counters.socketsReleased.add(1, ordering: .relaxed)
+            openCount.add(-1, ordering: .relaxed)
+            // What the link never took is lost with the socket: say so.
+            counters.sendErrors.add(UInt64(client.waitingForStack.count), ordering: .relaxed)
+        }
+        _ = tsv_epoll_set(epollFD, 3, client.control, 0, 0)
+        close(client.control)
+        if client.data >= 0 {
+            _ = tsv_epoll_set(epollFD, 3, client.data, 0, 0)
+            close(client.data)
+        }
+    }
+
+    private func setDataInterest(_ client: RemoteSocket, _ interest: UInt32) {
+        guard interest != client.dataInterest, client.data >= 0 else { return }
+        client.dataInterest = interest
+        _ = tsv_epoll_set(epollFD, 2, client.data, interest, Self.tag(client.id, data: true))
+    }
+
+    // MARK: Client to stack
+
+    /// Reads the client's datagrams and sends them, until its channel is
+    /// empty, the link is full (then waits for `.writable`), or it hung up.
+    private func readFromClient(_ client: RemoteSocket) {
+        guard let socket = client.socket, client.waitingForStack.isEmpty else { return }
+        for _ in 0..<4 {  // then let other clients have a turn
+            let count = Int(tsv_batch_receive(client.data, fromClients, Self.batchCount))
+            if count < 0 {
+                if errno != EAGAIN { release(client) }
+                return
+            }
+            for index in 0..<count {
+                let length = Int(tsv_batch_length(fromClients, UInt32(index)))
+                if length == 0 {  // end of file: the client closed its descriptor
+                    release(client)
+                    return
+                }
+                let slot = UnsafeRawPointer(tsv_batch_slot(fromClients, UInt32(index))!)
+                guard length >= Self.headerSize, tsv_batch_truncated(fromClients, UInt32(index)) == 0 else {
+                    counters.badDatagrams.add(1, ordering: .relaxed)
+                    continue
+                }
+                let header = slot.loadUnaligned(as: tsp_datagram_header.self)
+                guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else {
+                    counters.badDatagrams.add(1, ordering: .relaxed)
+                    continue
+                }
+                let payload = UnsafeRawBufferPointer(start: slot + Self.headerSize, count: length - Self.headerSize)
+                if !send(payload, header: header, on: socket, for: client) {
+                    // The link is full: keep this one and the rest of the batch.
+                    client.waitingForStack.append((header, Array(payload)))
+                    for rest in (index + 1)..<count {
+                        let restLength = Int(tsv_batch_length(fromClients, UInt32(rest)))
+                        let restSlot = UnsafeRawPointer(tsv_batch_slot(fromClients, UInt32(rest))!)
+                        guard restLength >= Self.headerSize, tsv_batch_truncated(fromClients, UInt32(rest)) == 0 else { continue }
+                        let restHeader = restSlot.loadUnaligned(as: tsp_datagram_header.self)
+                        client.waitingForStack.append((restHeader, Array(UnsafeRawBufferPointer(start: restSlot + Self.headerSize, count: restLength - Self.headerSize))))
+                    }
+                    setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
+                    return
+                }
+            }
+            if count < Int(Self.batchCount) { return }
+        }
+    }
+
+    /// Sends one datagram; false when the link is full (nothing sent).
+    /// Other errors are counted and passed to the client.
+    private func send(_ payload: UnsafeRawBufferPointer, header: tsp_datagram_header, on socket: UDPSocket,
+                      for client: RemoteSocket) -> Bool {
+        let destination = header.address == 0 && header.port == 0
+            ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
+        do throws(SocketError) {
+            try socket.send(payload, to: destination)
+            counters.datagramsSent.add(1, ordering: .relaxed)
+        } catch .wouldBlock {
+            return false
+        } catch {
+            counters.sendErrors.add(1, ordering: .relaxed)
+            queueError(error, for: client)
+        }
+        return true
+    }
+
+    /// Sends what waited for the link, then reads the channel again.
+    private func retryToStack(_ client: RemoteSocket) {
+        guard let socket = client.socket else { return }
+        while let first = client.waitingForStack.first {
+            let sent = first.payload.withUnsafeBytes { send($0, header: first.header, on: socket, for: client) }
+            if !sent { return }
+            client.waitingForStack.removeFirst()
+        }
+        setDataInterest(client, client.dataInterest | UInt32(TSV_IN))
+        readFromClient(client)
+    }
+
+    // MARK: Stack to client
+
+    /// An asynchronous error for the client's next receive.
+    private func queueError(_ error: SocketError, for client: RemoteSocket) {
+        var header = tsp_datagram_header()
+        header.kind = UInt8(TSP_ERROR.rawValue)
+        header.error = UInt8(truncatingIfNeeded: error.errno)
+        client.waitingForClient.append(withUnsafeBytes(of: header) { Array($0) })
+        counters.errorsDelivered.add(1, ordering: .relaxed)
+        flushToClient(client)
+    }
+
+    /// Passes the stack socket's datagrams (and errors) to the client's
+    /// channel until the socket is empty or the channel full (then waits
+    /// for the channel to drain).
+    private func flushToClient(_ client: RemoteSocket) {
+        guard let socket = client.socket else { return }
+        while let first = client.waitingForClient.first {
+            let n = first.withUnsafeBytes { Glibc.send(client.data, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EAGAIN { setDataInterest(client, client.dataInterest | UInt32(TSV_OUT)) }
+                return  // EPIPE etc.: the hang-up is seen on the channel
+            }
+            client.waitingForClient.removeFirst()
+        }
+        setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
+        while true {
+            var count: UInt32 = 0
+            var failed: SocketError?
+            while count < Self.batchCount {
+                let slot = tsv_batch_slot(toClients, count)!
+                let payload = UnsafeMutableRawBufferPointer(start: slot + Self.headerSize, count: Self.slotSize - Self.headerSize)
+                do throws(SocketError) {
+                    let (length, source) = try socket.receive(into: payload)
+                    var header = tsp_datagram_header()
+                    header.address = source.address.rawValue.bigEndian
+                    header.port = source.port
+                    slot.storeBytes(of: header, as: tsp_datagram_header.self)
+                    tsv_batch_set_length(toClients, count, UInt32(Self.headerSize + min(length, payload.count)))
+                    count += 1
+                } catch {
+                    if error != .wouldBlock && error != .closed { failed = error }
+                    break
+                }
+            }
+            if count > 0 {
+                let sent = max(0, Int(tsv_batch_send(client.data, toClients, 0, count)))
+                counters.datagramsReceived.add(UInt64(sent), ordering: .relaxed)
+                if sent < count {
+                    if errno != EAGAIN && sent == 0 { return }  // the client is gone; its hang-up follows
+                    for index in UInt32(sent)..<count {
+                        let slot = UnsafeRawPointer(tsv_batch_slot(toClients, index)!)
+                        client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(toClients, index)))))
+                    }
+                    if let failed { queueError(failed, for: client) }
+                    setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
+                    return
+                }
+            }
+            if let failed {
+                queueError(failed, for: client)
+                return
+            }
+            if count < Self.batchCount { return }
+        }
+    }
+}
+
+/// News from the stack thread for the service thread: which sockets have
+/// something, and the wake-up for a sleeping service thread.
+final class News: Sendable {
+    let ids = Mutex<[UInt64]>([])
+    let pending = Atomic<Bool>(false)
+    let wakeup = Wakeup()
+
+    func post(_ id: UInt64) {
+        ids.withLock { $0.append(id) }
+        pending.store(true, ordering: .sequentiallyConsistent)
+        wakeup.signal()
+    }
+}

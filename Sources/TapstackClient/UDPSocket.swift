@@ -1,0 +1,290 @@
+import CTapstackChannel
+import Glibc
+import Sockets
+import Synchronization
+import Wire
+
+/// A UDP socket of a tapstack running in another process, opened through its
+/// socket service (`tapstack run --socket PATH`).
+///
+/// The same API as the in-process `Sockets.UDPSocket`: the calls without a
+/// timeout never wait (`receive()` throws `.wouldBlock` when nothing is
+/// queued), the calls with a timeout sleep in `poll()` on the data channel,
+/// and the async ones suspend without blocking a thread. Datagrams cross a
+/// kernel SOCK_SEQPACKET channel, one message each, so there is no request
+/// and reply per datagram; `fileDescriptor` can go into the caller's own
+/// poll/epoll set. Errors POSIX reports on the call (no route, message too
+/// long, broadcast not allowed) are reported on the call; errors an earlier
+/// datagram caused (port unreachable) come with a later receive.
+///
+/// Any thread may call any method.
+public final class UDPSocket: Sendable {
+    /// Guards the control connection (one request, one reply at a time) and
+    /// the flags the client keeps (connected, broadcast).
+    private let state: Mutex<tsc_socket>
+    /// The data channel; readable when a datagram (or an error) waits.
+    public let fileDescriptor: Int32
+
+    /// The service path: $TAPSTACK_SOCKET, else /run/tapstack/tap0.sock.
+    public static var defaultServicePath: String { String(cString: tsc_socket_path()) }
+
+    /// Opens an unbound socket on the stack serving `servicePath`.
+    /// - Throws: `.networkUnreachable` when no service answers at
+    ///   `servicePath`; `.noPortsAvailable` when it serves as many sockets
+    ///   as it allows.
+    public init(servicePath: String = UDPSocket.defaultServicePath) throws(SocketError) {
+        var socket = tsc_socket()
+        guard tsc_open(&socket, servicePath, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) == 0 else {
+            throw errno == EMFILE ? .noPortsAvailable : SocketError(errno: errno) ?? .networkUnreachable
+        }
+        fileDescriptor = socket.data_fd
+        state = Mutex(socket)
+    }
+
+    deinit { state.withLock { tsc_close(&$0) } }
+
+    /// Runs a control call; maps its errno to a `SocketError`.
+    private func control(_ body: (inout tsc_socket) -> Int32) throws(SocketError) {
+        let failure: Int32? = state.withLock { socket in body(&socket) == 0 ? nil : errno }
+        if let failure { throw SocketError(errno: failure) ?? .invalidArgument }
+    }
+
+    // MARK: Addresses
+
+    /// Binds to `port` on `address` (the stack's, a broadcast address, or
+    /// `.any`); port 0 picks an ephemeral port.
+    public func bind(address: IPv4Address = .any, port: UInt16) throws(SocketError) {
+        try control { tsc_bind(&$0, address.rawValue.bigEndian, port) }
+    }
+
+    /// Sets the peer: `send(_:)` goes to it and only its datagrams are received.
+    public func connect(to peer: SocketAddress) throws(SocketError) {
+        guard !peer.address.isUnspecified else { throw .invalidArgument }
+        try control { tsc_connect(&$0, peer.address.rawValue.bigEndian, peer.port) }
+    }
+
+    /// Forgets the peer.
+    public func disconnect() {
+        try? control { tsc_connect(&$0, 0, 0) }
+    }
+
+    private func names() -> (local: SocketAddress?, remote: SocketAddress?) {
+        var localAddress: UInt32 = 0, localPort: UInt16 = 0, connected: Int32 = 0
+        var remoteAddress: UInt32 = 0, remotePort: UInt16 = 0
+        do {
+            try control { tsc_names(&$0, &localAddress, &localPort, &connected, &remoteAddress, &remotePort) }
+        } catch {
+            return (nil, nil)
+        }
+        return (localPort == 0 ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: localAddress)), localPort),
+                connected == 0 ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: remoteAddress)), remotePort))
+    }
+
+    /// The bound local address, or nil when unbound (`getsockname`).
+    public var localAddress: SocketAddress? { names().local }
+
+    /// The peer, or nil when not connected (`getpeername`).
+    public var remoteAddress: SocketAddress? { names().remote }
+
+    /// Takes the pending asynchronous error, if any (SO_ERROR).
+    public func takeError() -> SocketError? {
+        var value: Int32 = 0
+        guard (try? control { tsc_getopt(&$0, Int32(TSP_OPT_ERROR.rawValue), &value) }) != nil, value != 0 else { return nil }
+        return SocketError(errno: value)
+    }
+
+    // MARK: Options
+
+    private func option(_ name: tsp_option) -> Int32 {
+        var value: Int32 = 0
+        try? control { tsc_getopt(&$0, Int32(name.rawValue), &value) }
+        return value
+    }
+
+    private func setOption(_ name: tsp_option, _ value: Int32) {
+        try? control { tsc_setopt(&$0, Int32(name.rawValue), value) }
+    }
+
+    /// Lets the socket send to broadcast addresses (SO_BROADCAST).
+    public var allowsBroadcast: Bool {
+        get { option(TSP_OPT_BROADCAST) != 0 }
+        set { setOption(TSP_OPT_BROADCAST, newValue ? 1 : 0) }
+    }
+
+    /// Lets several sockets bind one port when all set it (SO_REUSEADDR); set before `bind`.
+    public var reuseAddress: Bool {
+        get { option(TSP_OPT_REUSEADDR) != 0 }
+        set { setOption(TSP_OPT_REUSEADDR, newValue ? 1 : 0) }
+    }
+
+    /// Sets DF and refuses datagrams over the MTU (IP_PMTUDISC_DO).
+    public var dontFragment: Bool {
+        get { option(TSP_OPT_DONTFRAG) != 0 }
+        set { setOption(TSP_OPT_DONTFRAG, newValue ? 1 : 0) }
+    }
+
+    /// Payload bytes the stack queues for this socket (SO_RCVBUF).
+    public var receiveBufferSize: Int {
+        get { Int(option(TSP_OPT_RCVBUF)) }
+        set { setOption(TSP_OPT_RCVBUF, Int32(clamping: newValue)) }
+    }
+
+    // MARK: Sending
+
+    /// Sends `payload` to `destination` (nil: the connected peer) without
+    /// waiting; returns the bytes sent once the datagram is on its way to the stack.
+    /// - Throws: `.wouldBlock` when the channel is full (the stack's link is
+    ///   backed up); `.messageTooLong`, `.networkUnreachable`,
+    ///   `.permissionDenied` (broadcast), `.invalidArgument`, `.notConnected`.
+    @discardableResult
+    public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
+        var socket = state.withLock { $0 }
+        var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+        let n = tsc_sendv(&socket, &part, 1, destination == nil ? 0 : 1, destination?.address.rawValue.bigEndian ?? 0,
+                          destination?.port ?? 0, Int32(MSG_DONTWAIT))
+        guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
+        return n
+    }
+
+    /// Sends the bytes of `payload` to `destination`; see `send(_:to:)`.
+    @discardableResult
+    public func send(_ payload: [UInt8], to destination: SocketAddress) throws(SocketError) -> Int {
+        try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
+    }
+
+    /// Sends to the connected peer without waiting.
+    @discardableResult
+    public func send(_ payload: [UInt8]) throws(SocketError) -> Int {
+        try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: nil) }
+    }
+
+    /// Sends, waiting while the channel is full for at most `timeout` (nil: as long as it takes).
+    @discardableResult
+    public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            do throws(SocketError) {
+                return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
+            } catch .wouldBlock {
+                try wait(for: Int16(POLLOUT), until: deadline)
+            }
+        }
+    }
+
+    /// Sends, suspending while the channel is full, without blocking a thread.
+    @discardableResult
+    public func sendWhenWritable(_ payload: [UInt8], to destination: SocketAddress? = nil) async throws(SocketError) -> Int {
+        while true {
+            do throws(SocketError) {
+                return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
+            } catch .wouldBlock {
+                try await Reactor.shared.wait(for: fileDescriptor, writable: true)
+            }
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Copies the oldest datagram into `buffer` without waiting. A datagram
+    /// longer than `buffer` is cut; `length` is its full length.
+    /// - Throws: `.wouldBlock` when none waits; an asynchronous error an
+    ///   earlier datagram caused (once); `.networkUnreachable` when the service is gone.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
+        var socket = state.withLock { $0 }
+        var part = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        var address: UInt32 = 0, port: UInt16 = 0, truncated: Int32 = 0
+        let n = tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
+        guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
+        return (n, SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: address)), port))
+    }
+
+    /// Takes the oldest datagram without waiting; throws as `receive(into:)`.
+    public func receive() throws(SocketError) -> Datagram {
+        var socket = state.withLock { $0 }
+        let length = Int(tsc_pending_bytes(&socket))
+        var payload = [UInt8](repeating: 0, count: max(length, 1))
+        let result: Result<(length: Int, source: SocketAddress), SocketError> = payload.withUnsafeMutableBytes { bytes in
+            do throws(SocketError) { return .success(try receive(into: bytes)) } catch { return .failure(error) }
+        }
+        let (received, source) = try result.get()
+        payload.removeSubrange(min(received, payload.count)...)
+        return Datagram(payload: payload, source: source)
+    }
+
+    /// Waits for a datagram for at most `timeout` (nil: forever).
+    /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.
+    public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            do throws(SocketError) {
+                return try receive()
+            } catch .wouldBlock {
+                try wait(for: Int16(POLLIN), until: deadline)
+            }
+        }
+    }
+
+    /// Suspends until a datagram arrives, without blocking a thread.
+    public func receiveNext() async throws(SocketError) -> Datagram {
+        while true {
+            do throws(SocketError) {
+                return try receive()
+            } catch .wouldBlock {
+                try await Reactor.shared.wait(for: fileDescriptor, writable: false)
+            }
+        }
+    }
+
+    /// The datagrams as they arrive; throws on an error (`.cancelled` on task cancellation).
+    public var datagrams: Datagrams { Datagrams(socket: self) }
+
+    /// An `AsyncSequence` of a socket's datagrams.
+    public struct Datagrams: AsyncSequence, Sendable {
+        public typealias Element = Datagram
+        let socket: UDPSocket
+
+        /// Iterates the datagrams; `next()` suspends until one arrives.
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let socket: UDPSocket
+            public mutating func next() async throws(SocketError) -> Datagram? {
+                try await socket.receiveNext()
+            }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(SocketError) -> Datagram? {
+                try await socket.receiveNext()
+            }
+        }
+
+        /// An iterator over the socket's datagrams.
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
+    }
+
+    /// Sleeps in poll() until the channel has `events` or the deadline passes.
+    private func wait(for events: Int16, until deadline: ContinuousClock.Instant?) throws(SocketError) {
+        var descriptor = pollfd(fd: fileDescriptor, events: events, revents: 0)
+        var timeout: Int32 = -1
+        if let deadline {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw .wouldBlock }
+            let (seconds, attoseconds) = left.components
+            timeout = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+        }
+        let result = poll(&descriptor, 1, timeout)
+        if result < 0 && errno != EINTR { throw .invalidArgument }
+    }
+
+    // MARK: Closing
+
+    /// Closes the socket; the service frees its port and queued datagrams.
+    public func close() {
+        state.withLock { tsc_close(&$0) }
+    }
+}
+
+/// Runs `body` over the bytes of `array`, keeping typed throws.
+func withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(SocketError) -> R) throws(SocketError) -> R {
+    let result: Result<R, SocketError> = array.withUnsafeBytes { bytes in
+        do throws(SocketError) { return .success(try body(bytes)) } catch { return .failure(error) }
+    }
+    return try result.get()
+}

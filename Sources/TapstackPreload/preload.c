@@ -1,0 +1,511 @@
+/* The LD_PRELOAD shim: see include/tapstack_preload.h. */
+#define _GNU_SOURCE
+#include "tapstack_preload.h"
+#include "tapstack_channel.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* One stack socket; shared by the descriptors dup() made of it. */
+typedef struct shared_socket {
+    tsc_socket socket;          /* control_fd and the flags; data_fd unused */
+    int references;             /* descriptors naming it */
+    pthread_mutex_t lock;       /* one control request at a time */
+    struct shared_socket *next_free;
+} shared_socket;
+
+enum { MAX_FDS = 65536 };
+static shared_socket *_Atomic sockets[MAX_FDS];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Released sockets are reused, never freed: a call racing a close never
+ * touches freed memory, and memory stays bounded by the most sockets open. */
+static shared_socket *free_list;
+
+#define DECLARE_REAL(name) static __typeof__(name) *real_##name
+DECLARE_REAL(socket); DECLARE_REAL(bind); DECLARE_REAL(connect); DECLARE_REAL(sendto);
+DECLARE_REAL(sendmsg); DECLARE_REAL(sendmmsg); DECLARE_REAL(send); DECLARE_REAL(write);
+DECLARE_REAL(writev); DECLARE_REAL(recvfrom); DECLARE_REAL(recvmsg); DECLARE_REAL(recvmmsg);
+DECLARE_REAL(recv); DECLARE_REAL(read); DECLARE_REAL(readv); DECLARE_REAL(getsockname);
+DECLARE_REAL(getpeername); DECLARE_REAL(setsockopt); DECLARE_REAL(getsockopt); DECLARE_REAL(fcntl);
+DECLARE_REAL(ioctl); DECLARE_REAL(shutdown); DECLARE_REAL(close); DECLARE_REAL(dup);
+DECLARE_REAL(dup2); DECLARE_REAL(dup3);
+static int (*real_fcntl64)(int, int, ...);
+
+#define RESOLVE(name) real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name)
+
+__attribute__((constructor)) static void resolve_all(void) {
+    RESOLVE(socket); RESOLVE(bind); RESOLVE(connect); RESOLVE(sendto); RESOLVE(sendmsg);
+    RESOLVE(sendmmsg); RESOLVE(send); RESOLVE(write); RESOLVE(writev); RESOLVE(recvfrom);
+    RESOLVE(recvmsg); RESOLVE(recvmmsg); RESOLVE(recv); RESOLVE(read); RESOLVE(readv);
+    RESOLVE(getsockname); RESOLVE(getpeername); RESOLVE(setsockopt); RESOLVE(getsockopt);
+    RESOLVE(fcntl); RESOLVE(ioctl); RESOLVE(shutdown); RESOLVE(close); RESOLVE(dup);
+    RESOLVE(dup2); RESOLVE(dup3);
+    real_fcntl64 = (int (*)(int, int, ...))dlsym(RTLD_NEXT, "fcntl64");
+}
+
+/* Calls made before the constructor ran (another library's constructor) go
+ * straight to the kernel-backed C library functions. */
+#define REAL(name) (real_##name ? real_##name : (resolve_all(), real_##name))
+
+static shared_socket *lookup(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return NULL;
+    return atomic_load_explicit(&sockets[fd], memory_order_acquire);
+}
+
+/* Adds descriptor `fd` as a name of `shared`. */
+static void attach(int fd, shared_socket *shared) {
+    pthread_mutex_lock(&table_lock);
+    shared->references++;
+    atomic_store_explicit(&sockets[fd], shared, memory_order_release);
+    pthread_mutex_unlock(&table_lock);
+}
+
+/* Forgets descriptor `fd`; the last name closes the control connection,
+ * and the service releases the stack socket. The caller closes `fd`. */
+static void detach(int fd) {
+    if (fd < 0 || fd >= MAX_FDS) return;
+    pthread_mutex_lock(&table_lock);
+    shared_socket *shared = atomic_exchange_explicit(&sockets[fd], NULL, memory_order_acq_rel);
+    if (shared && --shared->references == 0) {
+        syscall(SYS_close, shared->socket.control_fd);
+        shared->socket.control_fd = -1;
+        shared->next_free = free_list;
+        free_list = shared;
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
+static shared_socket *make_shared(const tsc_socket *socket) {
+    pthread_mutex_lock(&table_lock);
+    shared_socket *shared = free_list;
+    if (shared) free_list = shared->next_free;
+    pthread_mutex_unlock(&table_lock);
+    if (!shared) {
+        shared = calloc(1, sizeof *shared);
+        if (!shared) return NULL;
+        pthread_mutex_init(&shared->lock, NULL);
+    }
+    shared->socket = *socket;
+    shared->references = 0;
+    shared->next_free = NULL;
+    return shared;
+}
+
+/* The socket as seen through descriptor `fd` (a copy, for data calls). */
+static tsc_socket view(shared_socket *shared, int fd) {
+    pthread_mutex_lock(&shared->lock);
+    tsc_socket copy = shared->socket;
+    pthread_mutex_unlock(&shared->lock);
+    copy.data_fd = fd;
+    return copy;
+}
+
+static void warn_unreachable(const char *path, int error) {
+    static atomic_int warned;
+    if (atomic_exchange(&warned, 1)) return;
+    char line[512];
+    int n = snprintf(line, sizeof line, "tapstack-preload: cannot reach the tapstack socket service at %s: %s "
+                     "(is 'tapstack run' serving it? set TAPSTACK_SOCKET or --socket)\n", path, strerror(error));
+    if (n > 0) syscall(SYS_write, 2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* ---- socket, close, dup ---- */
+
+int socket(int domain, int type, int protocol) {
+    int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (domain != AF_INET || kind != SOCK_DGRAM || (protocol != 0 && protocol != IPPROTO_UDP)) {
+        return REAL(socket)(domain, type, protocol);
+    }
+    tsc_socket s;
+    const char *path = tsc_socket_path();
+    if (tsc_open(&s, path, type & (SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
+        int error = errno;
+        warn_unreachable(path, error);
+        errno = error == EMFILE ? EMFILE : error == ENOENT || error == ECONNREFUSED ? ENETDOWN : error;
+        return -1;
+    }
+    if (s.data_fd >= MAX_FDS) {
+        tsc_close(&s);
+        errno = EMFILE;
+        return -1;
+    }
+    shared_socket *shared = make_shared(&s);
+    if (!shared) {
+        tsc_close(&s);
+        errno = ENOMEM;
+        return -1;
+    }
+    attach(s.data_fd, shared);
+    return s.data_fd;
+}
+
+int close(int fd) {
+    if (lookup(fd)) detach(fd);
+    return REAL(close)(fd);
+}
+
+int dup(int fd) {
+    shared_socket *shared = lookup(fd);
+    int copy = REAL(dup)(fd);
+    if (shared && copy >= 0) attach(copy, shared);
+    return copy;
+}
+
+static int redirect(int fd, int target, int result) {
+    /* The kernel closed `target` silently: forget what it named. */
+    shared_socket *shared = lookup(fd);
+    if (result >= 0 && target != fd) {
+        if (lookup(target)) detach(target);
+        if (shared) attach(target, shared);
+    }
+    return result;
+}
+
+int dup2(int fd, int target) {
+    if (fd == target) return REAL(dup2)(fd, target);
+    return redirect(fd, target, REAL(dup2)(fd, target));
+}
+
+int dup3(int fd, int target, int flags) { return redirect(fd, target, REAL(dup3)(fd, target, flags)); }
+
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, va_list ap) {
+    void *arg = va_arg(ap, void *);
+    int result = real(fd, cmd, arg);
+    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && result >= 0) {
+        shared_socket *shared = lookup(fd);
+        if (shared) attach(result, shared);
+    }
+    return result;
+}
+
+int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    int result = fcntl_common(REAL(fcntl), fd, cmd, ap);
+    va_end(ap);
+    return result;
+}
+
+int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    int result = fcntl_common(real_fcntl64 ? real_fcntl64 : REAL(fcntl), fd, cmd, ap);
+    va_end(ap);
+    return result;
+}
+
+int ioctl(int fd, unsigned long request, ...) {
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    shared_socket *shared = lookup(fd);
+    if (shared && request == FIONREAD) {
+        tsc_socket s = view(shared, fd);
+        *(int *)arg = tsc_pending_bytes(&s);
+        return 0;
+    }
+    return REAL(ioctl)(fd, request, arg);
+}
+
+/* ---- addresses ---- */
+
+static int inet_address(const struct sockaddr *address, socklen_t length, uint32_t *ip, uint16_t *port) {
+    if (!address || length < (socklen_t)sizeof(struct sockaddr_in)) { errno = EINVAL; return -1; }
+    if (address->sa_family != AF_INET) { errno = EAFNOSUPPORT; return -1; }
+    const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+    *ip = in->sin_addr.s_addr;
+    *port = ntohs(in->sin_port);
+    return 0;
+}
+
+static void fill_address(struct sockaddr *address, socklen_t *length, uint32_t ip, uint16_t port) {
+    if (!address || !length) return;
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip };
+    memcpy(address, &in, *length < sizeof in ? *length : sizeof in);
+    *length = sizeof in;
+}
+
+int bind(int fd, const struct sockaddr *address, socklen_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(bind)(fd, address, length);
+    uint32_t ip;
+    uint16_t port;
+    if (inet_address(address, length, &ip, &port) < 0) return -1;
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_bind(&shared->socket, ip, port);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+int connect(int fd, const struct sockaddr *address, socklen_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(connect)(fd, address, length);
+    uint32_t ip = 0;
+    uint16_t port = 0;
+    if (!(address && length >= (socklen_t)sizeof(sa_family_t) && address->sa_family == AF_UNSPEC)) {
+        if (inet_address(address, length, &ip, &port) < 0) return -1;
+        if (ip == 0 && port == 0) { errno = EINVAL; return -1; }
+    }
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_connect(&shared->socket, ip, port);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+static int names(shared_socket *shared, uint32_t *local_ip, uint16_t *local_port, int *connected,
+                 uint32_t *remote_ip, uint16_t *remote_port) {
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_names(&shared->socket, local_ip, local_port, connected, remote_ip, remote_port);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+int getsockname(int fd, struct sockaddr *address, socklen_t *length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(getsockname)(fd, address, length);
+    uint32_t local_ip, remote_ip;
+    uint16_t local_port, remote_port;
+    int connected;
+    if (names(shared, &local_ip, &local_port, &connected, &remote_ip, &remote_port) < 0) return -1;
+    fill_address(address, length, local_ip, local_port);
+    return 0;
+}
+
+int getpeername(int fd, struct sockaddr *address, socklen_t *length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(getpeername)(fd, address, length);
+    uint32_t local_ip, remote_ip;
+    uint16_t local_port, remote_port;
+    int connected;
+    if (names(shared, &local_ip, &local_port, &connected, &remote_ip, &remote_port) < 0) return -1;
+    if (!connected) { errno = ENOTCONN; return -1; }
+    fill_address(address, length, remote_ip, remote_port);
+    return 0;
+}
+
+int shutdown(int fd, int how) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(shutdown)(fd, how);
+    /* The data channel must stay open (the service would release the
+     * socket), so a UDP shutdown only checks, as Linux does, for a peer. */
+    view(shared, fd);
+    pthread_mutex_lock(&shared->lock);
+    int connected = shared->socket.connected;
+    pthread_mutex_unlock(&shared->lock);
+    if (!connected) { errno = ENOTCONN; return -1; }
+    return 0;
+}
+
+/* ---- options ---- */
+
+static int option_for(int level, int name) {
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_BROADCAST: return TSP_OPT_BROADCAST;
+        case SO_REUSEADDR: case SO_REUSEPORT: return TSP_OPT_REUSEADDR;
+        case SO_RCVBUF: case SO_RCVBUFFORCE: return TSP_OPT_RCVBUF;
+        case SO_ERROR: return TSP_OPT_ERROR;
+        }
+    }
+    if (level == IPPROTO_IP && name == IP_MTU_DISCOVER) return TSP_OPT_DONTFRAG;
+    return 0;
+}
+
+/* Options the data channel's own kernel socket implements as a UDP socket would. */
+static int kernel_option(int level, int name) {
+    return level == SOL_SOCKET && (name == SO_SNDBUF || name == SO_SNDBUFFORCE || name == SO_RCVTIMEO ||
+                                   name == SO_SNDTIMEO || name == SO_RCVLOWAT);
+}
+
+int setsockopt(int fd, int level, int name, const void *value, socklen_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared || kernel_option(level, name)) return REAL(setsockopt)(fd, level, name, value, length);
+    int option = option_for(level, name);
+    if (!option || option == TSP_OPT_ERROR) { errno = ENOPROTOOPT; return -1; }
+    if (!value || length < (socklen_t)sizeof(int)) { errno = EINVAL; return -1; }
+    int v;
+    memcpy(&v, value, sizeof v);
+    if (option == TSP_OPT_DONTFRAG) v = v == IP_PMTUDISC_DO;
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_setopt(&shared->socket, option, v);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared || kernel_option(level, name)) return REAL(getsockopt)(fd, level, name, value, length);
+    if (!value || !length || *length < (socklen_t)sizeof(int)) { errno = EINVAL; return -1; }
+    int v;
+    if (level == SOL_SOCKET && name == SO_TYPE) {
+        v = SOCK_DGRAM;
+    } else if (level == SOL_SOCKET && name == SO_DOMAIN) {
+        v = AF_INET;
+    } else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
+        v = IPPROTO_UDP;
+    } else if (level == SOL_SOCKET && name == SO_ACCEPTCONN) {
+        v = 0;
+    } else {
+        int option = option_for(level, name);
+        if (!option) { errno = ENOPROTOOPT; return -1; }
+        pthread_mutex_lock(&shared->lock);
+        int result = tsc_getopt(&shared->socket, option, &v);
+        int error = errno;
+        pthread_mutex_unlock(&shared->lock);
+        if (result < 0) { errno = error; return -1; }
+        if (option == TSP_OPT_DONTFRAG) v = v ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT;
+    }
+    memcpy(value, &v, sizeof v);
+    *length = sizeof v;
+    return 0;
+}
+
+/* ---- sending ---- */
+
+static ssize_t send_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
+                       const struct sockaddr *to, socklen_t to_length, int flags) {
+    tsc_socket s = view(shared, fd);
+    if (!to) return tsc_sendv(&s, iov, iovcnt, 0, 0, 0, flags);
+    uint32_t ip;
+    uint16_t port;
+    if (inet_address(to, to_length, &ip, &port) < 0) return -1;
+    return tsc_sendv(&s, iov, iovcnt, 1, ip, port, flags);
+}
+
+ssize_t sendto(int fd, const void *buffer, size_t length, int flags, const struct sockaddr *to, socklen_t to_length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(sendto)(fd, buffer, length, flags, to, to_length);
+    struct iovec part = { (void *)buffer, length };
+    return send_on(shared, fd, &part, 1, to, to_length, flags);
+}
+
+ssize_t send(int fd, const void *buffer, size_t length, int flags) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(send)(fd, buffer, length, flags);
+    struct iovec part = { (void *)buffer, length };
+    return send_on(shared, fd, &part, 1, NULL, 0, flags);
+}
+
+ssize_t write(int fd, const void *buffer, size_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(write)(fd, buffer, length);
+    struct iovec part = { (void *)buffer, length };
+    return send_on(shared, fd, &part, 1, NULL, 0, 0);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(writev)(fd, iov, iovcnt);
+    return send_on(shared, fd, iov, iovcnt, NULL, 0, 0);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *message, int flags) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(sendmsg)(fd, message, flags);
+    return send_on(shared, fd, message->msg_iov, (int)message->msg_iovlen, message->msg_name,
+                   message->msg_namelen, flags);
+}
+
+int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(sendmmsg)(fd, messages, count, flags);
+    unsigned sent = 0;
+    for (; sent < count; sent++) {
+        ssize_t n = sendmsg(fd, &messages[sent].msg_hdr, sent ? flags | MSG_DONTWAIT : flags);
+        if (n < 0) return sent ? (int)sent : -1;
+        messages[sent].msg_len = (unsigned)n;
+    }
+    return (int)sent;
+}
+
+/* ---- receiving ---- */
+
+static ssize_t receive_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
+                          struct sockaddr *from, socklen_t *from_length, int flags, int *truncated) {
+    tsc_socket s = view(shared, fd);
+    uint32_t ip = 0;
+    uint16_t port = 0;
+    int cut = 0;
+    ssize_t n = tsc_recvv(&s, iov, iovcnt, &ip, &port, flags, &cut);
+    if (n < 0) return -1;
+    fill_address(from, from_length, ip, port);
+    if (truncated) *truncated = cut;
+    return n;
+}
+
+ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr *from, socklen_t *from_length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(recvfrom)(fd, buffer, length, flags, from, from_length);
+    struct iovec part = { buffer, length };
+    return receive_on(shared, fd, &part, 1, from, from_length, flags, NULL);
+}
+
+ssize_t recv(int fd, void *buffer, size_t length, int flags) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(recv)(fd, buffer, length, flags);
+    struct iovec part = { buffer, length };
+    return receive_on(shared, fd, &part, 1, NULL, NULL, flags, NULL);
+}
+
+ssize_t read(int fd, void *buffer, size_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(read)(fd, buffer, length);
+    struct iovec part = { buffer, length };
+    return receive_on(shared, fd, &part, 1, NULL, NULL, 0, NULL);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int iovcnt) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(readv)(fd, iov, iovcnt);
+    return receive_on(shared, fd, iov, iovcnt, NULL, NULL, 0, NULL);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(recvmsg)(fd, message, flags);
+    int truncated = 0;
+    socklen_t name_length = message->msg_namelen;
+    ssize_t n = receive_on(shared, fd, message->msg_iov, (int)message->msg_iovlen,
+                           message->msg_name, message->msg_name ? &name_length : NULL, flags, &truncated);
+    if (n < 0) return -1;
+    if (message->msg_name) message->msg_namelen = name_length;
+    message->msg_controllen = 0;
+    message->msg_flags = truncated ? MSG_TRUNC : 0;
+    return n;
+}
+
+int recvmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags, struct timespec *timeout) {
+    shared_socket *shared = lookup(fd);
+    if (!shared) return REAL(recvmmsg)(fd, messages, count, flags, timeout);
+    unsigned received = 0;
+    for (; received < count; received++) {
+        int each = received ? flags | MSG_DONTWAIT : flags & ~MSG_WAITFORONE;
+        if (flags & MSG_WAITFORONE && received) each |= MSG_DONTWAIT;
+        ssize_t n = recvmsg(fd, &messages[received].msg_hdr, each & ~MSG_WAITFORONE);
+        if (n < 0) return received ? (int)received : -1;
+        messages[received].msg_len = (unsigned)n;
+    }
+    return (int)received;
+}

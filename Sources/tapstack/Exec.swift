@@ -1,0 +1,84 @@
+import ArgumentParser
+import Glibc
+
+/// `tapstack exec`: run a program whose UDP sockets are the stack's, through
+/// the socket service and the LD_PRELOAD shim (as torsocks does for Tor).
+struct Exec: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a program with its UDP/IPv4 sockets on a running tapstack.",
+        discussion: """
+        The program is run with libtapstack-preload.so preloaded: its AF_INET \
+        datagram sockets are opened on the stack serving --socket (see 'tapstack \
+        run --socket'), so they send from the stack's address and receive what \
+        reaches it. Its other descriptors (TCP, IPv6, Unix sockets, files) are \
+        the system's. Statically linked programs cannot be preloaded.
+
+          tapstack exec -- nc -u 192.0.2.1 9000
+        """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The stack's socket service. (default: $TAPSTACK_SOCKET, else /run/tapstack/INTERFACE.sock)", valueName: "path"))
+    var socket: String?
+
+    @Option(name: .long, help: ArgumentHelp("The stack's TAP device, naming its default socket /run/tapstack/NAME.sock.", valueName: "name"))
+    var interface: String = "tap0"
+
+    @Option(name: .long, help: ArgumentHelp("The preload library. (default: libtapstack-preload.so beside this executable)", valueName: "path"))
+    var preload: String?
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The program and its arguments, after --.", valueName: "command"))
+    var command: [String] = []
+
+    func validate() throws {
+        guard !command.isEmpty else { throw ValidationError("give the program to run after --, e.g. tapstack exec -- nc -u 192.0.2.1 9000") }
+    }
+
+    /// The service path: --socket, else $TAPSTACK_SOCKET, else the interface's default.
+    var servicePath: String {
+        if let socket { return socket }
+        if let fromEnvironment = getenv("TAPSTACK_SOCKET").map({ String(cString: $0) }), !fromEnvironment.isEmpty {
+            return fromEnvironment
+        }
+        return "/run/tapstack/\(interface).sock"
+    }
+
+    func run() throws {
+        let path = servicePath
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            throw CleanFailure("no tapstack socket service at \(path): \(String(cString: strerror(errno))) (start 'tapstack run', or give --socket)")
+        }
+        guard status.st_mode & S_IFMT == S_IFSOCK else { throw CleanFailure("\(path) is not a socket") }
+        let library = preload ?? Self.besideExecutable("libtapstack-preload.so")
+        guard access(library, R_OK) == 0 else {
+            throw CleanFailure("cannot read the preload library \(library): \(String(cString: strerror(errno))) (build it with 'swift build', or give --preload)")
+        }
+        let absolute = library.hasPrefix("/") ? library : Self.currentDirectory() + "/" + library
+        let existing = getenv("LD_PRELOAD").map { String(cString: $0) } ?? ""
+        setenv("LD_PRELOAD", existing.isEmpty ? absolute : absolute + ":" + existing, 1)
+        setenv("TAPSTACK_SOCKET", path, 1)
+        // main() ignores SIGPIPE for the stack; the program gets the default back.
+        signal(SIGPIPE, SIG_DFL)
+        let arguments = command.map { strdup($0) } + [nil]
+        execvp(command[0], arguments)
+        let error = errno
+        printError("tapstack: error: cannot run \(command[0]): \(String(cString: strerror(error)))\n")
+        Glibc.exit(error == ENOENT ? 127 : 126)
+    }
+
+    /// `name` in the directory of the running executable.
+    static func besideExecutable(_ name: String) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return name }
+        let executable = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = executable.lastIndex(of: "/") else { return name }
+        return String(executable[..<slash]) + "/" + name
+    }
+
+    static func currentDirectory() -> String {
+        guard let directory = getcwd(nil, 0) else { return "." }
+        defer { free(directory) }
+        return String(cString: directory)
+    }
+}

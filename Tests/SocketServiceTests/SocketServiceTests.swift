@@ -1,0 +1,212 @@
+import Glibc
+import Link
+import SocketService
+import Sockets
+import Stack
+import TapstackClient
+import Testing
+import TestSupport
+import Wire
+
+/// A stack over a memory link (the test plays the wire) serving its sockets
+/// at a fresh path; clients are `TapstackClient.UDPSocket`s in this process,
+/// which talk to it exactly as another process would.
+final class ServedHost {
+    let link = MemoryLink(capacity: 256)
+    let host: NetworkHost
+    let service: SocketService
+    let path: String
+    private var stopped = false
+
+    init(maximumSockets: Int = 1024) throws {
+        host = NetworkHost(configuration: .standard, link: link)
+        host.start()
+        _ = link.nextTransmitted()  // the gratuitous ARP
+        path = "/tmp/tapstack-svc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        service = try SocketService(host: host, path: path, maximumSockets: maximumSockets)
+        service.start()
+    }
+
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        service.stop()
+        host.stop()
+    }
+
+    deinit { stop() }
+
+    /// Teaches the stack the peer's MAC and swallows the ARP reply.
+    func learnPeer() {
+        link.inject(FrameBuilder.arp(.request))
+        _ = link.nextTransmitted()
+    }
+
+    /// Waits until the service has `count` sockets open (it releases them on its own thread).
+    func waitForOpenSockets(_ count: Int) -> Bool {
+        for _ in 0..<200 where service.openSockets != count { usleep(5_000) }
+        return service.openSockets == count
+    }
+}
+
+let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
+
+@Suite(.serialized) struct SocketServiceTests {
+    @Test func aDatagramForTheClientsPortReachesItWithItsSource() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }
+        served.link.inject(Captured.udpRequest)
+        let datagram = try socket.receive(timeout: .seconds(5))
+        #expect(datagram.payload == Array("hello\n".utf8))
+        #expect(datagram.source == peer)
+    }
+
+    @Test func whatTheClientSendsLeavesOnTheLinkByteForByte() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(try socket.send(Array("hello\n".utf8), to: peer) == 6)
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        // UDP header (ports, length, checksum) and payload as the captured reply.
+        #expect(Array(frame[34..<48]) == Array(Captured.udpReply[34..<48]))
+        #expect(Array(frame[26..<34]) == Array(Captured.udpReply[26..<34]))  // IP source and destination
+    }
+
+    @Test func connectedSocketSendsToItsPeerAndNamesBothEnds() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        #expect(socket.localAddress == nil)
+        #expect(socket.remoteAddress == nil)
+        #expect(throws: SocketError.notConnected) { try socket.send([1]) }
+        try socket.bind(port: 7)
+        try socket.connect(to: peer)
+        #expect(socket.localAddress == SocketAddress(.any, 7))
+        #expect(socket.remoteAddress == peer)
+        try socket.send(Array("hello\n".utf8))
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(frame[34..<48]) == Array(Captured.udpReply[34..<48]))
+        socket.disconnect()
+        #expect(socket.remoteAddress == nil)
+    }
+
+    @Test func addressErrorsAreReportedOnTheCall() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        #expect(throws: SocketError.networkUnreachable) { try socket.send([1], to: SocketAddress(IPv4Address(10, 0, 0, 1), 9)) }
+        #expect(throws: SocketError.networkUnreachable) { try socket.send([1], to: SocketAddress(IPv4Address(127, 0, 0, 1), 9)) }
+        #expect(throws: SocketError.messageTooLong) { try socket.send([UInt8](repeating: 0, count: 65508), to: peer) }
+        #expect(throws: SocketError.invalidArgument) { try socket.send([1], to: SocketAddress(IPv4Address(192, 0, 2, 1), 0)) }
+        let broadcast = SocketAddress(IPv4Address(192, 0, 2, 255), 9)
+        #expect(throws: SocketError.permissionDenied) { try socket.send([1], to: broadcast) }
+        socket.allowsBroadcast = true
+        #expect(socket.allowsBroadcast)
+        #expect(try socket.send([1], to: broadcast) == 1)
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(frame[0..<6]) == [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        socket.dontFragment = true
+        #expect(throws: SocketError.messageTooLong) { try socket.send([UInt8](repeating: 0, count: 1473), to: peer) }
+    }
+
+    @Test func portsAreSharedWithInProcessSocketsAndFreedOnClose() throws {
+        let served = try ServedHost()
+        let local = Sockets.UDPSocket(host: served.host)
+        try local.bind(port: 9000)
+        let remote = try TapstackClient.UDPSocket(servicePath: served.path)
+        #expect(throws: SocketError.addressInUse) { try remote.bind(port: 9000) }
+        try remote.bind(port: 9001)
+        #expect(served.service.openSockets == 1)
+        remote.close()
+        #expect(served.waitForOpenSockets(0))
+        let again = Sockets.UDPSocket(host: served.host)
+        try again.bind(port: 9001)
+    }
+
+    @Test func optionsRoundTrip() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        socket.reuseAddress = true
+        #expect(socket.reuseAddress)
+        socket.receiveBufferSize = 8192
+        #expect(socket.receiveBufferSize == 8192)
+        socket.receiveBufferSize = 1
+        #expect(socket.receiveBufferSize == UDPEndpoint.receiveBufferLimits.lowerBound)
+        #expect(socket.takeError() == nil)
+    }
+
+    @Test func asyncReceiveSuspendsUntilADatagramArrives() async throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        let link = served.link
+        let injector = JoinableThread(name: "injector") {
+            usleep(100_000)
+            link.inject(Captured.udpRequest)
+        }
+        let datagram = try await socket.receiveNext()
+        injector.join()
+        #expect(datagram.payload == Array("hello\n".utf8))
+    }
+
+    @Test func aStoppedServiceFailsCallsInsteadOfHanging() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        served.stop()
+        #expect(access(served.path, F_OK) != 0)
+        #expect(throws: SocketError.networkUnreachable) { try socket.receive(timeout: .seconds(2)) }
+        #expect(throws: SocketError.networkUnreachable) { try TapstackClient.UDPSocket(servicePath: served.path) }
+    }
+
+    @Test func socketsBeyondTheBoundAreRefused() throws {
+        let served = try ServedHost(maximumSockets: 2)
+        let first = try TapstackClient.UDPSocket(servicePath: served.path)
+        let second = try TapstackClient.UDPSocket(servicePath: served.path)
+        #expect(throws: SocketError.noPortsAvailable) { try TapstackClient.UDPSocket(servicePath: served.path) }
+        #expect(served.service.counters.refusedTooMany.load(ordering: .relaxed) == 1)
+        first.close()
+        #expect(served.waitForOpenSockets(1))
+        _ = try TapstackClient.UDPSocket(servicePath: served.path)
+        _ = second
+    }
+
+    @Test func aPathInUseOrNotASocketIsRefusedWithAReason() throws {
+        let served = try ServedHost()
+        #expect(throws: ServiceError.inUse(path: served.path)) {
+            _ = try SocketService(host: served.host, path: served.path)
+        }
+        let file = served.path + ".file"
+        close(open(file, O_CREAT | O_WRONLY, 0o600))
+        defer { unlink(file) }
+        #expect(throws: ServiceError.notASocket(path: file)) {
+            _ = try SocketService(host: served.host, path: file)
+        }
+    }
+
+    @Test func aClientThatStopsReadingLosesNothingUncounted() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        // The client reads nothing while 3000 datagrams arrive: its channel
+        // fills, then the stack's queue, then the stack drops and counts.
+        var injected = 0
+        while injected < 3000 {
+            if served.link.inject(Captured.udpRequest) { injected += 1 } else { usleep(1000) }
+        }
+        for _ in 0..<500 {
+            let counters = served.host.counters
+            if counters[.udpRxDelivered] + counters[.udpDropQueueFull] == 3000 { break }
+            usleep(10_000)
+        }
+        var received: UInt64 = 0
+        while (try? socket.receive(timeout: .milliseconds(500))) != nil { received += 1 }
+        let counters = served.host.counters
+        #expect(counters[.udpRxDelivered] + counters[.udpDropQueueFull] == 3000)
+        #expect(counters[.udpDropQueueFull] > 0)
+        // Every datagram the stack queued reached the client.
+        #expect(received == counters[.udpRxDelivered])
+    }
+}

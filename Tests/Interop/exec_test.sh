@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Other programs on the stack through the socket service: `tapstack exec`
+# runs unmodified nc and python3 with the preload shim; the kernel side of
+# the TAP (192.0.2.1) talks to them as to any host at 192.0.2.2.
+source "$(dirname "$0")/lib.sh"
+
+SOCK=$WORK/tapstack.sock
+start_stack --socket "$SOCK" --pcap "$WORK/run.pcap" || { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.05; done
+EXEC=("$BIN" exec --socket "$SOCK" --)
+
+socket_is_private() {
+    local mode
+    mode=$(stat -c %a "$SOCK") || return 1
+    echo "mode $mode"
+    [ "$mode" = 660 ]
+}
+
+# Kernel-side UDP echo on 192.0.2.1:9100 for the python checks (no shim).
+# Started with ip netns exec itself, not through a shell function, so that
+# $! is the program's own PID.
+ip netns exec "$NS" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.1", 9100))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(data, peer)
+' &
+ECHO_PID=$!
+trap 'kill $ECHO_PID 2>/dev/null; cleanup' EXIT
+
+nc_client_reaches_kernel_listener() {
+    in_ns timeout 10 nc -n -u -l -v 192.0.2.1 9000 >"$WORK/listener.out" 2>"$WORK/listener.err" &
+    local listener=$!
+    sleep 0.3
+    echo "hello from tapstack exec" | in_ns timeout 10 "${EXEC[@]}" nc -u -w1 192.0.2.1 9000
+    local status=$?
+    sleep 0.3
+    kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
+    echo "exec status $status; listener got '$(cat "$WORK/listener.out")'; $(cat "$WORK/listener.err")"
+    [ "$status" = 0 ] && [ "$(cat "$WORK/listener.out")" = "hello from tapstack exec" ] &&
+        grep -q "Connection received on 192.0.2.2 " "$WORK/listener.err"
+}
+
+pcap_shows_the_stack_as_source() {
+    local out
+    out=$(tcpdump -n -r "$WORK/run.pcap" udp port 9000 2>/dev/null)
+    echo "$out"
+    grep -qE "192\.0\.2\.2\.[0-9]+ > 192\.0\.2\.1\.9000: " <<<"$out"
+}
+
+nc_listener_under_exec_talks_both_ways() {
+    # The stack side listens (nc -l under exec); the kernel's nc sends first,
+    # then the listener answers on the same flow.
+    ( sleep 1.5; echo "reply from the stack side" ) | in_ns timeout 10 "${EXEC[@]}" nc -u -l 9001 >"$WORK/stackside.out" &
+    local listener=$!
+    sleep 0.5
+    ( echo "hello stack side"; sleep 2.5 ) | in_ns timeout 10 nc -n -u 192.0.2.2 9001 >"$WORK/kernelside.out"
+    kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
+    echo "stack side got '$(cat "$WORK/stackside.out")'; kernel side got '$(cat "$WORK/kernelside.out")'"
+    [ "$(cat "$WORK/stackside.out")" = "hello stack side" ] && [ "$(cat "$WORK/kernelside.out")" = "reply from the stack side" ]
+}
+
+python_socket_api_works() {
+    in_ns timeout 20 "${EXEC[@]}" python3 - <<'PY'
+import errno, select, socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
+s.bind(("0.0.0.0", 0))
+address, port = s.getsockname()
+assert address == "0.0.0.0" and 49152 <= port <= 65535, (address, port)
+s.settimeout(2)
+s.sendto(b"one" * 100, ("192.0.2.1", 9100))
+data, peer = s.recvfrom(4096)
+assert data == b"one" * 100 and peer == ("192.0.2.1", 9100), (data, peer)
+# select: nothing waiting, then a datagram waiting.
+assert select.select([s], [], [], 0.2)[0] == []
+s.sendto(b"two", ("192.0.2.1", 9100))
+assert select.select([s], [], [], 2)[0] == [s]
+assert s.recvfrom(4096) == (b"two", ("192.0.2.1", 9100))
+# recvfrom with a timeout and nothing coming: socket.timeout after about that long.
+s.settimeout(0.3)
+start = time.monotonic()
+try:
+    s.recvfrom(4096)
+    raise AssertionError("expected a timeout")
+except socket.timeout:
+    assert 0.25 <= time.monotonic() - start < 2
+# Errors POSIX reports on the call.
+for destination, expected in ((("10.9.9.9", 9), errno.ENETUNREACH), (("192.0.2.255", 9), errno.EACCES)):
+    try:
+        s.sendto(b"x", destination)
+        raise AssertionError("sendto %s should fail" % (destination,))
+    except OSError as e:
+        assert e.errno == expected, (destination, e)
+try:
+    s.sendto(b"x" * 65508, ("192.0.2.1", 9100))
+    raise AssertionError("expected EMSGSIZE")
+except OSError as e:
+    assert e.errno == errno.EMSGSIZE, e
+# A connected socket: send/recv, getpeername.
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(("192.0.2.1", 9100))
+assert c.getpeername() == ("192.0.2.1", 9100)
+c.settimeout(2)
+c.send(b"three")
+assert c.recv(100) == b"three"
+# A 1472-byte datagram and a fragmented 4000-byte one come back whole.
+for size in (1472, 4000):
+    c.send(bytes(range(256)) * (size // 256) + bytes(size % 256))
+    assert len(c.recv(65535)) == size
+print("python socket API through tapstack exec: ok")
+PY
+}
+
+counter() { kill -USR1 "$STACK_PID"; sleep 0.3; sed -n "s/^$1 //p" "$WORK/stack.err" | tail -n 1; }
+
+killed_program_leaves_nothing_behind() {
+    # A program bound to 9200 sending as fast as it can is killed with SIGKILL.
+    ip netns exec "$NS" "${EXEC[@]}" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9200))
+while True:
+    try:
+        s.sendto(b"x" * 1000, ("192.0.2.1", 9300))
+    except OSError:
+        pass
+' &
+    local sender=$!
+    sleep 1
+    kill -KILL "$sender"; wait "$sender" 2>/dev/null
+    sleep 0.5
+    local opened released
+    opened=$(counter service.sockets_opened)
+    released=$(counter service.sockets_released)
+    echo "opened $opened released $released"
+    [ -n "$opened" ] && [ "$opened" = "$released" ] || return 1
+    # Its port is free again.
+    in_ns timeout 10 "${EXEC[@]}" python3 -c '
+import socket
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("0.0.0.0", 9200))
+print("port 9200 bound again")'
+}
+
+two_programs_at_once() {
+    local script='
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+tag = sys.argv[1].encode()
+for i in range(300):
+    s.sendto(tag + str(i).encode(), ("192.0.2.1", 9100))
+    data, _ = s.recvfrom(100)
+    assert data == tag + str(i).encode(), data
+print(sys.argv[1], "300 echoes")'
+    in_ns timeout 30 "${EXEC[@]}" python3 -c "$script" first &
+    local a=$!
+    in_ns timeout 30 "${EXEC[@]}" python3 -c "$script" second &
+    local b=$!
+    wait "$a" && wait "$b"
+}
+
+missing_service_is_a_clear_error() {
+    local out status
+    out=$(in_ns "$BIN" exec --socket "$WORK/nothing.sock" -- true 2>&1); status=$?
+    echo "$out (status $status)"
+    [ "$status" != 0 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q "no tapstack socket service at $WORK/nothing.sock" <<<"$out"
+}
+
+check "the service socket has mode 0660" socket_is_private
+check "tapstack exec -- nc -u 192.0.2.1 9000 reaches the kernel's nc -u -l from 192.0.2.2" nc_client_reaches_kernel_listener
+check "the stack's pcap shows 192.0.2.2 sending to 192.0.2.1:9000" pcap_shows_the_stack_as_source
+check "tapstack exec -- nc -u -l 9001 receives from the kernel and answers it" nc_listener_under_exec_talks_both_ways
+check "python3 sendto, recvfrom with timeout, select and errors through tapstack exec" python_socket_api_works
+check "a program killed mid-transfer leaves no socket or port behind" killed_program_leaves_nothing_behind
+check "two programs use the stack at once" two_programs_at_once
+check "exec without a service fails with one line" missing_service_is_a_clear_error
+stop_stack TERM
+check "the socket file is removed at exit" test ! -e "$SOCK"
+finish

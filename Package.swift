@@ -50,6 +50,7 @@ let package = Package(
         .executableTarget(name: "EchoBlocking", dependencies: ["Sockets"], path: "Examples/EchoBlocking"),
         .executableTarget(name: "EchoCallbacks", dependencies: ["Sockets"], path: "Examples/EchoCallbacks"),
         .executableTarget(name: "EchoAsync", dependencies: ["Sockets"], path: "Examples/EchoAsync"),
+        .executableTarget(name: "EchoOverService", dependencies: ["TapstackClient", "Sockets"], path: "Examples/EchoOverService"),
 
         // Shared test vectors (captured frames) and helpers.
         .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),

@@ -6,7 +6,9 @@
 # Everything runs in a network namespace made here and removed afterwards.
 #
 # Targets: reflector; tapstack (default driver: io_uring batches);
-#          tapstack-syscalls (--link-io syscalls: one read/write per frame).
+#          tapstack-syscalls (--link-io syscalls: one read/write per frame);
+#          tapstack-service (the echo in another process, EchoOverService,
+#          through the socket service with TapstackClient).
 # Knobs: ROUNDS (3), SECONDS_PER_TEST (2), PINGPONG_COUNT (20000),
 #        SIZES ("64 1400"), WINDOWS ("1 16 64"), TARGETS, OUT (results directory).
 set -uo pipefail
@@ -16,10 +18,11 @@ SECS=${SECONDS_PER_TEST:-2}
 PP_COUNT=${PINGPONG_COUNT:-20000}
 SIZES=${SIZES:-"64 1400"}
 WINDOWS=${WINDOWS:-"1 16 64"}
-TARGETS=${TARGETS:-"reflector tapstack tapstack-syscalls"}
+TARGETS=${TARGETS:-"reflector tapstack tapstack-syscalls tapstack-service"}
 OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
 BENCH_BIN=.build/bench
 TAPSTACK=${TAPSTACK_BIN:-.build/release/tapstack}
+ECHO_CLIENT=${ECHO_CLIENT_BIN:-$(dirname "$TAPSTACK")/EchoOverService}
 NS="bench-$$"
 TAP=btap0
 [ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespace, TAP device)" >&2; exit 2; }
@@ -30,7 +33,13 @@ RESULTS=$OUT/results.txt
 : >"$RESULTS"
 
 SERVER_PID=""
+CLIENT_PID=""
 cleanup() {
+    if [ -n "$CLIENT_PID" ]; then
+        kill -TERM "$CLIENT_PID" 2>/dev/null
+        wait "$CLIENT_PID" 2>/dev/null
+        CLIENT_PID=""
+    fi
     if [ -n "$SERVER_PID" ]; then
         kill -TERM "$SERVER_PID" 2>/dev/null
         for _ in $(seq 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -52,8 +61,17 @@ start_target() {  # reflector|tapstack|tapstack-syscalls
         reflector) ip netns exec "$NS" "$BENCH_BIN/tap-reflector" "$TAP" >>"$OUT/server.log" 2>&1 & ;;
         tapstack) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
         tapstack-syscalls) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --link-io syscalls >>"$OUT/server.log" 2>&1 & ;;
+        tapstack-service) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/service.sock" >>"$OUT/server.log" 2>&1 & ;;
     esac
     SERVER_PID=$!
+    if [ "$1" = tapstack-service ]; then
+        for _ in $(seq 100); do [ -S "$OUT/service.sock" ] && break; sleep 0.05; done
+        : >"$OUT/client.log"
+        ip netns exec "$NS" "$ECHO_CLIENT" "$OUT/service.sock" 7 >>"$OUT/client.log" 2>&1 &
+        CLIENT_PID=$!
+        for _ in $(seq 100); do grep -q echoing "$OUT/client.log" && break; sleep 0.05; done
+        grep -q echoing "$OUT/client.log" || { echo "EchoOverService did not start: $(cat "$OUT/client.log")" >&2; return 1; }
+    fi
     for _ in $(seq 100); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
     ip -n "$NS" link set "$TAP" up
     ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
@@ -93,6 +111,7 @@ for line in open(sys.argv[1]):
         values[(target, metric)].append(float(value))
 targets = [t for t in sys.argv[3:] if any(k[0] == t for k in values)]
 others = [t for t in targets if t != "reflector"]
+extra = "tapstack-service" in targets and "tapstack" in targets
 metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
 print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
 print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl"}.get(t, t[:9]) for t in others))
@@ -101,7 +120,10 @@ for metric in metrics:
     row = "%-20s" % metric + "".join("%19s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)
     r = medians.get("reflector")
     row += "".join("%9.2fx" % (medians[t] / r) if r and t in medians else "%10s" % "-" for t in others)
+    if extra:
+        row += "%9.2fx" % (medians["tapstack-service"] / medians["tapstack"]) if medians.get("tapstack") and "tapstack-service" in medians else "%10s" % "-"
     print(row)
-print("(latency: lower is better, ratio <= 1.5 wanted; throughput: higher is better, ratio >= 0.8 wanted)")
+print("(latency: lower is better, ratio <= 1.5 wanted; throughput: higher is better, ratio >= 0.8 wanted;")
+print(" svc/ts: the echo in another process through the socket service against the in-process echo)")
 PY
 echo "raw results in $OUT" >&2

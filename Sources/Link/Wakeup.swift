@@ -33,6 +33,25 @@ public final class Wakeup: Sendable {
     /// Wakes the sleeper unconditionally (used to stop it).
     public func forceSignal() { ctun_eventfd_signal(fd) }
 
+    /// For a sleeper that waits on `fd` in its own poll or epoll set: announces
+    /// the sleep, then looks for work once more. Returns false (sleep
+    /// cancelled) when `hasWork` is true; otherwise sleep, then `endSleep()`.
+    public func beginSleep(unless hasWork: () -> Bool) -> Bool {
+        sleeping.store(true, ordering: .sequentiallyConsistent)
+        if hasWork() {
+            sleeping.store(false, ordering: .sequentiallyConsistent)
+            return false
+        }
+        return true
+    }
+
+    /// Ends a sleep begun with `beginSleep`: no more signals are sent, and a
+    /// signal already sent is cleared.
+    public func endSleep() {
+        sleeping.store(false, ordering: .sequentiallyConsistent)
+        ctun_eventfd_drain(fd)
+    }
+
     /// Sleeps until signalled or the timeout passes, unless `hasWork` is
     /// already true after announcing the sleep. A negative timeout waits forever.
     /// `extraFD`, if not -1, also ends the sleep when it polls with `extraEvents`.

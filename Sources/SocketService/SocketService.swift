@@ -43,6 +43,7 @@ public final class SocketService: @unchecked Sendable {
     private static let slotSize = 65536
     private static let headerSize = MemoryLayout<tsp_datagram_header>.size
     private static let listenTag: UInt64 = 0
+    private static let wakeupTag: UInt64 = 3
     private static func tag(_ id: UInt64, data: Bool) -> UInt64 { id << 2 | (data ? 2 : 1) }
 
     /// Listens at `path` (mode 0660), making its directory if missing and
@@ -59,6 +60,7 @@ public final class SocketService: @unchecked Sendable {
         fromClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
+        _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
     }
 
     /// Makes the directory and clears a stale socket file.
@@ -112,15 +114,25 @@ public final class SocketService: @unchecked Sendable {
         let tags = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
         let events = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
         defer { tags.deallocate(); events.deallocate() }
+        // Spinning before sleeping (as the driver and stack threads do) was
+        // measured and did not pay here: the client's wake-ups dominate.
+        var idle = false
         while !stopping.load(ordering: .relaxed) {
-            let count = Int(tsv_epoll_wait(epollFD, tags, events, Int32(capacity), 0))
-            for index in 0..<max(count, 0) { handle(tag: tags[index], events: events[index]) }
-            let hadNews = serveNews()
-            if count <= 0 && !hadNews {
-                news.wakeup.wait(timeoutMilliseconds: -1, extraFD: epollFD, extraEvents: Int16(POLLIN)) {
-                    news.pending.load(ordering: .sequentiallyConsistent) || stopping.load(ordering: .relaxed)
-                }
+            // Sleep in epoll only when the last round found nothing; the
+            // stack's news arrives through the wake-up's eventfd in the same set.
+            var timeout: Int32 = 0
+            if idle && news.wakeup.beginSleep(unless: {
+                news.pending.load(ordering: .sequentiallyConsistent) || stopping.load(ordering: .relaxed)
+            }) {
+                timeout = -1
             }
+            let count = Int(tsv_epoll_wait(epollFD, tags, events, Int32(capacity), timeout))
+            if timeout == -1 { news.wakeup.endSleep() }
+            for index in 0..<max(count, 0) where tags[index] != Self.wakeupTag {
+                handle(tag: tags[index], events: events[index])
+            }
+            let hadNews = serveNews()
+            idle = count <= 0 && !hadNews
         }
     }
 
@@ -327,39 +339,67 @@ public final class SocketService: @unchecked Sendable {
                 if errno != EAGAIN { release(client) }
                 return
             }
-            for index in 0..<count {
-                let length = Int(tsv_batch_length(fromClients, UInt32(index)))
-                if length == 0 {  // end of file: the client closed its descriptor
-                    release(client)
-                    return
-                }
-                let slot = UnsafeRawPointer(tsv_batch_slot(fromClients, UInt32(index))!)
-                guard length >= Self.headerSize, tsv_batch_truncated(fromClients, UInt32(index)) == 0 else {
-                    counters.badDatagrams.add(1, ordering: .relaxed)
-                    continue
-                }
-                let header = slot.loadUnaligned(as: tsp_datagram_header.self)
-                guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else {
-                    counters.badDatagrams.add(1, ordering: .relaxed)
-                    continue
-                }
-                let payload = UnsafeRawBufferPointer(start: slot + Self.headerSize, count: length - Self.headerSize)
-                if !send(payload, header: header, on: socket, for: client) {
-                    // The link is full: keep this one and the rest of the batch.
-                    client.waitingForStack.append((header, Array(payload)))
-                    for rest in (index + 1)..<count {
-                        let restLength = Int(tsv_batch_length(fromClients, UInt32(rest)))
-                        let restSlot = UnsafeRawPointer(tsv_batch_slot(fromClients, UInt32(rest))!)
-                        guard restLength >= Self.headerSize, tsv_batch_truncated(fromClients, UInt32(rest)) == 0 else { continue }
-                        let restHeader = restSlot.loadUnaligned(as: tsp_datagram_header.self)
-                        client.waitingForStack.append((restHeader, Array(UnsafeRawBufferPointer(start: restSlot + Self.headerSize, count: restLength - Self.headerSize))))
+            var next = 0
+            var hungUp = false
+            var errors: [SocketError] = []
+            let batch = fromClients
+            let counters = self.counters
+            // Yields each well-formed datagram of the batch in order.
+            func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?)? {
+                while next < count {
+                    let index = next
+                    next += 1
+                    let length = Int(tsv_batch_length(batch, UInt32(index)))
+                    if length == 0 {  // end of file: the client closed its descriptor
+                        hungUp = true
+                        next = count
+                        return nil
                     }
-                    setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
-                    return
+                    guard let datagram = Self.datagram(in: batch, at: index, length: length) else {
+                        counters.badDatagrams.add(1, ordering: .relaxed)
+                        continue
+                    }
+                    return (index, datagram.payload, datagram.destination)
                 }
+                return nil
+            }
+            var current = 0
+            let (taken, blocked) = socket.send(batch: {
+                guard let (index, payload, destination) = nextDatagram() else { return nil }
+                current = index
+                return (payload, destination)
+            }, failed: { errors.append($0) })
+            counters.datagramsSent.add(UInt64(taken - errors.count), ordering: .relaxed)
+            counters.sendErrors.add(UInt64(errors.count), ordering: .relaxed)
+            for error in errors { queueError(error, for: client) }
+            if blocked {
+                // The link is full: keep this datagram and the rest of the batch.
+                for index in current..<count {
+                    let length = Int(tsv_batch_length(fromClients, UInt32(index)))
+                    guard length > 0, let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
+                    client.waitingForStack.append((datagram.header, Array(datagram.payload)))
+                }
+                setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
+                return
+            }
+            if hungUp {
+                release(client)
+                return
             }
             if count < Int(Self.batchCount) { return }
         }
+    }
+
+    /// The datagram in slot `index` of `batch`, or nil when malformed.
+    private static func datagram(in batch: OpaquePointer, at index: Int, length: Int)
+        -> (header: tsp_datagram_header, payload: UnsafeRawBufferPointer, destination: SocketAddress?)? {
+        guard length >= headerSize, tsv_batch_truncated(batch, UInt32(index)) == 0 else { return nil }
+        let slot = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!)
+        let header = slot.loadUnaligned(as: tsp_datagram_header.self)
+        guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else { return nil }
+        let destination = header.address == 0 && header.port == 0
+            ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
+        return (header, UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination)
     }
 
     /// Sends one datagram; false when the link is full (nothing sent).
@@ -418,24 +458,23 @@ public final class SocketService: @unchecked Sendable {
             client.waitingForClient.removeFirst()
         }
         setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
+        let batch = toClients
+        let headerSize = Self.headerSize, slotSize = Self.slotSize
         while true {
             var count: UInt32 = 0
             var failed: SocketError?
-            while count < Self.batchCount {
-                let slot = tsv_batch_slot(toClients, count)!
-                let payload = UnsafeMutableRawBufferPointer(start: slot + Self.headerSize, count: Self.slotSize - Self.headerSize)
-                do throws(SocketError) {
-                    let (length, source) = try socket.receive(into: payload)
+            do throws(SocketError) {
+                count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
+                    UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
+                }, received: { index, length, source in
                     var header = tsp_datagram_header()
                     header.address = source.address.rawValue.bigEndian
                     header.port = source.port
-                    slot.storeBytes(of: header, as: tsp_datagram_header.self)
-                    tsv_batch_set_length(toClients, count, UInt32(Self.headerSize + min(length, payload.count)))
-                    count += 1
-                } catch {
-                    if error != .wouldBlock && error != .closed { failed = error }
-                    break
-                }
+                    tsv_batch_slot(batch, UInt32(index))!.storeBytes(of: header, as: tsp_datagram_header.self)
+                    tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + min(length, slotSize - headerSize)))
+                }))
+            } catch {
+                if error != .wouldBlock && error != .closed { failed = error }
             }
             if count > 0 {
                 let sent = max(0, Int(tsv_batch_send(client.data, toClients, 0, count)))

@@ -181,6 +181,33 @@ public final class UDPSocket: Sendable {
         }
     }
 
+    /// Sends datagrams one after another under a single hold of the stack
+    /// (one lock round trip and one link wake-up for the batch), without
+    /// waiting. `next` gives each payload and destination (nil: the peer),
+    /// or nil when there are no more; it and `failed` run inside the stack
+    /// and must not call this socket.
+    /// - Returns: how many were taken (sent, or failed and reported to
+    ///   `failed`), and whether the link filled up: the datagram after
+    ///   those was not sent and should be offered again once `.writable`.
+    public func send(batch next: () -> (UnsafeRawBufferPointer, SocketAddress?)?,
+                     failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        let now = monotonicNow()
+        return host.withStack { stack in
+            var taken = 0
+            while let (payload, destination) = next() {
+                do throws(SocketError) {
+                    try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
+                } catch .wouldBlock {
+                    return (taken, true)
+                } catch {
+                    failed(error)
+                }
+                taken += 1
+            }
+            return (taken, false)
+        }
+    }
+
     private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         let now = monotonicNow()
         try host.withStack { stack throws(SocketError) in
@@ -205,6 +232,34 @@ public final class UDPSocket: Sendable {
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
         let info = try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint, into: buffer) }
         return (info.length, SocketAddress(info.source, info.sourcePort))
+    }
+
+    /// Copies up to `maximum` queued datagrams out under a single hold of
+    /// the stack, without waiting: the i-th into `buffer(i)`, then
+    /// `received(i, length, source)` (a longer datagram is cut; `length` is
+    /// its full length). Both closures run inside the stack.
+    /// - Returns: how many were copied (0 when none was queued).
+    /// - Throws: an asynchronous error, only when it is the first thing
+    ///   found (otherwise the next call reports it); `.closed`.
+    public func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                        received: (Int, Int, SocketAddress) -> Void) throws(SocketError) -> Int {
+        try host.withStack { stack throws(SocketError) in
+            var count = 0
+            // An error waiting behind datagrams already copied stays for the next call.
+            while count < maximum && (count == 0 || endpoint.pendingError == nil) {
+                do throws(SocketError) {
+                    let info = try stack.receive(from: endpoint, into: buffer(count))
+                    received(count, info.length, SocketAddress(info.source, info.sourcePort))
+                    count += 1
+                } catch .wouldBlock {
+                    break
+                } catch {
+                    if count == 0 { throw error }
+                    break
+                }
+            }
+            return count
+        }
     }
 
     /// Waits for a datagram for at most `timeout` (nil: forever), sleeping

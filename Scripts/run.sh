@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 NS=${NS:-tapstack}
 TAP=${TAP:-tap0}
 BIN=${TAPSTACK_BIN:-.build/release/tapstack}
+ABS_BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "make run needs root (it creates a network namespace and a TAP device)." >&2
@@ -35,6 +36,8 @@ tapstack is up in network namespace '$NS' on $TAP: 192.0.2.2/24, MAC 02:00:00:00
 In another shell:
     ip netns exec $NS ping -c 3 192.0.2.2
     echo hello | ip netns exec $NS nc -u -w1 192.0.2.2 7
+    ip netns exec $NS nc -u -l 9000             # the kernel listens on 192.0.2.1; then, in a third shell,
+    echo hi | ip netns exec $NS $ABS_BIN exec -- nc -u -w1 192.0.2.1 9000   # nc over the stack, from 192.0.2.2
     ip netns exec $NS tcpdump -n -i $TAP
     kill -USR1 \$(pgrep -f 'tapstack run')     # print the counters
 Press Ctrl-C to stop.

@@ -29,6 +29,10 @@ ctun_batch *ctun_batch_open(int fd, unsigned capacity, int *err) {
 
 void ctun_batch_close(ctun_batch *batch) {
     if (!batch) return;
+    /* The ring's teardown is asynchronous in the kernel, and until it ends
+     * its registered file keeps the TAP fd open, and with it a device this
+     * process created. Unregistering drops that reference now. */
+    io_uring_unregister_files(&batch->ring);
     io_uring_queue_exit(&batch->ring);
     free(batch);
 }

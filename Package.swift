@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "CPcap", "TestSupport"]),
         .testTarget(name: "StackTests", dependencies: ["Stack", "Wire", "TestSupport"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire", "TestSupport"]),
-        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -308,7 +308,6 @@ int shutdown(int fd, int how) {
     if (!shared) return REAL(shutdown)(fd, how);
     /* The data channel must stay open (the service would release the
      * socket), so a UDP shutdown only checks, as Linux does, for a peer. */
-    view(shared, fd);
     pthread_mutex_lock(&shared->lock);
     int connected = shared->socket.connected;
     pthread_mutex_unlock(&shared->lock);
@@ -499,11 +498,13 @@ ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
 int recvmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags, struct timespec *timeout) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recvmmsg)(fd, messages, count, flags, timeout);
+    /* The first receive waits as the flags say; the rest take only what is
+     * already there (as MSG_WAITFORONE asks; `timeout` is not supported). */
+    (void)timeout;
     unsigned received = 0;
     for (; received < count; received++) {
-        int each = received ? flags | MSG_DONTWAIT : flags & ~MSG_WAITFORONE;
-        if (flags & MSG_WAITFORONE && received) each |= MSG_DONTWAIT;
-        ssize_t n = recvmsg(fd, &messages[received].msg_hdr, each & ~MSG_WAITFORONE);
+        int each = (flags & ~MSG_WAITFORONE) | (received ? MSG_DONTWAIT : 0);
+        ssize_t n = recvmsg(fd, &messages[received].msg_hdr, each);
         if (n < 0) return received ? (int)received : -1;
         messages[received].msg_len = (unsigned)n;
     }

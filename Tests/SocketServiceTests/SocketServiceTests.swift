@@ -3,6 +3,7 @@ import Link
 import SocketService
 import Sockets
 import Stack
+import CTapstackChannel
 import TapstackClient
 import Testing
 import TestSupport
@@ -208,5 +209,72 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         #expect(counters[.udpDropQueueFull] > 0)
         // Every datagram the stack queued reached the client.
         #expect(received == counters[.udpRxDelivered])
+    }
+}
+
+/// A client that does not follow the protocol gets errors and counted drops, never a crash.
+@Suite(.serialized) struct HostileClientTests {
+    /// A raw control connection to the service.
+    static func connectRaw(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(connected == 0)
+        return fd
+    }
+
+    static func call(_ fd: Int32, _ bytes: [UInt8]) -> tsp_reply? {
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var reply = tsp_reply()
+        let n = withUnsafeMutableBytes(of: &reply) { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n == MemoryLayout<tsp_reply>.size ? reply : nil
+    }
+
+    @Test func malformedRequestsGetAnErrorAndTheConnectionStaysUsable() throws {
+        let served = try ServedHost()
+        let fd = try Self.connectRaw(served.path)
+        defer { close(fd) }
+        // Too short, wrong version, unknown operation, an operation before open.
+        #expect(Self.call(fd, [1, 2, 3])?.error == EPROTO)
+        var request = tsp_request()
+        request.version = 99
+        request.op = UInt16(TSP_OPEN.rawValue)
+        #expect(Self.call(fd, withUnsafeBytes(of: request) { Array($0) })?.error == EPROTO)
+        request.version = UInt16(TSP_VERSION)
+        request.op = UInt16(TSP_BIND.rawValue)
+        #expect(Self.call(fd, withUnsafeBytes(of: request) { Array($0) })?.error == EBADF)
+        request.op = 200
+        #expect(Self.call(fd, withUnsafeBytes(of: request) { Array($0) })?.error == EBADF)
+        #expect(served.service.counters.badRequests.load(ordering: .relaxed) == 2)
+        // A proper open still works on the same connection. This client does
+        // not take the data channel passed with the reply, so the kernel
+        // closes it, and the service frees the socket again.
+        request.op = UInt16(TSP_OPEN.rawValue)
+        #expect(Self.call(fd, withUnsafeBytes(of: request) { Array($0) })?.error == 0)
+        #expect(served.service.counters.socketsOpened.load(ordering: .relaxed) == 1)
+        #expect(served.waitForOpenSockets(0))
+        #expect(served.service.counters.socketsReleased.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func malformedDatagramsAreDroppedAndCounted() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        // Shorter than the header, and an unknown kind: dropped, counted.
+        _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        var header = tsp_datagram_header()
+        header.kind = 7
+        _ = withUnsafeBytes(of: header) { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        // A good one after them still goes out.
+        try socket.send(Array("hello\n".utf8), to: peer)
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(frame[42..<48]) == Array("hello\n".utf8))
+        #expect(served.service.counters.badDatagrams.load(ordering: .relaxed) == 2)
     }
 }

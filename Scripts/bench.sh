@@ -2,7 +2,8 @@
 # `make bench`: UDP echo over a TAP device, tapstack against a minimal TAP
 # reflector (the physical limit of one read and one write per frame), measured
 # by the project's own load generator in the same run, several rounds,
-# alternating. Prints the medians and the ratio tapstack/reflector.
+# alternating. Prints the medians and the ratios to the reflector (and of
+# the echo through the socket service to the in-process echo).
 # Everything runs in a network namespace made here and removed afterwards.
 #
 # Targets: reflector; tapstack (default driver: io_uring batches);
@@ -53,7 +54,7 @@ cleanup() {
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-start_target() {  # reflector|tapstack|tapstack-syscalls
+start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service
     ip netns add "$NS"
     ip -n "$NS" link set lo up
     ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -114,7 +115,9 @@ others = [t for t in targets if t != "reflector"]
 extra = "tapstack-service" in targets and "tapstack" in targets
 metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
 print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
-print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl"}.get(t, t[:9]) for t in others))
+labels = {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl", "tapstack-service": "svc/refl"}
+print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % labels.get(t, t[:9]) for t in others)
+      + ("%10s" % "svc/ts" if extra else ""))
 for metric in metrics:
     medians = {t: statistics.median(values[(t, metric)]) for t in targets if values.get((t, metric))}
     row = "%-20s" % metric + "".join("%19s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)

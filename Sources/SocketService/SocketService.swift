@@ -189,7 +189,7 @@ public final class SocketService: @unchecked Sendable {
 
     private func serveControl(_ client: RemoteSocket, events: UInt32) {
         var request = tsp_request()
-        while true {
+        for _ in 0..<64 {  // then let other clients have a turn (epoll reports the rest)
             let n = tsv_receive_request(client.control, &request)
             if n < 0 && errno == EAGAIN { return }
             if n <= 0 {
@@ -434,8 +434,13 @@ public final class SocketService: @unchecked Sendable {
 
     // MARK: Stack to client
 
-    /// An asynchronous error for the client's next receive.
+    /// An asynchronous error for the client's next receive. Like a kernel
+    /// socket's pending error, at most one waits: a client that does not
+    /// read cannot make errors pile up.
     private func queueError(_ error: SocketError, for client: RemoteSocket) {
+        let errorKind = UInt8(TSP_ERROR.rawValue)
+        let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
+        if client.waitingForClient.contains(where: { $0.count == Self.headerSize && $0[kindOffset] == errorKind }) { return }
         var header = tsp_datagram_header()
         header.kind = UInt8(TSP_ERROR.rawValue)
         header.error = UInt8(truncatingIfNeeded: error.errno)

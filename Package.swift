@@ -36,7 +36,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(["-Xlinker", "--as-needed"])]),
         .target(name: "Sockets", dependencies: ["Stack", "Link", "Wire", "CTun"], swiftSettings: hotPath),
         .target(name: "SocketService", dependencies: ["Sockets", "Stack", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
-        .target(name: "TapstackClient", dependencies: ["Sockets", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
+        .target(name: "TapstackClient", dependencies: ["Sockets", "Stack", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
         .executableTarget(
             name: "tapstack",
             dependencies: [

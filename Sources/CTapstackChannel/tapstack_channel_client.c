@@ -95,8 +95,9 @@ int tsc_open(tsc_socket *s, const char *path, int data_flags) {
     open.value = data_flags & SOCK_NONBLOCK ? 1 : 0;
     tsp_reply reply;
     int data = -1;
-    if (call(control, &open, &reply, &data, data_flags & SOCK_CLOEXEC) < 0 || data < 0) {
-        int e = data < 0 && errno == 0 ? EPROTO : errno;
+    int called = call(control, &open, &reply, &data, data_flags & SOCK_CLOEXEC);
+    if (called < 0 || data < 0) {
+        int e = called < 0 ? errno : EPROTO;  /* a reply without the channel */
         sys_close(control);
         errno = e;
         return -1;

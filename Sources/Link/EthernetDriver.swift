@@ -224,15 +224,7 @@ public final class EthernetDriver: LinkEndpoint {
         for index in 0..<writes {
             let frame = tx.peek()!
             let n = io.result(index)
-            if n < 0 {
-                counters.txErrors.add(1, ordering: .relaxed)
-            } else {
-                counters.txFrames.add(1, ordering: .relaxed)
-                counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
-                capture?.record(frame)
-                observer?(.outbound, frame)
-            }
-            tx.release()
+            finishTransmit(frame, written: n >= 0)
         }
         // Reads complete in order; a frame that arrived just after an empty
         // read can still land in a later slot, so close the gap before publishing.
@@ -250,11 +242,7 @@ public final class EthernetDriver: LinkEndpoint {
                 let source = rx.reserve(ahead: index - received)!
                 slot.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: n)
             }
-            let frame = UnsafeRawBufferPointer(rebasing: slot[0..<n])
-            counters.rxFrames.add(1, ordering: .relaxed)
-            counters.rxBytes.add(UInt64(n), ordering: .relaxed)
-            capture?.record(frame)
-            observer?(.inbound, frame)
+            recordReceived(UnsafeRawBufferPointer(rebasing: slot[0..<n]))
             rx.commit(length: n)
             received += 1
         }
@@ -275,11 +263,7 @@ public final class EthernetDriver: LinkEndpoint {
                 break
             }
             count += 1
-            counters.rxFrames.add(1, ordering: .relaxed)
-            counters.rxBytes.add(UInt64(n), ordering: .relaxed)
-            let frame = UnsafeRawBufferPointer(rebasing: target[0..<n])
-            capture?.record(frame)
-            observer?(.inbound, frame)
+            recordReceived(UnsafeRawBufferPointer(rebasing: target[0..<n]))
             if slot != nil {
                 rx.commit(length: n)
             } else {
@@ -289,6 +273,29 @@ public final class EthernetDriver: LinkEndpoint {
         return count
     }
 
+    /// Counts a frame read from the device and shows it to the capture and observer.
+    @inline(__always)
+    private func recordReceived(_ frame: UnsafeRawBufferPointer) {
+        counters.rxFrames.add(1, ordering: .relaxed)
+        counters.rxBytes.add(UInt64(frame.count), ordering: .relaxed)
+        capture?.record(frame)
+        observer?(.inbound, frame)
+    }
+
+    /// Accounts for the oldest TX frame, written or refused by the device, and frees its slot.
+    @inline(__always)
+    private func finishTransmit(_ frame: UnsafeRawBufferPointer, written: Bool) {
+        if written {
+            counters.txFrames.add(1, ordering: .relaxed)
+            counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
+            capture?.record(frame)
+            observer?(.outbound, frame)
+        } else {
+            counters.txErrors.add(1, ordering: .relaxed)
+        }
+        tx.release()
+    }
+
     /// Writes up to `batchSize` frames from the TX ring; returns how many were taken.
     private func transmitBatch(fd: Int32) -> Int {
         var count = 0
@@ -296,15 +303,7 @@ public final class EthernetDriver: LinkEndpoint {
             let n = write(fd, frame.baseAddress, frame.count)
             if n < 0 && errno == EINTR { continue }
             if n < 0 && errno == EAGAIN { break }  // keep it; poll will retry
-            if n < 0 {
-                counters.txErrors.add(1, ordering: .relaxed)
-            } else {
-                counters.txFrames.add(1, ordering: .relaxed)
-                counters.txBytes.add(UInt64(frame.count), ordering: .relaxed)
-                capture?.record(frame)
-                observer?(.outbound, frame)
-            }
-            tx.release()
+            finishTransmit(frame, written: n >= 0)
             count += 1
         }
         return count

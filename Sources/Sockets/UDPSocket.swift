@@ -26,7 +26,7 @@ public struct Datagram: Sendable, Equatable {
 /// callback signals (steps 11–16), then call again (steps 17–27); waiting
 /// sleeps in `poll()` and costs no CPU. `receiveNext()` and `datagrams` are
 /// the async forms, built on the same callbacks.
-public final class UDPSocket: Sendable {
+public final class UDPSocket: DatagramSocket {
     /// The stack this socket belongs to.
     public let host: NetworkHost
     /// Touched only inside `host.withStack`, which serialises access.
@@ -138,49 +138,6 @@ public final class UDPSocket: Sendable {
         try transmit(payload, to: destination)
     }
 
-    /// Sends the bytes of `payload` to `destination`; see `send(_:to:)`.
-    @discardableResult
-    public func send(_ payload: [UInt8], to destination: SocketAddress) throws(SocketError) -> Int {
-        try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
-    }
-
-    /// Sends to the connected peer without waiting.
-    /// - Throws: `.notConnected`, otherwise as `send(_:to:)`.
-    @discardableResult
-    public func send(_ payload: [UInt8]) throws(SocketError) -> Int {
-        try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: nil) }
-    }
-
-    /// Sends, waiting while the link is full (backpressure) for at most
-    /// `timeout` (nil: as long as it takes). `destination` nil sends to the peer.
-    /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `send(_:to:)`.
-    @discardableResult
-    public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
-        let deadline = Deadline(timeout)
-        while true {
-            event.reset()
-            do throws(SocketError) {
-                return try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
-            } catch .wouldBlock {
-                try deadline.wait(on: event)
-            }
-        }
-    }
-
-    /// Sends, suspending while the link is full, without blocking a thread.
-    /// `destination` nil sends to the peer.
-    /// - Throws: `.cancelled` when the task is cancelled; otherwise as `send(_:to:)`.
-    @discardableResult
-    public func sendWhenWritable(_ payload: [UInt8], to destination: SocketAddress? = nil) async throws(SocketError) -> Int {
-        while true {
-            do throws(SocketError) {
-                return try withBytes(payload) { bytes throws(SocketError) in try transmit(bytes, to: destination) }
-            } catch .wouldBlock {
-                try await waitAsync(for: [.writable, .error, .closed])
-            }
-        }
-    }
-
     /// Sends datagrams one after another under a single hold of the stack
     /// (one lock round trip and one link wake-up for the batch), without
     /// waiting. `next` gives each payload and destination (nil: the peer),
@@ -262,67 +219,6 @@ public final class UDPSocket: Sendable {
         }
     }
 
-    /// Waits for a datagram for at most `timeout` (nil: forever), sleeping
-    /// on the readiness event.
-    /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.
-    public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
-        let deadline = Deadline(timeout)
-        while true {
-            // Reset before looking, so a datagram queued after the look signals again.
-            event.reset()
-            do throws(SocketError) {
-                return try receive()
-            } catch .wouldBlock {
-                try deadline.wait(on: event)
-            }
-        }
-    }
-
-    /// Suspends until a datagram arrives, without blocking a thread.
-    /// - Throws: `.cancelled` when the task is cancelled; otherwise as `receive()`.
-    public func receiveNext() async throws(SocketError) -> Datagram {
-        while true {
-            do throws(SocketError) {
-                return try receive()
-            } catch .wouldBlock {
-                try await waitAsync(for: [.readable, .error, .closed])
-            }
-        }
-    }
-
-    /// The datagrams as they arrive; the sequence ends when the socket is
-    /// closed and throws on any other error (`.cancelled` on task cancellation).
-    public var datagrams: Datagrams { Datagrams(socket: self) }
-
-    /// An `AsyncSequence` of a socket's datagrams.
-    public struct Datagrams: AsyncSequence, Sendable {
-        public typealias Element = Datagram
-        let socket: UDPSocket
-
-        /// Iterates the datagrams; `next()` suspends until one arrives.
-        public struct AsyncIterator: AsyncIteratorProtocol {
-            let socket: UDPSocket
-            public mutating func next() async throws(SocketError) -> Datagram? {
-                do throws(SocketError) {
-                    return try await socket.receiveNext()
-                } catch .closed {
-                    return nil
-                }
-            }
-
-            public mutating func next(isolation actor: isolated (any Actor)?) async throws(SocketError) -> Datagram? {
-                do throws(SocketError) {
-                    return try await socket.receiveNext()
-                } catch .closed {
-                    return nil
-                }
-            }
-        }
-
-        /// An iterator over the socket's datagrams.
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
-    }
-
     // MARK: Readiness
 
     /// The events true right now: readable, writable, error, closed.
@@ -354,7 +250,16 @@ public final class UDPSocket: Sendable {
         }
     }
 
-    private func waitAsync(for mask: ReadinessEvents) async throws(SocketError) {
+    /// Resets the readiness event, which any event sets (see `DatagramSocket`).
+    public func prepareToWait() { event.reset() }
+
+    /// Sleeps on the readiness event (any event ends it; see `DatagramSocket`).
+    public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
+        event.wait(timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Suspends until an event in `mask` is true (see `DatagramSocket`).
+    public func waitAsync(for mask: ReadinessEvents) async throws(SocketError) {
         let resumed = Mutex<CheckedContinuation<Void, Never>?>(nil)
         let cancelled = Atomic<Bool>(false)
         let token = Mutex<Int?>(nil)
@@ -414,12 +319,4 @@ extension Duration {
         guard seconds >= 0 else { return 0 }
         return UInt64(seconds) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
-}
-
-/// Runs `body` over the bytes of `array`, keeping typed throws.
-func withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(SocketError) -> R) throws(SocketError) -> R {
-    let result: Result<R, SocketError> = array.withUnsafeBytes { bytes in
-        do throws(SocketError) { return .success(try body(bytes)) } catch { return .failure(error) }
-    }
-    return try result.get()
 }

@@ -1,13 +1,15 @@
 import CTapstackChannel
 import Glibc
 import Sockets
+import Stack
 import Synchronization
 import Wire
 
 /// A UDP socket of a tapstack running in another process, opened through its
 /// socket service (`tapstack run --socket PATH`).
 ///
-/// The same API as the in-process `Sockets.UDPSocket`: the calls without a
+/// The same API as the in-process `Sockets.UDPSocket` (both are
+/// `DatagramSocket`s, which give the waiting forms): the calls without a
 /// timeout never wait (`receive()` throws `.wouldBlock` when nothing is
 /// queued), the calls with a timeout sleep in `poll()` on the data channel,
 /// and the async ones suspend without blocking a thread. Datagrams cross a
@@ -18,7 +20,7 @@ import Wire
 /// datagram caused (port unreachable) come with a later receive.
 ///
 /// Any thread may call any method.
-public final class UDPSocket: Sendable {
+public final class UDPSocket: DatagramSocket {
     /// Guards the control connection (one request, one reply at a time) and
     /// the flags the client keeps (connected, broadcast).
     private let state: Mutex<tsc_socket>
@@ -146,43 +148,6 @@ public final class UDPSocket: Sendable {
         return n
     }
 
-    /// Sends the bytes of `payload` to `destination`; see `send(_:to:)`.
-    @discardableResult
-    public func send(_ payload: [UInt8], to destination: SocketAddress) throws(SocketError) -> Int {
-        try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
-    }
-
-    /// Sends to the connected peer without waiting.
-    @discardableResult
-    public func send(_ payload: [UInt8]) throws(SocketError) -> Int {
-        try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: nil) }
-    }
-
-    /// Sends, waiting while the channel is full for at most `timeout` (nil: as long as it takes).
-    @discardableResult
-    public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        while true {
-            do throws(SocketError) {
-                return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
-            } catch .wouldBlock {
-                try wait(for: Int16(POLLOUT), until: deadline)
-            }
-        }
-    }
-
-    /// Sends, suspending while the channel is full, without blocking a thread.
-    @discardableResult
-    public func sendWhenWritable(_ payload: [UInt8], to destination: SocketAddress? = nil) async throws(SocketError) -> Int {
-        while true {
-            do throws(SocketError) {
-                return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
-            } catch .wouldBlock {
-                try await Reactor.shared.wait(for: fileDescriptor, writable: true)
-            }
-        }
-    }
-
     // MARK: Receiving
 
     /// Copies the oldest datagram into `buffer` without waiting. A datagram
@@ -211,66 +176,22 @@ public final class UDPSocket: Sendable {
         return Datagram(payload: payload, source: source)
     }
 
-    /// Waits for a datagram for at most `timeout` (nil: forever).
-    /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.
-    public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        while true {
-            do throws(SocketError) {
-                return try receive()
-            } catch .wouldBlock {
-                try wait(for: Int16(POLLIN), until: deadline)
-            }
-        }
+    // MARK: Waiting (see `DatagramSocket`)
+
+    /// Nothing to reset: `wait` polls the channel itself.
+    public func prepareToWait() {}
+
+    /// Sleeps in poll() until the channel is readable (or writable, for
+    /// `.writable`), has hung up, or the timeout passes.
+    public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
+        var descriptor = pollfd(fd: fileDescriptor, events: Int16(events.contains(.writable) ? POLLOUT : POLLIN), revents: 0)
+        _ = poll(&descriptor, 1, timeoutMilliseconds)
     }
 
-    /// Suspends until a datagram arrives, without blocking a thread.
-    public func receiveNext() async throws(SocketError) -> Datagram {
-        while true {
-            do throws(SocketError) {
-                return try receive()
-            } catch .wouldBlock {
-                try await Reactor.shared.wait(for: fileDescriptor, writable: false)
-            }
-        }
-    }
-
-    /// The datagrams as they arrive; throws on an error (`.cancelled` on task cancellation).
-    public var datagrams: Datagrams { Datagrams(socket: self) }
-
-    /// An `AsyncSequence` of a socket's datagrams.
-    public struct Datagrams: AsyncSequence, Sendable {
-        public typealias Element = Datagram
-        let socket: UDPSocket
-
-        /// Iterates the datagrams; `next()` suspends until one arrives.
-        public struct AsyncIterator: AsyncIteratorProtocol {
-            let socket: UDPSocket
-            public mutating func next() async throws(SocketError) -> Datagram? {
-                try await socket.receiveNext()
-            }
-
-            public mutating func next(isolation actor: isolated (any Actor)?) async throws(SocketError) -> Datagram? {
-                try await socket.receiveNext()
-            }
-        }
-
-        /// An iterator over the socket's datagrams.
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
-    }
-
-    /// Sleeps in poll() until the channel has `events` or the deadline passes.
-    private func wait(for events: Int16, until deadline: ContinuousClock.Instant?) throws(SocketError) {
-        var descriptor = pollfd(fd: fileDescriptor, events: events, revents: 0)
-        var timeout: Int32 = -1
-        if let deadline {
-            let left = deadline - ContinuousClock.now
-            guard left > .zero else { throw .wouldBlock }
-            let (seconds, attoseconds) = left.components
-            timeout = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
-        }
-        let result = poll(&descriptor, 1, timeout)
-        if result < 0 && errno != EINTR { throw .invalidArgument }
+    /// Suspends until the channel is readable (or writable, for `.writable`),
+    /// without blocking a thread.
+    public func waitAsync(for events: ReadinessEvents) async throws(SocketError) {
+        try await Reactor.shared.wait(for: fileDescriptor, writable: events.contains(.writable))
     }
 
     // MARK: Closing
@@ -279,12 +200,4 @@ public final class UDPSocket: Sendable {
     public func close() {
         state.withLock { tsc_close(&$0) }
     }
-}
-
-/// Runs `body` over the bytes of `array`, keeping typed throws.
-func withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(SocketError) -> R) throws(SocketError) -> R {
-    let result: Result<R, SocketError> = array.withUnsafeBytes { bytes in
-        do throws(SocketError) { return .success(try body(bytes)) } catch { return .failure(error) }
-    }
-    return try result.get()
 }

@@ -17,8 +17,9 @@ final class RemoteSocket {
     /// Datagrams from the client the link had no room for, oldest first;
     /// while any wait, the data channel is not read (backpressure).
     var waitingForStack: [(header: tsp_datagram_header, payload: [UInt8])] = []
-    /// The stack-to-client half, run on the stack thread.
-    var toClient: ToClient?
+    /// Messages for the client its channel had no room for, oldest first;
+    /// while any wait, the stack socket is not drained.
+    var waitingForClient: [[UInt8]] = []
     /// Set by the stack's readiness callback; the service clears it when it looks.
     let flag = ReadyFlag()
 

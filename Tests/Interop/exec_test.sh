@@ -64,7 +64,7 @@ nc_listener_under_exec_talks_both_ways() {
 
 python_socket_api_works() {
     in_ns timeout 20 "${EXEC[@]}" python3 - <<'PY'
-import errno, select, socket, time
+import errno, os, select, socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
 s.bind(("0.0.0.0", 0))
@@ -110,6 +110,14 @@ assert c.recv(100) == b"three"
 for size in (1472, 4000):
     c.send(bytes(range(256)) * (size // 256) + bytes(size % 256))
     assert len(c.recv(65535)) == size
+# A duplicate descriptor names the same socket (SO_TYPE, SO_DOMAIN and SO_PROTOCOL are
+# what socket.socket(fileno=) asks), and outlives the original being closed.
+d = socket.socket(fileno=os.dup(c.fileno()))
+assert (d.family, d.type, d.getpeername()) == (socket.AF_INET, socket.SOCK_DGRAM, ("192.0.2.1", 9100))
+c.close()
+d.settimeout(2)
+d.send(b"four")
+assert d.recv(100) == b"four"
 print("python socket API through tapstack exec: ok")
 PY
 }

@@ -74,6 +74,22 @@ import TestSupport
         #expect(h.counter(.udpDropQueueFull) == 1)
     }
 
+    @Test func receiveBufferSizeSetsTheByteBoundWithinItsLimits() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 9)
+        endpoint.receiveBufferBytes = 2048
+        #expect(endpoint.receiveBufferBytes == 2048)
+        // 33 datagrams of 64 bytes: 32 fit in 2048 bytes, the 33rd is dropped and counted.
+        for _ in 0..<33 { h.receive(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8](repeating: 1, count: 64))) }
+        #expect(endpoint.queuedDatagrams == 32)
+        #expect(h.counter(.udpDropQueueFull) == 1)
+        endpoint.receiveBufferBytes = 1
+        #expect(endpoint.receiveBufferBytes == UDPEndpoint.receiveBufferLimits.lowerBound)
+        endpoint.receiveBufferBytes = Int.max
+        #expect(endpoint.receiveBufferBytes == UDPEndpoint.receiveBufferLimits.upperBound)
+        #expect(endpoint.queuedDatagrams == 32)  // lowering and raising the bound keeps what is queued
+    }
+
     @Test func bindingABoundPortFailsWithAddressInUse() throws {
         let h = Harness()
         _ = try h.boundEndpoint(port: 7)

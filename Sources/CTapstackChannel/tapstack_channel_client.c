@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -49,7 +50,7 @@ static int call(int control_fd, const tsp_request *request, tsp_reply *reply, in
     struct msghdr answer = { .msg_iov = &in, .msg_iovlen = 1, .msg_control = control.bytes,
                              .msg_controllen = sizeof control.bytes };
     do { n = sys_recvmsg(control_fd, &answer, cloexec ? MSG_CMSG_CLOEXEC : 0); } while (n < 0 && errno == EINTR);
-    if (n < 0) { errno = channel_errno(errno); return -1; }
+    if (n < 0) { errno = errno == EAGAIN ? ETIMEDOUT : channel_errno(errno); return -1; }
     if (n == 0) { errno = ENETDOWN; return -1; }
     int passed = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&answer); c; c = CMSG_NXTHDR(&answer, c)) {
@@ -88,6 +89,10 @@ int tsc_open(tsc_socket *s, const char *path, int data_flags) {
     memcpy(address.sun_path, path, length);
     int control = sys_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (control < 0) return -1;
+    /* A service that stopped answering (stuck, or out of descriptors with our
+     * connection still in its backlog) must fail the call, not hang it. */
+    struct timeval patience = { .tv_sec = TSP_REPLY_TIMEOUT_SECONDS };
+    syscall(SYS_setsockopt, control, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
     int r;
     do { r = sys_connect(control, (struct sockaddr *)&address, sizeof address); } while (r < 0 && errno == EINTR);
     if (r < 0) { int e = errno; sys_close(control); errno = e; return -1; }

@@ -10,6 +10,9 @@ public final class ServiceCounters: Sendable {
     public let socketsReleased = Atomic<UInt64>(0)
     /// Opens refused because `maximumSockets` were open.
     public let refusedTooMany = Atomic<UInt64>(0)
+    /// Connections or sockets refused because the process had no descriptor
+    /// left (EMFILE to the client; accepting pauses until a client leaves).
+    public let refusedNoDescriptor = Atomic<UInt64>(0)
     /// Requests that were malformed (wrong size or version, unknown operation).
     public let badRequests = Atomic<UInt64>(0)
     /// Datagrams from clients handed to the stack.
@@ -31,6 +34,7 @@ public final class ServiceCounters: Sendable {
          ("service.sockets_opened", socketsOpened.load(ordering: .relaxed)),
          ("service.sockets_released", socketsReleased.load(ordering: .relaxed)),
          ("service.refused_too_many", refusedTooMany.load(ordering: .relaxed)),
+         ("service.refused_no_descriptor", refusedNoDescriptor.load(ordering: .relaxed)),
          ("service.bad_requests", badRequests.load(ordering: .relaxed)),
          ("service.tx_datagrams", datagramsSent.load(ordering: .relaxed)),
          ("service.tx_errors", sendErrors.load(ordering: .relaxed)),

@@ -38,6 +38,8 @@ public final class SocketService: @unchecked Sendable {
     // Service thread only (and `init`/`stop` before and after it runs).
     private var clients: [UInt64: RemoteSocket] = [:]
     private var nextID: UInt64 = 1
+    /// False while accepting is paused for want of descriptors.
+    private var listening = true
     private let fromClients: OpaquePointer
     private let toClients: OpaquePointer
     private var thread: JoinableThread?
@@ -57,6 +59,7 @@ public final class SocketService: @unchecked Sendable {
         self.path = path
         self.maximumSockets = maximumSockets
         try Self.prepare(path)
+        Self.raiseDescriptorLimit()
         listenFD = tsv_listen(path, 0o660)
         guard listenFD >= 0 else { throw .systemError(operation: "listen on \(path)", errno: errno) }
         epollFD = tsv_epoll_create()
@@ -64,6 +67,15 @@ public final class SocketService: @unchecked Sendable {
         toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
         _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
+    }
+
+    /// Each client socket holds two descriptors here: raise the soft limit
+    /// (1024 by default) to the hard one so that `maximumSockets` can be reached.
+    private static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     /// Makes the directory and clears a stale socket file.
@@ -162,7 +174,15 @@ public final class SocketService: @unchecked Sendable {
     private func acceptAll() {
         while true {
             let fd = tsv_accept(listenFD)
-            guard fd >= 0 else { return }
+            guard fd >= 0 else {
+                if errno == EMFILE || errno == ENFILE {
+                    // Out of descriptors: stop listening (a level-triggered
+                    // listener would spin) until a client leaves.
+                    counters.refusedNoDescriptor.add(1, ordering: .relaxed)
+                    setListening(false)
+                }
+                return
+            }
             // Connections beyond the socket bound are kept only to tell them
             // so (EMFILE on their open); beyond that they are closed at once.
             guard clients.count < maximumSockets + 64 else {
@@ -176,6 +196,12 @@ public final class SocketService: @unchecked Sendable {
             _ = tsv_epoll_set(epollFD, 1, fd, UInt32(TSV_IN), Self.tag(client.id, data: false))
             counters.connections.add(1, ordering: .relaxed)
         }
+    }
+
+    private func setListening(_ on: Bool) {
+        guard on != listening else { return }
+        listening = on
+        _ = tsv_epoll_set(epollFD, 2, listenFD, on ? UInt32(TSV_IN) : 0, Self.listenTag)
     }
 
     /// Lets every socket the stack flagged move its datagrams; true if any was flagged.
@@ -288,7 +314,11 @@ public final class SocketService: @unchecked Sendable {
         let made = withUnsafeMutablePointer(to: &fds) {
             $0.withMemoryRebound(to: Int32.self, capacity: 2) { tsv_socketpair($0, nonblocking ? 1 : 0) }
         }
-        guard made == 0 else { return errno }
+        guard made == 0 else {
+            let error = errno
+            if error == EMFILE || error == ENFILE { counters.refusedNoDescriptor.add(1, ordering: .relaxed) }
+            return error
+        }
         let socket = UDPSocket(host: host)
         client.socket = socket
         client.data = fds.0
@@ -328,6 +358,7 @@ public final class SocketService: @unchecked Sendable {
             _ = tsv_epoll_set(epollFD, 3, client.data, 0, 0)
             close(client.data)
         }
+        setListening(true)
     }
 
     private func setDataInterest(_ client: RemoteSocket, _ interest: UInt32) {

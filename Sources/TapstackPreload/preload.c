@@ -133,7 +133,7 @@ int socket(int domain, int type, int protocol) {
     const char *path = tsc_socket_path();
     if (tsc_open(&s, path, type & (SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
         int error = errno;
-        warn_unreachable(path, error);
+        if (error != EMFILE && error != ENFILE) warn_unreachable(path, error);  /* EMFILE speaks for itself */
         errno = error == EMFILE ? EMFILE : error == ENOENT || error == ECONNREFUSED ? ENETDOWN : error;
         return -1;
     }

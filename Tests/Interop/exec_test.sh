@@ -28,6 +28,7 @@ while True:
     s.sendto(data, peer)
 ' &
 ECHO_PID=$!
+disown
 trap 'kill $ECHO_PID 2>/dev/null; cleanup' EXIT
 
 nc_client_reaches_kernel_listener() {

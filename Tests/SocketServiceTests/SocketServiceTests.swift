@@ -262,6 +262,19 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         #expect(served.service.counters.socketsReleased.load(ordering: .relaxed) == 1)
     }
 
+    @Test func aServiceThatDoesNotAnswerFailsTheOpenInsteadOfHanging() throws {
+        let link = MemoryLink(capacity: 16)
+        let host = NetworkHost(configuration: .standard, link: link)
+        let path = "/tmp/tapstack-svc-test-\(getpid())-mute.sock"
+        // Listening, but its thread never started: nobody answers.
+        let service = try SocketService(host: host, path: path)
+        defer { service.stop() }
+        let start = ContinuousClock.now
+        #expect(throws: (any Error).self) { try TapstackClient.UDPSocket(servicePath: path) }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .seconds(4) && waited < .seconds(15))
+    }
+
     @Test func malformedDatagramsAreDroppedAndCounted() throws {
         let served = try ServedHost()
         served.learnPeer()

@@ -29,6 +29,9 @@
 #define TSP_DEFAULT_SOCKET_PATH "/run/tapstack/tap0.sock"
 /// The environment variable naming the service socket for the shim and the client.
 #define TSP_SOCKET_ENV "TAPSTACK_SOCKET"
+/// How long a client waits for the reply to a control request before the
+/// call fails with ETIMEDOUT.
+#define TSP_REPLY_TIMEOUT_SECONDS 5
 /// The largest UDP payload over IPv4 (65535 - 20 - 8).
 #define TSP_MAX_PAYLOAD 65507
 

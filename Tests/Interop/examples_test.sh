@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's three echo servers (Examples/), each run on a real tap and
-# answered by the kernel's nc; and the README shows them verbatim.
+# answered by the kernel's nc; and the README shows them verbatim. Then
+# EchoOverService, the echo in its own process through `tapstack run`'s
+# socket service.
 source "$(dirname "$0")/lib.sh"
 BUILD_DIR=$(dirname "$BIN")
 
@@ -31,4 +33,18 @@ for example in EchoBlocking EchoCallbacks EchoAsync; do
     check "$example answers nc -u with the same line" example_echoes "$example"
     check "README shows $example as built" readme_shows "$example"
 done
+
+echo_over_service() {
+    start_stack --echo-port 0 --socket "$WORK/service.sock" || return 1
+    for _ in $(seq 50); do [ -S "$WORK/service.sock" ] && break; sleep 0.05; done
+    ip netns exec "$NS" "$BUILD_DIR/EchoOverService" "$WORK/service.sock" 7 >"$WORK/client.out" 2>&1 &
+    local client=$!
+    for _ in $(seq 50); do grep -q echoing "$WORK/client.out" && break; sleep 0.05; done
+    local out
+    out=$(echo "hello from another process" | in_ns timeout 10 nc -u -w1 192.0.2.2 7)
+    kill -TERM "$client"; wait "$client" 2>/dev/null
+    stop_stack TERM
+    [ "$out" = "hello from another process" ] || { echo "got '$out'"; cat "$WORK/client.out" "$WORK/stack.err"; return 1; }
+}
+check "EchoOverService (TapstackClient, another process) answers nc -u through the socket service" echo_over_service
 finish

@@ -16,7 +16,7 @@ final class RemoteSocket {
     var dataInterest: UInt32 = 0
     /// Datagrams from the client the link had no room for, oldest first;
     /// while any wait, the data channel is not read (backpressure).
-    var waitingForStack: [(header: tsp_datagram_header, payload: [UInt8])] = []
+    var waitingForStack: [(destination: SocketAddress?, payload: [UInt8])] = []
     /// Messages for the client its channel had no room for, oldest first;
     /// while any wait, the stack socket is not drained.
     var waitingForClient: [[UInt8]] = []

@@ -417,7 +417,7 @@ public final class SocketService: @unchecked Sendable {
                 for index in current..<count {
                     let length = Int(tsv_batch_length(fromClients, UInt32(index)))
                     guard length > 0, let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
-                    client.waitingForStack.append((datagram.header, Array(datagram.payload)))
+                    client.waitingForStack.append((datagram.destination, Array(datagram.payload)))
                 }
                 setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
                 return
@@ -432,22 +432,20 @@ public final class SocketService: @unchecked Sendable {
 
     /// The datagram in slot `index` of `batch`, or nil when malformed.
     private static func datagram(in batch: OpaquePointer, at index: Int, length: Int)
-        -> (header: tsp_datagram_header, payload: UnsafeRawBufferPointer, destination: SocketAddress?)? {
+        -> (payload: UnsafeRawBufferPointer, destination: SocketAddress?)? {
         guard length >= headerSize, tsv_batch_truncated(batch, UInt32(index)) == 0 else { return nil }
         let slot = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!)
         let header = slot.loadUnaligned(as: tsp_datagram_header.self)
         guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else { return nil }
         let destination = header.address == 0 && header.port == 0
             ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
-        return (header, UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination)
+        return (UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination)
     }
 
     /// Sends one datagram; false when the link is full (nothing sent).
     /// Other errors are counted and passed to the client.
-    private func send(_ payload: UnsafeRawBufferPointer, header: tsp_datagram_header, on socket: UDPSocket,
+    private func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?, on socket: UDPSocket,
                       for client: RemoteSocket) -> Bool {
-        let destination = header.address == 0 && header.port == 0
-            ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
         do throws(SocketError) {
             try socket.send(payload, to: destination)
             counters.datagramsSent.add(1, ordering: .relaxed)
@@ -464,7 +462,7 @@ public final class SocketService: @unchecked Sendable {
     private func retryToStack(_ client: RemoteSocket) {
         guard let socket = client.socket else { return }
         while let first = client.waitingForStack.first {
-            let sent = first.payload.withUnsafeBytes { send($0, header: first.header, on: socket, for: client) }
+            let sent = first.payload.withUnsafeBytes { send($0, to: first.destination, on: socket, for: client) }
             if !sent { return }
             client.waitingForStack.removeFirst()
         }

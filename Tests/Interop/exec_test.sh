@@ -16,20 +16,7 @@ socket_is_private() {
     [ "$mode" = 660 ]
 }
 
-# Kernel-side UDP echo on 192.0.2.1:9100 for the python checks (no shim).
-# Started with ip netns exec itself, not through a shell function, so that
-# $! is the program's own PID.
-ip netns exec "$NS" python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("192.0.2.1", 9100))
-while True:
-    data, peer = s.recvfrom(65535)
-    s.sendto(data, peer)
-' &
-ECHO_PID=$!
-disown
-trap 'kill $ECHO_PID 2>/dev/null; cleanup' EXIT
+start_kernel_echo 9100
 
 nc_client_reaches_kernel_listener() {
     in_ns timeout 10 nc -n -u -l -v 192.0.2.1 9000 >"$WORK/listener.out" 2>"$WORK/listener.err" &

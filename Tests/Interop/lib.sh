@@ -118,6 +118,21 @@ capture_is_clean() {
     echo "$(tshark -n -r "$file" 2>/dev/null | wc -l) frames, none malformed"
 }
 
+# start_kernel_echo PORT: a UDP echo on the kernel side (192.0.2.1:PORT, no
+# shim), started with ip netns exec itself so that cleanup finds it in the
+# namespace and kills it by PID.
+start_kernel_echo() {
+    ip netns exec "$NS" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.1", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(data, peer)
+' "$1" &
+    disown
+}
+
 finish() {
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]

@@ -14,17 +14,7 @@ ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
 for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.05; done
 EXEC=("$BIN" exec --socket "$SOCK" --)
 
-# Kernel-side UDP echo on 192.0.2.1:9100 (no shim), started by ip netns exec
-# itself so that cleanup finds it in the namespace.
-ip netns exec "$NS" python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("192.0.2.1", 9100))
-while True:
-    data, peer = s.recvfrom(65535)
-    s.sendto(data, peer)
-' &
-disown
+start_kernel_echo 9100
 
 exhaustion_fails_calls_then_recovers() {
     # One program opens sockets until one fails; it must fail (not hang).

@@ -15,6 +15,10 @@ public final class DriverCounters: Sendable {
     public let wakeups = Atomic<UInt64>(0)
     /// io_uring submissions, each carrying a batch of reads and writes.
     public let batchSubmissions = Atomic<UInt64>(0)
+    /// Batches of received frames the stack handled on the driver thread.
+    public let rxBatchesInline = Atomic<UInt64>(0)
+    /// Batches of received frames left for the stack thread (it was busy, or there is no hand-over).
+    public let rxBatchesToStackThread = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -28,7 +32,9 @@ public final class DriverCounters: Sendable {
          ("link.tx_bytes", txBytes.load(ordering: .relaxed)),
          ("link.tx_errors", txErrors.load(ordering: .relaxed)),
          ("link.driver_wakeups", wakeups.load(ordering: .relaxed)),
-         ("link.io_uring_submissions", batchSubmissions.load(ordering: .relaxed))]
+         ("link.io_uring_submissions", batchSubmissions.load(ordering: .relaxed)),
+         ("link.rx_batches_inline", rxBatchesInline.load(ordering: .relaxed)),
+         ("link.rx_batches_to_stack_thread", rxBatchesToStackThread.load(ordering: .relaxed))]
     }
 }
 
@@ -78,6 +84,8 @@ public final class EthernetDriver: LinkEndpoint {
 
     private let stopping = Atomic<Bool>(false)
     private let transmitSpace = TransmitSpaceNotifier()
+    /// The stack's hand-over for received frames; read once when the thread starts.
+    private let receiveHandler = Mutex<(@Sendable () -> Bool)?>(nil)
     /// After handing frames to the stack, how long to watch the TX ring for
     /// the answer before sleeping in poll(): a reply within it needs no wake-up.
     public let spinNanoseconds: UInt64 = driverSpinNanoseconds
@@ -107,6 +115,10 @@ public final class EthernetDriver: LinkEndpoint {
     public func transmitted() { txWakeup.signal() }
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
+
+    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {
+        receiveHandler.withLock { $0 = handler }
+    }
 
     /// Starts the capture thread, if any, and the driver thread; returns once
     /// the driver thread has chosen its I/O mode (see `ioMode`).
@@ -148,15 +160,30 @@ public final class EthernetDriver: LinkEndpoint {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
         defer { scratch.deallocate() }
         var batched = makeBatchedIO()
+        let handOver = receiveHandler.withLock { $0 }
+        // Gives frames just read to the stack: on this thread when the stack
+        // is free (no thread hand-off: the answer is in the TX ring before we
+        // look at it), else by waking the stack thread.
+        func deliver() {
+            if handOver?() ?? false {
+                counters.rxBatchesInline.add(1, ordering: .relaxed)
+            } else {
+                counters.rxBatchesToStackThread.add(1, ordering: .relaxed)
+                rxWakeup.signal()
+            }
+        }
         started.signal()
         // Reads to queue per io_uring batch: grows while every read finds a
         // frame, shrinks to what came, so an idle link costs one empty read.
         var readAhead = 2
         var lastReceive: UInt64 = 0
+        // When a frame last came or went.
+        var lastFrame: UInt64 = 0
         // Frames went to the stack and no frame has come back yet.
         var awaitingAnswer = false
         while !stopping.load(ordering: .relaxed) {
             let received: Int, sent: Int
+            var delivered = false
             if let io = batched, !rx.isFull {
                 do {
                     (sent, received) = try exchange(io, readAhead: readAhead)
@@ -169,16 +196,23 @@ public final class EthernetDriver: LinkEndpoint {
                 }
             } else {
                 received = receiveBatch(fd: fd, scratch: scratch)
+                if received > 0 {
+                    deliver()
+                    delivered = true
+                }
                 sent = transmitBatch(fd: fd)
             }
             if received > 0 {
-                rxWakeup.signal()
+                if !delivered { deliver() }
                 lastReceive = monotonicNanoseconds()
                 awaitingAnswer = true
             }
             if sent > 0 {
                 transmitSpace.notifyIfWaiting(tx)
                 awaitingAnswer = false
+                lastFrame = monotonicNanoseconds()
+            } else if received > 0 {
+                lastFrame = lastReceive
             }
             if received == 0 && sent == 0 && awaitingAnswer {
                 // The stack is working on what we just gave it: wait for its
@@ -190,6 +224,13 @@ public final class EthernetDriver: LinkEndpoint {
                     elapsed = monotonicNanoseconds() &- lastReceive
                 }
                 if tx.isEmpty { awaitingAnswer = false }
+                continue
+            }
+            if received == 0 && sent == 0 && monotonicNanoseconds() &- lastFrame < busyPollNanoseconds {
+                // Busy polling, briefly after traffic: the next frame of a
+                // conversation is read without a wake-up (which costs tens
+                // of microseconds on a virtual CPU that went idle).
+                spinPause()
                 continue
             }
             if received == 0 && sent == 0 {

@@ -20,6 +20,16 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     /// Registers what to call (on the link's thread) when `tx` had been
     /// full and the link freed slots. Call before the link starts.
     func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void)
+    /// Registers what the link's own thread may call right after it
+    /// published frames into `rx`, to hand them to the stack without waking
+    /// another thread; the handler returns true when `rx` is then empty (no
+    /// wake-up needed). Links without a thread of their own ignore it.
+    /// Call before the link starts.
+    func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool)
+}
+
+extension LinkEndpoint {
+    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {}
 }
 
 /// Holds a link's transmit-space handler; set once, read by the link's thread.

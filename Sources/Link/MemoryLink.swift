@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A link with no device: the test plays the wire, injecting frames into the
 /// stack and collecting what the stack transmits.
 ///
@@ -14,10 +16,17 @@ public final class MemoryLink: LinkEndpoint {
     /// The largest frame either ring carries.
     public let maximumFrameLength: Int
     private let transmitSpace = TransmitSpaceNotifier()
+    /// Whether `inject` offers the frame to the stack on the injecting thread.
+    public let handsOverOnInject: Bool
+    private let receiveHandler = Mutex<(@Sendable () -> Bool)?>(nil)
 
     /// A link with rings of `capacity` frames.
-    public init(capacity: Int = 256, maximumFrameLength: Int = 1514) {
+    /// - Parameter handsOverOnInject: `inject` lets the stack handle the
+    ///   frame on the injecting thread when the stack is free, as the TAP
+    ///   driver does on its thread; otherwise the stack thread is woken.
+    public init(capacity: Int = 256, maximumFrameLength: Int = 1514, handsOverOnInject: Bool = false) {
         self.maximumFrameLength = maximumFrameLength
+        self.handsOverOnInject = handsOverOnInject
         rx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
         tx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
     }
@@ -26,11 +35,17 @@ public final class MemoryLink: LinkEndpoint {
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
+    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {
+        receiveHandler.withLock { $0 = handler }
+    }
+
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult
     public func inject(_ frame: [UInt8]) -> Bool {
         let ok = frame.withUnsafeBytes { rx.push($0) }
-        rxWakeup.signal()
+        if !(handsOverOnInject && receiveHandler.withLock({ $0 })?() == true) {
+            rxWakeup.signal()
+        }
         return ok
     }
 

@@ -27,4 +27,5 @@ public func spinPause(elapsed: UInt64) {
 public let spinYields = getenv("TAPSTACK_SPIN_YIELD").map { String(cString: $0) != "0" } ?? true
 public let driverSpinNanoseconds = getenv("TAPSTACK_SPIN_DRIVER_NS").flatMap { UInt64(String(cString: $0)) } ?? 30_000
 public let spinPauseOnlyNanoseconds = getenv("TAPSTACK_SPIN_PAUSE_NS").flatMap { UInt64(String(cString: $0)) } ?? 8_000
+public let busyPollNanoseconds = getenv("TAPSTACK_BUSY_POLL_NS").flatMap { UInt64(String(cString: $0)) } ?? 50_000
 public let stackSpinNanoseconds = getenv("TAPSTACK_SPIN_STACK_NS").flatMap { UInt64(String(cString: $0)) } ?? 50_000

@@ -57,6 +57,21 @@ public final class NetworkHost: Sendable {
     /// an idle stack still uses no CPU.
     public let spinNanoseconds: UInt64 = stackSpinNanoseconds
     private let thread: Mutex<JoinableThread?> = Mutex(nil)
+    /// The stack thread's role: consuming the RX ring, running timers and
+    /// deferred work. Held by the stack thread for each turn, or taken by
+    /// the link's thread when free, so the RX ring has one consumer at a
+    /// time and deferred work never runs on two threads at once.
+    private let role = Lock()
+    /// True while some thread holds `role`.
+    private let roleHeld = Atomic<Bool>(false)
+    /// Set once `start()` ran; until then frames wait for the stack thread.
+    private let running = Atomic<Bool>(false)
+    /// When the sleeping stack thread will next look at its timers
+    /// (monotonic ns), 0 while awake.
+    private let stackThreadWakesAt = Atomic<UInt64>(0)
+    /// The next timer deadline (monotonic ns, `.max` for none) as the link's
+    /// thread last saw it in the stack's role; reset by each stack-thread turn.
+    private let linkThreadDeadline = Atomic<UInt64>(.max)
 
     /// Builds a stack over `link`. Call `start()` to run it.
     public init(configuration: StackConfiguration, link: any LinkEndpoint) {
@@ -65,6 +80,7 @@ public final class NetworkHost: Sendable {
         sink = RingSink(ring: link.tx)
         stack = NetworkStack(configuration: configuration, sink: sink)
         link.setTransmitSpaceHandler { [weak self] in self?.transmitSpaceFreed() }
+        link.setReceiveHandler { [weak self] in self?.handleOnLinkThread() ?? false }
     }
 
     /// On the link's thread: the TX ring drained after a send found it full.
@@ -93,7 +109,10 @@ public final class NetworkHost: Sendable {
     /// only from inside the stack (a readiness callback or `withStack`).
     public func executeOnStackThread(_ work: @escaping () -> Void) {
         deferred.append(work)
-        if !deferredPending.exchange(true, ordering: .sequentiallyConsistent) {
+        // Whoever holds the stack thread's role runs it before letting go
+        // (and `endTurn` passes on what arrives too late for that).
+        if !deferredPending.exchange(true, ordering: .sequentiallyConsistent),
+           !roleHeld.load(ordering: .sequentiallyConsistent) {
             link.rxWakeup.signal()
         }
     }
@@ -115,6 +134,7 @@ public final class NetworkHost: Sendable {
     /// Sends the gratuitous ARP and starts the stack thread.
     public func start() {
         withStack { $0.start(now: monotonicNow()) }
+        running.store(true, ordering: .sequentiallyConsistent)
         let thread = JoinableThread(name: "tapstack-stack") { [self] in run() }
         self.thread.withLock { $0 = thread }
     }
@@ -152,24 +172,76 @@ public final class NetworkHost: Sendable {
     /// Frames handled per lock hold: bounds how long an application waits.
     private let batchLimit = 64
 
+    /// One turn of the stack's own work, by whichever thread holds `role`:
+    /// tells waiting senders the link has room, handles up to `batchLimit`
+    /// received frames, runs due timers if `runTimers`, then the deferred
+    /// work. Returns the frames handled and the next timer deadline.
+    private func turn(now: StackInstant, runTimers: Bool) -> (handled: Int, deadline: StackInstant?) {
+        let rx = link.rx
+        if writablePending.exchange(false, ordering: .sequentiallyConsistent) {
+            withStack { $0.notifyWritable() }
+        }
+        let (handled, deadline) = withStack { stack -> (Int, StackInstant?) in
+            var handled = 0
+            while handled < batchLimit, let frame = rx.peek() {
+                stack.receive(frame: frame, now: now)
+                rx.release()
+                handled += 1
+            }
+            return (handled, runTimers ? stack.advance(to: now) : stack.nextDeadline)
+        }
+        runDeferred()
+        return (handled, deadline)
+    }
+
+    /// Takes the stack thread's role for one turn.
+    private func beginTurn() {
+        role.lock()
+        roleHeld.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// Gives the role back; deferred work queued by another thread while
+    /// the role was held (so it did not wake the stack thread) is handed to
+    /// the stack thread now.
+    private func endTurn() {
+        roleHeld.store(false, ordering: .sequentiallyConsistent)
+        role.unlock()
+        if deferredPending.load(ordering: .sequentiallyConsistent) { link.rxWakeup.signal() }
+    }
+
+    /// The link's thread, right after it published frames: handles them on
+    /// that thread if no one else is in the stack's role (the stack thread
+    /// then stays asleep and the frames cost no thread hand-off). Returns
+    /// true when the RX ring is empty afterwards.
+    private func handleOnLinkThread() -> Bool {
+        guard running.load(ordering: .relaxed), !stopping.load(ordering: .relaxed), role.tryLock() else { return false }
+        roleHeld.store(true, ordering: .sequentiallyConsistent)
+        // Timers stay with the stack thread: the link's thread cannot drain
+        // the TX ring while it is in here, so it sends only what answers
+        // the frames it brought.
+        let (_, deadline) = turn(now: monotonicNow(), runTimers: false)
+        let due = deadline?.nanoseconds ?? .max
+        linkThreadDeadline.store(due, ordering: .sequentiallyConsistent)
+        endTurn()
+        // A timer due before the sleeping stack thread would look (one these
+        // frames set, or one already due): wake it to run or re-arm. (If it
+        // is only about to sleep, it sees `linkThreadDeadline` itself.)
+        if due < stackThreadWakesAt.load(ordering: .sequentiallyConsistent) {
+            link.rxWakeup.signal()
+        }
+        return link.rx.isEmpty
+    }
+
     private func run() {
         let rx = link.rx
         var lastWork = StackInstant.zero
         while !stopping.load(ordering: .relaxed) {
-            if writablePending.exchange(false, ordering: .sequentiallyConsistent) {
-                withStack { $0.notifyWritable() }
-            }
             let now = monotonicNow()
-            let (handled, deadline) = withStack { stack -> (Int, StackInstant?) in
-                var handled = 0
-                while handled < batchLimit, let frame = rx.peek() {
-                    stack.receive(frame: frame, now: now)
-                    rx.release()
-                    handled += 1
-                }
-                return (handled, stack.advance(to: now))
-            }
-            runDeferred()
+            beginTurn()
+            // This turn's deadline covers every timer armed so far.
+            linkThreadDeadline.store(.max, ordering: .sequentiallyConsistent)
+            let (handled, deadline) = turn(now: now, runTimers: true)
+            endTurn()
             if handled > 0 {
                 lastWork = now
                 continue
@@ -188,10 +260,14 @@ public final class NetworkHost: Sendable {
                 let waitNanos = deadline.since(now).nanoseconds
                 timeout = Int32(min(1000, (waitNanos + 999_999) / 1_000_000))
             }
+            let wakesAt = now.nanoseconds &+ UInt64(timeout) * 1_000_000
+            stackThreadWakesAt.store(wakesAt, ordering: .sequentiallyConsistent)
             link.rxWakeup.wait(timeoutMilliseconds: timeout) {
                 !rx.isEmpty || stopping.load(ordering: .relaxed) || writablePending.load(ordering: .relaxed)
                     || deferredPending.load(ordering: .relaxed)
+                    || linkThreadDeadline.load(ordering: .sequentiallyConsistent) < wakesAt
             }
+            stackThreadWakesAt.store(0, ordering: .sequentiallyConsistent)
         }
     }
 }

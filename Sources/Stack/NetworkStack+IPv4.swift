@@ -110,9 +110,11 @@ extension NetworkStack {
         var header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: 0,
                                 dontFragment: dontFragment, proto: proto, source: address, destination: destination)
         let destinationMAC = broadcast ? MACAddress.broadcast : resolvedMAC(for: nextHop, now: now)
+        // An application's datagram leaves the reserve to the stack's own frames.
+        let reserve = owner == nil ? 0 : configuration.transmitReserveFrames
 
         if packetLength <= configuration.mtu, let destinationMAC {
-            guard sink.hasRoom(for: 1) else { throw .wouldBlock }
+            guard sink.hasRoom(for: 1 + reserve) else { throw .wouldBlock }
             header.identification = takeIdentification()
             _ = transmitFrame { frame in
                 EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
@@ -128,7 +130,7 @@ extension NetworkStack {
         var payload = [UInt8](repeating: 0, count: payloadLength)
         payload.withUnsafeMutableBytes { fill($0) }
         if let destinationMAC {
-            guard sink.hasRoom(for: fragmentCount(payloadLength)) else { throw .wouldBlock }
+            guard sink.hasRoom(for: fragmentCount(payloadLength) + reserve) else { throw .wouldBlock }
             header.identification = takeIdentification()
             transmitIPv4(header, payload: payload, to: destinationMAC)
         } else {

@@ -176,7 +176,7 @@ extension NetworkStack {
     /// the link can take a frame.
     public func readiness(of endpoint: UDPEndpoint) -> ReadinessEvents {
         var events = endpoint.readiness
-        if !endpoint.isClosed, sink.hasRoom(for: 1) { events.insert(.writable) }
+        if !endpoint.isClosed, sink.hasRoom(for: 1 + configuration.transmitReserveFrames) { events.insert(.writable) }
         return events
     }
 

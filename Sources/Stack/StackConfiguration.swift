@@ -46,6 +46,11 @@ public struct StackConfiguration: Sendable {
     /// Payload bytes a UDP socket queues before dropping.
     public var udpReceiveQueueBytes = 256 << 10
 
+    /// Transmit slots application datagrams leave free for the frames the
+    /// stack sends on its own (ARP replies and announcements, echo replies,
+    /// ICMP errors), so senders that keep the link full cannot starve them.
+    public var transmitReserveFrames = 4
+
     /// A configuration with the default bounds.
     public init(mac: MACAddress, interface: IPv4Interface, gateway: IPv4Address? = nil) {
         self.mac = mac

@@ -17,9 +17,10 @@ public struct InternetChecksum: Sendable {
 
     /// Adds bytes as big-endian 16-bit words.
     ///
-    /// Native-order 32-bit words are summed into a 64-bit accumulator, 32
+    /// Native-order 32-bit words are widened into eight 64-bit lanes, 64
     /// bytes per step with no carry handling (a datagram of at most 64 KiB
-    /// cannot overflow it; the compiler vectorises the loop), then folded.
+    /// cannot overflow a lane; the loop compiles to vector loads, widenings
+    /// and adds), then 64-bit words with end-around carry, then folded.
     /// Summing native-order words and swapping the folded result gives the
     /// same ones' complement sum as summing big-endian words (RFC 1071 2.B).
     @inlinable
@@ -27,24 +28,23 @@ public struct InternetChecksum: Sendable {
         var wide: UInt64 = 0
         var offset = 0
         let count = bytes.count
-        if count >= 32 {
-            var a: UInt64 = 0, b: UInt64 = 0, c: UInt64 = 0, d: UInt64 = 0
-            while count - offset >= 32 {
-                a &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
-                b &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
-                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
-                c &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self))
-                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 20, as: UInt32.self))
-                d &+= UInt64(bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt32.self))
-                    &+ UInt64(bytes.loadUnaligned(fromByteOffset: offset + 28, as: UInt32.self))
-                offset += 32
+        if count >= 64 {
+            var lanes = SIMD8<UInt64>()
+            while count &- offset >= 64 {
+                let low = bytes.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
+                let high = bytes.loadUnaligned(fromByteOffset: offset &+ 32, as: SIMD8<UInt32>.self)
+                lanes &+= SIMD8<UInt64>(truncatingIfNeeded: low) &+ SIMD8<UInt64>(truncatingIfNeeded: high)
+                offset &+= 64
             }
-            wide = Self.addCarrying(Self.addCarrying(a, b), Self.addCarrying(c, d))
+            wide = lanes.wrappedSum()
         }
-        while count - offset >= 4 {
+        while count &- offset >= 8 {
+            wide = Self.addCarrying(wide, bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            offset &+= 8
+        }
+        if count &- offset >= 4 {
             wide = Self.addCarrying(wide, UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-            offset += 4
+            offset &+= 4
         }
         if count - offset >= 2 {
             wide = Self.addCarrying(wide, UInt64(bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))

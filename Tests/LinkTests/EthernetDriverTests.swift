@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import Testing
 @testable import Link
 
@@ -10,7 +11,7 @@ import Testing
         let driver: EthernetDriver
         let peer: Int32
 
-        init(mode: LinkIOMode, ringCapacity: Int = 1024) {
+        init(mode: LinkIOMode, ringCapacity: Int = 1024, receiveHandler: (@Sendable () -> Bool)? = nil) {
             var fds: [Int32] = [0, 0]
             precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             // The peer blocks, so the test's writes wait for the driver rather than fail.
@@ -22,6 +23,7 @@ import Testing
             }
             driver = EthernetDriver(device: TapDevice(adopting: fds[0], name: "pair"), ringCapacity: ringCapacity, ioMode: mode)
             peer = fds[1]
+            if let receiveHandler { driver.setReceiveHandler(receiveHandler) }
             driver.start()
         }
 
@@ -88,4 +90,57 @@ import Testing
         #expect(harness.receive(8) == Array(sent[0..<8]))
         #expect(harness.driver.counters.rxRingFull.load(ordering: .relaxed) == 12)
     }
+
+    /// The stack's hand-over runs on the driver thread right after frames
+    /// arrive; what it queues for transmission goes out in the same loop.
+    @Test(arguments: LinkIOMode.allCases)
+    func theReceiveHandlerTakesFramesOnTheDriverThreadAndItsAnswersGoOut(mode: LinkIOMode) {
+        let testThread = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        let onOtherThread = Atomic<Int>(0)
+        let ringsBox = RingsBox()
+        let harness = Harness(mode: mode) {
+            if UInt(pthread_self()) != testThread { onOtherThread.add(1, ordering: .relaxed) }
+            // Echo every frame, as a stack answering on this thread would.
+            guard let driver = ringsBox.driver else { return false }
+            while let frame = driver.rx.peek() {
+                guard driver.tx.push(frame) else { break }
+                driver.rx.release()
+            }
+            return driver.rx.isEmpty
+        }
+        ringsBox.driver = harness.driver
+        let sent = (0..<300).map { Self.frame($0, length: 60 + $0 % 1400) }
+        var echoed: [[UInt8]] = []
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        for frame in sent {
+            #expect(write(harness.peer, frame, frame.count) == frame.count)
+            var pollfd = Glibc.pollfd(fd: harness.peer, events: Int16(POLLIN), revents: 0)
+            guard poll(&pollfd, 1, 2000) == 1 else { break }
+            let n = read(harness.peer, &buffer, buffer.count)
+            guard n > 0 else { break }
+            echoed.append(Array(buffer[0..<n]))
+        }
+        #expect(echoed == sent)
+        #expect(onOtherThread.load(ordering: .relaxed) > 0)
+        #expect(harness.driver.counters.rxBatchesInline.load(ordering: .relaxed) > 0)
+        #expect(harness.driver.counters.rxBatchesToStackThread.load(ordering: .relaxed) == 0)
+    }
+
+    /// A hand-over that cannot take the frames (the stack thread is busy)
+    /// leaves them in the RX ring, and the stack thread is told.
+    @Test(arguments: LinkIOMode.allCases)
+    func framesTheHandlerDeclinesStayForTheStackThread(mode: LinkIOMode) {
+        let harness = Harness(mode: mode) { false }
+        let sent = (0..<50).map { Self.frame($0, length: 64) }
+        for frame in sent { #expect(write(harness.peer, frame, frame.count) == frame.count) }
+        #expect(harness.receive(sent.count) == sent)
+        #expect(harness.driver.counters.rxBatchesInline.load(ordering: .relaxed) == 0)
+        #expect(harness.driver.counters.rxBatchesToStackThread.load(ordering: .relaxed) > 0)
+    }
+}
+
+/// Lets a handler made before the driver reach it once it exists.
+private final class RingsBox: @unchecked Sendable {
+    // Set before the first frame is written; read on the driver thread after.
+    var driver: EthernetDriver?
 }

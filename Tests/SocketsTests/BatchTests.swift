@@ -9,7 +9,7 @@ import TestSupport
 /// The batch calls: many datagrams per hold of the stack, same semantics as one at a time.
 @Suite(.serialized) struct BatchTests {
     @Test func aSendBatchStopsWhereTheLinkIsFullAndSaysSo() throws {
-        let live = LiveHost(ringCapacity: 8)
+        let live = LiveHost(ringCapacity: 8) { $0.transmitReserveFrames = 0 }
         live.learnPeer()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)

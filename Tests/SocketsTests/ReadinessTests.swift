@@ -41,7 +41,7 @@ final class EventRecorder: Sendable {
     }
 
     @Test func writableGoesWhenTheLinkFillsAndComesBackWhenItDrains() throws {
-        let live = LiveHost(ringCapacity: 4)
+        let live = LiveHost(ringCapacity: 4) { $0.transmitReserveFrames = 0 }
         live.learnPeer()
         let socket = UDPSocket(host: live.host)
         let recorder = EventRecorder()
@@ -55,7 +55,7 @@ final class EventRecorder: Sendable {
     }
 
     @Test func blockingSendWaitsForRoomThenSends() throws {
-        let live = LiveHost(ringCapacity: 4)
+        let live = LiveHost(ringCapacity: 4) { $0.transmitReserveFrames = 0 }
         live.learnPeer()
         let socket = UDPSocket(host: live.host)
         for _ in 0..<4 { try socket.send([1], to: peer) }
@@ -75,7 +75,7 @@ final class EventRecorder: Sendable {
     }
 
     @Test func blockingSendTimesOutWhenTheLinkStaysFull() throws {
-        let live = LiveHost(ringCapacity: 2)
+        let live = LiveHost(ringCapacity: 2) { $0.transmitReserveFrames = 0 }
         live.learnPeer()
         let socket = UDPSocket(host: live.host)
         for _ in 0..<2 { try socket.send([1], to: peer) }

@@ -30,7 +30,7 @@ import TestSupport
     }
 
     @Test func wouldBlockWhenTheLinkIsFull() throws {
-        let live = LiveHost(ringCapacity: 4)
+        let live = LiveHost(ringCapacity: 4) { $0.transmitReserveFrames = 0 }
         live.learnPeer()
         let socket = UDPSocket(host: live.host)
         for _ in 0..<4 { try socket.send([1], to: peer) }

@@ -11,8 +11,9 @@ final class LiveHost {
     let link: MemoryLink
     let host: NetworkHost
 
-    init(ringCapacity: Int = 256, configure: (inout StackConfiguration) -> Void = { _ in }) {
-        link = MemoryLink(capacity: ringCapacity)
+    init(ringCapacity: Int = 256, handsOverOnInject: Bool = false,
+         configure: (inout StackConfiguration) -> Void = { _ in }) {
+        link = MemoryLink(capacity: ringCapacity, handsOverOnInject: handsOverOnInject)
         var configuration = StackConfiguration.standard
         configure(&configuration)
         host = NetworkHost(configuration: configuration, link: link)

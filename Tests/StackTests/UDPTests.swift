@@ -150,6 +150,25 @@ import TestSupport
         #expect(h.counter(.udpTxDatagrams) == 0)
     }
 
+    @Test func applicationDatagramsLeaveTheTransmitReserveToTheStacksOwnFrames() throws {
+        let h = Harness()
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        let reserve = h.stack.configuration.transmitReserveFrames
+        #expect(reserve > 0)
+        h.sink.limit = reserve
+        #expect(throws: StackError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
+        #expect(!h.stack.readiness(of: endpoint).contains(.writable))
+        // A ping is still answered from the reserve.
+        h.receive(Captured.echoRequest)
+        #expect(h.counter(.icmpTxEchoReplies) == 1)
+        #expect(h.sent().count == 1)
+        h.sink.limit = reserve + 1
+        #expect(h.stack.readiness(of: endpoint).contains(.writable))
+        try h.send([1], from: endpoint, port: 9)
+        #expect(h.counter(.udpTxDatagrams) == 1)
+    }
+
     @Test func closeFreesThePortAndSignalsClosed() throws {
         let h = Harness()
         let (endpoint, log) = try h.boundEndpoint(port: 7)

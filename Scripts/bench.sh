@@ -9,7 +9,10 @@
 # Targets: reflector; tapstack (default driver: io_uring batches);
 #          tapstack-syscalls (--link-io syscalls: one read/write per frame);
 #          tapstack-service (the echo in another process, EchoOverService,
-#          through the socket service with TapstackClient).
+#          through the socket service with TapstackClient);
+#          optional: tapstack-stack-thread (every frame through the stack
+#          thread, no busy polling: the design before the driver thread
+#          handled frames itself, for comparison).
 # Knobs: ROUNDS (3), SECONDS_PER_TEST (2), PINGPONG_COUNT (20000),
 #        SIZES ("64 1400"), WINDOWS ("1 16 64"), TARGETS, OUT (results directory).
 set -uo pipefail
@@ -54,7 +57,7 @@ cleanup() {
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service
+start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service|tapstack-stack-thread
     ip netns add "$NS"
     ip -n "$NS" link set lo up
     ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -62,6 +65,8 @@ start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service
         reflector) ip netns exec "$NS" "$BENCH_BIN/tap-reflector" "$TAP" >>"$OUT/server.log" 2>&1 & ;;
         tapstack) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
         tapstack-syscalls) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --link-io syscalls >>"$OUT/server.log" 2>&1 & ;;
+        tapstack-stack-thread) ip netns exec "$NS" env TAPSTACK_LINK_THREAD_HANDOVER=0 TAPSTACK_BUSY_POLL_NS=0 \
+            "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
         tapstack-service) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/service.sock" >>"$OUT/server.log" 2>&1 & ;;
     esac
     SERVER_PID=$!
@@ -115,7 +120,8 @@ others = [t for t in targets if t != "reflector"]
 extra = "tapstack-service" in targets and "tapstack" in targets
 metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
 print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
-labels = {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl", "tapstack-service": "svc/refl"}
+labels = {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl", "tapstack-service": "svc/refl",
+          "tapstack-stack-thread": "st/refl"}
 print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % labels.get(t, t[:9]) for t in others)
       + ("%10s" % "svc/ts" if extra else ""))
 for metric in metrics:

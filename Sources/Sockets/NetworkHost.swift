@@ -31,10 +31,13 @@ final class RingSink: FrameSink {
 /// A running stack: the core, the stack thread that feeds it frames and
 /// timers, and the link it talks to.
 ///
-/// Threads: the stack thread consumes the link's RX ring; application threads
-/// call in through `withStack`. Both hold one lock while inside the core, so
-/// the core stays single-threaded and the TX ring has exactly one producer at
-/// any moment (the lock's hand-over orders the ring's producer side).
+/// Threads: the stack thread consumes the link's RX ring and runs timers;
+/// the link's thread may take that role for the frames it just read when
+/// the stack thread does not hold it (`role`), so a frame and its answer
+/// need no thread hand-off. Application threads call in through
+/// `withStack`. All hold one lock while inside the core, so the core stays
+/// single-threaded and each ring has exactly one producer and one consumer
+/// at any moment (the locks' hand-over orders the rings' sides).
 public final class NetworkHost: Sendable {
     /// The link the stack runs on (a TAP driver, or a memory link in tests).
     public let link: any LinkEndpoint
@@ -74,13 +77,22 @@ public final class NetworkHost: Sendable {
     private let linkThreadDeadline = Atomic<UInt64>(.max)
 
     /// Builds a stack over `link`. Call `start()` to run it.
-    public init(configuration: StackConfiguration, link: any LinkEndpoint) {
+    /// - Parameter handsFramesToLinkThread: lets the link's own thread (the
+    ///   TAP driver's) handle the frames it read, in the stack thread's role,
+    ///   whenever the stack thread does not hold it: no thread hand-off per
+    ///   batch. Off, every frame goes through the stack thread. The
+    ///   environment variable `TAPSTACK_LINK_THREAD_HANDOVER=0` turns it off
+    ///   by default (for comparisons).
+    public init(configuration: StackConfiguration, link: any LinkEndpoint,
+                handsFramesToLinkThread: Bool = NetworkHost.linkThreadHandOverByDefault) {
         self.link = link
         self.configuration = configuration
         sink = RingSink(ring: link.tx)
         stack = NetworkStack(configuration: configuration, sink: sink)
         link.setTransmitSpaceHandler { [weak self] in self?.transmitSpaceFreed() }
-        link.setReceiveHandler { [weak self] in self?.handleOnLinkThread() ?? false }
+        if handsFramesToLinkThread {
+            link.setReceiveHandler { [weak self] in self?.handleOnLinkThread() ?? false }
+        }
     }
 
     /// On the link's thread: the TX ring drained after a send found it full.
@@ -127,6 +139,11 @@ public final class NetworkHost: Sendable {
         }
         for item in work { item() }
     }
+
+    /// Whether hosts let the link's thread handle frames unless told
+    /// otherwise: yes, but for `TAPSTACK_LINK_THREAD_HANDOVER=0`.
+    public static let linkThreadHandOverByDefault: Bool =
+        getenv("TAPSTACK_LINK_THREAD_HANDOVER").map { String(cString: $0) != "0" } ?? true
 
     /// The stack's counters (a snapshot).
     public var counters: StackCounters { withStack { $0.counters } }

@@ -122,11 +122,11 @@ metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), 
 print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
 labels = {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl", "tapstack-service": "svc/refl",
           "tapstack-stack-thread": "st/refl"}
-print("%-20s" % "metric" + "".join("%19s" % t for t in targets) + "".join("%10s" % labels.get(t, t[:9]) for t in others)
+print("%-20s" % "metric" + "".join("%22s" % t for t in targets) + "".join("%10s" % labels.get(t, t[:9]) for t in others)
       + ("%10s" % "svc/ts" if extra else ""))
 for metric in metrics:
     medians = {t: statistics.median(values[(t, metric)]) for t in targets if values.get((t, metric))}
-    row = "%-20s" % metric + "".join("%19s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)
+    row = "%-20s" % metric + "".join("%22s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)
     r = medians.get("reflector")
     row += "".join("%9.2fx" % (medians[t] / r) if r and t in medians else "%10s" % "-" for t in others)
     if extra:

@@ -211,12 +211,6 @@ public final class NetworkHost: Sendable {
         return (handled, deadline)
     }
 
-    /// Takes the stack thread's role for one turn.
-    private func beginTurn() {
-        role.lock()
-        roleHeld.store(true, ordering: .sequentiallyConsistent)
-    }
-
     /// Gives the role back; deferred work queued by another thread while
     /// the role was held (so it did not wake the stack thread) is handed to
     /// the stack thread now.
@@ -252,38 +246,52 @@ public final class NetworkHost: Sendable {
     private func run() {
         let rx = link.rx
         var lastWork = StackInstant.zero
+        var deadline: StackInstant?
+        // Work for the stack thread: frames or deferred work no one else is
+        // handling (a holder of the role handles them, or tells us when it
+        // leaves any), a link with room again, a timer the link's thread saw.
+        func hasWork(before wakesAt: UInt64) -> Bool {
+            let free = !roleHeld.load(ordering: .sequentiallyConsistent)
+            return (free && (!rx.isEmpty || deferredPending.load(ordering: .sequentiallyConsistent)))
+                || writablePending.load(ordering: .relaxed) || stopping.load(ordering: .relaxed)
+                || linkThreadDeadline.load(ordering: .sequentiallyConsistent) < wakesAt
+        }
         while !stopping.load(ordering: .relaxed) {
             let now = monotonicNow()
-            beginTurn()
-            // This turn's deadline covers every timer armed so far.
-            linkThreadDeadline.store(.max, ordering: .sequentiallyConsistent)
-            let (handled, deadline) = turn(now: now, runTimers: true)
-            endTurn()
-            if handled > 0 {
-                lastWork = now
-                continue
-            }
-            // Recently busy: look again for a while before paying for a sleep and a wake-up.
-            if now.since(lastWork).nanoseconds < spinNanoseconds {
-                while rx.isEmpty && !deferredPending.load(ordering: .relaxed) && !writablePending.load(ordering: .relaxed)
-                        && monotonicNow().since(lastWork).nanoseconds < spinNanoseconds
-                        && (deadline.map { monotonicNow() < $0 } ?? true) {
-                    spinPause()
+            // Only a due timer is worth waiting for the role: when the link's
+            // thread holds it, it is handling the frames itself.
+            let timerDue = deadline.map { $0 <= now } ?? false
+            let tookRole = timerDue || writablePending.load(ordering: .relaxed) ? { role.lock(); return true }() : role.tryLock()
+            if tookRole {
+                roleHeld.store(true, ordering: .sequentiallyConsistent)
+                // This turn's deadline covers every timer armed so far.
+                linkThreadDeadline.store(.max, ordering: .sequentiallyConsistent)
+                let handled: Int
+                (handled, deadline) = turn(now: now, runTimers: true)
+                endTurn()
+                if handled > 0 {
+                    lastWork = now
+                    continue
                 }
-                continue
+                // Recently busy: look again for a while before paying for a sleep and a wake-up.
+                if now.since(lastWork).nanoseconds < spinNanoseconds {
+                    while !hasWork(before: 0) && monotonicNow().since(lastWork).nanoseconds < spinNanoseconds
+                            && (deadline.map { monotonicNow() < $0 } ?? true) {
+                        spinPause()
+                    }
+                    continue
+                }
             }
             var timeout: Int32 = 1000
             if let deadline {
                 let waitNanos = deadline.since(now).nanoseconds
                 timeout = Int32(min(1000, (waitNanos + 999_999) / 1_000_000))
             }
-            let wakesAt = now.nanoseconds &+ UInt64(timeout) * 1_000_000
+            // When this sleep ends at the latest: the timer itself (the
+            // timeout is rounded up to a millisecond), or the timeout.
+            let wakesAt = min(deadline?.nanoseconds ?? .max, now.nanoseconds &+ UInt64(timeout) * 1_000_000)
             stackThreadWakesAt.store(wakesAt, ordering: .sequentiallyConsistent)
-            link.rxWakeup.wait(timeoutMilliseconds: timeout) {
-                !rx.isEmpty || stopping.load(ordering: .relaxed) || writablePending.load(ordering: .relaxed)
-                    || deferredPending.load(ordering: .relaxed)
-                    || linkThreadDeadline.load(ordering: .sequentiallyConsistent) < wakesAt
-            }
+            link.rxWakeup.wait(timeoutMilliseconds: timeout) { hasWork(before: wakesAt) }
             stackThreadWakesAt.store(0, ordering: .sequentiallyConsistent)
         }
     }

@@ -88,8 +88,12 @@ start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service|tapsta
 load() { timeout -k 2 $((SECS + 20)) ip netns exec "$NS" "$BENCH_BIN/udpecho-load" "$@"; }
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
+read -ra TARGET_LIST <<<"$TARGETS"
 for round in $(seq "$ROUNDS"); do
-    for target in $TARGETS; do
+    # Each round starts with the next target, so no target always runs
+    # right after the same one (the machine's load drifts over a run).
+    for index in "${!TARGET_LIST[@]}"; do
+        target=${TARGET_LIST[$(( (index + round - 1) % ${#TARGET_LIST[@]} ))]}
         echo "round $round: $target" >&2
         start_target "$target" || { cleanup; continue; }
         line=$(load pingpong 192.0.2.2 7 64 "$PP_COUNT" "$((SECS * 3))")

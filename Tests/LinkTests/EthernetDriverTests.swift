@@ -32,6 +32,15 @@ import Testing
             close(peer)
         }
 
+        /// The next frame the driver wrote to the device, or nil after two seconds.
+        func frameFromDevice() -> [UInt8]? {
+            var pollfd = Glibc.pollfd(fd: peer, events: Int16(POLLIN), revents: 0)
+            guard poll(&pollfd, 1, 2000) == 1 else { return nil }
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            let n = read(peer, &buffer, buffer.count)
+            return n > 0 ? Array(buffer[0..<n]) : nil
+        }
+
         /// Frames from the RX ring until `count` came or two seconds passed.
         func receive(_ count: Int) -> [[UInt8]] {
             var frames: [[UInt8]] = []
@@ -63,17 +72,13 @@ import Testing
         let harness = Harness(mode: mode)
         let sent = (0..<500).map { Self.frame($0, length: 42 + $0 % 1472) }
         var received: [[UInt8]] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
         var next = 0
         while received.count < sent.count {
             // Keep the ring topped up while reading, as the stack would.
             while next < sent.count, sent[next].withUnsafeBytes({ harness.driver.tx.push($0) }) { next += 1 }
             harness.driver.transmitted()
-            var pollfd = Glibc.pollfd(fd: harness.peer, events: Int16(POLLIN), revents: 0)
-            guard poll(&pollfd, 1, 2000) == 1 else { break }
-            let n = read(harness.peer, &buffer, buffer.count)
-            guard n > 0 else { break }
-            received.append(Array(buffer[0..<n]))
+            guard let frame = harness.frameFromDevice() else { break }
+            received.append(frame)
         }
         #expect(received == sent)
         #expect(harness.driver.counters.txFrames.load(ordering: .relaxed) == 500)
@@ -111,14 +116,10 @@ import Testing
         ringsBox.driver = harness.driver
         let sent = (0..<300).map { Self.frame($0, length: 60 + $0 % 1400) }
         var echoed: [[UInt8]] = []
-        var buffer = [UInt8](repeating: 0, count: 2048)
         for frame in sent {
             #expect(write(harness.peer, frame, frame.count) == frame.count)
-            var pollfd = Glibc.pollfd(fd: harness.peer, events: Int16(POLLIN), revents: 0)
-            guard poll(&pollfd, 1, 2000) == 1 else { break }
-            let n = read(harness.peer, &buffer, buffer.count)
-            guard n > 0 else { break }
-            echoed.append(Array(buffer[0..<n]))
+            guard let echo = harness.frameFromDevice() else { break }
+            echoed.append(echo)
         }
         #expect(echoed == sent)
         #expect(onOtherThread.load(ordering: .relaxed) > 0)

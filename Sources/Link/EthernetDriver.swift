@@ -184,12 +184,7 @@ public final class EthernetDriver: LinkEndpoint {
         while !stopping.load(ordering: .relaxed) {
             let received: Int, sent: Int
             var delivered = false
-            // Nothing to send and the last look found at most one frame:
-            // one plain read() finds out sooner than a submission of reads
-            // (measured: ping-pong p50 14.5 -> 12 µs), and an answer made
-            // from what it reads leaves with one write() right after.
-            let quiet = tx.isEmpty && readAhead <= 2
-            if let io = batched, !rx.isFull, !quiet {
+            if let io = batched, !rx.isFull {
                 do {
                     (sent, received) = try exchange(io, readAhead: readAhead)
                     readAhead = received == readAhead ? min(2 * readAhead, batchSize) : max(received + 1, 2)
@@ -231,12 +226,11 @@ public final class EthernetDriver: LinkEndpoint {
                 if tx.isEmpty { awaitingAnswer = false }
                 continue
             }
-            let sinceFrame = monotonicNanoseconds() &- lastFrame
-            if received == 0 && sent == 0 && sinceFrame < busyPollNanoseconds {
+            if received == 0 && sent == 0 && monotonicNanoseconds() &- lastFrame < busyPollNanoseconds {
                 // Busy polling, briefly after traffic: the next frame of a
                 // conversation is read without a wake-up (which costs tens
                 // of microseconds on a virtual CPU that went idle).
-                spinPause(elapsed: sinceFrame)
+                spinPause()
                 continue
             }
             if received == 0 && sent == 0 {

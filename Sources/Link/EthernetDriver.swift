@@ -85,7 +85,7 @@ public final class EthernetDriver: LinkEndpoint {
     private let stopping = Atomic<Bool>(false)
     private let transmitSpace = TransmitSpaceNotifier()
     /// The stack's hand-over for received frames; read once when the thread starts.
-    private let receiveHandler = Mutex<(@Sendable () -> Bool)?>(nil)
+    private let receiveHandOver = ReceiveHandOver()
     /// After handing frames to the stack, how long to watch the TX ring for
     /// the answer before sleeping in poll(): a reply within it needs no wake-up.
     public let spinNanoseconds: UInt64 = driverSpinNanoseconds
@@ -116,9 +116,7 @@ public final class EthernetDriver: LinkEndpoint {
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
-    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {
-        receiveHandler.withLock { $0 = handler }
-    }
+    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) { receiveHandOver.set(handler) }
 
     /// Starts the capture thread, if any, and the driver thread; returns once
     /// the driver thread has chosen its I/O mode (see `ioMode`).
@@ -160,7 +158,7 @@ public final class EthernetDriver: LinkEndpoint {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: maximumFrameLength, alignment: 16)
         defer { scratch.deallocate() }
         var batched = makeBatchedIO()
-        let handOver = receiveHandler.withLock { $0 }
+        let handOver = receiveHandOver.current
         // Gives frames just read to the stack: on this thread when the stack
         // is free (no thread hand-off: the answer is in the TX ring before we
         // look at it), else by waking the stack thread.

@@ -32,6 +32,19 @@ extension LinkEndpoint {
     public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {}
 }
 
+/// Holds a link's receive hand-over (see `LinkEndpoint.setReceiveHandler`);
+/// set once before the link starts, read by the link's thread.
+public final class ReceiveHandOver: Sendable {
+    private let handler = Mutex<(@Sendable () -> Bool)?>(nil)
+
+    public init() {}
+
+    public func set(_ handler: @escaping @Sendable () -> Bool) { self.handler.withLock { $0 = handler } }
+
+    /// The handler, for a link thread to keep once it starts.
+    public var current: (@Sendable () -> Bool)? { handler.withLock { $0 } }
+}
+
 /// Holds a link's transmit-space handler; set once, read by the link's thread.
 public final class TransmitSpaceNotifier: Sendable {
     private let handler = Mutex<(@Sendable () -> Void)?>(nil)

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// A link with no device: the test plays the wire, injecting frames into the
 /// stack and collecting what the stack transmits.
 ///
@@ -18,7 +16,7 @@ public final class MemoryLink: LinkEndpoint {
     private let transmitSpace = TransmitSpaceNotifier()
     /// Whether `inject` offers the frame to the stack on the injecting thread.
     public let handsOverOnInject: Bool
-    private let receiveHandler = Mutex<(@Sendable () -> Bool)?>(nil)
+    private let receiveHandOver = ReceiveHandOver()
 
     /// A link with rings of `capacity` frames.
     /// - Parameter handsOverOnInject: `inject` lets the stack handle the
@@ -35,15 +33,13 @@ public final class MemoryLink: LinkEndpoint {
 
     public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
 
-    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {
-        receiveHandler.withLock { $0 = handler }
-    }
+    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) { receiveHandOver.set(handler) }
 
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult
     public func inject(_ frame: [UInt8]) -> Bool {
         let ok = frame.withUnsafeBytes { rx.push($0) }
-        if !(handsOverOnInject && receiveHandler.withLock({ $0 })?() == true) {
+        if !(handsOverOnInject && receiveHandOver.current?() == true) {
             rxWakeup.signal()
         }
         return ok

@@ -195,7 +195,8 @@ public final class NetworkHost: Sendable {
     /// work. Returns the frames handled and the next timer deadline.
     private func turn(now: StackInstant, runTimers: Bool) -> (handled: Int, deadline: StackInstant?) {
         let rx = link.rx
-        if writablePending.exchange(false, ordering: .sequentiallyConsistent) {
+        // A plain load first: the exchange (a locked instruction) only when set.
+        if writablePending.load(ordering: .relaxed), writablePending.exchange(false, ordering: .sequentiallyConsistent) {
             withStack { $0.notifyWritable() }
         }
         let (handled, deadline) = withStack { stack -> (Int, StackInstant?) in
@@ -209,6 +210,18 @@ public final class NetworkHost: Sendable {
         }
         runDeferred()
         return (handled, deadline)
+    }
+
+    /// Takes the stack thread's role, waiting for it if `wait`, else only if
+    /// it is free. Returns whether this thread now holds it.
+    private func takeRole(wait: Bool) -> Bool {
+        if wait {
+            role.lock()
+        } else if !role.tryLock() {
+            return false
+        }
+        roleHeld.store(true, ordering: .sequentiallyConsistent)
+        return true
     }
 
     /// Gives the role back; deferred work queued by another thread while
@@ -225,8 +238,7 @@ public final class NetworkHost: Sendable {
     /// then stays asleep and the frames cost no thread hand-off). Returns
     /// true when the RX ring is empty afterwards.
     private func handleOnLinkThread() -> Bool {
-        guard running.load(ordering: .relaxed), !stopping.load(ordering: .relaxed), role.tryLock() else { return false }
-        roleHeld.store(true, ordering: .sequentiallyConsistent)
+        guard running.load(ordering: .relaxed), !stopping.load(ordering: .relaxed), takeRole(wait: false) else { return false }
         // Timers stay with the stack thread: the link's thread cannot drain
         // the TX ring while it is in here, so it sends only what answers
         // the frames it brought.
@@ -261,9 +273,7 @@ public final class NetworkHost: Sendable {
             // Only a due timer is worth waiting for the role: when the link's
             // thread holds it, it is handling the frames itself.
             let timerDue = deadline.map { $0 <= now } ?? false
-            let tookRole = timerDue || writablePending.load(ordering: .relaxed) ? { role.lock(); return true }() : role.tryLock()
-            if tookRole {
-                roleHeld.store(true, ordering: .sequentiallyConsistent)
+            if takeRole(wait: timerDue || writablePending.load(ordering: .relaxed)) {
                 // This turn's deadline covers every timer armed so far.
                 linkThreadDeadline.store(.max, ordering: .sequentiallyConsistent)
                 let handled: Int

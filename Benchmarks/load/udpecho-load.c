@@ -110,11 +110,12 @@ static int pingpong(int fd, size_t size, long count, double seconds) {
     return measured > 0 ? 0 : 1;
 }
 
-static int window(int fd, size_t size, int width, double seconds) {
-    static uint8_t outbuf[BATCH][MAX_SIZE], inbuf[BATCH][MAX_SIZE + 1];
-    static uint64_t sent_at[SLOTS]; /* 0: slot free */
-    struct mmsghdr out[BATCH], in[BATCH];
-    struct iovec outv[BATCH], inv[BATCH];
+/* The batches window and rate send with sendmmsg() and receive with recvmmsg(). */
+static uint8_t outbuf[BATCH][MAX_SIZE], inbuf[BATCH][MAX_SIZE + 1];
+static struct mmsghdr out[BATCH], in[BATCH];
+static struct iovec outv[BATCH], inv[BATCH];
+
+static void prepare_batches(size_t size) {
     for (int i = 0; i < BATCH; i++) {
         outv[i] = (struct iovec){ outbuf[i], size };
         inv[i] = (struct iovec){ inbuf[i], sizeof inbuf[i] };
@@ -123,6 +124,11 @@ static int window(int fd, size_t size, int width, double seconds) {
         out[i].msg_hdr.msg_iov = &outv[i]; out[i].msg_hdr.msg_iovlen = 1;
         in[i].msg_hdr.msg_iov = &inv[i]; in[i].msg_hdr.msg_iovlen = 1;
     }
+}
+
+static int window(int fd, size_t size, int width, double seconds) {
+    static uint64_t sent_at[SLOTS]; /* 0: slot free */
+    prepare_batches(size);
     uint64_t next = 0, ok = 0, lost = 0, bad = 0, late = 0;
     int inflight = 0;
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), last_scan = start;
@@ -172,18 +178,8 @@ static int window(int fd, size_t size, int width, double seconds) {
  * recvmmsg(), so the client spends few system calls per datagram and the load
  * it offers is what the stack sees, not what the client can afford. */
 static int rate(int fd, size_t size, long pps, double seconds) {
-    static uint8_t outbuf[BATCH][MAX_SIZE], inbuf[BATCH][MAX_SIZE + 1];
     static uint64_t sent_at[1 << 20];
-    struct mmsghdr out[BATCH], in[BATCH];
-    struct iovec outv[BATCH], inv[BATCH];
-    for (int i = 0; i < BATCH; i++) {
-        outv[i] = (struct iovec){ outbuf[i], size };
-        inv[i] = (struct iovec){ inbuf[i], sizeof inbuf[i] };
-        memset(&out[i], 0, sizeof out[i]);
-        memset(&in[i], 0, sizeof in[i]);
-        out[i].msg_hdr.msg_iov = &outv[i]; out[i].msg_hdr.msg_iovlen = 1;
-        in[i].msg_hdr.msg_iov = &inv[i]; in[i].msg_hdr.msg_iovlen = 1;
-    }
+    prepare_batches(size);
     const uint64_t slots = 1 << 20, interval = 1000000000ull / (uint64_t)pps;
     uint64_t next = 0, ok = 0, lost = 0, bad = 0, late = 0, send_failed = 0;
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), due = start, last_scan = start;

@@ -13,12 +13,10 @@ public protocol DatagramSocket: AnyObject, Sendable {
     /// Takes the oldest datagram without waiting; throws `.wouldBlock` when none is queued.
     func receive() throws(SocketError) -> Datagram
 
-    /// Called before each try whose `.wouldBlock` leads to `wait`, so that
-    /// readiness arriving after the try still ends the wait.
-    func prepareToWait()
-
     /// Sleeps until one of `events` may have become true, or `timeoutMilliseconds`
-    /// passed (negative: no limit). Returns early rather than late.
+    /// passed (negative: no limit). Returns early rather than late, and at
+    /// once when one is already true: readiness that came after the caller's
+    /// `.wouldBlock` is not missed. Any number of threads may wait at once.
     func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32)
 
     /// Suspends until one of `events` may have become true, without blocking a thread.
@@ -47,7 +45,6 @@ extension DatagramSocket {
     public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
-            prepareToWait()
             do throws(SocketError) {
                 return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
             } catch .wouldBlock {
@@ -76,7 +73,6 @@ extension DatagramSocket {
     public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while true {
-            prepareToWait()
             do throws(SocketError) {
                 return try receive()
             } catch .wouldBlock {

@@ -33,7 +33,9 @@ public final class UDPSocket: DatagramSocket {
     nonisolated(unsafe) private let endpoint: UDPEndpoint
     nonisolated(unsafe) private let waiters = WaiterQueue()
     /// Signalled whenever the socket becomes readable, writable, gets an
-    /// error or closes; the blocking calls sleep on it.
+    /// error or closes, and never reset here: for a caller that sleeps on
+    /// its descriptor itself (reset it, look at `readiness`, then sleep). The
+    /// blocking calls do not use it (see `wait(for:timeoutMilliseconds:)`).
     public let event = Event()
 
     /// Opens an unbound socket.
@@ -250,13 +252,26 @@ public final class UDPSocket: DatagramSocket {
         }
     }
 
-    /// Resets the readiness event, which any event sets (see `DatagramSocket`).
-    public func prepareToWait() { event.reset() }
-
-    /// Sleeps on the readiness event (any event ends it; see `DatagramSocket`).
+    /// Sleeps until one of `events` is true or the timeout passes (see
+    /// `DatagramSocket`). Each sleeping thread arms a one-shot waiter of its
+    /// own, checked against the socket's readiness under the stack's lock, so
+    /// threads sharing a socket cannot take each other's wake-ups (with one
+    /// shared event, a thread resetting it before its own try could clear the
+    /// signal another thread was about to sleep on).
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
-        event.wait(timeoutMilliseconds: timeoutMilliseconds)
+        let wakeup = idleWaitEvents.withLock { $0.popLast() } ?? Event()
+        let (already, token) = armOnce(events) { _ in wakeup.signal() }
+        if already == nil { wakeup.wait(timeoutMilliseconds: timeoutMilliseconds) }
+        // After this the callback has run or never will (both under the stack's lock).
+        if let token { removeReadinessCallback(token) }
+        wakeup.reset()
+        idleWaitEvents.withLock { if $0.count < Self.idleWaitEventLimit { $0.append(wakeup) } }
     }
+
+    /// Events kept for threads that will sleep in `wait`: one eventfd per
+    /// concurrent sleeper, made once, not one per wait.
+    private let idleWaitEvents = Mutex<[Event]>([])
+    private static let idleWaitEventLimit = 8
 
     /// Suspends until an event in `mask` is true (see `DatagramSocket`).
     public func waitAsync(for mask: ReadinessEvents) async throws(SocketError) {

@@ -178,9 +178,6 @@ public final class UDPSocket: DatagramSocket {
 
     // MARK: Waiting (see `DatagramSocket`)
 
-    /// Nothing to reset: `wait` polls the channel itself.
-    public func prepareToWait() {}
-
     /// Sleeps in poll() until the channel is readable (or writable, for
     /// `.writable`), has hung up, or the timeout passes.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {

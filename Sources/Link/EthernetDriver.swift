@@ -15,6 +15,8 @@ public final class DriverCounters: Sendable {
     public let wakeups = Atomic<UInt64>(0)
     /// io_uring submissions, each carrying a batch of reads and writes.
     public let batchSubmissions = Atomic<UInt64>(0)
+    /// Times the driver moved between io_uring and read()/write() with the traffic's pace.
+    public let ioModeSwitches = Atomic<UInt64>(0)
     /// Batches of received frames the stack handled on the driver thread.
     public let rxBatchesInline = Atomic<UInt64>(0)
     /// Batches of received frames left for the stack thread (it was busy, or there is no hand-over).
@@ -33,6 +35,7 @@ public final class DriverCounters: Sendable {
          ("link.tx_errors", txErrors.load(ordering: .relaxed)),
          ("link.driver_wakeups", wakeups.load(ordering: .relaxed)),
          ("link.io_uring_submissions", batchSubmissions.load(ordering: .relaxed)),
+         ("link.io_mode_switches", ioModeSwitches.load(ordering: .relaxed)),
          ("link.rx_batches_inline", rxBatchesInline.load(ordering: .relaxed)),
          ("link.rx_batches_to_stack_thread", rxBatchesToStackThread.load(ordering: .relaxed))]
     }
@@ -51,7 +54,9 @@ public enum LinkIOMode: String, Sendable, CaseIterable {
     /// One `read()` or `write()` system call per frame.
     case syscalls
     /// A batch of reads and writes per io_uring submission (one system call);
-    /// falls back to `syscalls` when the kernel refuses io_uring.
+    /// falls back to `syscalls` when the kernel refuses io_uring. While
+    /// traffic is light (a frame or two per pass, as in a ping-pong) the
+    /// driver uses read()/write(), which cost less for single frames.
     case ioUring = "io_uring"
 }
 
@@ -179,10 +184,11 @@ public final class EthernetDriver: LinkEndpoint {
         var lastFrame: UInt64 = 0
         // Frames went to the stack and no frame has come back yet.
         var awaitingAnswer = false
+        var pace = TrafficPace()
         while !stopping.load(ordering: .relaxed) {
             let received: Int, sent: Int
             var delivered = false
-            if let io = batched, !rx.isFull {
+            if let io = batched, !rx.isFull, !pace.isLight {
                 do {
                     (sent, received) = try exchange(io, readAhead: readAhead)
                     readAhead = received == readAhead ? min(2 * readAhead, batchSize) : max(received + 1, 2)
@@ -199,6 +205,9 @@ public final class EthernetDriver: LinkEndpoint {
                     delivered = true
                 }
                 sent = transmitBatch(fd: fd)
+            }
+            if batched != nil && adaptiveLinkIO && pace.record(framesMoved: received + sent) {
+                counters.ioModeSwitches.add(1, ordering: .relaxed)
             }
             if received > 0 {
                 if !delivered { deliver() }

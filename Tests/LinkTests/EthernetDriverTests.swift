@@ -125,6 +125,51 @@ import Testing
         #expect(onOtherThread.load(ordering: .relaxed) > 0)
         #expect(harness.driver.counters.rxBatchesInline.load(ordering: .relaxed) > 0)
         #expect(harness.driver.counters.rxBatchesToStackThread.load(ordering: .relaxed) == 0)
+        // One frame at a time is light traffic: io_uring gave way to read()/write().
+        let switches = harness.driver.counters.ioModeSwitches.load(ordering: .relaxed)
+        #expect(mode == .ioUring && harness.driver.ioMode == .ioUring ? switches == 1 : switches == 0)
+    }
+
+    /// After a ping-pong moved the driver to read()/write(), a burst moves it
+    /// back to io_uring, and no frame is lost or reordered on either change.
+    @Test func aBurstAfterAPingPongGoesBackToIoUring() throws {
+        let ringsBox = RingsBox()
+        let harness = Harness(mode: .ioUring) {
+            guard let driver = ringsBox.driver else { return false }
+            while let frame = driver.rx.peek() {
+                guard driver.tx.push(frame) else { break }
+                driver.rx.release()
+            }
+            return driver.rx.isEmpty
+        }
+        ringsBox.driver = harness.driver
+        try #require(harness.driver.ioMode == .ioUring, "io_uring is refused here: \(harness.driver.ioUringUnavailableReason ?? "")")
+        let pingPong = (0..<100).map { Self.frame($0, length: 64) }
+        var echoed: [[UInt8]] = []
+        for frame in pingPong {
+            #expect(write(harness.peer, frame, frame.count) == frame.count)
+            guard let echo = harness.frameFromDevice() else { break }
+            echoed.append(echo)
+        }
+        #expect(echoed == pingPong)
+        #expect(harness.driver.counters.ioModeSwitches.load(ordering: .relaxed) == 1)
+        let submissionsBefore = harness.driver.counters.batchSubmissions.load(ordering: .relaxed)
+
+        // Bursts of 200 written before any echo is read: many frames per pass.
+        var burstEchoed: [[UInt8]] = []
+        var burstSent: [[UInt8]] = []
+        for round in 0..<10 {
+            let burst = (0..<200).map { Self.frame(1000 + round * 200 + $0, length: 60 + $0 % 1400) }
+            for frame in burst { #expect(write(harness.peer, frame, frame.count) == frame.count) }
+            burstSent += burst
+            for _ in burst {
+                guard let echo = harness.frameFromDevice() else { break }
+                burstEchoed.append(echo)
+            }
+        }
+        #expect(burstEchoed == burstSent)
+        #expect(harness.driver.counters.ioModeSwitches.load(ordering: .relaxed) == 2)
+        #expect(harness.driver.counters.batchSubmissions.load(ordering: .relaxed) > submissionsBefore)
     }
 
     /// A hand-over that cannot take the frames (the stack thread is busy)

@@ -1,4 +1,4 @@
-// UDP echo with blocking calls: each call sleeps on the socket's readiness event.
+// UDP echo with blocking calls: each call sleeps until the stack signals the socket ready.
 import Sockets
 
 let host = try NetworkHost.start(interface: CommandLine.arguments.dropFirst().first ?? "tap0")

@@ -259,18 +259,26 @@ public final class UDPSocket: DatagramSocket {
     /// shared event, a thread resetting it before its own try could clear the
     /// signal another thread was about to sleep on).
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
-        let wakeup = idleWaitEvents.withLock { $0.popLast() } ?? Event()
+        idleWaitEventsLock.lock()
+        let wakeup = idleWaitEvents.popLast() ?? Event()
+        idleWaitEventsLock.unlock()
         let (already, token) = armOnce(events) { _ in wakeup.signal() }
         if already == nil { wakeup.wait(timeoutMilliseconds: timeoutMilliseconds) }
         // After this the callback has run or never will (both under the stack's lock).
         if let token { removeReadinessCallback(token) }
         wakeup.reset()
-        idleWaitEvents.withLock { if $0.count < Self.idleWaitEventLimit { $0.append(wakeup) } }
+        idleWaitEventsLock.lock()
+        if idleWaitEvents.count < Self.idleWaitEventLimit { idleWaitEvents.append(wakeup) }
+        idleWaitEventsLock.unlock()
     }
 
     /// Events kept for threads that will sleep in `wait`: one eventfd per
-    /// concurrent sleeper, made once, not one per wait.
-    private let idleWaitEvents = Mutex<[Event]>([])
+    /// concurrent sleeper, made once, not one per wait. (A pthread lock, not
+    /// `Mutex`: ThreadSanitizer does not see `Mutex`'s ordering and reports
+    /// its contended use as a race.)
+    private let idleWaitEventsLock = Lock()
+    /// Guarded by `idleWaitEventsLock`.
+    nonisolated(unsafe) private var idleWaitEvents: [Event] = []
     private static let idleWaitEventLimit = 8
 
     /// Suspends until an event in `mask` is true (see `DatagramSocket`).

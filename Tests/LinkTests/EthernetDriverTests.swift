@@ -11,7 +11,10 @@ import Testing
         let driver: EthernetDriver
         let peer: Int32
 
-        init(mode: LinkIOMode, ringCapacity: Int = 1024, receiveHandler: (@Sendable () -> Bool)? = nil) {
+        /// - Parameter startsDriver: false leaves `driver.start()` to the test
+        ///   (for handlers that need the driver, set before its thread starts).
+        init(mode: LinkIOMode, ringCapacity: Int = 1024, startsDriver: Bool = true,
+             receiveHandler: (@Sendable () -> Bool)? = nil) {
             var fds: [Int32] = [0, 0]
             precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             // The peer blocks, so the test's writes wait for the driver rather than fail.
@@ -24,7 +27,7 @@ import Testing
             driver = EthernetDriver(device: TapDevice(adopting: fds[0], name: "pair"), ringCapacity: ringCapacity, ioMode: mode)
             peer = fds[1]
             if let receiveHandler { driver.setReceiveHandler(receiveHandler) }
-            driver.start()
+            if startsDriver { driver.start() }
         }
 
         deinit {
@@ -39,6 +42,17 @@ import Testing
             var buffer = [UInt8](repeating: 0, count: 2048)
             let n = read(peer, &buffer, buffer.count)
             return n > 0 ? Array(buffer[0..<n]) : nil
+        }
+
+        /// Writes each frame and reads the device's answer before the next;
+        /// stops at the first frame not answered within two seconds.
+        func pingPong(_ frames: [[UInt8]]) -> [[UInt8]] {
+            var answers: [[UInt8]] = []
+            for frame in frames {
+                guard write(peer, frame, frame.count) == frame.count, let answer = frameFromDevice() else { break }
+                answers.append(answer)
+            }
+            return answers
         }
 
         /// Frames from the RX ring until `count` came or two seconds passed.
@@ -103,25 +117,14 @@ import Testing
         let testThread = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
         let onOtherThread = Atomic<Int>(0)
         let ringsBox = RingsBox()
-        let harness = Harness(mode: mode) {
+        let harness = Harness(mode: mode, startsDriver: false) {
             if UInt(pthread_self()) != testThread { onOtherThread.add(1, ordering: .relaxed) }
-            // Echo every frame, as a stack answering on this thread would.
-            guard let driver = ringsBox.driver else { return false }
-            while let frame = driver.rx.peek() {
-                guard driver.tx.push(frame) else { break }
-                driver.rx.release()
-            }
-            return driver.rx.isEmpty
+            return ringsBox.echoAll()
         }
         ringsBox.driver = harness.driver
+        harness.driver.start()
         let sent = (0..<300).map { Self.frame($0, length: 60 + $0 % 1400) }
-        var echoed: [[UInt8]] = []
-        for frame in sent {
-            #expect(write(harness.peer, frame, frame.count) == frame.count)
-            guard let echo = harness.frameFromDevice() else { break }
-            echoed.append(echo)
-        }
-        #expect(echoed == sent)
+        #expect(harness.pingPong(sent) == sent)
         #expect(onOtherThread.load(ordering: .relaxed) > 0)
         #expect(harness.driver.counters.rxBatchesInline.load(ordering: .relaxed) > 0)
         #expect(harness.driver.counters.rxBatchesToStackThread.load(ordering: .relaxed) == 0)
@@ -134,24 +137,12 @@ import Testing
     /// back to io_uring, and no frame is lost or reordered on either change.
     @Test func aBurstAfterAPingPongGoesBackToIoUring() throws {
         let ringsBox = RingsBox()
-        let harness = Harness(mode: .ioUring) {
-            guard let driver = ringsBox.driver else { return false }
-            while let frame = driver.rx.peek() {
-                guard driver.tx.push(frame) else { break }
-                driver.rx.release()
-            }
-            return driver.rx.isEmpty
-        }
+        let harness = Harness(mode: .ioUring, startsDriver: false) { ringsBox.echoAll() }
         ringsBox.driver = harness.driver
+        harness.driver.start()
         try #require(harness.driver.ioMode == .ioUring, "io_uring is refused here: \(harness.driver.ioUringUnavailableReason ?? "")")
         let pingPong = (0..<100).map { Self.frame($0, length: 64) }
-        var echoed: [[UInt8]] = []
-        for frame in pingPong {
-            #expect(write(harness.peer, frame, frame.count) == frame.count)
-            guard let echo = harness.frameFromDevice() else { break }
-            echoed.append(echo)
-        }
-        #expect(echoed == pingPong)
+        #expect(harness.pingPong(pingPong) == pingPong)
         #expect(harness.driver.counters.ioModeSwitches.load(ordering: .relaxed) == 1)
         let submissionsBefore = harness.driver.counters.batchSubmissions.load(ordering: .relaxed)
 
@@ -187,6 +178,17 @@ import Testing
 
 /// Lets a handler made before the driver reach it once it exists.
 private final class RingsBox: @unchecked Sendable {
-    // Set before the first frame is written; read on the driver thread after.
+    // Set before the driver thread starts; read on that thread.
     var driver: EthernetDriver?
+
+    /// Echoes every frame in the RX ring into the TX ring, as a stack
+    /// answering on the driver thread would; true when RX is then empty.
+    func echoAll() -> Bool {
+        guard let driver else { return false }
+        while let frame = driver.rx.peek() {
+            guard driver.tx.push(frame) else { break }
+            driver.rx.release()
+        }
+        return driver.rx.isEmpty
+    }
 }

@@ -185,6 +185,8 @@ public final class EthernetDriver: LinkEndpoint {
         // Frames went to the stack and no frame has come back yet.
         var awaitingAnswer = false
         var pace = TrafficPace()
+        // Read once: a global's lazy-initialisation check per pass is not needed.
+        let adaptsToPace = adaptiveLinkIO
         while !stopping.load(ordering: .relaxed) {
             let received: Int, sent: Int
             var delivered = false
@@ -206,7 +208,7 @@ public final class EthernetDriver: LinkEndpoint {
                 }
                 sent = transmitBatch(fd: fd)
             }
-            if batched != nil && adaptiveLinkIO && pace.record(framesMoved: received + sent) {
+            if adaptsToPace && batched != nil && pace.record(framesMoved: received + sent) {
                 counters.ioModeSwitches.add(1, ordering: .relaxed)
             }
             if received > 0 {

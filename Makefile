@@ -62,7 +62,7 @@ DURATION ?= 600
 soak: release
 	DURATION=$(DURATION) Scripts/soak.sh
 
-# UDP echo throughput and latency against a minimal TAP reflector, same run (root).
+# UDP echo against a TAP reflector (blocking and busy-polling), interleaved rounds: medians, min, max, CPU per echo (root).
 bench: release
 	@Scripts/bench.sh
 

@@ -1,142 +1,192 @@
 #!/usr/bin/env bash
-# `make bench`: UDP echo over a TAP device, tapstack against a minimal TAP
-# reflector (the physical limit of one read and one write per frame), measured
-# by the project's own load generator in the same run, several rounds,
-# alternating. Prints the medians and the ratios to the reflector (and of
-# the echo through the socket service to the in-process echo).
-# Everything runs in a network namespace made here and removed afterwards.
+# `make bench`: UDP echo over a TAP device, every target measured by the
+# project's load generator (Benchmarks/load) in interleaved rounds, so that
+# the drift of a shared machine falls on all of them alike.
 #
-# Targets: reflector; tapstack (default driver: io_uring batches);
-#          tapstack-syscalls (--link-io syscalls: one read/write per frame);
+# All targets run at once, each in a network namespace of its own made here
+# (removed afterwards, also on failure). Each round visits every target once,
+# starting one further along the list than the round before; a visit runs:
+#   - ping-pong, 64 B: one datagram at a time, RTT p50 and p99;
+#   - windowed throughput for each SIZE and WINDOW (datagrams in flight);
+#   - CPU per echo: the target's CPU time (every thread of its processes,
+#     from /proc/PID/task/*/schedstat) per echo at a fixed open-loop RATE,
+#     the figure that moves least on a noisy machine.
+# A busy-polling target is stopped (SIGSTOP) outside its own visits, so that
+# its spinning does not take a CPU from the others' measurements.
+#
+# Targets: reflector (one blocking read() and write() per frame: the floor
+#          of a stack doing one system call per frame), reflector-spin (the
+#          same, busy-polling), tapstack (tapstack run's echo service),
 #          tapstack-service (the echo in another process, EchoOverService,
-#          through the socket service with TapstackClient);
-#          optional: tapstack-stack-thread (every frame through the stack
-#          thread, no busy polling: the design before the driver thread
-#          handled frames itself, for comparison).
-# Knobs: ROUNDS (3), SECONDS_PER_TEST (2), PINGPONG_COUNT (20000),
-#        SIZES ("64 1400"), WINDOWS ("1 16 64"), TARGETS, OUT (results directory).
+#          through the socket service); on request tapstack-syscalls
+#          (--link-io syscalls) and tapstack-nio (see README).
+# Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
+#        ("64 1400"), WINDOWS ("1 16 64"), RATE (50000), CPU_SECONDS (2),
+#        TARGETS, TAPSTACK_ARGS (extra options for every tapstack target),
+#        OUT (results directory).
+# Output: per figure and target, the median of the rounds with its min and
+# max, and the ratio of medians to the reflector (svc/ts: service to in-process).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
-SECS=${SECONDS_PER_TEST:-2}
-PP_COUNT=${PINGPONG_COUNT:-20000}
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_TEST:-1}
+PP_COUNT=${PINGPONG_COUNT:-5000}
 SIZES=${SIZES:-"64 1400"}
 WINDOWS=${WINDOWS:-"1 16 64"}
-TARGETS=${TARGETS:-"reflector tapstack tapstack-syscalls tapstack-service"}
+RATE=${RATE:-50000}
+CPU_SECS=${CPU_SECONDS:-2}
+TARGETS=${TARGETS:-"reflector reflector-spin tapstack tapstack-service"}
+EXTRA=${TAPSTACK_ARGS:-}
 OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
 BENCH_BIN=.build/bench
 TAPSTACK=${TAPSTACK_BIN:-.build/release/tapstack}
-ECHO_CLIENT=${ECHO_CLIENT_BIN:-$(dirname "$TAPSTACK")/EchoOverService}
-NS="bench-$$"
+RELEASE_DIR=$(dirname "$TAPSTACK")
 TAP=btap0
-[ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespace, TAP device)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "make bench needs root (network namespaces, TAP devices)" >&2; exit 2; }
 mkdir -p "$OUT" "$BENCH_BIN"
-gcc -O2 -Wall -Wextra -o "$BENCH_BIN/udpecho-load" Benchmarks/load/udpecho-load.c
-gcc -O2 -Wall -Wextra -o "$BENCH_BIN/tap-reflector" Benchmarks/reflector/tap-reflector.c
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/udpecho-load" Benchmarks/load/udpecho-load.c || exit 1
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/tap-reflector" Benchmarks/reflector/tap-reflector.c || exit 1
 RESULTS=$OUT/results.txt
 : >"$RESULTS"
+read -ra TARGET_LIST <<<"$TARGETS"
 
-SERVER_PID=""
-CLIENT_PID=""
+declare -a NS PIDS SPINS
 cleanup() {
-    if [ -n "$CLIENT_PID" ]; then
-        kill -TERM "$CLIENT_PID" 2>/dev/null
-        wait "$CLIENT_PID" 2>/dev/null
-        CLIENT_PID=""
-    fi
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null
-        for _ in $(seq 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null
-        SERVER_PID=""
-    fi
-    for pid in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    ip netns del "$NS" 2>/dev/null
+    local i pid
+    for i in "${!NS[@]}"; do
+        for pid in ${PIDS[$i]:-}; do kill -CONT "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null; done
+    done
+    sleep 0.3
+    for i in "${!NS[@]}"; do
+        for pid in ${PIDS[$i]:-}; do kill -KILL "$pid" 2>/dev/null; done
+        for pid in $(ip netns pids "${NS[$i]}" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+        ip netns del "${NS[$i]}" 2>/dev/null
+    done
     return 0
 }
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-start_target() {  # reflector|tapstack|tapstack-syscalls|tapstack-service|tapstack-stack-thread
-    ip netns add "$NS"
-    ip -n "$NS" link set lo up
-    ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    case $1 in
-        reflector) ip netns exec "$NS" "$BENCH_BIN/tap-reflector" "$TAP" >>"$OUT/server.log" 2>&1 & ;;
-        tapstack) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
-        tapstack-syscalls) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --link-io syscalls >>"$OUT/server.log" 2>&1 & ;;
-        tapstack-stack-thread) ip netns exec "$NS" env TAPSTACK_LINK_THREAD_HANDOVER=0 TAPSTACK_BUSY_POLL_NS=0 \
-            "$TAPSTACK" run --interface "$TAP" --echo-port 7 >>"$OUT/server.log" 2>&1 & ;;
-        tapstack-service) ip netns exec "$NS" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/service.sock" >>"$OUT/server.log" 2>&1 & ;;
+# start TARGET INDEX: starts the target in namespace NS[INDEX]; sets PIDS[INDEX].
+start() {
+    local target=$1 i=$2 ns=${NS[$2]} log=$OUT/$1.log pid
+    ip netns add "$ns" || return 1
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    SPINS[$i]=0
+    case $target in
+        reflector) ip netns exec "$ns" "$BENCH_BIN/tap-reflector" "$TAP" >>"$log" 2>&1 & ;;
+        reflector-spin) ip netns exec "$ns" "$BENCH_BIN/tap-reflector" --spin "$TAP" >>"$log" 2>&1 & SPINS[$i]=1 ;;
+        tapstack) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket $EXTRA >>"$log" 2>&1 & ;;
+        tapstack-syscalls) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --link-io syscalls $EXTRA >>"$log" 2>&1 & ;;
+        tapstack-service|tapstack-nio) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
+        *) echo "unknown target $target" >&2; return 1 ;;
     esac
-    SERVER_PID=$!
-    if [ "$1" = tapstack-service ]; then
-        for _ in $(seq 100); do [ -S "$OUT/service.sock" ] && break; sleep 0.05; done
-        : >"$OUT/client.log"
-        ip netns exec "$NS" "$ECHO_CLIENT" "$OUT/service.sock" 7 >>"$OUT/client.log" 2>&1 &
-        CLIENT_PID=$!
-        for _ in $(seq 100); do grep -q echoing "$OUT/client.log" && break; sleep 0.05; done
-        grep -q echoing "$OUT/client.log" || { echo "EchoOverService did not start: $(cat "$OUT/client.log")" >&2; return 1; }
+    pid=$!
+    PIDS[$i]=$pid
+    for _ in $(seq 100); do ip -n "$ns" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
+    ip -n "$ns" link set "$TAP" up || return 1
+    ip -n "$ns" addr add 192.0.2.1/24 dev "$TAP"
+    if [ "$target" = tapstack-service ] || [ "$target" = tapstack-nio ]; then
+        for _ in $(seq 100); do [ -S "$OUT/$target.sock" ] && break; sleep 0.05; done
+        if [ "$target" = tapstack-service ]; then
+            ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
+        else
+            ip netns exec "$ns" "$RELEASE_DIR/nio-echo-server" --socket "$OUT/$target.sock" --port 7 >>"$log.client" 2>&1 &
+        fi
+        PIDS[$i]="$pid $!"
     fi
-    for _ in $(seq 100); do ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
-    ip -n "$NS" link set "$TAP" up
-    ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
-    sleep 0.3
-    ip netns exec "$NS" ping -c 2 -i 0.2 -W 1 192.0.2.2 >/dev/null || { echo "$1 does not answer ping" >&2; return 1; }
+    for _ in $(seq 50); do
+        ip netns exec "$ns" ping -c 1 -W 1 192.0.2.2 >/dev/null 2>&1 && break
+    done
+    local probe
+    for _ in $(seq 50); do
+        probe=$(echo bench-probe | timeout 2 ip netns exec "$ns" nc -u -w 1 192.0.2.2 7 2>/dev/null)
+        [ "$probe" = bench-probe ] && break
+    done
+    [ "$probe" = bench-probe ] || { echo "$target does not echo: $(tail -n 5 "$log" "$log.client" 2>/dev/null)" >&2; return 1; }
+    [ "${SPINS[$i]}" = 1 ] && kill -STOP $pid
+    return 0
 }
 
-load() { timeout -k 2 $((SECS + 20)) ip netns exec "$NS" "$BENCH_BIN/udpecho-load" "$@"; }
-kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+# cpu_ns INDEX: CPU time so far of every thread of the target's processes, in ns.
+cpu_ns() {
+    local pid total=0 f
+    for pid in ${PIDS[$1]}; do
+        for f in /proc/"$pid"/task/*/schedstat; do
+            [ -r "$f" ] && total=$((total + $(cut -d' ' -f1 "$f")))
+        done
+    done
+    echo "$total"
+}
 
-read -ra TARGET_LIST <<<"$TARGETS"
+load() { local ns=$1; shift; timeout -k 2 60 ip netns exec "$ns" "$BENCH_BIN/udpecho-load" "$@"; }
+kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+record() { echo "$1 $2 $3" >>"$RESULTS"; }
+
+for i in "${!TARGET_LIST[@]}"; do
+    NS[$i]="bench-$$-$i"
+    start "${TARGET_LIST[$i]}" "$i" || { echo "${TARGET_LIST[$i]} did not start" >&2; exit 1; }
+done
+
 for round in $(seq "$ROUNDS"); do
-    # Each round starts with the next target, so no target always runs
-    # right after the same one (the machine's load drifts over a run).
-    for index in "${!TARGET_LIST[@]}"; do
-        target=${TARGET_LIST[$(( (index + round - 1) % ${#TARGET_LIST[@]} ))]}
-        echo "round $round: $target" >&2
-        start_target "$target" || { cleanup; continue; }
-        line=$(load pingpong 192.0.2.2 7 64 "$PP_COUNT" "$((SECS * 3))")
+    for k in "${!TARGET_LIST[@]}"; do
+        i=$(( (k + round - 1) % ${#TARGET_LIST[@]} ))
+        target=${TARGET_LIST[$i]} ns=${NS[$i]}
+        echo "round $round/$ROUNDS: $target" >&2
+        [ "${SPINS[$i]}" = 1 ] && kill -CONT ${PIDS[$i]}
+        line=$(load "$ns" pingpong 192.0.2.2 7 64 "$PP_COUNT" $((SECS * 5)))
         echo "$target $line" >>"$OUT/raw.txt"
-        echo "$target pp64_p50_us $(kv p50_us "$line")" >>"$RESULTS"
-        echo "$target pp64_p99_us $(kv p99_us "$line")" >>"$RESULTS"
+        record "$target" pp64_p50_us "$(kv p50_us "$line")"
+        record "$target" pp64_p99_us "$(kv p99_us "$line")"
         for size in $SIZES; do
             for w in $WINDOWS; do
-                line=$(load window 192.0.2.2 7 "$size" "$w" "$SECS")
+                line=$(load "$ns" window 192.0.2.2 7 "$size" "$w" "$SECS")
                 echo "$target $line" >>"$OUT/raw.txt"
-                echo "$target tput_${size}B_W${w}_pps $(kv pps "$line")" >>"$RESULTS"
+                record "$target" "tput_${size}B_W${w}_pps" "$(kv pps "$line")"
                 [ "$(kv bad "$line")" = 0 ] || echo "WARNING: $target returned corrupt echoes: $line" >&2
             done
         done
-        cleanup
+        before=$(cpu_ns "$i")
+        line=$(load "$ns" rate 192.0.2.2 7 64 "$RATE" "$CPU_SECS")
+        after=$(cpu_ns "$i")
+        echo "$target $line" >>"$OUT/raw.txt"
+        ok=$(kv ok "$line")
+        [ "${ok:-0}" -gt 0 ] && record "$target" "cpu_us_per_echo_${RATE}pps" \
+            "$(python3 -c "print(f'{($after - $before) / 1000 / $ok:.3f}')")"
+        [ "${SPINS[$i]}" = 1 ] && kill -STOP ${PIDS[$i]}
     done
 done
 
-python3 - "$RESULTS" "$ROUNDS" $TARGETS <<'PY' | tee "$OUT/summary.txt"
-import statistics, sys, collections, platform, os
+python3 - "$RESULTS" "$ROUNDS" "${TARGET_LIST[@]}" <<'PY' | tee "$OUT/summary.txt"
+import collections, os, platform, statistics, sys
 values = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    target, metric, value = line.split()
-    if value:
-        values[(target, metric)].append(float(value))
+    parts = line.split()
+    if len(parts) == 3 and parts[2]:
+        values[(parts[0], parts[1])].append(float(parts[2]))
 targets = [t for t in sys.argv[3:] if any(k[0] == t for k in values)]
-others = [t for t in targets if t != "reflector"]
-extra = "tapstack-service" in targets and "tapstack" in targets
-metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), m))
-print("UDP echo over a TAP device, medians of %s rounds (%s, %d cores); ratio = target / reflector" % (sys.argv[2], platform.machine(), os.cpu_count()))
-labels = {"tapstack": "ts/refl", "tapstack-syscalls": "sys/refl", "tapstack-service": "svc/refl",
-          "tapstack-stack-thread": "st/refl"}
-print("%-20s" % "metric" + "".join("%22s" % t for t in targets) + "".join("%10s" % labels.get(t, t[:9]) for t in others)
-      + ("%10s" % "svc/ts" if extra else ""))
-for metric in metrics:
-    medians = {t: statistics.median(values[(t, metric)]) for t in targets if values.get((t, metric))}
-    row = "%-20s" % metric + "".join("%22s" % ("%.1f" % medians[t] if t in medians else "-") for t in targets)
-    r = medians.get("reflector")
-    row += "".join("%9.2fx" % (medians[t] / r) if r and t in medians else "%10s" % "-" for t in others)
-    if extra:
-        row += "%9.2fx" % (medians["tapstack-service"] / medians["tapstack"]) if medians.get("tapstack") and "tapstack-service" in medians else "%10s" % "-"
+base = "reflector" if "reflector" in targets else targets[0]
+others = [t for t in targets if t != base]
+pair = ("tapstack-service", "tapstack") if {"tapstack-service", "tapstack"} <= set(targets) else None
+metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), not m.startswith("tput"), m))
+print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
+      f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
+short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc",
+         "tapstack-syscalls": "sys", "tapstack-nio": "nio"}
+head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>10}" for t in others)
+print(head + (f"{'svc/ts':>10}" if pair else ""))
+def cell(v):
+    return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]" if v else "-"
+for m in metrics:
+    row = f"{m:<26}" + "".join(f"{cell(values.get((t, m))):>30}" for t in targets)
+    med = {t: statistics.median(values[(t, m)]) for t in targets if values.get((t, m))}
+    row += "".join(f"{med[t] / med[base]:>9.2f}x" if base in med and t in med and med[base] else f"{'-':>10}" for t in others)
+    if pair:
+        a, b = pair
+        row += f"{med[a] / med[b]:>9.2f}x" if a in med and b in med and med[b] else f"{'-':>10}"
     print(row)
-print("(latency: lower is better, ratio <= 1.5 wanted; throughput: higher is better, ratio >= 0.8 wanted;")
-print(" svc/ts: the echo in another process through the socket service against the in-process echo)")
+print("(pp: latency in us, lower is better; tput: echoes per second, higher is better;")
+print(" cpu: the target's CPU time per echo in us at a fixed rate, lower is better)")
 PY
 echo "raw results in $OUT" >&2

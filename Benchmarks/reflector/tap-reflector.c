@@ -5,11 +5,14 @@
  * replies, and sends UDP datagrams for port 7 back with addresses and ports
  * swapped (which keeps both checksums valid). No validation, no queues.
  *
- *   tap-reflector TAPNAME [IPV4 [MAC]]      (default 192.0.2.2, 02:00:00:00:00:02)
+ *   tap-reflector [--spin] TAPNAME [IPV4 [MAC]]   (default 192.0.2.2, 02:00:00:00:00:02)
  *
+ * --spin busy-polls a non-blocking fd instead of sleeping in read(): the
+ * latency floor without wake-ups, at the price of a whole CPU.
  * Runs until SIGINT or SIGTERM.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -30,13 +33,15 @@ static void swap(uint8_t *a, uint8_t *b, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) { fprintf(stderr, "usage: %s TAPNAME [IPV4 [MAC]]\n", argv[0]); return 2; }
+    int spin = argc > 1 && strcmp(argv[1], "--spin") == 0;
+    if (spin) { argv++; argc--; }
+    if (argc < 2) { fprintf(stderr, "usage: %s [--spin] TAPNAME [IPV4 [MAC]]\n", argv[0]); return 2; }
     uint8_t ip[4], mac[6] = { 2, 0, 0, 0, 0, 2 };
     if (inet_pton(AF_INET, argc > 2 ? argv[2] : "192.0.2.2", ip) != 1) { fprintf(stderr, "bad address\n"); return 2; }
     if (argc > 3 && sscanf(argv[3], "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5]) != 6) {
         fprintf(stderr, "bad MAC\n"); return 2;
     }
-    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (spin ? O_NONBLOCK : 0));
     if (fd < 0) { perror("open /dev/net/tun"); return 1; }
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
@@ -50,6 +55,7 @@ int main(int argc, char **argv) {
     uint8_t f[2048];
     while (!stop) {
         ssize_t n = read(fd, f, sizeof f);
+        if (n < 0 && spin && errno == EAGAIN) continue;
         if (n < 14) continue;
         uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
         if (type == 0x0806 && n >= 42 && f[21] == 1 && memcmp(f + 38, ip, 4) == 0) {

@@ -2,16 +2,12 @@
 import PackageDescription
 import class Foundation.ProcessInfo
 
-/// The hot path's modules skip dynamic exclusivity checks in release builds:
-/// they showed in profiles (swift_beginAccess per field access), and the
-/// debug builds, which the tests also run, keep them.
-let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-
 let package = Package(
     name: "tapstack",
     products: [
         .executable(name: "tapstack", targets: ["tapstack"]),
         .library(name: "Sockets", targets: ["Sockets"]),
+        .library(name: "SocketAPI", targets: ["SocketAPI"]),
         .library(name: "TapstackClient", targets: ["TapstackClient"]),
         // LD_PRELOAD shim for `tapstack exec`: plain C, no Swift runtime.
         .library(name: "tapstack-preload", type: .dynamic, targets: ["TapstackPreload"]),
@@ -22,25 +18,32 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
-        // C glue: TUN ioctls and eventfd, which Swift cannot see from Glibc.
+        // C glue: eventfd and thread calls Swift cannot see from Glibc (no
+        // library beyond libc, so clients can link it); TUN ioctls and io_uring.
+        .target(name: "CSystem"),
         .target(name: "CTun", linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
-        .target(name: "Wire", swiftSettings: hotPath),
-        .target(name: "Link", dependencies: ["Wire", "CTun", "CPcap"], swiftSettings: hotPath),
-        .target(name: "Stack", dependencies: ["Wire"], swiftSettings: hotPath),
+        .target(name: "Wire"),
+        // Addresses, errors, readiness, the DatagramSocket protocol: what
+        // every socket API shares, in-process or across processes.
+        .target(name: "SocketAPI", dependencies: ["Wire", "CSystem"]),
+        .target(name: "Stack", dependencies: ["Wire", "SocketAPI"]),
+        .target(name: "Link", dependencies: ["Wire", "SocketAPI", "CTun", "CSystem", "CPcap"]),
+        // The executor that runs the core over a link.
+        .target(name: "Host", dependencies: ["Stack", "Link", "SocketAPI", "Wire", "CSystem"]),
         // The socket service's channel protocol, its client side (shared by
         // TapstackClient and the preload shim) and the service's system calls.
         .target(name: "CTapstackChannel"),
         .target(name: "TapstackPreload", dependencies: ["CTapstackChannel"],
-                linkerSettings: [.linkedLibrary("dl"), .unsafeFlags(["-Xlinker", "--as-needed"])]),
-        .target(name: "Sockets", dependencies: ["Stack", "Link", "Wire", "CTun"], swiftSettings: hotPath),
-        .target(name: "SocketService", dependencies: ["Sockets", "Stack", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
-        .target(name: "TapstackClient", dependencies: ["Sockets", "Stack", "Link", "Wire", "CTapstackChannel"], swiftSettings: hotPath),
+                linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "Sockets", dependencies: ["Host", "Stack", "SocketAPI", "Wire"]),
+        .target(name: "SocketService", dependencies: ["Sockets", "Host", "Stack", "SocketAPI", "Wire", "CTapstackChannel"]),
+        .target(name: "TapstackClient", dependencies: ["SocketAPI", "Wire", "CTapstackChannel"]),
         .executableTarget(
             name: "tapstack",
             dependencies: [
-                "Sockets", "SocketService", "Stack", "Link", "Wire",
+                "Sockets", "SocketService", "Host", "Stack", "Link", "SocketAPI", "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,7 +79,6 @@ if ProcessInfo.processInfo.environment["TAPSTACK_BENCHMARKS"] != nil {
             name: "StackBenchmarks",
             dependencies: ["Stack", "Link", "Sockets", "Wire", "TestSupport", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/StackBenchmarks",
-            swiftSettings: hotPath,
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
 }
 

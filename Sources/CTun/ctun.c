@@ -5,14 +5,12 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 int ctun_ifnamsiz(void) { return IFNAMSIZ; }
 
-int ctun_open_tap(const char *name, char *actual_name, int *persistent,
+int ctun_open_tap(const char *name, int options, char *actual_name, int *persistent,
                   int *stage, int *err) {
     *stage = CTUN_OK;
     *err = 0;
@@ -31,7 +29,7 @@ int ctun_open_tap(const char *name, char *actual_name, int *persistent,
     }
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((options & CTUN_VNET_HDR) ? IFF_VNET_HDR : 0);
     memcpy(ifr.ifr_name, name, len);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         *stage = CTUN_STAGE_SETIFF;
@@ -49,18 +47,6 @@ int ctun_open_tap(const char *name, char *actual_name, int *persistent,
     return fd;
 }
 
-int ctun_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
-
-void ctun_eventfd_signal(int fd) {
-    uint64_t one = 1;
-    ssize_t r = write(fd, &one, sizeof one);
-    (void)r; /* EAGAIN means the counter is saturated: already signalled. */
+int ctun_set_offload(int fd, unsigned flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) == 0 ? 0 : errno;
 }
-
-void ctun_eventfd_drain(int fd) {
-    uint64_t value;
-    ssize_t r = read(fd, &value, sizeof value);
-    (void)r; /* EAGAIN means it was not signalled. */
-}
-
-void ctun_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -1,11 +1,28 @@
 import Synchronization
+import Wire
+
+/// A frame in a ring slot, with what the link knows or asks about it.
+public struct RingFrame {
+    /// The frame's bytes (valid until the slot is released).
+    public var bytes: UnsafeRawBufferPointer
+    /// Its transport checksum: completed by the link (received) or to be
+    /// completed by it (sent).
+    public var checksum: ChecksumOffload
+    /// For a received frame that carries several UDP datagrams of one flow
+    /// (a GSO frame from the kernel): the payload bytes per datagram; 0 otherwise.
+    public var segmentSize: Int
+}
 
 /// A lock-free single-producer, single-consumer ring of fixed-size frame slots.
 ///
 /// The ring is also the packet-buffer pool: the producer writes a frame
 /// straight into the next free slot (`reserve`, then `commit`), and the
 /// consumer reads it in place (`peek`, then `release`). Nothing is allocated
-/// after `init`.
+/// after `init`. Each slot has `headroom` bytes before its frame for the
+/// device side (a TAP device's virtio-net header), so a frame and its header
+/// go to or come from the device in one piece; `slotStart(at:)` gives a slot
+/// with its headroom, and the storage can be lent to the kernel as its
+/// receive buffers (`storage`, `stride`).
 ///
 /// Synchronisation (why `@unchecked Sendable` is sound): exactly one thread
 /// may act as producer and one as consumer at any moment. `tail` is written
@@ -17,12 +34,19 @@ import Synchronization
 public final class FrameRing: @unchecked Sendable {
     /// Number of slots; a power of two.
     public let capacity: Int
-    /// Bytes per slot: the largest frame the ring carries.
+    /// Bytes a frame may have.
     public let slotSize: Int
+    /// Bytes before each frame for the device side.
+    public let headroom: Int
+    /// Bytes from one slot's start to the next (headroom + slot size, rounded up to 64).
+    public let stride: Int
+    /// The slots' memory: slot `i` starts at `storage + i * stride`.
+    public let storage: UnsafeMutableRawPointer
 
     private let mask: Int
-    private let storage: UnsafeMutableRawPointer
-    private let lengths: UnsafeMutablePointer<Int>
+    private let lengths: UnsafeMutablePointer<Int32>
+    private let checksums: UnsafeMutablePointer<ChecksumOffload>
+    private let segmentSizes: UnsafeMutablePointer<UInt16>
     /// Next slot the consumer reads. Written by the consumer only.
     private let head = Atomic<Int>(0)
     /// Next slot the producer writes. Written by the producer only.
@@ -30,34 +54,54 @@ public final class FrameRing: @unchecked Sendable {
     /// Set by a producer that found the ring full and wants to hear when it drains.
     private let producerWaiting = Atomic<Bool>(false)
 
-    /// Creates a ring of `capacity` slots (rounded up to a power of two) of `slotSize` bytes.
-    public init(capacity: Int, slotSize: Int) {
-        precondition(capacity > 0 && slotSize > 0)
+    /// Creates a ring of `capacity` slots (rounded up to a power of two) for
+    /// frames of up to `slotSize` bytes, each with `headroom` bytes before it.
+    public init(capacity: Int, slotSize: Int, headroom: Int = 0) {
+        precondition(capacity > 0 && slotSize > 0 && headroom >= 0)
         var size = 1
         while size < capacity { size <<= 1 }
         self.capacity = size
         self.slotSize = slotSize
+        self.headroom = headroom
+        stride = (headroom + slotSize + 63) & ~63
         mask = size - 1
-        storage = UnsafeMutableRawPointer.allocate(byteCount: size * slotSize, alignment: 64)
-        lengths = UnsafeMutablePointer<Int>.allocate(capacity: size)
+        storage = UnsafeMutableRawPointer.allocate(byteCount: size * stride, alignment: 4096)
+        lengths = .allocate(capacity: size)
         lengths.initialize(repeating: 0, count: size)
+        checksums = .allocate(capacity: size)
+        checksums.initialize(repeating: .none, count: size)
+        segmentSizes = .allocate(capacity: size)
+        segmentSizes.initialize(repeating: 0, count: size)
     }
 
     deinit {
         storage.deallocate()
         lengths.deallocate()
+        checksums.deallocate()
+        segmentSizes.deallocate()
     }
+
+    /// The start of the slot at ring position `position` (as counted by
+    /// `produced`/`consumed`), headroom included.
+    @inline(__always)
+    public func slotStart(at position: Int) -> UnsafeMutableRawPointer { storage + (position & mask) * stride }
+
+    @inline(__always)
+    private func frameArea(at position: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: slotStart(at: position) + headroom, count: slotSize)
+    }
+
+    /// Frames published so far (the producer's position). Producer side, or a snapshot.
+    public var produced: Int { tail.load(ordering: .acquiring) }
+    /// Frames released so far (the consumer's position). Consumer side, or a snapshot.
+    public var consumed: Int { head.load(ordering: .acquiring) }
 
     // MARK: Producer side
 
-    /// The next free slot, `slotSize` bytes long, or nil when the ring is full.
-    /// Producer only. Call `commit` to publish what was written.
+    /// The next free slot's frame area, `slotSize` bytes long, or nil when
+    /// the ring is full. Producer only. Call `commit` to publish what was written.
     @inline(__always)
-    public func reserve() -> UnsafeMutableRawBufferPointer? {
-        let t = tail.load(ordering: .relaxed)
-        guard t &- head.load(ordering: .acquiring) < capacity else { return nil }
-        return UnsafeMutableRawBufferPointer(start: storage + (t & mask) * slotSize, count: slotSize)
-    }
+    public func reserve() -> UnsafeMutableRawBufferPointer? { reserve(ahead: 0) }
 
     /// The free slot `offset` places after the one `reserve` returns, or nil
     /// when fewer than `offset + 1` slots are free; for filling several slots
@@ -66,16 +110,22 @@ public final class FrameRing: @unchecked Sendable {
     public func reserve(ahead offset: Int) -> UnsafeMutableRawBufferPointer? {
         let t = tail.load(ordering: .relaxed) &+ offset
         guard t &- head.load(ordering: .acquiring) < capacity else { return nil }
-        return UnsafeMutableRawBufferPointer(start: storage + (t & mask) * slotSize, count: slotSize)
+        return frameArea(at: t)
     }
 
-    /// Publishes the slot returned by the last `reserve` holding `length` bytes.
-    /// Producer only.
+    /// Publishes the next slot holding a frame of `length` bytes at its frame
+    /// area, with what is known of its checksum. Producer only; the ring must
+    /// have a free slot (one `reserve` returned), or this traps rather than
+    /// overwrite a frame not yet read.
     @inline(__always)
-    public func commit(length: Int) {
-        precondition(length >= 0 && length <= slotSize)
+    public func commit(length: Int, checksum: ChecksumOffload = .none, segmentSize: Int = 0) {
+        precondition(length >= 0 && length <= slotSize, "frame of \(length) bytes in a \(slotSize)-byte slot")
         let t = tail.load(ordering: .relaxed)
-        lengths[t & mask] = length
+        precondition(t &- head.load(ordering: .acquiring) < capacity, "commit to a full ring")
+        let index = t & mask
+        lengths[index] = Int32(length)
+        checksums[index] = checksum
+        segmentSizes[index] = UInt16(truncatingIfNeeded: segmentSize)
         // Sequentially consistent so that a consumer about to sleep either
         // sees this frame or is seen sleeping by the producer (see Wakeup).
         tail.store(t &+ 1, ordering: .sequentiallyConsistent)
@@ -84,10 +134,10 @@ public final class FrameRing: @unchecked Sendable {
     /// Copies `frame` into the next slot and publishes it; false when full or too long.
     /// Producer only.
     @discardableResult
-    public func push(_ frame: UnsafeRawBufferPointer) -> Bool {
+    public func push(_ frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none) -> Bool {
         guard frame.count <= slotSize, let slot = reserve() else { return false }
         if let base = frame.baseAddress { slot.baseAddress!.copyMemory(from: base, byteCount: frame.count) }
-        commit(length: frame.count)
+        commit(length: frame.count, checksum: checksum)
         return true
     }
 
@@ -120,27 +170,34 @@ public final class FrameRing: @unchecked Sendable {
     /// The oldest published frame, or nil when empty. Consumer only. The bytes
     /// stay valid until `release`.
     @inline(__always)
-    public func peek() -> UnsafeRawBufferPointer? {
-        let h = head.load(ordering: .relaxed)
-        guard h != tail.load(ordering: .sequentiallyConsistent) else { return nil }
-        return UnsafeRawBufferPointer(start: storage + (h & mask) * slotSize, count: lengths[h & mask])
-    }
+    public func peek() -> UnsafeRawBufferPointer? { peekFrame(ahead: 0)?.bytes }
 
     /// The published frame `offset` places after the one `peek` returns, or
     /// nil when there are not that many; for handling several frames before
     /// releasing them in order. Consumer only.
     @inline(__always)
-    public func peek(ahead offset: Int) -> UnsafeRawBufferPointer? {
+    public func peek(ahead offset: Int) -> UnsafeRawBufferPointer? { peekFrame(ahead: offset)?.bytes }
+
+    /// Like `peek(ahead:)`, with what the link knows or asks about the frame.
+    @inline(__always)
+    public func peekFrame(ahead offset: Int = 0) -> RingFrame? {
         let h = head.load(ordering: .relaxed) &+ offset
         guard tail.load(ordering: .sequentiallyConsistent) &- h > 0 else { return nil }
-        return UnsafeRawBufferPointer(start: storage + (h & mask) * slotSize, count: lengths[h & mask])
+        let index = h & mask
+        return RingFrame(bytes: UnsafeRawBufferPointer(start: slotStart(at: h) + headroom, count: Int(lengths[index])),
+                         checksum: checksums[index], segmentSize: Int(segmentSizes[index]))
     }
 
     /// Frees the slot returned by the last `peek`. Consumer only.
     @inline(__always)
-    public func release() {
+    public func release() { release(count: 1) }
+
+    /// Frees the `count` oldest slots. Consumer only.
+    @inline(__always)
+    public func release(count: Int) {
         let h = head.load(ordering: .relaxed)
-        head.store(h &+ 1, ordering: .sequentiallyConsistent)
+        precondition(count >= 0 && tail.load(ordering: .acquiring) &- h >= count, "release of frames not published")
+        head.store(h &+ count, ordering: .sequentiallyConsistent)
     }
 
     /// Copies out and releases the oldest frame. Consumer only; for tests and cold paths.

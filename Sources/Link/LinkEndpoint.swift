@@ -1,61 +1,43 @@
-import Synchronization
+import Wire
 
-/// What the stack needs from a link: a pair of SPSC frame rings and a way to
-/// be woken.
+/// What the executor needs from a link: the SPSC FIFO pair that is the
+/// boundary between device I/O and the stack core, and device I/O turns.
 ///
-/// The link produces into `rx` and signals `rxWakeup`; the stack consumes
-/// `rx`, produces into `tx` and calls `transmitted()` once per batch so the
-/// link can send.
+/// The device side produces into `rx` and consumes `tx`; the core consumes
+/// `rx` (through `receive`) and produces into `tx`. Device I/O (`open`,
+/// `exchange`, `close`) runs on one thread, the executor's, which calls
+/// `receive` too; `wake` may be called from any thread.
 public protocol LinkEndpoint: AnyObject, Sendable {
     /// Frames from the wire to the stack.
     var rx: FrameRing { get }
     /// Frames from the stack to the wire.
     var tx: FrameRing { get }
-    /// Signalled by the link when it published frames into `rx`.
-    var rxWakeup: Wakeup { get }
-    /// Called by the stack after it published frames into `tx`.
-    func transmitted()
     /// Largest frame the link carries (without FCS).
     var maximumFrameLength: Int { get }
-    /// Registers what to call (on the link's thread) when `tx` had been
-    /// full and the link freed slots. Call before the link starts.
-    func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void)
-    /// Registers what the link's own thread may call right after it
-    /// published frames into `rx`, to hand them to the stack without waking
-    /// another thread; the handler returns true when `rx` is then empty (no
-    /// wake-up needed). Links without a thread of their own ignore it.
-    /// Call before the link starts.
-    func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool)
-}
+    /// True when the link completes transport checksums that frames in `tx`
+    /// leave partial (`ChecksumOffload.partial`). Fixed once `open` returned.
+    var completesChecksums: Bool { get }
 
-extension LinkEndpoint {
-    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) {}
-}
+    /// Prepares device I/O on the calling thread, which alone calls
+    /// `exchange`, `receive` and `close` afterwards.
+    func open()
 
-/// Holds a link's receive hand-over (see `LinkEndpoint.setReceiveHandler`);
-/// set once before the link starts, read by the link's thread.
-public final class ReceiveHandOver: Sendable {
-    private let handler = Mutex<(@Sendable () -> Bool)?>(nil)
+    /// Hands up to `limit` received frames to `handle`, oldest first, with
+    /// what the link did to each one's checksum, and frees their slots.
+    /// Returns how many frames `rx` gave up (a frame the link splits counts once).
+    func receive(upTo limit: Int, _ handle: (UnsafeRawBufferPointer, ChecksumOffload) -> Void) -> Int
 
-    public init() {}
+    /// One device I/O turn: writes what `tx` holds, takes back the slots
+    /// `receive` freed, and publishes into `rx` what the device has read.
+    /// With `waitUntil` (a monotonic time in nanoseconds, `.max` for no
+    /// limit) it sleeps, once the writes are out, until a frame arrives, `wake`
+    /// is called, or that time; with nil it never sleeps.
+    func exchange(waitUntil deadline: UInt64?)
 
-    public func set(_ handler: @escaping @Sendable () -> Bool) { self.handler.withLock { $0 = handler } }
+    /// Sends what is left in `tx` and releases device I/O; after `open`.
+    func close()
 
-    /// The handler, for a link thread to keep once it starts.
-    public var current: (@Sendable () -> Bool)? { handler.withLock { $0 } }
-}
-
-/// Holds a link's transmit-space handler; set once, read by the link's thread.
-public final class TransmitSpaceNotifier: Sendable {
-    private let handler = Mutex<(@Sendable () -> Void)?>(nil)
-
-    public init() {}
-
-    public func set(_ handler: @escaping @Sendable () -> Void) { self.handler.withLock { $0 = handler } }
-
-    /// Calls the handler if the ring's producer was waiting for space.
-    public func notifyIfWaiting(_ ring: FrameRing) {
-        guard ring.takeProducerWaiting() else { return }
-        handler.withLock { $0 }?()
-    }
+    /// Ends a sleep in `exchange` now, or makes the next one return at once.
+    /// Any thread; never blocks.
+    func wake()
 }

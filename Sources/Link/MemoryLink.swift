@@ -1,3 +1,6 @@
+import SocketAPI
+import Wire
+
 /// A link with no device: the test plays the wire, injecting frames into the
 /// stack and collecting what the stack transmits.
 ///
@@ -7,55 +10,75 @@ public final class MemoryLink: LinkEndpoint {
     public let rx: FrameRing
     /// Frames the stack sent, for the test to take.
     public let tx: FrameRing
-    /// Wakes the stack thread when the test injected a frame.
-    public let rxWakeup = Wakeup()
-    /// Signalled whenever the stack transmitted.
-    public let txWakeup = Wakeup()
     /// The largest frame either ring carries.
     public let maximumFrameLength: Int
-    private let transmitSpace = TransmitSpaceNotifier()
-    /// Whether `inject` offers the frame to the stack on the injecting thread.
-    public let handsOverOnInject: Bool
-    private let receiveHandOver = ReceiveHandOver()
+    /// Whether the stack may leave UDP checksums partial here (a test of the offload path).
+    public let completesChecksums: Bool
+    /// Ends the executor's sleep: injected frames, freed TX slots, `wake`.
+    private let wakeup = Wakeup()
+    /// Signalled whenever the stack transmitted (the executor's exchange ran with frames queued).
+    private let transmitted = Wakeup()
 
     /// A link with rings of `capacity` frames.
-    /// - Parameter handsOverOnInject: `inject` lets the stack handle the
-    ///   frame on the injecting thread when the stack is free, as the TAP
-    ///   driver does on its thread; otherwise the stack thread is woken.
-    public init(capacity: Int = 256, maximumFrameLength: Int = 1514, handsOverOnInject: Bool = false) {
+    public init(capacity: Int = 256, maximumFrameLength: Int = 1514, completesChecksums: Bool = false) {
         self.maximumFrameLength = maximumFrameLength
-        self.handsOverOnInject = handsOverOnInject
+        self.completesChecksums = completesChecksums
         rx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
         tx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
     }
 
-    public func transmitted() { txWakeup.signal() }
+    public func open() {}
 
-    public func setTransmitSpaceHandler(_ handler: @escaping @Sendable () -> Void) { transmitSpace.set(handler) }
+    public func close() {}
 
-    public func setReceiveHandler(_ handler: @escaping @Sendable () -> Bool) { receiveHandOver.set(handler) }
+    public func receive(upTo limit: Int, _ handle: (UnsafeRawBufferPointer, ChecksumOffload) -> Void) -> Int {
+        var count = 0
+        while count < limit, let frame = rx.peekFrame() {
+            handle(frame.bytes, frame.checksum)
+            rx.release()
+            count += 1
+        }
+        return count
+    }
+
+    public func exchange(waitUntil deadline: UInt64?) {
+        if !tx.isEmpty { transmitted.signal() }
+        guard let deadline else { return }
+        let now = monotonicNanoseconds()
+        guard deadline > now else { return }
+        let timeout = deadline == .max ? -1 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+        wakeup.wait(timeoutMilliseconds: timeout) { !rx.isEmpty }
+    }
+
+    public func wake() { wakeup.forceSignal() }
 
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult
-    public func inject(_ frame: [UInt8]) -> Bool {
-        let ok = frame.withUnsafeBytes { rx.push($0) }
-        if !(handsOverOnInject && receiveHandOver.current?() == true) {
-            rxWakeup.signal()
-        }
+    public func inject(_ frame: [UInt8], checksum: ChecksumOffload = .none) -> Bool {
+        let ok = frame.withUnsafeBytes { rx.push($0, checksum: checksum) }
+        wakeup.signal()
         return ok
     }
 
     /// Takes the oldest transmitted frame, waiting up to `timeoutMilliseconds`.
     public func nextTransmitted(timeoutMilliseconds: Int32 = 1000) -> [UInt8]? {
-        var remaining = timeoutMilliseconds
+        nextTransmittedFrame(timeoutMilliseconds: timeoutMilliseconds)?.bytes
+    }
+
+    /// Like `nextTransmitted`, with the checksum the stack left to the link.
+    public func nextTransmittedFrame(timeoutMilliseconds: Int32 = 1000) -> (bytes: [UInt8], checksum: ChecksumOffload)? {
+        let deadline = monotonicNanoseconds() + UInt64(max(0, timeoutMilliseconds)) * 1_000_000
         while true {
-            if let frame = tx.pop() {
-                transmitSpace.notifyIfWaiting(tx)
-                return frame
+            if let frame = tx.peekFrame() {
+                let taken = (Array(frame.bytes), frame.checksum)
+                tx.release()
+                // A sender waits for room: the executor tells it, on its next turn.
+                if tx.takeProducerWaiting() { wakeup.forceSignal() }
+                return taken
             }
-            guard remaining > 0 else { return nil }
-            txWakeup.wait(timeoutMilliseconds: 10) { !tx.isEmpty }
-            remaining -= 10
+            let now = monotonicNanoseconds()
+            guard now < deadline else { return nil }
+            transmitted.wait(timeoutMilliseconds: Int32(clamping: (deadline - now + 999_999) / 1_000_000)) { !tx.isEmpty }
         }
     }
 }

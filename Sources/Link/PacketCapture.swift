@@ -1,5 +1,7 @@
 import Glibc
+import SocketAPI
 import Synchronization
+import Wire
 
 /// Captures frames at the link endpoint without slowing the driver: the
 /// driver copies each frame (cut to the snap length, with its timestamp)
@@ -50,9 +52,11 @@ public final class PacketCapture: Sendable {
     }
 
     /// Copies `frame` into the capture ring; never blocks. Called by the
-    /// driver thread only (the ring's single producer).
+    /// link's I/O thread only (the ring's single producer). A checksum the
+    /// frame leaves partial (`.partial`) is completed in the copy, so the
+    /// capture shows the frame as the peer receives it.
     @inline(__always)
-    public func record(_ frame: UnsafeRawBufferPointer) {
+    public func record(_ frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none) {
         offered.add(1, ordering: .relaxed)
         guard let slot = ring.reserve() else {
             droppedBehind.add(1, ordering: .relaxed)
@@ -65,6 +69,10 @@ public final class PacketCapture: Sendable {
         slot.storeBytes(of: Int64(frame.count), toByteOffset: 16, as: Int64.self)
         let kept = min(frame.count, slot.count - Self.headerLength)
         if kept > 0 { (slot.baseAddress! + Self.headerLength).copyMemory(from: frame.baseAddress!, byteCount: kept) }
+        if case .partial(let start, let offset) = checksum, Int(start) + Int(offset) + 2 <= kept,
+           let value = completedChecksum(of: frame, start: Int(start), offset: Int(offset)) {
+            slot.storeBytes(of: value.bigEndian, toByteOffset: Self.headerLength + Int(start) + Int(offset), as: UInt16.self)
+        }
         ring.commit(length: Self.headerLength + kept)
         wakeup.signal()
     }

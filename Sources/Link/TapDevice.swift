@@ -35,8 +35,31 @@ public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// An open Linux TAP device (`IFF_TAP | IFF_NO_PI`): whole Ethernet frames,
-/// no packet-information prefix. The fd is non-blocking.
+/// What a TAP device opened with a virtio-net header does for the stack.
+public struct TapOffloads: Sendable, Equatable, CustomStringConvertible {
+    /// Frames carry a virtio-net header (`IFF_VNET_HDR`) both ways.
+    public var virtioHeader: Bool
+    /// Checksums may be left partial both ways (`TUN_F_CSUM`): the kernel
+    /// hands over its frames without computing their transport checksums and
+    /// accepts ours likewise.
+    public var checksum: Bool
+    /// The kernel takes UDP segmentation writes and may hand over UDP GSO
+    /// frames (`TUN_F_USO4 | TUN_F_USO6`, kernel 6.2).
+    public var udpSegmentation: Bool
+
+    /// No header, no offload: one plain frame per read and write.
+    public static let none = TapOffloads(virtioHeader: false, checksum: false, udpSegmentation: false)
+
+    public var description: String {
+        guard virtioHeader else { return "none" }
+        return ["virtio-net header", checksum ? "checksum" : nil, udpSegmentation ? "UDP segmentation" : nil]
+            .compactMap { $0 }.joined(separator: ", ")
+    }
+}
+
+/// An open Linux TAP device (`IFF_TAP | IFF_NO_PI`, with `IFF_VNET_HDR`
+/// unless asked not to): whole Ethernet frames, no packet-information
+/// prefix. The fd is non-blocking.
 ///
 /// Closing the fd removes a device this process created; a persistent device
 /// (made with `ip tuntap add`) stays.
@@ -47,16 +70,21 @@ public final class TapDevice: Sendable {
     public let fd: Int32
     /// True when the device outlives this process (created with `ip tuntap add`).
     public let isPersistent: Bool
+    /// The virtio-net header and offloads the kernel agreed to.
+    public let offloads: TapOffloads
 
     /// Opens `/dev/net/tun` and attaches to the TAP device `name`, creating it
     /// if it does not exist (which needs CAP_NET_ADMIN).
+    /// - Parameter offloads: ask for a virtio-net header and the checksum and
+    ///   UDP segmentation offloads, taking what the kernel grants (`offloads`
+    ///   says which); false gives plain frames.
     /// - Throws: `TapError` with a one-line explanation.
-    public init(name: String) throws(TapError) {
+    public init(name: String, offloads wantsOffloads: Bool = true) throws(TapError) {
         var actual = [CChar](repeating: 0, count: Int(ctun_ifnamsiz()))
         var persistent: Int32 = 0
         var stage: Int32 = 0
         var err: Int32 = 0
-        let fd = ctun_open_tap(name, &actual, &persistent, &stage, &err)
+        let fd = ctun_open_tap(name, wantsOffloads ? CTUN_VNET_HDR : 0, &actual, &persistent, &stage, &err)
         guard fd >= 0 else {
             switch (UInt32(stage), err) {
             case (CTUN_STAGE_NAME.rawValue, _): throw .invalidName(name)
@@ -72,14 +100,29 @@ public final class TapDevice: Sendable {
         self.fd = fd
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         self.isPersistent = persistent != 0
+        offloads = wantsOffloads ? Self.negotiateOffloads(fd) : .none
+    }
+
+    /// Asks for checksum and UDP segmentation offload, then checksum alone;
+    /// the kernel refuses flags it does not know (USO before 6.2).
+    private static func negotiateOffloads(_ fd: Int32) -> TapOffloads {
+        if ctun_set_offload(fd, UInt32(CTUN_OFFLOAD_CSUM | CTUN_OFFLOAD_USO4 | CTUN_OFFLOAD_USO6)) == 0 {
+            return TapOffloads(virtioHeader: true, checksum: true, udpSegmentation: true)
+        }
+        if ctun_set_offload(fd, UInt32(CTUN_OFFLOAD_CSUM)) == 0 {
+            return TapOffloads(virtioHeader: true, checksum: true, udpSegmentation: false)
+        }
+        return TapOffloads(virtioHeader: true, checksum: false, udpSegmentation: false)
     }
 
     /// Takes ownership of an open non-blocking descriptor that carries one
-    /// frame per read and write (for tests: one end of a datagram socket pair).
-    init(adopting fd: Int32, name: String) {
+    /// frame per read and write (for tests: one end of a datagram socket
+    /// pair), each with a virtio-net header when `offloads` says so.
+    init(adopting fd: Int32, name: String, offloads: TapOffloads = .none) {
         self.fd = fd
         self.name = name
         isPersistent = false
+        self.offloads = offloads
     }
 
     deinit { Glibc.close(fd) }

@@ -1,4 +1,6 @@
 import Glibc
+import Host
+import SocketAPI
 
 /// Why the socket service could not start, in one line.
 public enum ServiceError: Error, Equatable, Sendable, CustomStringConvertible {

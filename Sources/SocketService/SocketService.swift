@@ -1,6 +1,7 @@
 import CTapstackChannel
 import Glibc
-import Link
+import Host
+import SocketAPI
 import Sockets
 import Stack
 import Synchronization

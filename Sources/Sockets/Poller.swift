@@ -1,4 +1,7 @@
+import Host
+import SocketAPI
 import Stack
+import Synchronization
 
 /// Waits on many sockets at once, like `poll(2)`.
 public enum SocketPoller {
@@ -21,18 +24,30 @@ public enum SocketPoller {
     /// the order given; empty after a timeout. Sleeps in `poll()` meanwhile.
     public static func wait(_ interests: [Interest], timeout: Duration?) -> [(socket: UDPSocket, events: ReadinessEvents)] {
         let event = Event()
+        let signalled = Atomic<Bool>(false)
         let deadline = Deadline(timeout)
         while true {
+            // A wake-up whose readiness another thread took must not make the next sleep return at once.
+            event.reset()
+            signalled.store(false, ordering: .sequentiallyConsistent)
             var tokens: [(UDPSocket, Int)] = []
             var anyReady = false
             for interest in interests {
                 let mask = interest.events.union([.error, .closed])
-                let (already, token) = interest.socket.armOnce(mask) { _ in event.signal() }
+                let (already, token) = interest.socket.armOnce(mask) { _ in
+                    signalled.store(true, ordering: .sequentiallyConsistent)
+                    event.signal()
+                }
                 if already != nil { anyReady = true }
                 if let token { tokens.append((interest.socket, token)) }
             }
             if !anyReady {
-                do throws(SocketError) { try deadline.wait(on: event) } catch { anyReady = false }
+                if let host = interests.first?.socket.host, host.isExecutorThread {
+                    // Nothing else runs the core while the executor waits: run it here.
+                    _ = host.runTurns(until: { signalled.load(ordering: .sequentiallyConsistent) }, deadline: deadline.end ?? .max)
+                } else {
+                    do throws(SocketError) { try deadline.wait(on: event) } catch { /* the deadline passed: report what is ready */ }
+                }
             }
             for (socket, token) in tokens { socket.removeReadinessCallback(token) }
             let ready = interests.compactMap { interest -> (socket: UDPSocket, events: ReadinessEvents)? in
@@ -42,8 +57,4 @@ public enum SocketPoller {
             if !ready.isEmpty || deadline.hasPassed { return ready }
         }
     }
-}
-
-extension Deadline {
-    var hasPassed: Bool { end.map { monotonicNow() >= $0 } ?? false }
 }

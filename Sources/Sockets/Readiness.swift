@@ -1,3 +1,4 @@
+import SocketAPI
 import Stack
 
 /// Callbacks interested in a socket's readiness events, as in gVisor's
@@ -14,8 +15,8 @@ final class WaiterQueue {
         let callback: (ReadinessEvents) -> Void
     }
 
-    private var waiters: [Int: Waiter] = [:]
-    private var nextID = 0
+    @exclusivity(unchecked) private var waiters: [Int: Waiter] = [:]
+    @exclusivity(unchecked) private var nextID = 0
 
     /// Registers `callback` for the events in `mask`; a `once` waiter is
     /// removed after it first fires.

@@ -1,21 +1,9 @@
 import Glibc
+import Host
+import SocketAPI
 import Stack
 import Synchronization
 import Wire
-
-/// A datagram received by a socket.
-public struct Datagram: Sendable, Equatable {
-    /// The datagram's payload.
-    public var payload: [UInt8]
-    /// Who sent it.
-    public var source: SocketAddress
-
-    /// A datagram with its payload and sender.
-    public init(payload: [UInt8], source: SocketAddress) {
-        self.payload = payload
-        self.source = source
-    }
-}
 
 /// A UDP socket on a `NetworkHost`, with `sendto`/`recvfrom` semantics.
 ///
@@ -258,7 +246,17 @@ public final class UDPSocket: DatagramSocket {
     /// threads sharing a socket cannot take each other's wake-ups (with one
     /// shared event, a thread resetting it before its own try could clear the
     /// signal another thread was about to sleep on).
+    ///
+    /// On the executor's own thread (deferred work of an event-driven user)
+    /// nothing else would run the core or the link while it slept, so the
+    /// wait runs executor turns instead until the events come.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
+        if host.isExecutorThread {
+            let end = timeoutMilliseconds < 0 ? UInt64.max : monotonicNanoseconds() &+ UInt64(timeoutMilliseconds) * 1_000_000
+            if events.contains(.writable) { host.withStack { _ in endpoint.wantsWritableNotification() } }
+            _ = host.runTurns(until: { !readiness.isDisjoint(with: events) }, deadline: end)
+            return
+        }
         idleWaitEventsLock.lock()
         let wakeup = idleWaitEvents.popLast() ?? Event()
         idleWaitEventsLock.unlock()
@@ -314,32 +312,3 @@ public final class UDPSocket: DatagramSocket {
     }
 }
 
-/// A wait's end: `timeout` from now, or never.
-struct Deadline {
-    let end: StackInstant?
-
-    init(_ timeout: Duration?) {
-        end = timeout.map { monotonicNow() + StackDuration(nanoseconds: $0.nanoseconds) }
-    }
-
-    /// Sleeps on `event` until signalled or the deadline.
-    /// - Throws: `.wouldBlock` when the deadline has passed.
-    func wait(on event: Event) throws(SocketError) {
-        guard let end else {
-            event.wait(timeoutMilliseconds: -1)
-            return
-        }
-        let now = monotonicNow()
-        guard now < end else { throw .wouldBlock }
-        event.wait(timeoutMilliseconds: Int32(min(Int64(Int32.max), Int64((end.since(now).nanoseconds + 999_999) / 1_000_000))))
-    }
-}
-
-extension Duration {
-    /// Whole nanoseconds, clamped at zero.
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        guard seconds >= 0 else { return 0 }
-        return UInt64(seconds) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
-    }
-}

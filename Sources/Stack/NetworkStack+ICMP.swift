@@ -1,3 +1,4 @@
+import SocketAPI
 import Wire
 
 // ICMPv4 (RFC 792, RFC 1122 3.2.2): echo, errors sent and errors received.
@@ -29,7 +30,7 @@ extension NetworkStack {
         let length = request.bytes.count
         do {
             try sendIPv4(proto: .icmp, to: packet.source, payloadLength: length,
-                         typeOfService: packet.typeOfService, now: now) { buffer in
+                         typeOfService: packet.typeOfService, now: now) { buffer, _ in
                 buffer.copyMemory(from: request.bytes)
                 ICMPv4Header(type: ICMPv4Type.echoReply, code: 0, restOfHeader: request.restOfHeader)
                     .emit(intoMessage: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
@@ -58,7 +59,7 @@ extension NetworkStack {
     }
 
     /// The POSIX error an ICMP error means to a socket, as Linux maps them.
-    func socketError(forICMPType type: UInt8, code: UInt8) -> StackError? {
+    func socketError(forICMPType type: UInt8, code: UInt8) -> SocketError? {
         switch (type, code) {
         case (ICMPv4Type.destinationUnreachable, ICMPv4UnreachableCode.port): .connectionRefused
         case (ICMPv4Type.destinationUnreachable, ICMPv4UnreachableCode.network): .networkUnreachable
@@ -101,7 +102,7 @@ extension NetworkStack {
         guard takeICMPErrorToken(now: now) else { return count(.icmpTxErrorsRateLimited) }
         let length = ICMPv4Header.length + quote.count
         do {
-            try sendIPv4(proto: .icmp, to: destination, payloadLength: length, now: now) { buffer in
+            try sendIPv4(proto: .icmp, to: destination, payloadLength: length, now: now) { buffer, _ in
                 UnsafeMutableRawBufferPointer(rebasing: buffer[ICMPv4Header.length..<length]).copyMemory(from: quote)
                 ICMPv4Header(type: type, code: code, restOfHeader: restOfHeader)
                     .emit(intoMessage: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))

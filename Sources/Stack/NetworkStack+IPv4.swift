@@ -1,3 +1,4 @@
+import SocketAPI
 import Wire
 
 // IPv4 input (RFC 791, RFC 1122 3.2.1), reassembly, and output with routing
@@ -80,7 +81,7 @@ extension NetworkStack {
     /// is a link-level broadcast. On-link destinations go direct, others to
     /// the default gateway.
     /// - Throws: `.networkUnreachable` when off-link with no gateway.
-    func route(to destination: IPv4Address) throws(StackError) -> (nextHop: IPv4Address, broadcast: Bool) {
+    func route(to destination: IPv4Address) throws(SocketError) -> (nextHop: IPv4Address, broadcast: Bool) {
         if isBroadcast(destination) { return (destination, true) }
         if destination.isMulticast || destination.isLoopback || destination.isUnspecified || destination.isReserved {
             throw .networkUnreachable
@@ -95,12 +96,15 @@ extension NetworkStack {
     /// When it fits the MTU and the next hop's MAC is known, the frame is
     /// built in place in the sink's buffer. Otherwise the payload is built
     /// aside, then fragmented (RFC 791) and/or parked until ARP resolves.
+    /// `fill` is told whether to leave the transport checksum partial: only
+    /// in place, when the sink completes checksums and the protocol's
+    /// checksum sits at `transportChecksumOffset` of the payload.
     /// - Throws: `.networkUnreachable`; `.messageTooLong` (over 65535 bytes,
     ///   or over the MTU with `dontFragment`); `.wouldBlock` when the link
     ///   has no room now (nothing was sent).
     func sendIPv4(proto: IPProtocol, to destination: IPv4Address, payloadLength: Int, typeOfService: UInt8 = 0,
-                  dontFragment: Bool = false, owner: UDPEndpoint? = nil, now: StackInstant,
-                  fill: (UnsafeMutableRawBufferPointer) -> Void) throws(StackError) {
+                  dontFragment: Bool = false, owner: UDPEndpoint? = nil, transportChecksumOffset: Int? = nil,
+                  now: StackInstant, fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) throws(SocketError) {
         let (nextHop, broadcast) = try route(to: destination)
         let packetLength = IPv4Header.length + payloadLength
         guard packetLength <= 0xFFFF, packetLength <= configuration.mtu || !dontFragment else {
@@ -116,10 +120,14 @@ extension NetworkStack {
         if packetLength <= configuration.mtu, let destinationMAC {
             guard sink.hasRoom(for: 1 + reserve) else { throw .wouldBlock }
             header.identification = takeIdentification()
-            _ = transmitFrame { frame in
+            var offload = ChecksumOffload.none
+            if let transportChecksumOffset, sink.completesChecksums {
+                offload = .partial(start: UInt16(EthernetHeader.length + IPv4Header.length), offset: UInt16(transportChecksumOffset))
+            }
+            _ = transmitFrame(checksum: offload) { frame in
                 EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
                 let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
-                fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]))
+                fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]), offload != .none)
                 header.emit(into: ip)
                 return EthernetHeader.length + packetLength
             }
@@ -128,7 +136,7 @@ extension NetworkStack {
         }
 
         var payload = [UInt8](repeating: 0, count: payloadLength)
-        payload.withUnsafeMutableBytes { fill($0) }
+        payload.withUnsafeMutableBytes { fill($0, false) }
         if let destinationMAC {
             guard sink.hasRoom(for: fragmentCount(payloadLength) + reserve) else { throw .wouldBlock }
             header.identification = takeIdentification()

@@ -1,3 +1,4 @@
+import SocketAPI
 import Wire
 
 // UDP (RFC 768, RFC 1122 4.1) and the socket-facing operations.
@@ -10,7 +11,10 @@ extension NetworkStack {
         } catch {
             return drop(error == .badLength ? .udpDropBadLength : .udpDropTruncated)
         }
-        guard datagram.checksumIsValid(source: packet.source, destination: packet.destination) else {
+        // A checksum the link computed (the sender left it partial) is valid by construction.
+        let checksumStart = EthernetHeader.length + packet.headerLength
+        guard receivedChecksum.hasCompleted(start: checksumStart, offset: UDPDatagramView.Field.checksum)
+                || datagram.checksumIsValid(source: packet.source, destination: packet.destination) else {
             return drop(.udpDropBadChecksum)
         }
         if isBroadcast(packet.destination) {
@@ -86,7 +90,7 @@ extension NetworkStack {
     /// - Throws: `.addressInUse` (the port is taken, unless every socket on
     ///   it sets `reuseAddress`), `.addressNotAvailable`, `.invalidArgument`
     ///   (already bound), `.closed`, `.noPortsAvailable`.
-    public func bind(_ endpoint: UDPEndpoint, address requested: IPv4Address = .any, port: UInt16) throws(StackError) {
+    public func bind(_ endpoint: UDPEndpoint, address requested: IPv4Address = .any, port: UInt16) throws(SocketError) {
         guard !endpoint.isClosed else { throw .closed }
         guard endpoint.localPort == 0 else { throw .invalidArgument }
         guard requested.isUnspecified || requested == address || isBroadcast(requested) else { throw .addressNotAvailable }
@@ -107,7 +111,7 @@ extension NetworkStack {
         udpEndpoints[chosen, default: []].append(endpoint)
     }
 
-    func allocateEphemeralPort() throws(StackError) -> UInt16 {
+    func allocateEphemeralPort() throws(SocketError) -> UInt16 {
         let range = Self.ephemeralPorts
         let size = Int(range.upperBound - range.lowerBound) + 1
         for _ in 0..<size {
@@ -122,7 +126,7 @@ extension NetworkStack {
     /// address disconnects. A pending error is cleared.
     /// - Throws: `.closed`, `.invalidArgument` (port 0), `.networkUnreachable`,
     ///   `.permissionDenied` (broadcast without opting in).
-    public func connect(_ endpoint: UDPEndpoint, to destination: IPv4Address, port: UInt16) throws(StackError) {
+    public func connect(_ endpoint: UDPEndpoint, to destination: IPv4Address, port: UInt16) throws(SocketError) {
         guard !endpoint.isClosed else { throw .closed }
         if destination.isUnspecified {
             endpoint.remote = nil
@@ -144,7 +148,7 @@ extension NetworkStack {
     ///   without opting in); `.messageTooLong`; `.networkUnreachable`;
     ///   `.wouldBlock` (link full: try again when writable).
     public func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint,
-                     to destination: (address: IPv4Address, port: UInt16)?, now: StackInstant) throws(StackError) {
+                     to destination: (address: IPv4Address, port: UInt16)?, now: StackInstant) throws(SocketError) {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
             endpoint.pendingError = nil
@@ -159,11 +163,16 @@ extension NetworkStack {
         let source = address
         do {
             try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count,
-                         dontFragment: endpoint.dontFragment, owner: endpoint, now: now) { buffer in
+                         dontFragment: endpoint.dontFragment, owner: endpoint,
+                         transportChecksumOffset: UDPDatagramView.Field.checksum, now: now) { buffer, partialChecksum in
                 if payload.count > 0 {
                     UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
                 }
-                header.emit(intoDatagram: buffer, source: source, destination: target)
+                if partialChecksum {
+                    header.emitPartial(intoDatagram: buffer, source: source, destination: target)
+                } else {
+                    header.emit(intoDatagram: buffer, source: source, destination: target)
+                }
             }
         } catch .wouldBlock {
             endpoint.wantsWritable = true
@@ -193,14 +202,14 @@ extension NetworkStack {
 
     /// Sends one datagram to `destination`:`port`; see `send(_:from:to:now:)`.
     public func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint,
-                     to destination: IPv4Address, port: UInt16, now: StackInstant) throws(StackError) {
+                     to destination: IPv4Address, port: UInt16, now: StackInstant) throws(SocketError) {
         try send(payload, from: endpoint, to: (destination, port), now: now)
     }
 
     /// Takes the oldest queued datagram.
     /// - Throws: a pending asynchronous error first (then cleared), then
     ///   `.wouldBlock` when nothing is queued, `.closed` after close.
-    public func receive(from endpoint: UDPEndpoint) throws(StackError) -> ReceivedDatagram {
+    public func receive(from endpoint: UDPEndpoint) throws(SocketError) -> ReceivedDatagram {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
             endpoint.pendingError = nil
@@ -213,7 +222,7 @@ extension NetworkStack {
     /// Copies the oldest queued datagram into `buffer` without allocating;
     /// a datagram longer than `buffer` is cut (the info gives its full
     /// length, like MSG_TRUNC). Throws as `receive(from:)`.
-    public func receive(from endpoint: UDPEndpoint, into buffer: UnsafeMutableRawBufferPointer) throws(StackError) -> DatagramInfo {
+    public func receive(from endpoint: UDPEndpoint, into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> DatagramInfo {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
             endpoint.pendingError = nil

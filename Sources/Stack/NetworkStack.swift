@@ -1,3 +1,4 @@
+import SocketAPI
 import Wire
 
 /// The stack core: a single-threaded state machine for Ethernet, ARP, IPv4,
@@ -8,30 +9,32 @@ import Wire
 /// Not thread-safe: the owner serialises every call (see `Sockets.NetworkHost`).
 public final class NetworkStack {
     public let configuration: StackConfiguration
-    public private(set) var counters = StackCounters()
-    public internal(set) var arpCache: ARPCache
-    public internal(set) var reassembly: ReassemblyTable
+    @exclusivity(unchecked) public private(set) var counters = StackCounters()
+    @exclusivity(unchecked) public internal(set) var arpCache: ARPCache
+    @exclusivity(unchecked) public internal(set) var reassembly: ReassemblyTable
 
     let sink: FrameSink
     /// Bound sockets by local port; several share a port only with reuseAddress.
-    var udpEndpoints: [UInt16: [UDPEndpoint]] = [:]
+    @exclusivity(unchecked) var udpEndpoints: [UInt16: [UDPEndpoint]] = [:]
     /// ICMP error rate limit: tokens left and when they were last refilled.
-    var icmpErrorTokens: Double
-    var icmpErrorRefilledAt: StackInstant?
+    @exclusivity(unchecked) var icmpErrorTokens: Double
+    @exclusivity(unchecked) var icmpErrorRefilledAt: StackInstant?
     /// Gratuitous ARP announcements still to send, and when the next is due.
-    var announcementsLeft = 0
-    var nextAnnouncementAt = StackInstant.zero
-    var nextEndpointID = 1
-    var nextIdentification: UInt16 = 1
-    var nextEphemeralPort: UInt16 = NetworkStack.ephemeralPorts.lowerBound
+    @exclusivity(unchecked) var announcementsLeft = 0
+    @exclusivity(unchecked) var nextAnnouncementAt = StackInstant.zero
+    @exclusivity(unchecked) var nextEndpointID = 1
+    @exclusivity(unchecked) var nextIdentification: UInt16 = 1
+    @exclusivity(unchecked) var nextEphemeralPort: UInt16 = NetworkStack.ephemeralPorts.lowerBound
     /// Earliest instant at which `advance` has work; nil when no timer runs.
-    var nextTimerDeadline: StackInstant?
+    @exclusivity(unchecked) var nextTimerDeadline: StackInstant?
 
     /// Called for every drop with its counter and, when the drop happened
     /// while handling a received frame, that frame: a hook for debug logging.
-    public var onDrop: ((StackCounter, UnsafeRawBufferPointer?) -> Void)?
+    @exclusivity(unchecked) public var onDrop: ((StackCounter, UnsafeRawBufferPointer?) -> Void)?
     /// The frame `receive` is handling, for `onDrop`.
-    var currentFrame: UnsafeRawBufferPointer?
+    @exclusivity(unchecked) var currentFrame: UnsafeRawBufferPointer?
+    /// What the link did to that frame's transport checksum.
+    @exclusivity(unchecked) var receivedChecksum: ChecksumOffload = .none
 
     /// Shortest Ethernet frame without FCS; shorter ones are zero-padded.
     public static let minimumFrameLength = 60
@@ -72,10 +75,13 @@ public final class NetworkStack {
     }
 
     /// Processes one received Ethernet frame. The bytes are only borrowed.
-    public func receive(frame: UnsafeRawBufferPointer, now: StackInstant) {
+    /// `checksum` is what the link did to its transport checksum
+    /// (`.completed`: computed it, so it need not be verified again).
+    public func receive(frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none, now: StackInstant) {
         counters.increment(.ethernetRxFrames)
         currentFrame = frame
-        defer { currentFrame = nil }
+        receivedChecksum = checksum
+        defer { currentFrame = nil; receivedChecksum = .none }
         let ethernet: EthernetFrameView
         do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
         let destination = ethernet.destination
@@ -119,18 +125,20 @@ public final class NetworkStack {
         nextTimerDeadline = deadline
     }
 
-    /// Reserves a frame, lets `fill` write it and return its length, commits it.
+    /// Reserves a frame, lets `fill` write it and return its length, commits
+    /// it with `checksum` (`.partial` when `fill` left it to the link).
     /// Returns false (nothing sent) when the link is full.
     @inline(__always)
-    func transmitFrame(_ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+    func transmitFrame(checksum: ChecksumOffload = .none, _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard let buffer = sink.reserveFrame() else { return false }
         var length = fill(buffer)
+        precondition(length <= buffer.count, "a \(length)-byte frame in a \(buffer.count)-byte buffer")
         if length < Self.minimumFrameLength {
             // Pad to Ethernet's 60-byte minimum, as a NIC would (IEEE 802.3).
             (buffer.baseAddress! + length).initializeMemory(as: UInt8.self, repeating: 0, count: Self.minimumFrameLength - length)
             length = Self.minimumFrameLength
         }
-        sink.commitFrame(length: length)
+        sink.commitFrame(length: length, checksum: checksum)
         count(.ethernetTxFrames)
         return true
     }

@@ -1,28 +1,5 @@
+import SocketAPI
 import Wire
-
-/// Readiness events of an endpoint, as a mask (gVisor's waiter.EventMask).
-public struct ReadinessEvents: OptionSet, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-
-    /// A datagram is queued.
-    public static let readable = ReadinessEvents(rawValue: 1 << 0)
-    /// A send would not block.
-    public static let writable = ReadinessEvents(rawValue: 1 << 1)
-    /// An asynchronous error (e.g. ICMP port unreachable) is pending.
-    public static let error = ReadinessEvents(rawValue: 1 << 2)
-    /// The socket was closed.
-    public static let closed = ReadinessEvents(rawValue: 1 << 3)
-
-    public var description: String {
-        var names: [String] = []
-        if contains(.readable) { names.append("readable") }
-        if contains(.writable) { names.append("writable") }
-        if contains(.error) { names.append("error") }
-        if contains(.closed) { names.append("closed") }
-        return "[" + names.joined(separator: ",") + "]"
-    }
-}
 
 /// A datagram waiting in a socket's receive queue.
 public struct ReceivedDatagram: Sendable, Equatable {
@@ -50,25 +27,25 @@ public struct ReceivedDatagram: Sendable, Equatable {
 public final class UDPEndpoint {
     /// A number unique within the stack, for logs.
     public let id: Int
-    public internal(set) var localAddress: IPv4Address = .any
+    @exclusivity(unchecked) public internal(set) var localAddress: IPv4Address = .any
     /// 0 until bound (explicitly or by the first send).
-    public internal(set) var localPort: UInt16 = 0
-    public internal(set) var isClosed = false
+    @exclusivity(unchecked) public internal(set) var localPort: UInt16 = 0
+    @exclusivity(unchecked) public internal(set) var isClosed = false
     /// The peer set by connect: only its datagrams are received, and send
     /// without a destination goes to it. Nil when not connected.
-    public internal(set) var remote: (address: IPv4Address, port: UInt16)?
+    @exclusivity(unchecked) public internal(set) var remote: (address: IPv4Address, port: UInt16)?
     /// Allows sending to broadcast addresses (SO_BROADCAST).
-    public var allowsBroadcast = false
+    @exclusivity(unchecked) public var allowsBroadcast = false
     /// Lets several sockets bind the same port if all of them set it (SO_REUSEADDR).
-    public var reuseAddress = false
+    @exclusivity(unchecked) public var reuseAddress = false
     /// Sets DF and refuses datagrams over the MTU instead of fragmenting them (IP_PMTUDISC_DO).
-    public var dontFragment = false
+    @exclusivity(unchecked) public var dontFragment = false
 
-    var receiveQueue: DatagramQueue
+    @exclusivity(unchecked) var receiveQueue: DatagramQueue
 
     /// Called, by the thread holding the stack, when events become true.
     /// Must not block (it runs inside the stack).
-    public var onEvent: ((ReadinessEvents) -> Void)?
+    @exclusivity(unchecked) public var onEvent: ((ReadinessEvents) -> Void)?
 
     init(id: Int, queueDatagrams: Int, queueBytes: Int) {
         self.id = id
@@ -91,22 +68,22 @@ public final class UDPEndpoint {
     public static let receiveBufferLimits = 2048...(4 << 20)
 
     /// A send found the link full: tell this socket `.writable` when it drains.
-    var wantsWritable = false
+    @exclusivity(unchecked) var wantsWritable = false
 
     /// Asks for a `.writable` event when the link next drains.
     public func wantsWritableNotification() { wantsWritable = true }
 
     /// An asynchronous error to hand to the next call (SO_ERROR).
-    public internal(set) var pendingError: StackError?
+    @exclusivity(unchecked) public internal(set) var pendingError: SocketError?
 
     /// Returns and clears the pending error.
-    public func takePendingError() -> StackError? {
+    public func takePendingError() -> SocketError? {
         defer { pendingError = nil }
         return pendingError
     }
 
     /// Records an asynchronous error and wakes whoever waits on the socket.
-    func report(_ error: StackError) {
+    func report(_ error: SocketError) {
         guard !isClosed else { return }
         pendingError = error
         onEvent?(.error)

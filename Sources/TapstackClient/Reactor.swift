@@ -1,7 +1,6 @@
 import CTapstackChannel
 import Glibc
-import Link
-import Sockets
+import SocketAPI
 import Synchronization
 
 /// Wakes suspended tasks when a descriptor becomes readable or writable:

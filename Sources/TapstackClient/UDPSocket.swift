@@ -1,7 +1,6 @@
 import CTapstackChannel
 import Glibc
-import Sockets
-import Stack
+import SocketAPI
 import Synchronization
 import Wire
 

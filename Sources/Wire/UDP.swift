@@ -90,4 +90,18 @@ public struct UDPHeader: Hashable, Sendable {
         let checksum = sum.value
         datagram.setU16(checksum == 0 ? 0xFFFF : checksum, at: 6)
     }
+
+    /// Writes the header into the first 8 bytes of `datagram` with the
+    /// checksum left partial: only the pseudo-header sum, for a link that
+    /// completes it (`ChecksumOffload.partial`, offset `Field.checksum`).
+    /// The payload is not read.
+    @inlinable
+    public func emitPartial(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
+        let length = Self.length + payloadLength
+        precondition(datagram.count >= length && length <= 0xFFFF)
+        datagram.setU16(sourcePort, at: 0)
+        datagram.setU16(destinationPort, at: 2)
+        datagram.setU16(UInt16(length), at: 4)
+        datagram.setU16(~Self.pseudoHeaderSum(source: source, destination: destination, length: length).value, at: 6)
+    }
 }

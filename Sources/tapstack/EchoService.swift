@@ -12,10 +12,10 @@ final class EchoService: @unchecked Sendable {
     private let host: NetworkHost
     private let logger: Logger
     // Touched only by `drain`, which runs on the stack thread alone.
-    private var waitingForRoom: (length: Int, source: SocketAddress)?
+    @exclusivity(unchecked) private var waitingForRoom: (length: Int, source: SocketAddress)?
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
     // Guarded by the stack's lock (set in the callback, cleared in `drain`).
-    private var scheduled = false
+    @exclusivity(unchecked) private var scheduled = false
 
     /// Binds `port` and starts answering.
     init(host: NetworkHost, port: UInt16, logger: Logger) throws(SocketError) {
@@ -27,11 +27,11 @@ final class EchoService: @unchecked Sendable {
             // Inside the stack: only queue the work.
             guard let self, !self.scheduled else { return }
             self.scheduled = true
-            host.executeOnStackThread { [weak self] in self?.drain() }
+            host.execute { [weak self] in self?.drain() }
         }
         host.withStack { _ in
             scheduled = true
-            host.executeOnStackThread { [weak self] in self?.drain() }
+            host.execute { [weak self] in self?.drain() }
         }
     }
 

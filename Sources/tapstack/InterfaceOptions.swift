@@ -1,4 +1,6 @@
 import ArgumentParser
+import Glibc
+import Host
 import Link
 import Stack
 import Wire
@@ -42,10 +44,28 @@ struct InterfaceOptions: ParsableArguments {
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
     var mtu: Int = 1500
 
-    @Option(name: .long, help: ArgumentHelp("How the driver moves frames: io_uring (a batch of reads and writes per system call; falls back to syscalls when the kernel refuses it) or syscalls (one read() or write() per frame).", valueName: "io_uring|syscalls"))
+    @Option(name: .long, help: ArgumentHelp("How the link moves frames: io_uring (a multishot read fills the receive FIFO, one system call per turn for all writes and reads; falls back to syscalls when the kernel refuses it) or syscalls (one read() or write() per frame).", valueName: "io_uring|syscalls"))
     var linkIO: LinkIOMode = .ioUring
 
+    @Option(name: .long, help: ArgumentHelp("Checksum and UDP segmentation offload with the kernel through a virtio-net header: on (taking what the kernel grants) or off (plain frames, every checksum computed).", valueName: "on|off"))
+    var offload: Toggle = .on
+
+    @Option(name: .long, help: ArgumentHelp("After traffic, keep polling the link this many microseconds before sleeping (0: sleep at once). Saves a wake-up per frame of a conversation on hosts where waking is slow, at the price of a CPU while it polls.", valueName: "microseconds"))
+    var busyPoll: UInt64 = 0
+
+    @Option(name: .long, help: ArgumentHelp("Run the executor thread on these CPUs only, e.g. 1 or 0,2-3.", valueName: "list"),
+            transform: { text in
+                guard let cpus = parseCPUList(text) else { throw ValidationError("'\(text)' is not a CPU list, like 1 or 0,2-3") }
+                return cpus
+            })
+    var cpu: [Int] = []
+
     func validate() throws {
+        guard busyPoll <= 1_000_000 else { throw ValidationError("--busy-poll must be at most 1000000 microseconds, not \(busyPoll)") }
+        let available = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
+        if let bad = cpu.first(where: { $0 >= available }) {
+            throw ValidationError("--cpu \(bad): this machine has CPUs 0 to \(available - 1)")
+        }
         guard (576...1500).contains(mtu) else { throw ValidationError("--mtu must be between 576 and 1500, not \(mtu)") }
         if let gateway, !address.contains(gateway) {
             throw ValidationError("gateway \(gateway) is not on the subnet \(address)")
@@ -55,6 +75,14 @@ struct InterfaceOptions: ParsableArguments {
               address.prefixLength >= 31 || (host != address.network && host != address.subnetBroadcast) else {
             throw ValidationError("\(address) is not a usable host address")
         }
+    }
+
+    var executorOptions: ExecutorOptions {
+        ExecutorOptions(busyPollNanoseconds: busyPoll * 1000, cpus: cpu)
+    }
+
+    var executorDescription: String {
+        (busyPoll > 0 ? "busy-polls \(busyPoll) us" : "sleeps when idle") + (cpu.isEmpty ? "" : ", CPUs \(cpu)")
     }
 
     var stackConfiguration: StackConfiguration {
@@ -85,3 +113,20 @@ struct ServiceOptions: ParsableArguments {
 }
 
 extension LinkIOMode: ExpressibleByArgument {}
+
+/// An option that is on or off.
+enum Toggle: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+}
+
+/// Parses a CPU list like `1` or `0,2-3`; nil when malformed.
+func parseCPUList(_ text: String) -> [Int]? {
+    var cpus: [Int] = []
+    for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+        let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+        guard (1...2).contains(bounds.count), let low = Int(bounds[0]), let high = Int(bounds[bounds.count - 1]),
+              low >= 0, low <= high, high < 4096 else { return nil }
+        cpus += Array(low...high)
+    }
+    return cpus.isEmpty ? nil : Array(Set(cpus)).sorted()
+}

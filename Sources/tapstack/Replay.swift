@@ -118,7 +118,10 @@ final class ReplaySink: FrameSink {
 
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
 
-    func commitFrame(length: Int) {
+    /// Replayed frames carry every checksum, as the capture shows them.
+    var completesChecksums: Bool { false }
+
+    func commitFrame(length: Int, checksum: ChecksumOffload) {
         sent += 1
         let frame = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
         if let writer {

@@ -6,11 +6,11 @@ import Sockets
 import Stack
 import Wire
 
-/// A stack brought up on a TAP device: the device, the driver thread, the
-/// stack thread and an optional capture. Shared by every subcommand.
+/// A stack brought up on a TAP device: the device, its link, the executor
+/// and an optional capture. Shared by every subcommand.
 struct StackSession {
     let device: TapDevice
-    let driver: EthernetDriver
+    let link: TapLink
     let host: NetworkHost
     let capture: PacketCapture?
 
@@ -18,7 +18,7 @@ struct StackSession {
     /// - Throws: `CleanFailure` with one line to show the user.
     init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
-        do { device = try TapDevice(name: options.interface) } catch { throw CleanFailure(error.description) }
+        do { device = try TapDevice(name: options.interface, offloads: options.offload == .on) } catch { throw CleanFailure(error.description) }
         capture = try captureOptions?.makeCapture()
         var observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
         if logger.logLevel <= .trace {
@@ -26,10 +26,10 @@ struct StackSession {
                 logger.trace("\(direction == .inbound ? "in " : "out") \(FrameDescription.describe(frame))")
             }
         }
-        driver = EthernetDriver(device: device, ioMode: options.linkIO, capture: capture, observer: observer)
+        link = TapLink(device: device, ioMode: options.linkIO, capture: capture, observer: observer)
         var configuration = options.stackConfiguration
         configure(&configuration)
-        host = NetworkHost(configuration: configuration, link: driver)
+        host = NetworkHost(configuration: configuration, link: link, options: options.executorOptions)
         if logger.logLevel <= .debug {
             host.withStack { stack in
                 stack.onDrop = { reason, frame in
@@ -37,9 +37,11 @@ struct StackSession {
                 }
             }
         }
-        driver.start()
-        if let reason = driver.ioUringUnavailableReason { logger.notice("\(reason)") }
+        capture?.start()
         host.start()
+        if let reason = link.ioUringUnavailableReason { logger.notice("\(reason)") }
+        if let reason = host.pinningFailureReason { logger.notice("\(reason)") }
+        logger.debug("link: \(link.ioMode.rawValue), offloads: \(device.offloads), executor: \(options.executorDescription)")
     }
 
     /// Stops the threads (sending what is queued) and closes the capture.
@@ -48,7 +50,7 @@ struct StackSession {
     /// stream and block forever.
     func stop() {
         host.stop()
-        if !driver.stop() {
+        if let capture, !capture.stop() {
             printError("tapstack: the capture reader stopped reading; unwritten frames are lost\n")
             captureAbandoned = true
         }
@@ -60,7 +62,7 @@ struct StackSession {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let parked = host.withStack { $0.arpCache.pendingBytes > 0 || $0.arpCache.entries.values.contains { $0.state == .incomplete } }
-            if !parked && driver.tx.isEmpty { return true }
+            if !parked && link.tx.isEmpty { return true }
             usleep(10_000)
         }
         return false
@@ -68,7 +70,7 @@ struct StackSession {
 
     /// Every counter: the link's, the capture's, the stack's, in a stable order.
     func counterValues() -> [(name: String, value: UInt64)] {
-        var values = driver.counters.snapshot.map { (name: $0.0, value: $0.1) }
+        var values = link.counters.snapshot.map { (name: $0.0, value: $0.1) }
         if let capture { values += capture.snapshot.map { (name: $0.0, value: $0.1) } }
         values += host.counters.all.map { (name: $0.counter.name, value: $0.value) }
         return values

@@ -41,7 +41,7 @@ private final class DrainTally: @unchecked Sendable {
         _ = socket.addReadinessCallback(.readable) { _ in
             guard !tally.scheduled else { return }
             tally.scheduled = true
-            host.executeOnStackThread { drain() }
+            host.execute { drain() }
         }
         let total = 5000
         let link = live.link

@@ -127,7 +127,7 @@ import TestSupport
         #expect(h.counter(.arpResolutionFailures) == 1)
         #expect(h.counter(.arpDropResolutionFailed) == 1)
         #expect(log.events == [.error])
-        #expect(throws: StackError.hostUnreachable) { try h.stack.receive(from: endpoint) }
+        #expect(throws: SocketError.hostUnreachable) { try h.stack.receive(from: endpoint) }
     }
 
     @Test func parkedPacketsAreBoundedPerNeighbour() throws {
@@ -183,7 +183,7 @@ import TestSupport
         for _ in 0..<3 { h.advance(seconds: 1) }
         #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .failed)
         _ = h.sent()
-        #expect(throws: StackError.hostUnreachable) { try h.send([1], from: endpoint, port: 6000) }  // the pending error, once
+        #expect(throws: SocketError.hostUnreachable) { try h.send([1], from: endpoint, port: 6000) }  // the pending error, once
         try h.send([1], from: endpoint, port: 6000)
         #expect(h.sent().count == 1)  // a new request
         #expect(h.stack.arpCache[FrameBuilder.peerIP]?.state == .incomplete)

@@ -45,9 +45,9 @@ final class Harness {
     }
 
     func send(_ payload: [UInt8], from endpoint: UDPEndpoint, to address: IPv4Address = FrameBuilder.peerIP,
-              port: UInt16) throws(StackError) {
-        let result: Result<Void, StackError> = payload.withUnsafeBytes { bytes in
-            do throws(StackError) {
+              port: UInt16) throws(SocketError) {
+        let result: Result<Void, SocketError> = payload.withUnsafeBytes { bytes in
+            do throws(SocketError) {
                 try stack.send(bytes, from: endpoint, to: address, port: port, now: now)
                 return .success(())
             } catch { return .failure(error) }

@@ -119,13 +119,13 @@ import TestSupport
         h.receive(unreachable(code: 3, sourcePort: 5000, destinationPort: 9))
         #expect(log.events == [.error])
         #expect(endpoint.readiness.contains(.error))
-        #expect(throws: StackError.connectionRefused) { try h.stack.receive(from: endpoint) }
-        #expect(throws: StackError.wouldBlock) { try h.stack.receive(from: endpoint) }  // reported once
+        #expect(throws: SocketError.connectionRefused) { try h.stack.receive(from: endpoint) }
+        #expect(throws: SocketError.wouldBlock) { try h.stack.receive(from: endpoint) }  // reported once
         #expect(h.counter(.icmpRxErrorsDelivered) == 1)
     }
 
-    @Test(arguments: [(UInt8(0), StackError.networkUnreachable), (1, .hostUnreachable), (4, .messageTooLong)])
-    func unreachableCodesMapToPOSIXErrors(code: UInt8, error: StackError) throws {
+    @Test(arguments: [(UInt8(0), SocketError.networkUnreachable), (1, .hostUnreachable), (4, .messageTooLong)])
+    func unreachableCodesMapToPOSIXErrors(code: UInt8, error: SocketError) throws {
         let h = Harness()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
         try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 9)

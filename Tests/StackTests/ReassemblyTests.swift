@@ -43,7 +43,7 @@ import TestSupport
         h.receive(FrameBuilder.fragment(of: header, payload: [UInt8](repeating: 0xAA, count: 1480), offset: 1472, more: true))
         h.receive(FrameBuilder.fragment(of: header, payload: Array(body[1480...]), offset: 1480, more: false))
         #expect(h.counter(.ipv4DropReassemblyOverlap) == 1)
-        #expect(throws: StackError.wouldBlock) { try h.stack.receive(from: endpoint) }
+        #expect(throws: SocketError.wouldBlock) { try h.stack.receive(from: endpoint) }
     }
 
     @Test func timeoutSendsTimeExceededWhenTheFirstFragmentArrived() throws {
@@ -179,7 +179,7 @@ import TestSupport
         h.learnPeer()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
         endpoint.dontFragment = true
-        #expect(throws: StackError.messageTooLong) { try h.send([UInt8](repeating: 0, count: 1473), from: endpoint, port: 6000) }
+        #expect(throws: SocketError.messageTooLong) { try h.send([UInt8](repeating: 0, count: 1473), from: endpoint, port: 6000) }
         try h.send([UInt8](repeating: 0, count: 1472), from: endpoint, port: 6000)
         let frames = h.sent()
         #expect(frames.count == 1 && frames[0][20] & 0x40 != 0)
@@ -188,7 +188,7 @@ import TestSupport
     @Test func datagramsOverTheIPv4LimitAreRefused() throws {
         let h = Harness()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
-        #expect(throws: StackError.messageTooLong) { try h.send([UInt8](repeating: 0, count: 65508), from: endpoint, port: 6000) }
+        #expect(throws: SocketError.messageTooLong) { try h.send([UInt8](repeating: 0, count: 65508), from: endpoint, port: 6000) }
     }
 
     @Test func aFragmentTrainIsAllOrNothing() throws {
@@ -196,7 +196,7 @@ import TestSupport
         h.learnPeer()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
         h.sink.limit = 2
-        #expect(throws: StackError.wouldBlock) { try h.send([UInt8](repeating: 0, count: 4000), from: endpoint, port: 6000) }
+        #expect(throws: SocketError.wouldBlock) { try h.send([UInt8](repeating: 0, count: 4000), from: endpoint, port: 6000) }
         #expect(h.sent().isEmpty)
     }
 

@@ -48,22 +48,22 @@ import TestSupport
     @Test func sharingAPortNeedsReuseOnBothSockets() throws {
         let h = Harness()
         _ = try sharedEndpoint(h, port: 5000)
-        #expect(throws: StackError.addressInUse) { try h.stack.bind(h.stack.openUDP(), port: 5000) }
+        #expect(throws: SocketError.addressInUse) { try h.stack.bind(h.stack.openUDP(), port: 5000) }
         let (_, _) = try h.boundEndpoint(port: 5001)
         let late = h.stack.openUDP()
         late.reuseAddress = true
-        #expect(throws: StackError.addressInUse) { try h.stack.bind(late, port: 5001) }
+        #expect(throws: SocketError.addressInUse) { try h.stack.bind(late, port: 5001) }
     }
 
     @Test func connectedSendNeedsNoDestinationAndUnconnectedDoes() throws {
         let h = Harness()
         h.learnPeer()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
-        let result: Result<Void, StackError> = [UInt8(1)].withUnsafeBytes { bytes in
-            do throws(StackError) { try h.stack.send(bytes, from: endpoint, to: nil, now: h.now); return .success(()) }
+        let result: Result<Void, SocketError> = [UInt8(1)].withUnsafeBytes { bytes in
+            do throws(SocketError) { try h.stack.send(bytes, from: endpoint, to: nil, now: h.now); return .success(()) }
             catch { return .failure(error) }
         }
-        #expect(throws: StackError.notConnected) { try result.get() }
+        #expect(throws: SocketError.notConnected) { try result.get() }
         try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 6000)
         try [UInt8(1)].withUnsafeBytes { bytes in
             _ = try? h.stack.send(bytes, from: endpoint, to: nil, now: h.now)
@@ -83,6 +83,6 @@ import TestSupport
 
     @Test func connectToAnUnroutableAddressFails() {
         let h = Harness()
-        #expect(throws: StackError.networkUnreachable) { try h.stack.connect(h.stack.openUDP(), to: IPv4Address(8, 8, 8, 8), port: 53) }
+        #expect(throws: SocketError.networkUnreachable) { try h.stack.connect(h.stack.openUDP(), to: IPv4Address(8, 8, 8, 8), port: 53) }
     }
 }

@@ -15,7 +15,7 @@ import TestSupport
         #expect(datagram == ReceivedDatagram(source: FrameBuilder.peerIP, sourcePort: 35789,
                                              destination: FrameBuilder.stackIP, payload: Array("hello\n".utf8)))
         _ = try h.stack.receive(from: endpoint)
-        #expect(throws: StackError.wouldBlock) { try h.stack.receive(from: endpoint) }
+        #expect(throws: SocketError.wouldBlock) { try h.stack.receive(from: endpoint) }
         #expect(!endpoint.readiness.contains(.readable))
     }
 
@@ -93,12 +93,12 @@ import TestSupport
     @Test func bindingABoundPortFailsWithAddressInUse() throws {
         let h = Harness()
         _ = try h.boundEndpoint(port: 7)
-        #expect(throws: StackError.addressInUse) { try h.boundEndpoint(port: 7) }
+        #expect(throws: SocketError.addressInUse) { try h.boundEndpoint(port: 7) }
     }
 
     @Test func bindingAForeignAddressFails() {
         let h = Harness()
-        #expect(throws: StackError.addressNotAvailable) {
+        #expect(throws: SocketError.addressNotAvailable) {
             try h.stack.bind(h.stack.openUDP(), address: IPv4Address(10, 0, 0, 1), port: 7)
         }
     }
@@ -117,7 +117,7 @@ import TestSupport
     @Test func sendOffLinkWithoutGatewayIsNetworkUnreachable() throws {
         let h = Harness()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
-        #expect(throws: StackError.networkUnreachable) { try h.send([1], from: endpoint, to: IPv4Address(198, 51, 100, 1), port: 9) }
+        #expect(throws: SocketError.networkUnreachable) { try h.send([1], from: endpoint, to: IPv4Address(198, 51, 100, 1), port: 9) }
         #expect(h.sent().isEmpty)
     }
 
@@ -135,7 +135,7 @@ import TestSupport
     @Test func broadcastNeedsOptIn() throws {
         let h = Harness()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
-        #expect(throws: StackError.permissionDenied) { try h.send([1], from: endpoint, to: .broadcast, port: 9) }
+        #expect(throws: SocketError.permissionDenied) { try h.send([1], from: endpoint, to: .broadcast, port: 9) }
         endpoint.allowsBroadcast = true
         try h.send([1], from: endpoint, to: .broadcast, port: 9)
         #expect(h.sent().first.map { Array($0[0..<6]) } == MACAddress.broadcast.octets)
@@ -146,7 +146,7 @@ import TestSupport
         h.learnPeer()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)
         h.sink.limit = 0
-        #expect(throws: StackError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
+        #expect(throws: SocketError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
         #expect(h.counter(.udpTxDatagrams) == 0)
     }
 
@@ -157,7 +157,7 @@ import TestSupport
         let reserve = h.stack.configuration.transmitReserveFrames
         #expect(reserve > 0)
         h.sink.limit = reserve
-        #expect(throws: StackError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
+        #expect(throws: SocketError.wouldBlock) { try h.send([1], from: endpoint, port: 9) }
         #expect(!h.stack.readiness(of: endpoint).contains(.writable))
         // A ping is still answered from the reserve.
         h.receive(Captured.echoRequest)
@@ -174,7 +174,7 @@ import TestSupport
         let (endpoint, log) = try h.boundEndpoint(port: 7)
         h.stack.close(endpoint)
         #expect(log.events == [.closed])
-        #expect(throws: StackError.closed) { try h.stack.receive(from: endpoint) }
+        #expect(throws: SocketError.closed) { try h.stack.receive(from: endpoint) }
         _ = try h.boundEndpoint(port: 7)
     }
 }

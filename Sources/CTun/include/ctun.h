@@ -14,34 +14,29 @@ typedef enum {
     CTUN_STAGE_NAME = 3,     ///< the name is empty or too long
 } ctun_stage;
 
+/// Asks for a virtio-net header before every frame (IFF_VNET_HDR).
+#define CTUN_VNET_HDR 1
+
 /// Opens /dev/net/tun and attaches it to TAP device `name` with
-/// IFF_TAP | IFF_NO_PI, creating the device when it does not exist.
-/// The fd is non-blocking and close-on-exec.
-/// Returns the fd, or -1 with `*stage` and `*err` (an errno) set.
-/// `*persistent` tells whether the device is persistent (outlives the fd).
-/// `actual_name` (at least 16 bytes) receives the kernel's name for it.
-int ctun_open_tap(const char *name, char *actual_name, int *persistent,
+/// IFF_TAP | IFF_NO_PI (and IFF_VNET_HDR when `options` has CTUN_VNET_HDR),
+/// creating the device when it does not exist. The fd is non-blocking and
+/// close-on-exec. Returns the fd, or -1 with `*stage` and `*err` (an errno)
+/// set. `*persistent` tells whether the device is persistent (outlives the
+/// fd). `actual_name` (at least 16 bytes) receives the kernel's name for it.
+int ctun_open_tap(const char *name, int options, char *actual_name, int *persistent,
                   int *stage, int *err);
 
 /// The largest interface name the kernel accepts, including the NUL.
 int ctun_ifnamsiz(void);
 
-/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); -1 with errno on failure.
-int ctun_eventfd(void);
-/// Adds 1 to the eventfd counter; never blocks.
-void ctun_eventfd_signal(int fd);
-/// Resets the eventfd counter to zero; never blocks.
-void ctun_eventfd_drain(int fd);
+/// TUNSETOFFLOAD flags: what the device may hand us with a virtio-net
+/// header (checksums left partial; UDP segmentation, kernel 6.2, only with
+/// both families and CSUM).
+#define CTUN_OFFLOAD_CSUM 0x01
+#define CTUN_OFFLOAD_USO4 0x20
+#define CTUN_OFFLOAD_USO6 0x40
 
-/// Names the calling thread (shown by top -H, gdb); at most 15 characters.
-void ctun_set_thread_name(const char *name);
-
-/// A CPU hint for spin-wait loops (x86 PAUSE), so a spinning thread yields
-/// pipeline resources to its sibling.
-static inline void ctun_spin_pause(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
+/// TUNSETOFFLOAD: 0, or the errno (EINVAL: the kernel does not know a flag).
+int ctun_set_offload(int fd, unsigned flags);
 
 #endif

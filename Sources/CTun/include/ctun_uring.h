@@ -2,29 +2,80 @@
 #define TAPSTACK_CTUN_URING_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
-/// A batch of TAP reads and writes submitted with one system call (io_uring).
-/// Every operation is non-blocking (RWF_NOWAIT): a read with no frame waiting
-/// completes at once with -EAGAIN, so a batch never waits for traffic.
-/// Single-threaded: only the thread that opened it may use it.
-typedef struct ctun_batch ctun_batch;
+/// The TAP device's I/O through one io_uring, used by one thread only (the
+/// executor: the ring is SINGLE_ISSUER with DEFER_TASKRUN, so completions
+/// are produced only while that thread is in `ctun_ring_enter`):
+///  - one multishot read (IORING_OP_READ_MULTISHOT, kernel >= 6.7) that
+///    reads each frame into the next buffer of a provided-buffer ring, the
+///    memory of the stack's RX FIFO;
+///  - a multishot poll of a wake-up eventfd (non-blocking, never drained
+///    here), so another thread can end a wait by writing to it;
+///  - the writes the caller queues, submitted with the next enter; each is
+///    non-blocking (RWF_NOWAIT) and so completes during its submission.
+typedef struct ctun_ring ctun_ring;
 
-/// Sets up an io_uring for `fd` holding up to `capacity` operations per batch.
-/// Returns NULL with `*err` (an errno) when the kernel refuses io_uring
-/// (ENOSYS, EPERM under seccomp or kernel.io_uring_disabled, ENOMEM).
-ctun_batch *ctun_batch_open(int fd, unsigned capacity, int *err);
-void ctun_batch_close(ctun_batch *batch);
+/// What `ctun_ring_open` could not do, so the caller can say why.
+typedef enum {
+    CTUN_RING_SETUP = 1,      ///< io_uring_setup refused (ENOSYS, EPERM: seccomp or io_uring_disabled)
+    CTUN_RING_PROBE = 2,      ///< the kernel lacks IORING_OP_READ_MULTISHOT (before 6.7)
+    CTUN_RING_REGISTER = 3,   ///< registering the files or the buffer ring failed
+} ctun_ring_stage;
 
-/// Queues a read of up to `length` bytes into `buffer`; its result goes to
-/// index `tag` of the array given to `ctun_batch_run`. False when the batch is full.
-int ctun_batch_read(ctun_batch *batch, void *buffer, unsigned length, unsigned tag);
-/// Queues a write of `length` bytes from `buffer`, like `ctun_batch_read`.
-int ctun_batch_write(ctun_batch *batch, const void *buffer, unsigned length, unsigned tag);
+/// Tags of the completions the ring makes itself; write tags must be below `CTUN_TAG_WRITABLE`.
+#define CTUN_TAG_READ (1ull << 63)
+#define CTUN_TAG_WAKE (1ull << 62)
+#define CTUN_TAG_WRITABLE (1ull << 61)
 
-/// Submits what is queued and waits until all of it completed; `results[tag]`
-/// receives each operation's result (bytes, or -errno). Returns 0, or -errno
-/// when submitting failed (the queued operations are then dropped and their
-/// results set to that error).
-int ctun_batch_run(ctun_batch *batch, int32_t *results);
+/// IORING_CQE_F_MORE (the multishot operation stays armed) and where a
+/// read's buffer id sits in the flags.
+#define CTUN_CQE_MORE 2u
+#define CTUN_CQE_BUFFER_SHIFT 16
+
+/// One completion: the tag given with the operation, its result (bytes or
+/// -errno) and the CQE flags (IORING_CQE_F_MORE, and for reads
+/// IORING_CQE_F_BUFFER with the buffer id in the upper 16 bits).
+typedef struct {
+    uint64_t tag;
+    int32_t res;
+    uint32_t flags;
+} ctun_completion;
+
+/// Sets up the ring for `fd` and `wake_fd`, with `buffer_count` (a power of
+/// two, at most 32768) buffers of `buffer_size` bytes at `buffers` as
+/// provided buffers, all given to the kernel, and arms the reads.
+/// `sq_entries` bounds the writes queued per enter.
+/// Returns NULL with `*err` (an errno) and `*stage` when the kernel refuses.
+ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_count, unsigned buffer_size,
+                          unsigned sq_entries, int *err, int *stage);
+/// Cancels what is in flight and frees the ring (the fds stay open).
+void ctun_ring_close(ctun_ring *ring);
+
+/// Arms the multishot read again (after a completion without IORING_CQE_F_MORE).
+/// 1, or 0 when the submission queue is full.
+int ctun_ring_arm_read(ctun_ring *ring);
+
+/// Gives buffers back to the kernel: `count` buffer ids starting at `first`
+/// (wrapping at `buffer_count`), in order.
+void ctun_ring_provide(ctun_ring *ring, unsigned first, unsigned count);
+
+/// Queues a write of `length` bytes; 1, or 0 when the submission queue is
+/// full. A write the device cannot take at once completes with -EAGAIN.
+int ctun_ring_write(ctun_ring *ring, const void *buffer, unsigned length, uint64_t tag);
+/// Queues a gathering write, like `ctun_ring_write`; the iovecs must stay
+/// valid until it completes.
+int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, uint64_t tag);
+/// Queues a one-shot wait for the device to take writes again (POLLOUT),
+/// completing with tag `CTUN_TAG_WRITABLE`.
+int ctun_ring_poll_writable(ctun_ring *ring);
+
+/// Submits what is queued and, when `wait_for` > 0, waits until that many
+/// completions are ready or `timeout_ns` passes (negative: no limit), in
+/// one io_uring_enter. Copies up to `max` completions to `out` (the rest
+/// stay for the next call) and returns their number, or -errno when the
+/// enter failed. Wake-ups are reported as CTUN_TAG_WAKE (the poll is
+/// re-armed here when the kernel ended it).
+int ctun_ring_enter(ctun_ring *ring, unsigned wait_for, int64_t timeout_ns, ctun_completion *out, unsigned max);
 
 #endif

@@ -1,7 +1,6 @@
 import Glibc
-import Stack
 
-extension StackError {
+extension SocketError {
     /// The errno a POSIX socket call reports for this error.
     public var errno: Int32 {
         switch self {

@@ -1,7 +1,7 @@
-import Wire
+
 
 /// Errors the core reports to socket calls, named after their POSIX meaning.
-public enum StackError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     /// EADDRINUSE: the port is bound by another socket.
     case addressInUse
     /// EADDRNOTAVAIL: the address is not one of this host's.

@@ -2,11 +2,11 @@ import Glibc
 
 /// A plain mutual-exclusion lock (pthread mutex), for guarding non-Sendable
 /// state that `Mutex` cannot hand out without transferring it.
-final class Lock: @unchecked Sendable {
+public final class Lock: @unchecked Sendable {
     // Heap-allocated so the mutex never moves. The pthread mutex itself is the synchronisation.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    init() {
+    public init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -17,8 +17,8 @@ final class Lock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    @inline(__always) func lock() { pthread_mutex_lock(mutex) }
-    @inline(__always) func unlock() { pthread_mutex_unlock(mutex) }
+    @inline(__always) public func lock() { pthread_mutex_lock(mutex) }
+    @inline(__always) public func unlock() { pthread_mutex_unlock(mutex) }
     /// Takes the lock if it is free; never waits.
-    @inline(__always) func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
+    @inline(__always) public func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
 }

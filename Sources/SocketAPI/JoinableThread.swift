@@ -1,4 +1,4 @@
-import CTun
+import CSystem
 import Glibc
 
 /// A POSIX thread that can be joined, for the long-lived driver and stack threads.
@@ -21,7 +21,7 @@ public final class JoinableThread: Sendable {
         var thread = pthread_t()
         let result = pthread_create(&thread, nil, { context in
             let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
-            ctun_set_thread_name(String(body.name.prefix(15)))
+            csys_set_thread_name(String(body.name.prefix(15)))
             body.run()
             return nil
         }, context)

@@ -1,4 +1,4 @@
-import CTun
+import CSystem
 import Glibc
 import Synchronization
 
@@ -16,7 +16,7 @@ public final class Wakeup: Sendable {
     private let sleeping = Atomic<Bool>(false)
 
     public init() {
-        fd = ctun_eventfd()
+        fd = csys_eventfd()
         precondition(fd >= 0, "eventfd failed: errno \(errno)")
     }
 
@@ -26,12 +26,12 @@ public final class Wakeup: Sendable {
     @inline(__always)
     public func signal() {
         if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) {
-            ctun_eventfd_signal(fd)
+            csys_eventfd_signal(fd)
         }
     }
 
     /// Wakes the sleeper unconditionally (used to stop it).
-    public func forceSignal() { ctun_eventfd_signal(fd) }
+    public func forceSignal() { csys_eventfd_signal(fd) }
 
     /// For a sleeper that waits on `fd` in its own poll or epoll set: announces
     /// the sleep, then looks for work once more. Returns false (sleep
@@ -49,7 +49,7 @@ public final class Wakeup: Sendable {
     /// signal already sent is cleared.
     public func endSleep() {
         sleeping.store(false, ordering: .sequentiallyConsistent)
-        ctun_eventfd_drain(fd)
+        csys_eventfd_drain(fd)
     }
 
     /// Sleeps until signalled or the timeout passes, unless `hasWork` is
@@ -71,7 +71,7 @@ public final class Wakeup: Sendable {
             $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, count, timeoutMilliseconds) }
         }
         sleeping.store(false, ordering: .sequentiallyConsistent)
-        if fds.0.revents != 0 { ctun_eventfd_drain(fd) }
+        if fds.0.revents != 0 { csys_eventfd_drain(fd) }
         return fds.1.revents
     }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import Stack
 
 /// What a datagram socket provides without waiting, and how it waits; the
 /// forms that wait (timeouts, backpressure, async) are built on it once, here,
@@ -43,7 +42,7 @@ extension DatagramSocket {
     /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `send(_:to:)`.
     @discardableResult
     public func send(_ payload: [UInt8], to destination: SocketAddress? = nil, timeout: Duration?) throws(SocketError) -> Int {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let deadline = Deadline(timeout)
         while true {
             do throws(SocketError) {
                 return try withBytes(payload) { bytes throws(SocketError) in try send(bytes, to: destination) }
@@ -71,7 +70,7 @@ extension DatagramSocket {
     /// until the socket is readable.
     /// - Throws: `.wouldBlock` when the timeout passes; otherwise as `receive()`.
     public func receive(timeout: Duration?) throws(SocketError) -> Datagram {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let deadline = Deadline(timeout)
         while true {
             do throws(SocketError) {
                 return try receive()
@@ -98,15 +97,10 @@ extension DatagramSocket {
     public var datagrams: DatagramSequence<Self> { DatagramSequence(socket: self) }
 
     /// Sleeps in `wait` until `deadline`; throws `.wouldBlock` once it has passed.
-    private func wait(for events: ReadinessEvents, until deadline: ContinuousClock.Instant?) throws(SocketError) {
-        guard let deadline else {
-            wait(for: events, timeoutMilliseconds: -1)
-            return
-        }
-        let left = deadline - ContinuousClock.now
-        guard left > .zero else { throw .wouldBlock }
-        let (seconds, attoseconds) = left.components
-        wait(for: events, timeoutMilliseconds: Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1))
+    private func wait(for events: ReadinessEvents, until deadline: Deadline) throws(SocketError) {
+        let timeout = deadline.pollTimeout
+        guard timeout != 0 else { throw .wouldBlock }
+        wait(for: events, timeoutMilliseconds: timeout)
     }
 }
 

@@ -1,4 +1,4 @@
-import CTun
+import CSystem
 import Glibc
 import Synchronization
 
@@ -32,7 +32,7 @@ public final class Event: Sendable {
     private func makeDescriptor() -> Int32 {
         let existing = descriptor.load(ordering: .acquiring)
         if existing >= 0 { return existing }
-        let made = ctun_eventfd()
+        let made = csys_eventfd()
         guard made >= 0 else { return -1 }
         let (won, current) = descriptor.compareExchange(expected: -1, desired: made, ordering: .acquiringAndReleasing)
         if !won {
@@ -40,7 +40,7 @@ public final class Event: Sendable {
             return current
         }
         // Carry over a signal that came before the eventfd existed.
-        if signalledEarly.exchange(false, ordering: .acquiringAndReleasing) { ctun_eventfd_signal(made) }
+        if signalledEarly.exchange(false, ordering: .acquiringAndReleasing) { csys_eventfd_signal(made) }
         return made
     }
 
@@ -48,20 +48,20 @@ public final class Event: Sendable {
     public func signal() {
         let fd = descriptor.load(ordering: .acquiring)
         if fd >= 0 {
-            ctun_eventfd_signal(fd)
+            csys_eventfd_signal(fd)
             return
         }
         signalledEarly.store(true, ordering: .sequentiallyConsistent)
         // The eventfd may have been made meanwhile, after its maker looked at the flag.
         let made = descriptor.load(ordering: .sequentiallyConsistent)
-        if made >= 0 { ctun_eventfd_signal(made) }
+        if made >= 0 { csys_eventfd_signal(made) }
     }
 
     /// Clears the event.
     public func reset() {
         signalledEarly.store(false, ordering: .sequentiallyConsistent)
         let fd = descriptor.load(ordering: .acquiring)
-        if fd >= 0 { ctun_eventfd_drain(fd) }
+        if fd >= 0 { csys_eventfd_drain(fd) }
     }
 
     /// Waits until set or `timeoutMilliseconds` pass (negative: forever).

@@ -1,0 +1,331 @@
+// The executor's rule:
+// 1. One thread, the executor, runs the stack core to completion for each
+//    batch (the frames the link read, the timers due, the work they queued),
+//    then gives the frames the core produced to the link in one device I/O
+//    turn, which is also where it sleeps when nothing is left to do.
+// 2. Any other thread reaches the core only through `withStack`, a short
+//    critical section on the core's lock, and wakes the sleeping executor
+//    when it left frames to send, a timer due sooner, or work to run.
+// 3. Readiness callbacks (readable and writable) run inside the core on the
+//    thread that changed the state, usually the executor itself; work they
+//    queue with `execute` runs on the executor after the batch, outside the lock.
+
+import CSystem
+import Glibc
+import Link
+import SocketAPI
+import Stack
+import Synchronization
+import Wire
+
+/// Reads the monotonic clock as a `StackInstant`.
+public func monotonicNow() -> StackInstant { StackInstant(nanoseconds: monotonicNanoseconds()) }
+
+/// The TX ring seen as the core's frame sink: remembers whether a frame was
+/// produced (to wake the executor) and whether a sender found it full (to
+/// tell it when there is room again).
+final class RingSink: FrameSink {
+    let ring: FrameRing
+    let completesChecksums: Bool
+    /// Guarded by the core's lock.
+    @exclusivity(unchecked) var produced = false
+    /// Set when a send found the ring full; cleared when senders were told.
+    let waitingForRoom = Atomic<Bool>(false)
+
+    init(ring: FrameRing, completesChecksums: Bool) {
+        self.ring = ring
+        self.completesChecksums = completesChecksums
+    }
+
+    @inline(__always)
+    func reserveFrame() -> UnsafeMutableRawBufferPointer? { ring.reserve() }
+
+    @inline(__always)
+    func commitFrame(length: Int, checksum: ChecksumOffload) {
+        ring.commit(length: length, checksum: checksum)
+        produced = true
+    }
+
+    func hasRoom(for frames: Int) -> Bool {
+        if ring.hasRoom(for: frames) { return true }
+        waitingForRoom.store(true, ordering: .sequentiallyConsistent)
+        return false
+    }
+}
+
+/// How the executor waits: sleeping when idle (the default), or
+/// busy-polling the link for a while after traffic first, and on which CPUs.
+public struct ExecutorOptions: Sendable, Equatable {
+    /// After the last frame, how long to keep polling the link before
+    /// sleeping (0: sleep at once). Polling catches the next frame of a
+    /// conversation without a wake-up, at the price of a CPU while it lasts.
+    public var busyPollNanoseconds: UInt64 = 0
+    /// CPUs the executor thread may run on (empty: any).
+    public var cpus: [Int] = []
+    /// Frames handled per hold of the core's lock (bounds how long other threads wait for it).
+    public var batchLimit = 64
+
+    public init(busyPollNanoseconds: UInt64 = 0, cpus: [Int] = []) {
+        self.busyPollNanoseconds = busyPollNanoseconds
+        self.cpus = cpus
+    }
+}
+
+/// A running stack: the core, the executor thread that runs it over a link,
+/// and the core's lock for every other thread.
+public final class NetworkHost: Sendable {
+    /// The link the stack runs on (a TAP link, or a memory link in tests).
+    public let link: any LinkEndpoint
+    /// The stack's identity and bounds.
+    public let configuration: StackConfiguration
+    /// How the executor waits.
+    public let options: ExecutorOptions
+
+    private let lock = Lock()
+    /// Guarded by `lock`.
+    nonisolated(unsafe) private let stack: NetworkStack
+    /// `produced` guarded by `lock`.
+    nonisolated(unsafe) private let sink: RingSink
+    /// Work for the executor, after the batch. Guarded by `lock`.
+    @exclusivity(unchecked) nonisolated(unsafe) private var deferred: [() -> Void] = []
+    /// Emptied arrays for `runDeferred`; executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[() -> Void]] = []
+    private let deferredPending = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    /// True while the executor sleeps in the link, or is about to.
+    private let sleeping = Atomic<Bool>(false)
+    /// When the sleeping executor will look at its timers (monotonic ns).
+    private let sleepsUntil = Atomic<UInt64>(.max)
+    /// The core's next timer (monotonic ns, `.max` for none), as `withStack` left it.
+    private let nextDeadline = Atomic<UInt64>(.max)
+    /// The executor's thread id (gettid), 0 before it starts.
+    private let executorThread = Atomic<Int>(0)
+    private let thread = Mutex<JoinableThread?>(nil)
+
+    /// Frames the core has handled; the "frame handled" hook for tests.
+    private let framesHandled = Atomic<UInt64>(0)
+    /// Times the executor went to sleep with nothing left to do; the "idle" hook.
+    private let idleTurns = Atomic<UInt64>(0)
+    private let idleWatchers = Atomic<Int>(0)
+    private let idleSignal = Event()
+
+    /// Builds a stack over `link`. Call `start()` to run it.
+    public init(configuration: StackConfiguration, link: any LinkEndpoint, options: ExecutorOptions = ExecutorOptions()) {
+        self.link = link
+        self.configuration = configuration
+        self.options = options
+        sink = RingSink(ring: link.tx, completesChecksums: link.completesChecksums)
+        stack = NetworkStack(configuration: configuration, sink: sink)
+        deferred.reserveCapacity(64)
+        spareDeferred.reserveCapacity(8)
+    }
+
+    // MARK: Starting and stopping
+
+    /// Starts the executor thread, which opens the link's device I/O and
+    /// announces the stack (gratuitous ARP); returns once the link is open.
+    public func start() {
+        let started = Event()
+        let thread = JoinableThread(name: "tapstack-exec") { [self] in run(started: started) }
+        self.thread.withLock { $0 = thread }
+        started.wait(timeoutMilliseconds: -1)
+    }
+
+    /// Stops and joins the executor (the link sends what is queued first).
+    /// Sockets stay usable for cleanup.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        link.wake()
+        let thread = self.thread.withLock { t in let taken = t; t = nil; return taken }
+        thread?.join()
+    }
+
+    /// Opens the TAP device `interface` (creating it, or attaching to a
+    /// persistent one) and starts the stack on it: the one call an
+    /// application needs before opening sockets.
+    /// - Throws: `TapError` explaining in one line why the device cannot be used.
+    public static func start(interface: String, configuration: StackConfiguration = .standard,
+                             capture: PacketCapture? = nil, options: ExecutorOptions = ExecutorOptions()) throws(TapError) -> NetworkHost {
+        let link = TapLink(device: try TapDevice(name: interface), capture: capture)
+        capture?.start()
+        let host = NetworkHost(configuration: configuration, link: link, options: options)
+        host.start()
+        return host
+    }
+
+    // MARK: Entering the core
+
+    /// Runs `body` with exclusive access to the core, then wakes the
+    /// executor if it sleeps and `body` left it something to do. Any thread;
+    /// do not block inside.
+    public func withStack<R, E: Error>(_ body: (NetworkStack) throws(E) -> R) throws(E) -> R {
+        lock.lock()
+        defer { leaveStack() }
+        return try body(stack)
+    }
+
+    /// Ends a `withStack`: unlocks, then wakes the executor if it sleeps and
+    /// there is something for it (frames to send, a sooner timer, work).
+    private func leaveStack() {
+        let produced = sink.produced
+        sink.produced = false
+        let deadline = stack.nextDeadline?.nanoseconds ?? .max
+        if deadline != nextDeadline.load(ordering: .relaxed) { nextDeadline.store(deadline, ordering: .sequentiallyConsistent) }
+        lock.unlock()
+        if sleeping.load(ordering: .sequentiallyConsistent)
+            && (produced || deadline < sleepsUntil.load(ordering: .sequentiallyConsistent)
+                || deferredPending.load(ordering: .sequentiallyConsistent)),
+           sleeping.exchange(false, ordering: .sequentiallyConsistent) {
+            link.wake()
+        }
+    }
+
+    /// Queues `work` to run on the executor, outside the lock, after the
+    /// frames being handled: for event-driven socket users, which call this
+    /// from a readiness callback and then use the nonblocking calls. Call it
+    /// only from inside the stack (a readiness callback or `withStack`).
+    public func execute(_ work: @escaping () -> Void) {
+        deferred.append(work)
+        deferredPending.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// Why the executor could not be pinned to `options.cpus` (nil when it was, or none were asked for).
+    public var pinningFailureReason: String? { pinningFailure.withLock { $0 } }
+    private let pinningFailure = Mutex<String?>(nil)
+
+    /// True on the executor's own thread (where a blocking wait must run
+    /// turns instead of sleeping: no one else would run the core or the link).
+    public var isExecutorThread: Bool { executorThread.load(ordering: .relaxed) == csys_thread_id() }
+
+    /// The stack's counters (a snapshot).
+    public var counters: StackCounters { withStack { $0.counters } }
+
+    // MARK: The executor
+
+    private func run(started: Event) {
+        if !options.cpus.isEmpty {
+            let status = options.cpus.withUnsafeBufferPointer { cpus in
+                cpus.map { Int32($0) }.withUnsafeBufferPointer { csys_pin_thread($0.baseAddress, Int32($0.count)) }
+            }
+            if status != 0 { pinningFailure.withLock { $0 = "cannot run the executor on CPUs \(options.cpus): \(String(cString: strerror(status)))" } }
+        }
+        executorThread.store(csys_thread_id(), ordering: .sequentiallyConsistent)
+        link.open()
+        started.signal()
+        withStack { $0.start(now: monotonicNow()) }
+        var lastActivity: UInt64 = 0
+        while !stopping.load(ordering: .relaxed) {
+            if turn(sleepUntil: .max, lastActivity: &lastActivity) { continue }
+        }
+        link.close()
+    }
+
+    /// One turn: the core takes what the link read, the timers due and the
+    /// writable news; the work it queued runs; then the link's I/O turn,
+    /// sleeping there (until `limit` at most) when nothing is left to do.
+    /// Returns whether frames were handled.
+    @discardableResult
+    private func turn(sleepUntil limit: UInt64, lastActivity: inout UInt64) -> Bool {
+        let now = monotonicNow()
+        let reserve = 1 + configuration.transmitReserveFrames
+        lock.lock()
+        if sink.waitingForRoom.load(ordering: .relaxed), link.tx.freeSlots >= reserve {
+            sink.waitingForRoom.store(false, ordering: .relaxed)
+            stack.notifyWritable()
+        }
+        let stack = self.stack
+        let handled = link.receive(upTo: options.batchLimit) { frame, checksum in
+            stack.receive(frame: frame, checksum: checksum, now: now)
+        }
+        let deadline = stack.advance(to: now)?.nanoseconds ?? .max
+        nextDeadline.store(deadline, ordering: .relaxed)
+        sink.produced = false
+        lock.unlock()
+        if handled > 0 {
+            framesHandled.add(UInt64(handled), ordering: .relaxed)
+            lastActivity = now.nanoseconds
+        }
+        runDeferred()
+
+        var wait: UInt64?
+        let busy = handled > 0 || !link.rx.isEmpty || deferredPending.load(ordering: .relaxed)
+            || (sink.waitingForRoom.load(ordering: .relaxed) && !link.tx.isEmpty)
+        if !busy && now.nanoseconds &- lastActivity >= options.busyPollNanoseconds {
+            let until = min(deadline, limit)
+            sleepsUntil.store(until, ordering: .sequentiallyConsistent)
+            sleeping.store(true, ordering: .sequentiallyConsistent)
+            // Look again after announcing the sleep: work published before
+            // this is seen here, work published after it wakes us.
+            if deferredPending.load(ordering: .sequentiallyConsistent)
+                || nextDeadline.load(ordering: .sequentiallyConsistent) < until
+                || stopping.load(ordering: .sequentiallyConsistent) {
+                sleeping.store(false, ordering: .sequentiallyConsistent)
+            } else {
+                wait = until
+                idleTurns.add(1, ordering: .sequentiallyConsistent)
+                if idleWatchers.load(ordering: .sequentiallyConsistent) > 0 { idleSignal.signal() }
+            }
+        }
+        link.exchange(waitUntil: wait)
+        if wait != nil { sleeping.store(false, ordering: .sequentiallyConsistent) }
+        return handled > 0
+    }
+
+    /// Runs the work queued with `execute` (also from a turn nested in one).
+    private func runDeferred() {
+        guard deferredPending.exchange(false, ordering: .sequentiallyConsistent) else { return }
+        var work = spareDeferred.popLast() ?? []
+        lock.lock()
+        swap(&work, &deferred)
+        lock.unlock()
+        for item in work { item() }
+        work.removeAll(keepingCapacity: true)
+        spareDeferred.append(work)
+    }
+
+    /// On the executor's thread, in place of a blocking wait: runs turns
+    /// until `ready` is true or `deadline` (monotonic ns) passes. Returns
+    /// whether `ready` became true.
+    public func runTurns(until ready: () -> Bool, deadline: UInt64) -> Bool {
+        precondition(isExecutorThread, "runTurns is for the executor's thread")
+        var lastActivity: UInt64 = 0
+        while !ready() {
+            guard monotonicNanoseconds() < deadline, !stopping.load(ordering: .relaxed) else { return false }
+            turn(sleepUntil: deadline, lastActivity: &lastActivity)
+        }
+        return true
+    }
+
+    // MARK: Hooks for tests
+
+    /// Frames the core has handled so far.
+    public var handledFrameCount: UInt64 { framesHandled.load(ordering: .relaxed) }
+
+    /// Waits until the executor, after this call, has gone to sleep with
+    /// nothing left to do (every frame injected before the call handled, its
+    /// work run). Returns false when `timeout` passed first.
+    public func waitUntilIdle(timeout: Duration = .seconds(5)) -> Bool {
+        let deadline = Deadline(timeout)
+        idleWatchers.add(1, ordering: .sequentiallyConsistent)
+        defer { idleWatchers.subtract(1, ordering: .sequentiallyConsistent) }
+        let before = idleTurns.load(ordering: .sequentiallyConsistent)
+        link.wake()
+        while idleTurns.load(ordering: .sequentiallyConsistent) <= before {
+            guard !deadline.hasPassed else { return false }
+            idleSignal.wait(timeoutMilliseconds: min(deadline.pollTimeout < 0 ? 100 : deadline.pollTimeout, 100))
+            idleSignal.reset()
+        }
+        return true
+    }
+
+    /// Waits until the core has handled `count` frames in all. Returns false
+    /// when `timeout` passed first.
+    public func waitUntilHandled(_ count: UInt64, timeout: Duration = .seconds(5)) -> Bool {
+        let deadline = Deadline(timeout)
+        while framesHandled.load(ordering: .relaxed) < count {
+            guard !deadline.hasPassed else { return false }
+            _ = waitUntilIdle(timeout: .milliseconds(100))
+        }
+        return true
+    }
+}

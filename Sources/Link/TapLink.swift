@@ -1,0 +1,594 @@
+import CSystem
+import CTun
+import Glibc
+import SocketAPI
+import Synchronization
+import Wire
+
+/// How the link moves frames to and from the TAP device.
+public enum LinkIOMode: String, Sendable, CaseIterable {
+    /// One `read()`, `write()` or `writev()` system call per frame or run.
+    case syscalls
+    /// io_uring: a multishot read fills the RX FIFO's slots as frames
+    /// arrive, and one `io_uring_enter` per turn submits the writes and
+    /// collects the reads (kernel 6.7); falls back to `syscalls` with a notice
+    /// when the kernel refuses.
+    case ioUring = "io_uring"
+}
+
+/// The TAP device's I/O: the only code that touches its descriptor, run by
+/// the executor's thread in turns (`exchange`), with the RX and TX FIFOs as
+/// the boundary to the stack core.
+///
+/// Receiving: with io_uring, the RX FIFO's slots are the kernel's provided
+/// buffers; one multishot read puts each frame in the next slot and the
+/// completion publishes it, so frames arrive with no system call of their
+/// own. A virtio-net header comes before each frame: a checksum the kernel
+/// left partial is completed here (`.completed`), and a UDP GSO frame is cut
+/// into its datagrams when the core takes it (`receive`).
+///
+/// Sending: consecutive frames of one UDP flow with equal payloads (the last
+/// may be shorter) go out as one segmentation write the kernel cuts back into
+/// the same datagrams, so a batch of echoes to one peer costs one write; other
+/// frames go one by one, their UDP checksum completed by the kernel.
+public final class TapLink: LinkEndpoint {
+    /// The TAP device this link owns.
+    public let device: TapDevice
+    public let rx: FrameRing
+    public let tx: FrameRing
+    /// What the link has done; readable from any thread.
+    public let counters = LinkCounters()
+    /// The largest frame read or written (no FCS, no virtio header).
+    public let maximumFrameLength: Int
+    /// The I/O mode asked for.
+    public let requestedIOMode: LinkIOMode
+    /// Frames in and out are copied here, if set.
+    public let capture: PacketCapture?
+    /// Sees every frame in and out on the link's thread (for trace logging); must not block.
+    public let observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
+
+    public var completesChecksums: Bool { device.offloads.checksum }
+    /// The I/O mode in use (settled once `open` returned).
+    public var ioMode: LinkIOMode { modeState.withLock { $0.mode } }
+    /// Why io_uring is not used, when it was asked for and refused (nil otherwise).
+    public var ioUringUnavailableReason: String? { modeState.withLock { $0.reason } }
+    /// Whether runs of one flow's datagrams go out as single segmentation writes.
+    public var coalescesWrites: Bool { coalescing.load(ordering: .relaxed) }
+
+    private let modeState: Mutex<(mode: LinkIOMode, reason: String?)>
+    private let coalescing: Atomic<Bool>
+    /// Ends a sleep in `exchange`: io_uring polls it (never draining it),
+    /// read()/write() mode polls and drains it.
+    private let wakeFD: Int32
+
+    // The I/O thread's own state: touched only by the thread that called
+    // `open` (and `init`/`deinit`, before and after it runs).
+    @exclusivity(unchecked) nonisolated(unsafe) private var io = IOState()
+
+    private struct IOState {
+        var ring: OpaquePointer?
+        var readArmed = false
+        /// RX positions below this are back in the kernel's buffer ring.
+        var recycled = 0
+        /// TX positions below this have been handed to the device (written, or in flight).
+        var queued = 0
+        /// The device refused a write with EAGAIN: wait until it takes writes again.
+        var transmitBlocked = false
+        var writablePollArmed = false
+        /// The writes of frames from the TX ring's consumer position on, in order.
+        var groups: [WriteGroup] = []
+        /// The tag the next submitted write gets.
+        var nextTag: UInt64 = 0
+        var completions: UnsafeMutablePointer<ctun_completion>?
+        var completionCapacity = 0
+        /// Run headers (virtio header + Ethernet/IPv4/UDP) and iovecs for the writes in flight.
+        var headers: UnsafeMutableRawPointer?
+        var iovecs: UnsafeMutablePointer<iovec>?
+        /// A segment cut from a GSO frame, while the core handles it.
+        var segment: UnsafeMutableRawBufferPointer?
+    }
+
+    /// Frames `first ..< first + count` of the TX ring, written as one operation.
+    private struct WriteGroup {
+        enum State { case toSubmit, inFlight(tag: UInt64), done }
+        var first: Int
+        var count: Int
+        var coalesced: Bool
+        var state = State.toSubmit
+    }
+
+    /// Writes in flight per turn at most (each a frame or a run).
+    private static let maximumGroups = 64
+    private static let headerRoom = 64
+    private static let submissionEntries: UInt32 = 128
+
+    /// - Parameters:
+    ///   - ioMode: io_uring (falls back to syscalls when refused) or syscalls.
+    ///   - capture: frames in and out are copied here by the link's thread.
+    ///   - observer: called with every frame in and out, on the link's thread.
+    public init(device: TapDevice, receiveCapacity: Int? = nil, transmitCapacity: Int = 1024,
+                maximumFrameLength: Int = 1514, ioMode: LinkIOMode = .ioUring, capture: PacketCapture? = nil,
+                observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)? = nil) {
+        self.device = device
+        self.maximumFrameLength = maximumFrameLength
+        requestedIOMode = ioMode
+        self.capture = capture
+        self.observer = observer
+        let headroom = device.offloads.virtioHeader ? VirtioNetHeader.length : 0
+        // A GSO frame from the kernel is up to 64 KiB: such slots are large but
+        // only touched as far as frames fill them.
+        let segmented = device.offloads.udpSegmentation
+        rx = FrameRing(capacity: receiveCapacity ?? (segmented ? 256 : 1024),
+                       slotSize: segmented ? EthernetHeader.length + 0xFFFF : maximumFrameLength, headroom: headroom)
+        tx = FrameRing(capacity: transmitCapacity, slotSize: maximumFrameLength, headroom: headroom)
+        modeState = Mutex((ioMode, nil))
+        coalescing = Atomic(device.offloads.udpSegmentation && device.offloads.checksum)
+        wakeFD = csys_eventfd()
+        precondition(wakeFD >= 0, "eventfd failed: errno \(errno)")
+    }
+
+    deinit {
+        if let ring = io.ring { ctun_ring_close(ring) }
+        io.completions?.deallocate()
+        io.headers?.deallocate()
+        io.iovecs?.deallocate()
+        io.segment?.deallocate()
+        Glibc.close(wakeFD)
+    }
+
+    // MARK: Opening and closing
+
+    public func open() {
+        io.headers = .allocate(byteCount: Self.maximumGroups * Self.headerRoom, alignment: 64)
+        io.iovecs = .allocate(capacity: Self.maximumGroups * (UDPSegmentation.maximumSegments + 1))
+        io.segment = .allocate(byteCount: maximumFrameLength, alignment: 64)
+        io.groups.reserveCapacity(Self.maximumGroups)
+        guard requestedIOMode == .ioUring else { return }
+        var err: Int32 = 0, stage: Int32 = 0
+        let ring = ctun_ring_open(device.fd, wakeFD, rx.storage, UInt32(rx.capacity), UInt32(rx.stride),
+                                  Self.submissionEntries, &err, &stage)
+        guard let ring else {
+            let why = switch UInt32(stage) {
+            case CTUN_RING_PROBE.rawValue: "the kernel has no multishot read (6.7 or later needed)"
+            case CTUN_RING_REGISTER.rawValue: "registering its buffers failed: \(String(cString: strerror(err)))"
+            default: "the kernel refused it: \(String(cString: strerror(err)))"
+            }
+            fallBack("io_uring unavailable (\(why)); using read()/write()")
+            return
+        }
+        // The kernel may write a whole slot: headroom and frame.
+        precondition(rx.stride >= rx.headroom + rx.slotSize)
+        io.ring = ring
+        io.readArmed = true
+        io.recycled = rx.capacity
+        io.completionCapacity = rx.capacity + Int(Self.submissionEntries) * 2
+        io.completions = .allocate(capacity: io.completionCapacity)
+    }
+
+    /// Leaves io_uring for read()/write(), saying why once.
+    private func fallBack(_ reason: String) {
+        if let ring = io.ring {
+            ctun_ring_close(ring)
+            io.ring = nil
+        }
+        // read()/write() writes from the ring's consumer position on.
+        io.groups.removeAll()
+        io.queued = tx.consumed
+        modeState.withLock { $0 = (.syscalls, reason) }
+    }
+
+    public func close() {
+        // Send what the stack queued before it stopped (bounded: a device
+        // that takes nothing must not hold the shutdown up).
+        if let ring = io.ring {
+            for _ in 0..<64 where !tx.isEmpty {
+                let submitted = queueWrites(ring)
+                enter(ring, waitFor: submitted, timeout: 100_000_000)
+                if io.transmitBlocked { break }
+            }
+            ctun_ring_close(ring)
+            io.ring = nil
+        } else {
+            for _ in 0..<64 where !tx.isEmpty {
+                writeDirectly()
+                if io.transmitBlocked { break }
+            }
+        }
+    }
+
+    // MARK: Turns
+
+    public func wake() { csys_eventfd_signal(wakeFD) }
+
+    public func exchange(waitUntil deadline: UInt64?) {
+        if let ring = io.ring {
+            exchangeThroughRing(ring, waitUntil: deadline)
+        } else {
+            exchangeDirectly(waitUntil: deadline)
+        }
+    }
+
+    private func exchangeThroughRing(_ ring: OpaquePointer, waitUntil deadline: UInt64?) {
+        // Slots the core released go back to the kernel, in order.
+        let consumed = rx.consumed
+        if consumed &+ rx.capacity > io.recycled {
+            let count = consumed &+ rx.capacity &- io.recycled
+            ctun_ring_provide(ring, UInt32(io.recycled & (rx.capacity - 1)), UInt32(count))
+            io.recycled &+= count
+        }
+        if !io.readArmed && rx.freeSlots > 0 { io.readArmed = ctun_ring_arm_read(ring) != 0 }
+        let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
+        let submitted = queueWrites(ring)
+        var timeout: Int64 = -1
+        if let deadline, deadline != .max {
+            let now = monotonicNanoseconds()
+            timeout = deadline > now ? Int64(clamping: deadline - now) : 0
+        }
+        // The writes complete during the submission (RWF_NOWAIT), so waiting
+        // for one completion more than them waits for a frame, a wake-up or
+        // the timeout, in the same system call.
+        var waitFor = 0
+        if deadline != nil && timeout != 0 {
+            waitFor = inFlight ? 1 : submitted + 1
+            counters.add(.sleeps)
+        }
+        enter(ring, waitFor: waitFor, timeout: timeout)
+    }
+
+    /// One io_uring_enter: submits what is queued, waits for `waitFor`
+    /// completions (or `timeout` ns, negative: no limit), handles what came.
+    private func enter(_ ring: OpaquePointer, waitFor: Int, timeout: Int64) {
+        counters.add(.ioUringEnters)
+        let count = ctun_ring_enter(ring, UInt32(waitFor), timeout, io.completions, UInt32(io.completionCapacity))
+        guard count >= 0 else {
+            fallBack("io_uring failed (\(String(cString: strerror(-count)))); using read()/write()")
+            return
+        }
+        var fallBackReason: String?
+        for index in 0..<Int(count) {
+            let completion = io.completions![index]
+            switch completion.tag {
+            case CTUN_TAG_READ:
+                if completion.flags & CTUN_CQE_MORE == 0 { io.readArmed = false }
+                if completion.res > 0 {
+                    let bid = Int(completion.flags >> UInt32(CTUN_CQE_BUFFER_SHIFT))
+                    guard bid == rx.produced & (rx.capacity - 1) else {
+                        fallBackReason = "io_uring filled receive buffer \(bid) out of order; using read()/write()"
+                        continue
+                    }
+                    publishReceived(length: Int(completion.res))
+                } else if completion.res == -ENOBUFS {
+                    counters.add(.rxBufferExhausted)
+                } else if completion.res == -EINVAL || completion.res == -EOPNOTSUPP || completion.res == -EBADFD {
+                    fallBackReason = "the device does not take io_uring's multishot read (\(String(cString: strerror(-completion.res)))); using read()/write()"
+                } else if completion.res < 0 && completion.res != -ECANCELED && completion.res != -EAGAIN {
+                    counters.add(.rxErrors)
+                }
+            case CTUN_TAG_WAKE:
+                counters.add(.wakeups)
+            case CTUN_TAG_WRITABLE:
+                io.writablePollArmed = false
+                io.transmitBlocked = false
+            default:
+                finishWrite(tag: completion.tag, result: completion.res)
+            }
+        }
+        releaseWritten()
+        if let fallBackReason, !io.groups.contains(where: { if case .inFlight = $0.state { true } else { false } }) {
+            fallBack(fallBackReason)
+        } else if io.transmitBlocked && !io.writablePollArmed {
+            io.writablePollArmed = ctun_ring_poll_writable(ring) != 0
+        }
+    }
+
+    /// Queues writes: first those to try again, then the TX ring's new
+    /// frames, runs of one flow as one. Returns how many were queued.
+    private func queueWrites(_ ring: OpaquePointer) -> Int {
+        guard !io.transmitBlocked else { return 0 }
+        var submitted = 0
+        for index in io.groups.indices {
+            guard case .toSubmit = io.groups[index].state else { continue }
+            guard submitWrite(io.groups[index], ring) else { return submitted }
+            io.groups[index].state = .inFlight(tag: io.nextTag &- 1)
+            submitted += 1
+        }
+        let end = tx.produced
+        while io.queued != end && io.groups.count < Self.maximumGroups {
+            var group = nextGroup(upTo: end)
+            guard submitWrite(group, ring) else { break }
+            group.state = .inFlight(tag: io.nextTag &- 1)
+            io.groups.append(group)
+            io.queued &+= group.count
+            submitted += 1
+        }
+        return submitted
+    }
+
+    /// Queues one write for `group` with the next tag; false when the submission queue is full.
+    private func submitWrite(_ group: WriteGroup, _ ring: OpaquePointer) -> Bool {
+        let tag = io.nextTag
+        let slot = Int(tag % UInt64(Self.maximumGroups))
+        let queued: Bool
+        if group.coalesced {
+            let iov = io.iovecs! + slot * (UDPSegmentation.maximumSegments + 1)
+            prepareRun(group, slot: slot, iovecs: iov)
+            queued = ctun_ring_writev(ring, iov, UInt32(group.count + 1), tag) != 0
+        } else {
+            let (start, length) = singleWrite(at: group.first)
+            queued = ctun_ring_write(ring, start, UInt32(length), tag) != 0
+        }
+        if queued { io.nextTag &+= 1 }
+        return queued
+    }
+
+    /// The next frames from `io.queued` that go out in one write: a run of
+    /// one UDP flow when segmentation writes are on, else one frame.
+    private func nextGroup(upTo end: Int) -> WriteGroup {
+        let offset = io.queued &- tx.consumed
+        guard coalescing.load(ordering: .relaxed), let first = tx.peekFrame(ahead: offset),
+              first.checksum == .partial(start: UDPSegmentation.checksumStart, offset: UDPSegmentation.checksumOffset),
+              let payload = UDPSegmentation.runPayloadLength(first.bytes) else {
+            return WriteGroup(first: io.queued, count: 1, coalesced: false)
+        }
+        var count = 1
+        var total = payload
+        while count < UDPSegmentation.maximumSegments, io.queued &+ count != end,
+              let next = tx.peekFrame(ahead: offset + count), next.checksum == first.checksum,
+              UDPSegmentation.canFollow(first.bytes, with: next.bytes, at: count) {
+            let size = next.bytes.count - UDPSegmentation.runHeaderLength
+            guard total + size + IPv4Header.length + UDPHeader.length <= 0xFFFF else { break }
+            total += size
+            count += 1
+            if size < payload { break }
+        }
+        return WriteGroup(first: io.queued, count: count, coalesced: count > 1)
+    }
+
+    /// The virtio header in the slot's headroom and the frame after it: one buffer.
+    private func singleWrite(at position: Int) -> (UnsafeMutableRawPointer, Int) {
+        let frame = tx.peekFrame(ahead: position &- tx.consumed)!
+        let start = tx.slotStart(at: position)
+        guard device.offloads.virtioHeader else { return (start, frame.bytes.count) }
+        VirtioNetHeader(for: frame.checksum).emit(into: start)
+        return (start, VirtioNetHeader.length + frame.bytes.count)
+    }
+
+    /// Fills `iov` for a run: its header (built in header slot `slot`), then
+    /// each datagram's payload.
+    private func prepareRun(_ group: WriteGroup, slot: Int, iovecs iov: UnsafeMutablePointer<iovec>) {
+        let offset = group.first &- tx.consumed
+        var total = 0
+        for index in 0..<group.count {
+            let frame = tx.peekFrame(ahead: offset + index)!.bytes
+            let payload = frame.count - UDPSegmentation.runHeaderLength
+            iov[index + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress! + UDPSegmentation.runHeaderLength),
+                                   iov_len: payload)
+            total += payload
+        }
+        let header = UnsafeMutableRawBufferPointer(start: io.headers! + slot * Self.headerRoom, count: Self.headerRoom)
+        let first = tx.peekFrame(ahead: offset)!.bytes
+        iov[0] = iovec(iov_base: header.baseAddress, iov_len: UDPSegmentation.writeRunHeader(first: first, payloadBytes: total, into: header))
+    }
+
+    /// Records the result of write `tag`: written (counted, captured) or
+    /// refused for good (dropped, counted); put off (EAGAIN), or a run the
+    /// kernel refuses (segmentation writes are turned off and its frames go
+    /// one by one), to be submitted again in its place.
+    private func finishWrite(tag: UInt64, result: Int32) {
+        guard let index = io.groups.firstIndex(where: { if case .inFlight(tag) = $0.state { true } else { false } }) else { return }
+        let group = io.groups[index]
+        if result >= 0 {
+            accountWritten(group)
+            io.groups[index].state = .done
+        } else if result == -EAGAIN || result == -EINTR || result == -ENOBUFS || result == -ECANCELED {
+            if result == -EAGAIN {
+                counters.add(.txRetries)
+                io.transmitBlocked = true
+            }
+            io.groups[index].state = .toSubmit
+        } else if group.coalesced && (result == -EINVAL || result == -EOPNOTSUPP) {
+            coalescing.store(false, ordering: .relaxed)
+            counters.add(.txCoalescingRefused)
+            let singles = (0..<group.count).map { WriteGroup(first: group.first &+ $0, count: 1, coalesced: false) }
+            io.groups.replaceSubrange(index...index, with: singles)
+        } else {
+            counters.add(.txErrors, UInt64(group.count))
+            io.groups[index].state = .done
+        }
+    }
+
+    /// Frees the TX slots of the writes done, oldest first (a write still
+    /// to do holds back the ones after it: the ring releases in order).
+    private func releaseWritten() {
+        var done = 0
+        var frames = 0
+        while done < io.groups.count, case .done = io.groups[done].state {
+            frames += io.groups[done].count
+            done += 1
+        }
+        guard done > 0 else { return }
+        tx.release(count: frames)
+        io.groups.removeFirst(done)
+    }
+
+    /// Counts, captures and shows the frames of a write the device took.
+    private func accountWritten(_ group: WriteGroup) {
+        let offset = group.first &- tx.consumed
+        if group.coalesced {
+            counters.add(.txCoalescedWrites)
+            counters.add(.txCoalescedSegments, UInt64(group.count))
+        }
+        counters.add(.txFrames, UInt64(group.count))
+        for index in 0..<group.count {
+            let frame = tx.peekFrame(ahead: offset + index)!
+            counters.add(.txBytes, UInt64(frame.bytes.count))
+            capture?.record(frame.bytes, checksum: frame.checksum)
+            observer?(.outbound, frame.bytes)
+        }
+    }
+
+    // MARK: Without io_uring
+
+    private func exchangeDirectly(waitUntil deadline: UInt64?) {
+        writeDirectly()
+        guard let deadline, readDirectly() == 0 else { return }
+        var timeout: Int32 = -1
+        if deadline != .max {
+            let now = monotonicNanoseconds()
+            guard deadline > now else { return }
+            timeout = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+        }
+        counters.add(.sleeps)
+        var fds = (pollfd(fd: device.fd, events: Int16(rx.isFull ? 0 : POLLIN) | Int16(io.transmitBlocked ? POLLOUT : 0), revents: 0),
+                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
+        _ = withUnsafeMutablePointer(to: &fds) {
+            $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, timeout) }
+        }
+        if fds.1.revents != 0 {
+            csys_eventfd_drain(wakeFD)
+            counters.add(.wakeups)
+        }
+        if fds.0.revents & Int16(POLLOUT) != 0 { io.transmitBlocked = false }
+        _ = readDirectly()
+    }
+
+    /// Reads what the device holds into free RX slots; returns how many.
+    private func readDirectly() -> Int {
+        var count = 0
+        while count < 64, !rx.isFull {
+            let n = read(device.fd, rx.slotStart(at: rx.produced), rx.headroom + rx.slotSize)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno != EAGAIN { counters.add(.rxErrors) }
+                break
+            }
+            publishReceived(length: n)
+            count += 1
+        }
+        return count
+    }
+
+    /// Writes the TX ring's frames one write (or run) at a time.
+    private func writeDirectly() {
+        if io.transmitBlocked {
+            var fd = pollfd(fd: device.fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&fd, 1, 0) > 0 else { return }
+            io.transmitBlocked = false
+        }
+        io.queued = tx.consumed
+        let end = tx.produced
+        while tx.consumed != end {
+            let group = nextGroup(upTo: end)
+            let result: Int
+            if group.coalesced {
+                prepareRun(group, slot: 0, iovecs: io.iovecs!)
+                result = writev(device.fd, io.iovecs!, Int32(group.count + 1))
+            } else {
+                let (start, length) = singleWrite(at: group.first)
+                result = write(device.fd, start, length)
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN {
+                    counters.add(.txRetries)
+                    io.transmitBlocked = true
+                    return
+                }
+                if group.coalesced && (errno == EINVAL || errno == EOPNOTSUPP) {
+                    coalescing.store(false, ordering: .relaxed)
+                    counters.add(.txCoalescingRefused)
+                    continue
+                }
+                counters.add(.txErrors, UInt64(group.count))
+            } else {
+                accountWritten(group)
+            }
+            tx.release(count: group.count)
+            io.queued = tx.consumed
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Publishes the frame the device just put in the next RX slot
+    /// (`length` bytes with the virtio header): its checksum completed if
+    /// the kernel left it partial, a GSO frame marked for cutting. A frame
+    /// that cannot be used is published empty (the slot must still be
+    /// consumed in order), counted here, and skipped by `receive`.
+    private func publishReceived(length: Int) {
+        let start = rx.slotStart(at: rx.produced)
+        counters.add(.rxFrames)
+        guard device.offloads.virtioHeader else {
+            counters.add(.rxBytes, UInt64(length))
+            rx.commit(length: min(length, rx.slotSize))
+            return
+        }
+        guard let header = VirtioNetHeader(UnsafeRawBufferPointer(start: start, count: length)) else {
+            counters.add(.rxDropBadVirtioHeader)
+            rx.commit(length: 0)
+            return
+        }
+        let frameLength = min(length - VirtioNetHeader.length, rx.slotSize)
+        counters.add(.rxBytes, UInt64(frameLength))
+        let frame = UnsafeMutableRawBufferPointer(start: start + VirtioNetHeader.length, count: frameLength)
+        if header.gsoType != VirtioNetHeader.GSOType.none {
+            guard header.gsoType & ~VirtioNetHeader.GSOType.ecn == VirtioNetHeader.GSOType.udpL4, header.gsoSize > 0 else {
+                counters.add(.rxDropBadSegmentation)
+                rx.commit(length: 0)
+                return
+            }
+            rx.commit(length: frameLength, segmentSize: Int(header.gsoSize))
+            return
+        }
+        var checksum = ChecksumOffload.none
+        if header.flags & VirtioNetHeader.needsChecksum != 0 {
+            guard completeChecksum(in: frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) else {
+                counters.add(.rxDropBadVirtioHeader)
+                rx.commit(length: 0)
+                return
+            }
+            counters.add(.rxChecksumsCompleted)
+            checksum = .completed(start: header.checksumStart, offset: header.checksumOffset)
+        }
+        rx.commit(length: frameLength, checksum: checksum)
+    }
+
+    public func receive(upTo limit: Int, _ handle: (UnsafeRawBufferPointer, ChecksumOffload) -> Void) -> Int {
+        var count = 0
+        while count < limit, let frame = rx.peekFrame() {
+            count += 1
+            if frame.segmentSize > 0 {
+                receiveSegments(of: frame, handle)
+            } else if frame.bytes.count > 0 {
+                capture?.record(frame.bytes)
+                observer?(.inbound, frame.bytes)
+                handle(frame.bytes, frame.checksum)
+            }
+            rx.release()
+        }
+        return count
+    }
+
+    /// Hands the datagrams of a GSO frame to the core one by one, each as
+    /// the frame it would have been without segmentation.
+    private func receiveSegments(of frame: RingFrame, _ handle: (UnsafeRawBufferPointer, ChecksumOffload) -> Void) {
+        guard let count = UDPSegmentation.segmentCount(of: frame.bytes, segmentSize: frame.segmentSize) else {
+            counters.add(.rxDropBadSegmentation)
+            return
+        }
+        counters.add(.rxSegmentedFrames)
+        let scratch = io.segment!
+        let start = UInt16(EthernetHeader.length + Int(frame.bytes[EthernetHeader.length] & 0x0F) * 4)
+        for index in 0..<count {
+            guard let length = UDPSegmentation.writeSegment(index, of: frame.bytes, segmentSize: frame.segmentSize, into: scratch) else {
+                counters.add(.rxDropBadSegmentation)
+                return
+            }
+            counters.add(.rxSegments)
+            let segment = UnsafeRawBufferPointer(rebasing: scratch[0..<length])
+            capture?.record(segment)
+            observer?(.inbound, segment)
+            handle(segment, .completed(start: start, offset: UInt16(UDPDatagramView.Field.checksum)))
+        }
+    }
+}

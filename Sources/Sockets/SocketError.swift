@@ -1,4 +1,0 @@
-import Stack
-
-/// Errors of socket calls, named after their POSIX meaning (`StackError`).
-public typealias SocketError = StackError

@@ -60,9 +60,10 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: [
             "Wire", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "CPcap", "TestSupport"]),
-        .testTarget(name: "StackTests", dependencies: ["Stack", "Wire", "TestSupport"]),
-        .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "LinkTests", dependencies: ["Link", "Wire", "SocketAPI", "CPcap", "TestSupport"]),
+        .testTarget(name: "StackTests", dependencies: ["Stack", "SocketAPI", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Host", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "HostTests", dependencies: ["Host", "Sockets", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
         .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

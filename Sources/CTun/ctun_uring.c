@@ -138,23 +138,24 @@ void ctun_ring_provide(ctun_ring *ring, unsigned first, unsigned count) {
 }
 
 /* RWF_NOWAIT: a write the device cannot take at once completes with
- * -EAGAIN instead of going to a worker thread, so every write completes
- * during the submission, in order, and the caller decides about retrying. */
-int ctun_ring_write(ctun_ring *ring, const void *buffer, unsigned length, uint64_t tag) {
+ * -EAGAIN instead of going to a worker thread, so the caller decides about
+ * retrying; IOSQE_IO_LINK: the writes after a failed one are cancelled
+ * (-ECANCELED) rather than overtake it. */
+int ctun_ring_write(ctun_ring *ring, const void *buffer, unsigned length, uint64_t tag, int linked) {
     struct io_uring_sqe *sqe = sqe_for(ring, tag);
     if (!sqe) return 0;
     io_uring_prep_write(sqe, CTUN_FILE_DEVICE, buffer, length, 0);
-    sqe->flags |= IOSQE_FIXED_FILE;
+    sqe->flags |= IOSQE_FIXED_FILE | (linked ? IOSQE_IO_LINK : 0);
     sqe->rw_flags = RWF_NOWAIT;
     sqe->user_data = tag;
     return 1;
 }
 
-int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, uint64_t tag) {
+int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, uint64_t tag, int linked) {
     struct io_uring_sqe *sqe = sqe_for(ring, tag);
     if (!sqe) return 0;
     io_uring_prep_writev(sqe, CTUN_FILE_DEVICE, iov, count, 0);
-    sqe->flags |= IOSQE_FIXED_FILE;
+    sqe->flags |= IOSQE_FIXED_FILE | (linked ? IOSQE_IO_LINK : 0);
     sqe->rw_flags = RWF_NOWAIT;
     sqe->user_data = tag;
     return 1;

@@ -301,6 +301,9 @@ public final class NetworkHost: Sendable {
     /// Frames the core has handled so far.
     public var handledFrameCount: UInt64 { framesHandled.load(ordering: .relaxed) }
 
+    /// Times the executor went to sleep with nothing left to do.
+    public var idleTurnCount: UInt64 { idleTurns.load(ordering: .relaxed) }
+
     /// Waits until the executor, after this call, has gone to sleep with
     /// nothing left to do (every frame injected before the call handled, its
     /// work run). Returns false when `timeout` passed first.

@@ -224,9 +224,9 @@ public final class TapLink: LinkEndpoint {
             let now = monotonicNanoseconds()
             timeout = deadline > now ? Int64(clamping: deadline - now) : 0
         }
-        // The writes complete during the submission (RWF_NOWAIT), so waiting
-        // for one completion more than them waits for a frame, a wake-up or
-        // the timeout, in the same system call.
+        // The writes complete within the enter (RWF_NOWAIT: done or put
+        // off), so waiting for one completion more than them waits for a
+        // frame, a wake-up or the timeout, in the same system call.
         var waitFor = 0
         if deadline != nil && timeout != 0 {
             waitFor = inFlight ? 1 : submitted + 1
@@ -282,40 +282,44 @@ public final class TapLink: LinkEndpoint {
     }
 
     /// Queues writes: first those to try again, then the TX ring's new
-    /// frames, runs of one flow as one. Returns how many were queued.
+    /// frames, runs of one flow as one. Returns how many were queued. Only
+    /// once the last chain of writes completed: a new chain must not
+    /// overtake the rest of one still in progress.
     private func queueWrites(_ ring: OpaquePointer) -> Int {
-        guard !io.transmitBlocked else { return 0 }
+        guard !io.transmitBlocked, !io.groups.contains(where: { if case .inFlight = $0.state { true } else { false } }) else { return 0 }
+        // The groups to write: those to try again, then new ones.
+        let end = tx.produced
+        while io.queued != end && io.groups.count < Self.maximumGroups {
+            io.groups.append(nextGroup(upTo: end))
+            io.queued &+= io.groups[io.groups.count - 1].count
+        }
+        var pending = 0
+        for group in io.groups { if case .toSubmit = group.state { pending += 1 } }
         var submitted = 0
         for index in io.groups.indices {
             guard case .toSubmit = io.groups[index].state else { continue }
-            guard submitWrite(io.groups[index], ring) else { return submitted }
+            // Linked to the next one; the last of the chain is not.
+            guard submitWrite(io.groups[index], ring, linked: submitted < pending - 1) else { break }
             io.groups[index].state = .inFlight(tag: io.nextTag &- 1)
-            submitted += 1
-        }
-        let end = tx.produced
-        while io.queued != end && io.groups.count < Self.maximumGroups {
-            var group = nextGroup(upTo: end)
-            guard submitWrite(group, ring) else { break }
-            group.state = .inFlight(tag: io.nextTag &- 1)
-            io.groups.append(group)
-            io.queued &+= group.count
             submitted += 1
         }
         return submitted
     }
 
-    /// Queues one write for `group` with the next tag; false when the submission queue is full.
-    private func submitWrite(_ group: WriteGroup, _ ring: OpaquePointer) -> Bool {
+    /// Queues one write for `group` with the next tag, linked to the next
+    /// write queued (so a write the device puts off holds back the ones
+    /// after it); false when the submission queue is full.
+    private func submitWrite(_ group: WriteGroup, _ ring: OpaquePointer, linked: Bool) -> Bool {
         let tag = io.nextTag
         let slot = Int(tag % UInt64(Self.maximumGroups))
         let queued: Bool
         if group.coalesced {
             let iov = io.iovecs! + slot * (UDPSegmentation.maximumSegments + 1)
             prepareRun(group, slot: slot, iovecs: iov)
-            queued = ctun_ring_writev(ring, iov, UInt32(group.count + 1), tag) != 0
+            queued = ctun_ring_writev(ring, iov, UInt32(group.count + 1), tag, linked ? 1 : 0) != 0
         } else {
             let (start, length) = singleWrite(at: group.first)
-            queued = ctun_ring_write(ring, start, UInt32(length), tag) != 0
+            queued = ctun_ring_write(ring, start, UInt32(length), tag, linked ? 1 : 0) != 0
         }
         if queued { io.nextTag &+= 1 }
         return queued

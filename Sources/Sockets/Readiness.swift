@@ -31,6 +31,9 @@ final class WaiterQueue {
 
     var isEmpty: Bool { waiters.isEmpty }
 
+    /// Waiters registered to fire once (threads or tasks waiting now).
+    var oneShotCount: Int { waiters.values.count { $0.once } }
+
     /// Calls every waiter whose mask intersects `events`.
     func notify(_ events: ReadinessEvents) {
         for (id, waiter) in waiters where !waiter.mask.isDisjoint(with: events) {

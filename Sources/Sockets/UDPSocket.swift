@@ -228,6 +228,9 @@ public final class UDPSocket: DatagramSocket {
         host.withStack { _ in waiters.unregister(WaiterQueue.Token(id: token)) }
     }
 
+    /// Callbacks registered by threads or tasks waiting on this socket now (for tests).
+    var oneShotWaiters: Int { host.withStack { _ in waiters.oneShotCount } }
+
     /// Registers a one-shot callback unless an event in `mask` is already
     /// true; returns the events already true (callback not registered) or
     /// nil (registered). Used by the async and poll waits.

@@ -1,3 +1,4 @@
+import SocketAPI
 import Testing
 @testable import Link
 

@@ -1,8 +1,10 @@
 import Glibc
 import Link
+import SocketAPI
 import Synchronization
 import Testing
 import TestSupport
+@testable import Host
 @testable import Sockets
 @testable import Stack
 @testable import Wire
@@ -31,8 +33,7 @@ final class EventRecorder: Sendable {
         #expect(!socket.readiness.contains(.readable))
         live.link.inject(Captured.udpRequest)
         live.link.inject(Captured.udpRequest)
-        #expect(socket.event.wait(timeoutMilliseconds: 5000))
-        usleep(50_000)
+        #expect(live.host.waitUntilIdle(), "the executor handled both frames")
         #expect(socket.readiness.contains(.readable))
         _ = try socket.receive()
         #expect(socket.readiness.contains(.readable))
@@ -111,7 +112,7 @@ final class EventRecorder: Sendable {
         let live = LiveHost()
         let sockets = (0..<3).map { _ in UDPSocket(host: live.host) }
         for (i, socket) in sockets.enumerated() { try socket.bind(port: UInt16(7000 + i)) }
-        let injector = live.injectLater(FrameBuilder.udpFrame(destinationPort: 7001, payload: [1]))
+        let injector = live.injectWhenWaiting(on: sockets[1], FrameBuilder.udpFrame(destinationPort: 7001, payload: [1]))
         let ready = SocketPoller.wait(sockets.map { .init($0, .readable) }, timeout: .seconds(5))
         injector.join()
         #expect(ready.count == 1)
@@ -140,7 +141,7 @@ final class EventRecorder: Sendable {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let injector = live.injectLater(Captured.udpRequest)
+        let injector = live.injectWhenWaiting(on: socket, Captured.udpRequest)
         let datagram = try await socket.receiveNext()
         injector.join()
         #expect(datagram.payload == Array("hello\n".utf8))
@@ -151,7 +152,10 @@ final class EventRecorder: Sendable {
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
         let task = Task { () throws(SocketError) -> Datagram in try await socket.receiveNext() }
-        try await Task.sleep(for: .milliseconds(50))
+        // Cancel once the task waits on the socket (not before it suspended).
+        let deadline = Deadline(.seconds(5))
+        while socket.oneShotWaiters == 0 && !deadline.hasPassed { await Task.yield() }
+        #expect(socket.oneShotWaiters == 1)
         task.cancel()
         let result = await task.result
         #expect(throws: SocketError.cancelled) { try result.get() }
@@ -166,7 +170,8 @@ final class EventRecorder: Sendable {
         let feeder = JoinableThread(name: "feeder") {
             for i in 0..<3 { link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(i)])) }
             // Close once all three were taken (closing drops what is still queued).
-            for _ in 0..<1000 where consumed.load(ordering: .relaxed) < 3 { usleep(10_000) }
+            let deadline = Deadline(.seconds(10))
+            while consumed.load(ordering: .relaxed) < 3 && !deadline.hasPassed { usleep(1000) }
             socket.close()
         }
         var payloads: [[UInt8]] = []

@@ -2,7 +2,9 @@ import Glibc
 import Link
 import Testing
 import TestSupport
+@testable import Host
 @testable import Sockets
+import SocketAPI
 @testable import Stack
 @testable import Wire
 
@@ -11,9 +13,9 @@ final class LiveHost {
     let link: MemoryLink
     let host: NetworkHost
 
-    init(ringCapacity: Int = 256, handsOverOnInject: Bool = false,
+    init(ringCapacity: Int = 256, completesChecksums: Bool = false,
          configure: (inout StackConfiguration) -> Void = { _ in }) {
-        link = MemoryLink(capacity: ringCapacity, handsOverOnInject: handsOverOnInject)
+        link = MemoryLink(capacity: ringCapacity, completesChecksums: completesChecksums)
         var configuration = StackConfiguration.standard
         configure(&configuration)
         host = NetworkHost(configuration: configuration, link: link)
@@ -23,14 +25,23 @@ final class LiveHost {
 
     deinit { host.stop() }
 
-    /// Injects `frame` from another thread after `delay` microseconds, as a
-    /// peer on the wire would while the test waits; join the thread after.
-    func injectLater(_ frame: [UInt8], afterMicroseconds delay: UInt32 = 100_000) -> JoinableThread {
-        let link = self.link
-        return JoinableThread(name: "injector") {
-            usleep(delay)
-            link.inject(frame)
+    /// Runs `action` on another thread as soon as some thread waits on
+    /// `socket` (it registered a one-shot waiter: it is asleep or about to
+    /// be), as a peer on the wire would act while the test blocks; join the
+    /// thread after. Records an issue if nobody waited within five seconds.
+    func whenWaiting(on socket: UDPSocket, _ action: @escaping @Sendable () -> Void) -> JoinableThread {
+        JoinableThread(name: "peer") {
+            let deadline = Deadline(.seconds(5))
+            while socket.oneShotWaiters == 0 && !deadline.hasPassed { usleep(200) }
+            if socket.oneShotWaiters == 0 { Issue.record("nobody waited on the socket") }
+            action()
         }
+    }
+
+    /// Injects `frame` once a thread waits on `socket` (see `whenWaiting`).
+    func injectWhenWaiting(on socket: UDPSocket, _ frame: [UInt8]) -> JoinableThread {
+        let link = self.link
+        return whenWaiting(on: socket) { link.inject(frame) }
     }
 
     /// Teaches the stack the peer's MAC and swallows the ARP reply.
@@ -53,16 +64,16 @@ func threadCPUTimeNanoseconds() -> UInt64 {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let start = monotonicNow()
         #expect(throws: SocketError.wouldBlock) { try socket.receive() }
-        #expect(monotonicNow().since(start) < .milliseconds(50))
+        // It did not wait: no waiter was ever registered.
+        #expect(socket.oneShotWaiters == 0)
     }
 
     @Test func blockingReceiveWakesWhenTheStackQueuesADatagram() throws {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let injector = live.injectLater(Captured.udpRequest)
+        let injector = live.injectWhenWaiting(on: socket, Captured.udpRequest)
         let datagram = try socket.receive(timeout: .seconds(5))
         injector.join()
         #expect(datagram.payload == Array("hello\n".utf8))
@@ -94,14 +105,8 @@ func threadCPUTimeNanoseconds() -> UInt64 {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
         try socket.bind(port: 7)
-        let closer = JoinableThread(name: "closer") {
-            usleep(100_000)
-            socket.close()
-        }
-        let start = monotonicNow()
-        #expect(throws: SocketError.closed) { try socket.receive(timeout: .seconds(5)) }
-        // Woken by the close itself, not by the timeout.
-        #expect(monotonicNow().since(start) < .seconds(1))
+        let closer = live.whenWaiting(on: socket) { socket.close() }
+        #expect(throws: SocketError.closed) { try socket.receive(timeout: .seconds(30)) }
         closer.join()
     }
 

@@ -1,5 +1,6 @@
 import Stack
 import TestSupport
+import SocketAPI
 import Wire
 
 /// Drives a `NetworkStack` with no threads and no device: frames in, a clock

@@ -1,3 +1,4 @@
+import SocketAPI
 import Testing
 import TestSupport
 @testable import Stack

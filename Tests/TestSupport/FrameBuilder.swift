@@ -55,11 +55,13 @@ public enum FrameBuilder {
     /// A whole Ethernet frame carrying a UDP datagram from the peer to the stack.
     public static func udpFrame(sourcePort: UInt16 = 40000, destinationPort: UInt16, payload: [UInt8],
                                 source: IPv4Address = peerIP, destination: IPv4Address = stackIP,
-                                ethernetDestination: MACAddress = stackMAC) -> [UInt8] {
-        ethernet(destination: ethernetDestination, type: .ipv4,
+                                ethernetDestination: MACAddress = stackMAC, ethernetSource: MACAddress = peerMAC,
+                                identification: UInt16 = 0x1234) -> [UInt8] {
+        ethernet(destination: ethernetDestination, source: ethernetSource, type: .ipv4,
                  payload: ipv4(source: source, destination: destination, proto: .udp,
                                payload: udp(sourcePort: sourcePort, destinationPort: destinationPort, payload: payload,
-                                            source: source, destination: destination)))
+                                            source: source, destination: destination),
+                               identification: identification))
     }
 
     /// An ICMP message with a correct checksum.
@@ -132,5 +134,21 @@ extension FrameBuilder {
         }
         guard let first, pieces.last?.more == false else { throw WireError.truncated }
         return (first, payload)
+    }
+
+    /// `frame` (Ethernet, IPv4 without options, UDP) with its UDP checksum
+    /// left partial, as a kernel with checksum offload hands it over: only
+    /// the pseudo-header sum.
+    public static func withPartialUDPChecksum(_ frame: [UInt8]) -> [UInt8] {
+        var copy = frame
+        let udpLength = Int(frame[38]) << 8 | Int(frame[39])
+        var sum = UDPHeader.pseudoHeaderSum(source: IPv4Address(frame[26], frame[27], frame[28], frame[29]),
+                                            destination: IPv4Address(frame[30], frame[31], frame[32], frame[33]),
+                                            length: udpLength)
+        sum.add(UInt16(0))
+        let partial = ~sum.value
+        copy[40] = UInt8(partial >> 8)
+        copy[41] = UInt8(partial & 0xFF)
+        return copy
     }
 }

@@ -13,7 +13,8 @@
 ///  - a multishot poll of a wake-up eventfd (non-blocking, never drained
 ///    here), so another thread can end a wait by writing to it;
 ///  - the writes the caller queues, submitted with the next enter; each is
-///    non-blocking (RWF_NOWAIT) and so completes during its submission.
+///    non-blocking (RWF_NOWAIT), and linked to the next so none overtakes
+///    one the device put off.
 typedef struct ctun_ring ctun_ring;
 
 /// What `ctun_ring_open` could not do, so the caller can say why.
@@ -62,10 +63,12 @@ void ctun_ring_provide(ctun_ring *ring, unsigned first, unsigned count);
 
 /// Queues a write of `length` bytes; 1, or 0 when the submission queue is
 /// full. A write the device cannot take at once completes with -EAGAIN.
-int ctun_ring_write(ctun_ring *ring, const void *buffer, unsigned length, uint64_t tag);
+/// With `linked`, the operation queued next runs only after this one
+/// succeeded (else it completes with -ECANCELED): writes stay in order.
+int ctun_ring_write(ctun_ring *ring, const void *buffer, unsigned length, uint64_t tag, int linked);
 /// Queues a gathering write, like `ctun_ring_write`; the iovecs must stay
 /// valid until it completes.
-int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, uint64_t tag);
+int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, uint64_t tag, int linked);
 /// Queues a one-shot wait for the device to take writes again (POLLOUT),
 /// completing with tag `CTUN_TAG_WRITABLE`.
 int ctun_ring_poll_writable(ctun_ring *ring);

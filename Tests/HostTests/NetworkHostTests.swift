@@ -1,0 +1,176 @@
+import Glibc
+import Link
+import SocketAPI
+import Sockets
+import Synchronization
+import Testing
+import TestSupport
+@testable import Host
+@testable import Stack
+import Wire
+
+/// A host over a memory link, the test playing the wire.
+private final class Live {
+    let link: MemoryLink
+    let host: NetworkHost
+
+    init(ringCapacity: Int = 256, configure: (inout StackConfiguration) -> Void = { _ in }) {
+        link = MemoryLink(capacity: ringCapacity)
+        var configuration = StackConfiguration.standard
+        configure(&configuration)
+        host = NetworkHost(configuration: configuration, link: link)
+        host.start()
+        _ = link.nextTransmitted()  // the gratuitous ARP
+    }
+
+    deinit { host.stop() }
+
+    func learnPeer() {
+        link.inject(FrameBuilder.arp(.request))
+        _ = link.nextTransmitted()
+    }
+}
+
+/// What an event-driven socket user (like the echo service) saw.
+private final class DrainTally: @unchecked Sendable {
+    /// Guarded by the stack's lock (set in the callback, cleared in the work).
+    var scheduled = false
+    let running = Atomic<Bool>(false)
+    let overlapped = Atomic<Int>(0)
+    let drained = Atomic<Int>(0)
+    let ranElsewhere = Atomic<Int>(0)
+}
+
+@Suite(.serialized) struct NetworkHostTests {
+    /// Work queued from a readiness callback runs on the executor, one at a
+    /// time, and nothing queued is left behind.
+    @Test func deferredWorkRunsOnTheExecutorOneAtATimeAndDrainsEverything() throws {
+        let live = Live(ringCapacity: 64)
+        live.learnPeer()
+        let host = live.host
+        let socket = UDPSocket(host: host)
+        try socket.bind(port: 7)
+        let tally = DrainTally()
+        @Sendable func drain() {
+            host.withStack { _ in tally.scheduled = false }
+            if tally.running.exchange(true, ordering: .sequentiallyConsistent) { tally.overlapped.add(1, ordering: .relaxed) }
+            if !host.isExecutorThread { tally.ranElsewhere.add(1, ordering: .relaxed) }
+            while (try? socket.receive()) != nil { tally.drained.add(1, ordering: .relaxed) }
+            tally.running.store(false, ordering: .sequentiallyConsistent)
+        }
+        _ = socket.addReadinessCallback(.readable) { _ in
+            guard !tally.scheduled else { return }
+            tally.scheduled = true
+            host.execute { drain() }
+        }
+        let total = 5000
+        let link = live.link
+        let wire = JoinableThread(name: "wire") {
+            for sequence in 0..<total {
+                let frame = FrameBuilder.udpFrame(destinationPort: 7, payload: [UInt8(truncatingIfNeeded: sequence)])
+                while !link.inject(frame) { sched_yield() }
+            }
+        }
+        wire.join()
+        #expect(host.waitUntilHandled(UInt64(total) + 1))
+        #expect(host.waitUntilIdle())
+        let dropped = Int(host.counters[.udpDropQueueFull])
+        #expect(tally.drained.load(ordering: .relaxed) + dropped == total)
+        #expect(tally.overlapped.load(ordering: .relaxed) == 0)
+        #expect(tally.ranElsewhere.load(ordering: .relaxed) == 0)
+    }
+
+    /// Readiness for frames from the link is delivered by the executor
+    /// itself, in the turn that handled the frame: no thread hop.
+    @Test func readableIsDeliveredOnTheExecutor() throws {
+        let live = Live()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let onExecutor = Atomic<Int>(0)
+        let elsewhere = Atomic<Int>(0)
+        let host = live.host
+        _ = socket.addReadinessCallback(.readable) { _ in
+            if host.isExecutorThread { onExecutor.add(1, ordering: .relaxed) } else { elsewhere.add(1, ordering: .relaxed) }
+        }
+        live.link.inject(Captured.udpRequest)
+        #expect(live.host.waitUntilIdle())
+        #expect(onExecutor.load(ordering: .relaxed) == 1)
+        #expect(elsewhere.load(ordering: .relaxed) == 0)
+    }
+
+    /// A timer another thread arms while the executor sleeps (a send to an
+    /// unknown peer starts ARP) wakes it on time: the ARP request is retried
+    /// after the retry interval, not after the executor's next look.
+    @Test func aTimerArmedByAnotherThreadWakesTheSleepingExecutor() throws {
+        let live = Live { $0.arpRetryInterval = .milliseconds(50); $0.arpAnnouncements = 1 }
+        #expect(live.host.waitUntilIdle())
+        let socket = UDPSocket(host: live.host)
+        try socket.send([1, 2, 3], to: SocketAddress(IPv4Address(192, 0, 2, 77), 9))
+        func isRequest(_ frame: [UInt8]?) -> Bool {
+            guard let frame, frame.count >= 42, frame[12] == 0x08, frame[13] == 0x06 else { return false }
+            return Array(frame[38..<42]) == [192, 0, 2, 77]
+        }
+        #expect(isRequest(live.link.nextTransmitted()))
+        let start = ContinuousClock.now
+        #expect(isRequest(live.link.nextTransmitted(timeoutMilliseconds: 2000)))
+        // With no timer known the executor sleeps until woken; the retry came from the timer.
+        #expect(ContinuousClock.now - start < .milliseconds(1000), "retried after \(ContinuousClock.now - start)")
+    }
+
+    /// Deferred work that blocks on a full link (a send waiting for
+    /// `.writable`) runs executor turns meanwhile instead of sleeping, so
+    /// the link keeps draining and the send completes: the executor is the
+    /// only thread that would have drained it.
+    @Test func deferredWorkWaitingForRoomDoesNotDeadlockTheExecutor() throws {
+        let live = Live(ringCapacity: 8) { $0.transmitReserveFrames = 0 }
+        live.learnPeer()
+        let host = live.host
+        let socket = UDPSocket(host: host)
+        try socket.bind(port: 5000)
+        let sent = Atomic<Int>(0)
+        let failed = Atomic<Int>(0)
+        let finished = Event()
+        host.withStack { _ in
+            host.execute {
+                for index in 0..<40 {
+                    do {
+                        try socket.send([UInt8(index)], to: SocketAddress(FrameBuilder.peerIP, 9), timeout: .seconds(10))
+                        sent.add(1, ordering: .relaxed)
+                    } catch {
+                        failed.add(1, ordering: .relaxed)
+                    }
+                }
+                finished.signal()
+            }
+        }
+        // The wire takes frames as they come; the ring holds 8.
+        var taken = 0
+        let deadline = Deadline(.seconds(20))
+        while taken < 40 && !deadline.hasPassed {
+            if live.link.nextTransmitted(timeoutMilliseconds: 100) != nil { taken += 1 }
+        }
+        #expect(finished.wait(timeoutMilliseconds: 10_000))
+        #expect(sent.load(ordering: .relaxed) == 40)
+        #expect(failed.load(ordering: .relaxed) == 0)
+        #expect(taken == 40)
+    }
+
+    /// An idle executor sleeps: while nothing happens it makes at most a
+    /// few turns (timers), it does not poll.
+    @Test func anIdleExecutorSleeps() throws {
+        let live = Live { $0.arpAnnouncements = 1 }
+        #expect(live.host.waitUntilIdle())
+        let before = live.host.idleTurnCount
+        usleep(200_000)
+        #expect(live.host.idleTurnCount - before <= 2)
+    }
+
+    /// `waitUntilIdle` returns only once the frames injected before it are handled.
+    @Test func waitUntilIdleMeansEverythingInjectedWasHandled() throws {
+        let live = Live(ringCapacity: 1024)
+        let before = live.host.handledFrameCount
+        for index in 0..<500 { live.link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(truncatingIfNeeded: index)])) }
+        #expect(live.host.waitUntilIdle())
+        #expect(live.host.handledFrameCount - before == 500)
+    }
+}

@@ -75,7 +75,7 @@ ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_co
     if (!ring) { *err = ENOMEM; *stage = CTUN_RING_SETUP; return NULL; }
     /* Room for a completion per buffer (reads) besides the writes. */
     struct io_uring_params params = {
-        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE,
+        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_CQSIZE,
         .cq_entries = buffer_count + 4 * sq_entries,
     };
     int r = io_uring_queue_init_params(sq_entries, &ring->ring, &params);

@@ -57,6 +57,16 @@ public struct TapOffloads: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// The offloads to ask the kernel for when opening a TAP device.
+public enum TapOffloadRequest: String, Sendable, CaseIterable {
+    /// A virtio-net header, checksum offload and UDP segmentation, as far as the kernel grants them.
+    case all = "on"
+    /// A virtio-net header and checksum offload only (as a kernel before 6.2 grants).
+    case checksum
+    /// Plain frames: every checksum computed, one datagram per write.
+    case none = "off"
+}
+
 /// An open Linux TAP device (`IFF_TAP | IFF_NO_PI`, with `IFF_VNET_HDR`
 /// unless asked not to): whole Ethernet frames, no packet-information
 /// prefix. The fd is non-blocking.
@@ -75,16 +85,15 @@ public final class TapDevice: Sendable {
 
     /// Opens `/dev/net/tun` and attaches to the TAP device `name`, creating it
     /// if it does not exist (which needs CAP_NET_ADMIN).
-    /// - Parameter offloads: ask for a virtio-net header and the checksum and
-    ///   UDP segmentation offloads, taking what the kernel grants (`offloads`
-    ///   says which); false gives plain frames.
+    /// - Parameter offloads: what to ask for, taking what the kernel grants
+    ///   (`offloads` says which).
     /// - Throws: `TapError` with a one-line explanation.
-    public init(name: String, offloads wantsOffloads: Bool = true) throws(TapError) {
+    public init(name: String, offloads request: TapOffloadRequest = .all) throws(TapError) {
         var actual = [CChar](repeating: 0, count: Int(ctun_ifnamsiz()))
         var persistent: Int32 = 0
         var stage: Int32 = 0
         var err: Int32 = 0
-        let fd = ctun_open_tap(name, wantsOffloads ? CTUN_VNET_HDR : 0, &actual, &persistent, &stage, &err)
+        let fd = ctun_open_tap(name, request == .none ? 0 : CTUN_VNET_HDR, &actual, &persistent, &stage, &err)
         guard fd >= 0 else {
             switch (UInt32(stage), err) {
             case (CTUN_STAGE_NAME.rawValue, _): throw .invalidName(name)
@@ -100,13 +109,13 @@ public final class TapDevice: Sendable {
         self.fd = fd
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         self.isPersistent = persistent != 0
-        offloads = wantsOffloads ? Self.negotiateOffloads(fd) : .none
+        offloads = request == .none ? .none : Self.negotiateOffloads(fd, segmentation: request == .all)
     }
 
     /// Asks for checksum and UDP segmentation offload, then checksum alone;
     /// the kernel refuses flags it does not know (USO before 6.2).
-    private static func negotiateOffloads(_ fd: Int32) -> TapOffloads {
-        if ctun_set_offload(fd, UInt32(CTUN_OFFLOAD_CSUM | CTUN_OFFLOAD_USO4 | CTUN_OFFLOAD_USO6)) == 0 {
+    private static func negotiateOffloads(_ fd: Int32, segmentation: Bool) -> TapOffloads {
+        if segmentation, ctun_set_offload(fd, UInt32(CTUN_OFFLOAD_CSUM | CTUN_OFFLOAD_USO4 | CTUN_OFFLOAD_USO6)) == 0 {
             return TapOffloads(virtioHeader: true, checksum: true, udpSegmentation: true)
         }
         if ctun_set_offload(fd, UInt32(CTUN_OFFLOAD_CSUM)) == 0 {

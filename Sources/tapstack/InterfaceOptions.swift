@@ -47,8 +47,8 @@ struct InterfaceOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("How the link moves frames: io_uring (a multishot read fills the receive FIFO, one system call per turn for all writes and reads; falls back to syscalls when the kernel refuses it) or syscalls (one read() or write() per frame).", valueName: "io_uring|syscalls"))
     var linkIO: LinkIOMode = .ioUring
 
-    @Option(name: .long, help: ArgumentHelp("Checksum and UDP segmentation offload with the kernel through a virtio-net header: on (taking what the kernel grants) or off (plain frames, every checksum computed).", valueName: "on|off"))
-    var offload: Toggle = .on
+    @Option(name: .long, help: ArgumentHelp("Offloads with the kernel through a virtio-net header: on (checksums and UDP segmentation, as far as the kernel grants them), checksum (checksums only), or off (plain frames, every checksum computed, one datagram per write).", valueName: "on|checksum|off"))
+    var offload: TapOffloadRequest = .all
 
     @Option(name: .long, help: ArgumentHelp("After traffic, keep polling the link this many microseconds before sleeping (0: sleep at once). Saves a wake-up per frame of a conversation on hosts where waking is slow, at the price of a CPU while it polls.", valueName: "microseconds"))
     var busyPoll: UInt64 = 0
@@ -114,10 +114,7 @@ struct ServiceOptions: ParsableArguments {
 
 extension LinkIOMode: ExpressibleByArgument {}
 
-/// An option that is on or off.
-enum Toggle: String, ExpressibleByArgument, CaseIterable {
-    case on, off
-}
+extension TapOffloadRequest: ExpressibleByArgument {}
 
 /// Parses a CPU list like `1` or `0,2-3`; nil when malformed.
 func parseCPUList(_ text: String) -> [Int]? {

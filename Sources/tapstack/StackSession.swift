@@ -18,7 +18,7 @@ struct StackSession {
     /// - Throws: `CleanFailure` with one line to show the user.
     init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
-        do { device = try TapDevice(name: options.interface, offloads: options.offload == .on) } catch { throw CleanFailure(error.description) }
+        do { device = try TapDevice(name: options.interface, offloads: options.offload) } catch { throw CleanFailure(error.description) }
         capture = try captureOptions?.makeCapture()
         var observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
         if logger.logLevel <= .trace {

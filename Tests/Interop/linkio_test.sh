@@ -42,14 +42,14 @@ large_echoed() {
 }
 
 mode_shown_by_counters() {  # MODE
-    local submissions
-    submissions=$(sed -n 's/^link.io_uring_submissions //p' "$WORK/stack.err")
-    echo "link.io_uring_submissions $submissions"
+    local enters
+    enters=$(sed -n 's/^link.io_uring_enters //p' "$WORK/stack.err")
+    echo "link.io_uring_enters $enters"
     case $1 in
-        syscalls) [ "$submissions" = 0 ] ;;
+        syscalls) [ "$enters" = 0 ] ;;
         # A kernel that refuses io_uring must be said so at start-up, and then
         # the fallback carried the traffic.
-        io_uring) [ "${submissions:-0}" -gt 0 ] || grep -q "io_uring unavailable" "$WORK/stack.err" ;;
+        io_uring) [ "${enters:-0}" -gt 0 ] || grep -q "io_uring unavailable" "$WORK/stack.err" ;;
     esac
 }
 

@@ -20,18 +20,18 @@ let package = Package(
     targets: [
         // C glue: eventfd and thread calls Swift cannot see from Glibc (no
         // library beyond libc, so clients can link it); TUN ioctls and io_uring.
-        .target(name: "CSystem"),
+        .target(name: "CTapstackSystem"),
         .target(name: "CTun", linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
 
         .target(name: "Wire"),
         // Addresses, errors, readiness, the DatagramSocket protocol: what
         // every socket API shares, in-process or across processes.
-        .target(name: "SocketAPI", dependencies: ["Wire", "CSystem"]),
+        .target(name: "SocketAPI", dependencies: ["Wire", "CTapstackSystem"]),
         .target(name: "Stack", dependencies: ["Wire", "SocketAPI"]),
-        .target(name: "Link", dependencies: ["Wire", "SocketAPI", "CTun", "CSystem", "CPcap"]),
+        .target(name: "Link", dependencies: ["Wire", "SocketAPI", "CTun", "CTapstackSystem", "CPcap"]),
         // The executor that runs the core over a link.
-        .target(name: "Host", dependencies: ["Stack", "Link", "SocketAPI", "Wire", "CSystem"]),
+        .target(name: "Host", dependencies: ["Stack", "Link", "SocketAPI", "Wire", "CTapstackSystem"]),
         // The socket service's channel protocol, its client side (shared by
         // TapstackClient and the preload shim) and the service's system calls.
         .target(name: "CTapstackChannel"),
@@ -78,7 +78,7 @@ if ProcessInfo.processInfo.environment["TAPSTACK_BENCHMARKS"] != nil {
     package.targets.append(
         .executableTarget(
             name: "StackBenchmarks",
-            dependencies: ["Stack", "Link", "Sockets", "Wire", "TestSupport", .product(name: "Benchmark", package: "benchmark")],
+            dependencies: ["Stack", "Link", "Sockets", "SocketAPI", "Wire", "TestSupport", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/StackBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
 }

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp describe stack"}
+TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp describe offload stack"}
 OUT=${OUT:-/tmp/tapstack-fuzz}
 SCRATCH=.build-fuzz
 rm -rf "$OUT"
@@ -32,9 +32,13 @@ for path in files:
         _, _, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
         frames.append(data[offset + 16:offset + 16 + caplen])
         offset += 16 + caplen
-layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "describe": [], "stack": []}
+layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "describe": [], "offload": [], "stack": []}
 for f in frames:
     layers["ethernet"].append(f); layers["describe"].append(f)
+    # virtio-net headers: none, a partial checksum, a UDP GSO frame of 100-byte datagrams
+    layers["offload"].append(bytes(10) + f)
+    layers["offload"].append(struct.pack("<BBHHHH", 1, 0, 0, 0, 34, 6) + f)
+    layers["offload"].append(struct.pack("<BBHHHH", 1, 5, 42, 100, 34, 6) + f)
     if f[12:14] == b"\x08\x06": layers["arp"].append(f[14:])
     if f[12:14] == b"\x08\x00" and len(f) > 34:
         ip = f[14:]; layers["ipv4"].append(ip)

@@ -3,6 +3,7 @@
 import Benchmark
 import Glibc
 import Link
+import SocketAPI
 import Stack
 import TestSupport
 import Wire
@@ -11,8 +12,9 @@ import Wire
 final class NullSink: FrameSink {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     var frames = 0
+    var completesChecksums: Bool { false }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
-    func commitFrame(length: Int) { frames += 1 }
+    func commitFrame(length: Int, checksum: ChecksumOffload) { frames += 1 }
     func hasRoom(for count: Int) -> Bool { true }
 }
 
@@ -100,7 +102,8 @@ let benchmarks: @Sendable () -> Void = {
 final class RingFrameSink: FrameSink {
     let ring: FrameRing
     init(ring: FrameRing) { self.ring = ring }
+    var completesChecksums: Bool { false }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { ring.reserve() }
-    func commitFrame(length: Int) { ring.commit(length: length) }
+    func commitFrame(length: Int, checksum: ChecksumOffload) { ring.commit(length: length, checksum: checksum) }
     func hasRoom(for count: Int) -> Bool { ring.hasRoom(for: count) }
 }

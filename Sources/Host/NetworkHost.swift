@@ -10,7 +10,7 @@
 //    thread that changed the state, usually the executor itself; work they
 //    queue with `execute` runs on the executor after the batch, outside the lock.
 
-import CSystem
+import CTapstackSystem
 import Glibc
 import Link
 import SocketAPI
@@ -53,6 +53,13 @@ final class RingSink: FrameSink {
     }
 }
 
+/// A closure queued with `execute`. In a struct, the array holds the closure
+/// as it is: an array of bare closures would wrap each in a thunk, one
+/// allocation per queued item.
+struct DeferredWork {
+    let run: () -> Void
+}
+
 /// How the executor waits: sleeping when idle (the default), or
 /// busy-polling the link for a while after traffic first, and on which CPUs.
 public struct ExecutorOptions: Sendable, Equatable {
@@ -87,9 +94,9 @@ public final class NetworkHost: Sendable {
     /// `produced` guarded by `lock`.
     nonisolated(unsafe) private let sink: RingSink
     /// Work for the executor, after the batch. Guarded by `lock`.
-    @exclusivity(unchecked) nonisolated(unsafe) private var deferred: [() -> Void] = []
+    @exclusivity(unchecked) nonisolated(unsafe) private var deferred: [DeferredWork] = []
     /// Emptied arrays for `runDeferred`; executor thread only.
-    @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[() -> Void]] = []
+    @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[DeferredWork]] = []
     private let deferredPending = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     /// True while the executor sleeps in the link, or is about to.
@@ -185,7 +192,7 @@ public final class NetworkHost: Sendable {
     /// from a readiness callback and then use the nonblocking calls. Call it
     /// only from inside the stack (a readiness callback or `withStack`).
     public func execute(_ work: @escaping () -> Void) {
-        deferred.append(work)
+        deferred.append(DeferredWork(run: work))
         deferredPending.store(true, ordering: .sequentiallyConsistent)
     }
 
@@ -278,7 +285,7 @@ public final class NetworkHost: Sendable {
         lock.lock()
         swap(&work, &deferred)
         lock.unlock()
-        for item in work { item() }
+        for item in work { item.run() }
         work.removeAll(keepingCapacity: true)
         spareDeferred.append(work)
     }

@@ -1,4 +1,4 @@
-import CSystem
+import CTapstackSystem
 import CTun
 import Glibc
 import SocketAPI

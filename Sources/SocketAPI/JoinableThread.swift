@@ -1,4 +1,4 @@
-import CSystem
+import CTapstackSystem
 import Glibc
 
 /// A POSIX thread that can be joined, for the long-lived driver and stack threads.

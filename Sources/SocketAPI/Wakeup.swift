@@ -1,4 +1,4 @@
-import CSystem
+import CTapstackSystem
 import Glibc
 import Synchronization
 

@@ -1,6 +1,8 @@
 // libFuzzer entry points: every wire parser and the whole stack core.
 // Built only by `make fuzz` (TAPSTACK_FUZZ=1, -sanitize=fuzzer,address);
-// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, describe, stack.
+// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, describe,
+// offload (a virtio-net header and the frame after it, as the TAP device
+// hands them over: checksum completion, GSO cutting, run checks), stack.
 import Glibc
 import Stack
 import Wire
@@ -24,6 +26,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "icmp": fuzzICMP(bytes)
     case "udp": fuzzUDP(bytes)
     case "describe": _ = FrameDescription.describe(bytes)
+    case "offload": fuzzOffload(bytes)
     default: fuzzStack(bytes)
     }
     return 0
@@ -68,16 +71,60 @@ func fuzzUDP(_ bytes: UnsafeRawBufferPointer) {
     _ = try? UDPHeader(view, source: IPv4Address(192, 0, 2, 1), destination: IPv4Address(192, 0, 2, 2))
 }
 
+/// What the TAP link does with a frame the kernel hands over: its virtio
+/// header read, a partial checksum completed, a GSO frame cut into its
+/// datagrams (each within the frame limit and a valid IPv4 UDP datagram),
+/// and the run checks of the sending side applied to its two halves.
+func fuzzOffload(_ bytes: UnsafeRawBufferPointer) {
+    guard let header = VirtioNetHeader(bytes) else { return }
+    var frame = Array(bytes[VirtioNetHeader.length...])
+    frame.withUnsafeMutableBytes { frame in
+        if header.flags & VirtioNetHeader.needsChecksum != 0 {
+            if completeChecksum(in: frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) {
+                precondition(Int(header.checksumStart) + Int(header.checksumOffset) + 2 <= frame.count)
+            }
+        }
+        let whole = UnsafeRawBufferPointer(frame)
+        let size = Int(header.gsoSize)
+        if let count = UDPSegmentation.segmentCount(of: whole, segmentSize: size) {
+            let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+            defer { out.deallocate() }
+            for index in 0..<min(count, 2000) {
+                guard let length = UDPSegmentation.writeSegment(index, of: whole, segmentSize: size, into: out) else { continue }
+                precondition(length <= out.count)
+                let segment = UnsafeRawBufferPointer(rebasing: out[0..<length])
+                guard let ip = try? IPv4PacketView(UnsafeRawBufferPointer(rebasing: segment[EthernetHeader.length...])),
+                      let udp = try? UDPDatagramView(ip.payload) else { preconditionFailure("a cut segment does not parse") }
+                precondition(udp.checksumIsValid(source: ip.source, destination: ip.destination), "a cut segment's checksum")
+            }
+        }
+        let half = whole.count / 2
+        let first = UnsafeRawBufferPointer(rebasing: whole[0..<half]), second = UnsafeRawBufferPointer(rebasing: whole[half...])
+        if let payload = UDPSegmentation.runPayloadLength(first) {
+            precondition(payload > 0 && payload == first.count - UDPSegmentation.runHeaderLength)
+            if UDPSegmentation.canFollow(first, with: second, at: 1) {
+                var header = [UInt8](repeating: 0, count: 64)
+                let written = header.withUnsafeMutableBytes {
+                    UDPSegmentation.writeRunHeader(first: first, payloadBytes: payload + second.count - UDPSegmentation.runHeaderLength, into: $0)
+                }
+                precondition(written == VirtioNetHeader.length + UDPSegmentation.runHeaderLength)
+            }
+        }
+    }
+}
+
 /// A sink that keeps nothing: the stack may send whatever it likes.
 final class DiscardingSink: FrameSink {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+    /// Half the inputs run with checksum offload (UDP checksums left partial).
+    var completesChecksums = false
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
-    func commitFrame(length: Int) { precondition(length <= 1514) }
+    func commitFrame(length: Int, checksum: ChecksumOffload) { precondition(length <= 1514) }
     func hasRoom(for frames: Int) -> Bool { true }
 }
 
 /// The whole core: the input is a sequence of records [2-byte length][1-byte
-/// clock step in 100 ms][frame], fed to one stack with the clock advancing,
+/// clock step in 100 ms, top bit: checksum completed by the link][frame], fed to one stack with the clock advancing,
 /// with the echo socket served. No trap, and its state stays within bounds.
 func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
     var configuration = StackConfiguration.standard
@@ -85,7 +132,9 @@ func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
     configuration.reassemblyMaximumDatagrams = 4
     configuration.reassemblyMaximumBytes = 16 << 10
     configuration.udpReceiveQueueDatagrams = 4
-    let stack = NetworkStack(configuration: configuration, sink: DiscardingSink())
+    let sink = DiscardingSink()
+    sink.completesChecksums = bytes.first.map { $0 & 1 == 1 } ?? false
+    let stack = NetworkStack(configuration: configuration, sink: sink)
     var now = StackInstant.seconds(1)
     stack.start(now: now)
     let echo = stack.openUDP()
@@ -95,11 +144,14 @@ func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
     defer { scratch.deallocate() }
     while offset + 3 <= bytes.count {
         let length = min(Int(bytes[offset]) << 8 | Int(bytes[offset + 1]), bytes.count - offset - 3)
-        now = now + .milliseconds(Int(bytes[offset + 2]) * 100)
+        let step = bytes[offset + 2]
+        now = now + .milliseconds(Int(step & 0x7F) * 100)
         let frame = UnsafeRawBufferPointer(rebasing: bytes[(offset + 3)..<(offset + 3 + length)])
         offset += 3 + length
         stack.advance(to: now)
-        stack.receive(frame: frame, now: now)
+        // A step byte with its top bit set plays a frame whose UDP checksum the link completed.
+        let checksum: ChecksumOffload = step & 0x80 != 0 ? .completed(start: 34, offset: 6) : .none
+        stack.receive(frame: frame, checksum: checksum, now: now)
         while let info = try? stack.receive(from: echo, into: scratch) {
             try? stack.send(UnsafeRawBufferPointer(rebasing: scratch[0..<min(info.length, scratch.count)]), from: echo,
                             to: info.source, port: info.sourcePort, now: now)

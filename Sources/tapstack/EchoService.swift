@@ -4,18 +4,22 @@ import Sockets
 import Stack
 
 /// The UDP echo service (RFC 862): an ordinary, event-driven user of the
-/// socket shim. A readiness callback asks the stack thread to run `drain`,
-/// which uses the nonblocking calls until the socket would block, so an echo
-/// costs no thread hand-off of its own.
+/// socket shim. A readiness callback asks the executor to run `drain` after
+/// the batch, which uses the nonblocking calls until the socket would block,
+/// so an echo costs no thread hand-off of its own.
+///
+/// Synchronisation (`@unchecked Sendable`): `scheduled` is touched only
+/// inside the stack (under its lock); `waitingForRoom` and `buffer` only by
+/// `drain`, which runs on the executor alone.
 final class EchoService: @unchecked Sendable {
     private let socket: UDPSocket
     private let host: NetworkHost
     private let logger: Logger
-    // Touched only by `drain`, which runs on the stack thread alone.
     @exclusivity(unchecked) private var waitingForRoom: (length: Int, source: SocketAddress)?
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
-    // Guarded by the stack's lock (set in the callback, cleared in `drain`).
     @exclusivity(unchecked) private var scheduled = false
+    /// `drain` as queued work, made once (a closure per batch would allocate).
+    @exclusivity(unchecked) private var drainWork: () -> Void = {}
 
     /// Binds `port` and starts answering.
     init(host: NetworkHost, port: UInt16, logger: Logger) throws(SocketError) {
@@ -23,15 +27,16 @@ final class EchoService: @unchecked Sendable {
         self.logger = logger
         socket = UDPSocket(host: host)
         try socket.bind(port: port)
+        drainWork = { [weak self] in self?.drain() }
         _ = socket.addReadinessCallback([.readable, .writable]) { [weak self] _ in
             // Inside the stack: only queue the work.
             guard let self, !self.scheduled else { return }
             self.scheduled = true
-            host.execute { [weak self] in self?.drain() }
+            host.execute(self.drainWork)
         }
         host.withStack { _ in
             scheduled = true
-            host.execute { [weak self] in self?.drain() }
+            host.execute(drainWork)
         }
     }
 

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "csystem.h"
+#include "ctapstack_system.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
-#ifndef TAPSTACK_CSYSTEM_H
-#define TAPSTACK_CSYSTEM_H
+#ifndef TAPSTACK_CTAPSTACK_SYSTEM_H
+#define TAPSTACK_CTAPSTACK_SYSTEM_H
 
 /* System calls Swift cannot reach from Glibc: eventfd, thread names and
  * affinity. No library beyond libc, so client libraries can link it. */

@@ -87,6 +87,9 @@ public final class NetworkHost: Sendable {
     public let configuration: StackConfiguration
     /// How the executor waits.
     public let options: ExecutorOptions
+    /// The link's FIFOs, kept here so the hot path does not fetch them through the protocol.
+    private let rx: FrameRing
+    private let tx: FrameRing
 
     private let lock = Lock()
     /// Guarded by `lock`.
@@ -121,6 +124,8 @@ public final class NetworkHost: Sendable {
         self.link = link
         self.configuration = configuration
         self.options = options
+        rx = link.rx
+        tx = link.tx
         sink = RingSink(ring: link.tx, completesChecksums: link.completesChecksums)
         stack = NetworkStack(configuration: configuration, sink: sink)
         deferred.reserveCapacity(64)
@@ -236,7 +241,7 @@ public final class NetworkHost: Sendable {
         let now = monotonicNow()
         let reserve = 1 + configuration.transmitReserveFrames
         lock.lock()
-        if sink.waitingForRoom.load(ordering: .relaxed), link.tx.freeSlots >= reserve {
+        if sink.waitingForRoom.load(ordering: .relaxed), tx.freeSlots >= reserve {
             sink.waitingForRoom.store(false, ordering: .relaxed)
             stack.notifyWritable()
         }
@@ -254,9 +259,12 @@ public final class NetworkHost: Sendable {
         }
         runDeferred()
 
+        // Nothing left for the core: the link's turn sends what it produced
+        // and sleeps in the same system call (a ping-pong's answer goes out
+        // as the wait for the next frame begins).
         var wait: UInt64?
-        let busy = handled > 0 || !link.rx.isEmpty || deferredPending.load(ordering: .relaxed)
-            || (sink.waitingForRoom.load(ordering: .relaxed) && !link.tx.isEmpty)
+        let busy = !rx.isEmpty || deferredPending.load(ordering: .relaxed)
+            || (sink.waitingForRoom.load(ordering: .relaxed) && !tx.isEmpty)
         if !busy && now.nanoseconds &- lastActivity >= options.busyPollNanoseconds {
             let until = min(deadline, limit)
             sleepsUntil.store(until, ordering: .sequentiallyConsistent)

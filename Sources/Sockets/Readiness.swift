@@ -10,12 +10,15 @@ final class WaiterQueue {
     struct Token: Hashable { let id: Int }
 
     private struct Waiter {
+        let id: Int
         let mask: ReadinessEvents
         let once: Bool
         let callback: (ReadinessEvents) -> Void
     }
 
-    @exclusivity(unchecked) private var waiters: [Int: Waiter] = [:]
+    /// In registration order; a socket has a handful, so an array beats a
+    /// dictionary on the per-event walk.
+    @exclusivity(unchecked) private var waiters: [Waiter] = []
     @exclusivity(unchecked) private var nextID = 0
 
     /// Registers `callback` for the events in `mask`; a `once` waiter is
@@ -23,22 +26,28 @@ final class WaiterQueue {
     func register(_ mask: ReadinessEvents, once: Bool = false,
                   _ callback: @escaping (ReadinessEvents) -> Void) -> Token {
         nextID += 1
-        waiters[nextID] = Waiter(mask: mask, once: once, callback: callback)
+        waiters.append(Waiter(id: nextID, mask: mask, once: once, callback: callback))
         return Token(id: nextID)
     }
 
-    func unregister(_ token: Token) { waiters[token.id] = nil }
+    func unregister(_ token: Token) { waiters.removeAll { $0.id == token.id } }
 
     var isEmpty: Bool { waiters.isEmpty }
 
     /// Waiters registered to fire once (threads or tasks waiting now).
-    var oneShotCount: Int { waiters.values.count { $0.once } }
+    var oneShotCount: Int { waiters.count { $0.once } }
 
-    /// Calls every waiter whose mask intersects `events`.
+    /// Calls every waiter whose mask intersects `events`, in registration order.
     func notify(_ events: ReadinessEvents) {
-        for (id, waiter) in waiters where !waiter.mask.isDisjoint(with: events) {
-            if waiter.once { waiters[id] = nil }
-            waiter.callback(events)
+        var index = 0
+        while index < waiters.count {
+            guard !waiters[index].mask.isDisjoint(with: events) else {
+                index += 1
+                continue
+            }
+            let callback = waiters[index].callback
+            if waiters[index].once { waiters.remove(at: index) } else { index += 1 }
+            callback(events)
         }
     }
 }

@@ -163,6 +163,18 @@ public final class UDPSocket: DatagramSocket {
         return payload.count
     }
 
+    // MARK: Batches
+
+    /// Runs `body` with the socket's nonblocking receive and send under a
+    /// single hold of the stack: for event-driven users that move many
+    /// datagrams per wake-up (one lock round trip for all of them). `body`
+    /// runs inside the stack: it must not block, call this socket's other
+    /// methods, or keep the `SocketBatch` after it returns.
+    public func withBatch<R>(_ body: (SocketBatch) -> R) -> R {
+        let now = monotonicNow()
+        return host.withStack { stack in body(SocketBatch(stack: stack, endpoint: endpoint, now: now)) }
+    }
+
     // MARK: Receiving
 
     /// Takes the oldest queued datagram without waiting (recvfrom with MSG_DONTWAIT).
@@ -315,3 +327,21 @@ public final class UDPSocket: DatagramSocket {
     }
 }
 
+/// The nonblocking calls of one socket inside `UDPSocket.withBatch`; each
+/// behaves as the `UDPSocket` call of the same name.
+public struct SocketBatch {
+    fileprivate let stack: NetworkStack
+    fileprivate let endpoint: UDPEndpoint
+    fileprivate let now: StackInstant
+
+    /// As `UDPSocket.receive(into:)`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
+        let info = try stack.receive(from: endpoint, into: buffer)
+        return (info.length, SocketAddress(info.source, info.sourcePort))
+    }
+
+    /// As `UDPSocket.send(_:to:)`.
+    public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) {
+        try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
+    }
+}

@@ -36,7 +36,10 @@ public struct ARPCache {
     }
 
     public let capacity: Int
-    public private(set) var entries: [IPv4Address: Entry] = [:]
+    public private(set) var entries: [IPv4Address: Entry] = [:] { didSet { version &+= 1 } }
+    /// Changes with every change to `entries`, so a lookup remembered with it
+    /// is known to be current while it is unchanged.
+    public private(set) var version: UInt64 = 0
     /// Payload bytes parked in all entries.
     public private(set) var pendingBytes = 0
 

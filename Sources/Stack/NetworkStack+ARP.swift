@@ -64,7 +64,11 @@ extension NetworkStack {
     /// retry interval; after `arpMaxRequests` unanswered ones the entry is
     /// dropped and the next packet resolves afresh (RFC 1122 2.3.2.1).
     func resolvedMAC(for nextHop: IPv4Address, now: StackInstant) -> MACAddress? {
+        // The neighbour of the last send, while the cache has not changed: a
+        // reachable entry stays so until a timer or an ARP packet changes it.
+        if let last = lastResolution, last.address == nextHop, last.version == arpCache.version { return last.mac }
         guard let entry = arpCache[nextHop], let neighbourMAC = entry.mac else { return nil }
+        if entry.state == .reachable { lastResolution = (nextHop, neighbourMAC, arpCache.version) }
         if entry.state == .stale, entry.nextRequestAt <= now {
             guard entry.requestsSent < configuration.arpMaxRequests else {
                 _ = arpCache.remove(nextHop)

@@ -40,7 +40,15 @@ extension NetworkStack {
     /// Demultiplexing order: a socket connected to exactly this peer, then one
     /// bound to this destination address, then a wildcard one.
     func bestEndpoint(for datagram: UDPDatagramView, from packet: IPv4PacketView) -> UDPEndpoint? {
-        guard let candidates = udpEndpoints[datagram.destinationPort] else { return nil }
+        let port = datagram.destinationPort
+        if let last = lastDelivery, last.port == port, last.version == endpointsVersion,
+           last.endpoint.localAddress.isUnspecified || last.endpoint.localAddress == packet.destination {
+            return last.endpoint
+        }
+        guard let candidates = udpEndpoints[port] else { return nil }
+        if candidates.count == 1, candidates[0].remote == nil {
+            lastDelivery = (port, candidates[0], endpointsVersion)
+        }
         var best: UDPEndpoint?
         var bestScore = -1
         for endpoint in candidates where accepts(endpoint, datagram, packet) {
@@ -130,6 +138,7 @@ extension NetworkStack {
         guard !endpoint.isClosed else { throw .closed }
         if destination.isUnspecified {
             endpoint.remote = nil
+            endpointsVersion &+= 1
             return
         }
         guard port != 0 else { throw .invalidArgument }
@@ -138,6 +147,7 @@ extension NetworkStack {
         if endpoint.localPort == 0 { try bind(endpoint, port: 0) }
         endpoint.remote = (destination, port)
         endpoint.pendingError = nil
+        endpointsVersion &+= 1
     }
 
     /// Sends one datagram from `endpoint` to `destination`, or to its peer

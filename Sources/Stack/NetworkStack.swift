@@ -15,7 +15,16 @@ public final class NetworkStack {
 
     let sink: FrameSink
     /// Bound sockets by local port; several share a port only with reuseAddress.
-    @exclusivity(unchecked) var udpEndpoints: [UInt16: [UDPEndpoint]] = [:]
+    @exclusivity(unchecked) var udpEndpoints: [UInt16: [UDPEndpoint]] = [:] { didSet { endpointsVersion &+= 1 } }
+    /// Changes with every bind, connect and close (see `lastDelivery`).
+    @exclusivity(unchecked) var endpointsVersion: UInt64 = 0
+    /// The port and socket of the last datagram delivered when that socket
+    /// was the port's only one and unconnected (so it takes any datagram to
+    /// the port), valid while `endpointsVersion` is unchanged.
+    @exclusivity(unchecked) var lastDelivery: (port: UInt16, endpoint: UDPEndpoint, version: UInt64)?
+    /// The next hop and MAC of the last send to a reachable neighbour, valid
+    /// while the ARP cache's version is unchanged.
+    @exclusivity(unchecked) var lastResolution: (address: IPv4Address, mac: MACAddress, version: UInt64)?
     /// ICMP error rate limit: tokens left and when they were last refilled.
     @exclusivity(unchecked) var icmpErrorTokens: Double
     @exclusivity(unchecked) var icmpErrorRefilledAt: StackInstant?

@@ -20,6 +20,7 @@ final class EchoService: @unchecked Sendable {
     @exclusivity(unchecked) private var scheduled = false
     /// `drain` as queued work, made once (a closure per batch would allocate).
     @exclusivity(unchecked) private var drainWork: () -> Void = {}
+    private var callbackToken: Int?
 
     /// Binds `port` and starts answering.
     init(host: NetworkHost, port: UInt16, logger: Logger) throws(SocketError) {
@@ -27,10 +28,12 @@ final class EchoService: @unchecked Sendable {
         self.logger = logger
         socket = UDPSocket(host: host)
         try socket.bind(port: port)
-        drainWork = { [weak self] in self?.drain() }
-        _ = socket.addReadinessCallback([.readable, .writable]) { [weak self] _ in
+        // Strong captures (a weak one makes every retain of the service take
+        // the slow path); `stop` breaks the cycles.
+        drainWork = { self.drain() }
+        callbackToken = socket.addReadinessCallback([.readable, .writable]) { _ in
             // Inside the stack: only queue the work.
-            guard let self, !self.scheduled else { return }
+            guard !self.scheduled else { return }
             self.scheduled = true
             host.execute(self.drainWork)
         }
@@ -42,42 +45,56 @@ final class EchoService: @unchecked Sendable {
 
     deinit { buffer.deallocate() }
 
+    /// Datagrams echoed per hold of the stack, at most (bounds how long other threads wait for it).
+    private static let batchLimit = 256
+
     /// Echoes every queued datagram, through one reused buffer (no
-    /// allocation per datagram); a datagram the full link refused waits in
-    /// the buffer for the next `.writable`.
+    /// allocation per datagram) and a batch of calls per hold of the stack;
+    /// a datagram the full link refused waits in the buffer for the next
+    /// `.writable`.
     private func drain() {
-        host.withStack { _ in scheduled = false }
-        while true {
-            let datagram: (length: Int, source: SocketAddress)
-            if let waiting = waitingForRoom {
-                datagram = waiting
-                waitingForRoom = nil
-            } else {
-                do throws(SocketError) {
-                    datagram = try socket.receive(into: buffer)
-                } catch .wouldBlock {
-                    return
-                } catch .closed {
-                    return
-                } catch {
-                    logger.debug("echo: \(error)")
-                    continue
+        var failure: SocketError?
+        var more = true
+        while more {
+            more = socket.withBatch { batch in
+                scheduled = false
+                for _ in 0..<Self.batchLimit {
+                    let datagram: (length: Int, source: SocketAddress)
+                    if let waiting = waitingForRoom {
+                        datagram = waiting
+                        waitingForRoom = nil
+                    } else {
+                        do throws(SocketError) {
+                            datagram = try batch.receive(into: buffer)
+                        } catch .wouldBlock {
+                            return false
+                        } catch .closed {
+                            return false
+                        } catch {
+                            failure = error
+                            continue
+                        }
+                    }
+                    do throws(SocketError) {
+                        try batch.send(UnsafeRawBufferPointer(rebasing: buffer[0..<datagram.length]), to: datagram.source)
+                    } catch .wouldBlock {
+                        waitingForRoom = datagram
+                        return false
+                    } catch {
+                        // Lost only this echo (e.g. no route back); the counters say why.
+                        failure = error
+                    }
                 }
-            }
-            do throws(SocketError) {
-                try socket.send(UnsafeRawBufferPointer(rebasing: buffer[0..<datagram.length]), to: datagram.source)
-            } catch .wouldBlock {
-                waitingForRoom = datagram
-                return
-            } catch {
-                // Lost only this echo (e.g. no route back); the counters say why.
-                logger.debug("echo to \(datagram.source): \(error)")
+                return true
             }
         }
+        if let failure { logger.debug("echo: \(failure)") }
     }
 
     /// Closes the socket; no further echo is sent.
     func stop() {
+        if let callbackToken { socket.removeReadinessCallback(callbackToken) }
         socket.close()
+        host.withStack { _ in drainWork = {} }
     }
 }

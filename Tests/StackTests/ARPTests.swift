@@ -216,6 +216,21 @@ import TestSupport
         #expect(frames.count == 1 && Array(frames[0][0..<6]) == MACAddress.broadcast.octets)  // resolving afresh
     }
 
+    /// The stack remembers the last neighbour it sent to; a change of that
+    /// neighbour's MAC must be used by the very next send.
+    @Test func aNewMACIsUsedByTheNextSend() throws {
+        let h = Harness()
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        try h.send([1], from: endpoint, port: 6000)
+        #expect(h.sent().map { Array($0[0..<6]) } == [FrameBuilder.peerMAC.octets])
+        let newMAC = MACAddress("be:5e:63:13:bd:99")!
+        h.receive(FrameBuilder.arp(.request, senderMAC: newMAC))
+        _ = h.sent()  // the ARP reply
+        try h.send([2], from: endpoint, port: 6000)
+        #expect(h.sent().map { Array($0[0..<6]) } == [newMAC.octets])
+    }
+
     @Test func aReplyToAProbeMakesTheEntryReachableAgain() throws {
         let h = Harness()
         h.learnPeer()

@@ -28,6 +28,31 @@ import TestSupport
         #expect(try h.stack.receive(from: wildcard).payload == [3])
     }
 
+    /// The demultiplexer remembers the last port's only socket; a second
+    /// socket on the port, a connect or a close must be seen at once.
+    @Test func theRememberedSocketGivesWayToChanges() throws {
+        let h = Harness()
+        let first = try sharedEndpoint(h, port: 5000)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6000, destinationPort: 5000, payload: [1]))
+        #expect(try h.stack.receive(from: first).payload == [1])
+        // A second socket, connected to the peer, now gets the peer's datagrams.
+        let second = try sharedEndpoint(h, port: 5000)
+        try h.stack.connect(second, to: FrameBuilder.peerIP, port: 6000)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6000, destinationPort: 5000, payload: [2]))
+        #expect(try h.stack.receive(from: second).payload == [2])
+        #expect(first.queuedDatagrams == 0)
+        // The first socket connects elsewhere: it no longer hears this peer's other port.
+        h.stack.close(second)
+        try h.stack.connect(first, to: FrameBuilder.peerIP, port: 7000)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 6000, destinationPort: 5000, payload: [3]))
+        #expect(first.queuedDatagrams == 0)
+        #expect(h.counter(.udpDropNoPort) == 1)
+        // Closed, the port answers port unreachable.
+        h.stack.close(first)
+        h.receive(FrameBuilder.udpFrame(sourcePort: 7000, destinationPort: 5000, payload: [4]))
+        #expect(h.counter(.udpDropNoPort) == 2)
+    }
+
     @Test func connectedSocketHearsOnlyItsPeer() throws {
         let h = Harness()
         let (endpoint, _) = try h.boundEndpoint(port: 5000)

@@ -4,7 +4,7 @@ import Synchronization
 public final class LinkCounters: Sendable {
     /// One counter of the link.
     public enum Counter: Int, CaseIterable, Sendable {
-        case rxFrames, rxBytes, rxErrors, rxDropBadVirtioHeader, rxChecksumsCompleted
+        case rxFrames, rxBytes, rxErrors, rxDropBadVirtioHeader, rxChecksumsPartial
         case rxSegmentedFrames, rxSegments, rxDropBadSegmentation, rxBufferExhausted
         case txFrames, txBytes, txErrors, txRetries, txCoalescedWrites, txCoalescedSegments, txCoalescingRefused
         case ioUringEnters, sleeps, wakeups
@@ -16,7 +16,7 @@ public final class LinkCounters: Sendable {
             case .rxBytes: "link.rx_bytes"
             case .rxErrors: "link.rx_errors"
             case .rxDropBadVirtioHeader: "link.rx_drop_bad_virtio_header"
-            case .rxChecksumsCompleted: "link.rx_checksums_completed"
+            case .rxChecksumsPartial: "link.rx_checksums_partial"
             case .rxSegmentedFrames: "link.rx_segmented_frames"
             case .rxSegments: "link.rx_segments"
             case .rxDropBadSegmentation: "link.rx_drop_bad_segmentation"
@@ -41,7 +41,7 @@ public final class LinkCounters: Sendable {
             case .rxBytes: "bytes of those frames"
             case .rxErrors: "reads the device failed"
             case .rxDropBadVirtioHeader: "frames dropped: their virtio-net header was short or its checksum location outside the frame"
-            case .rxChecksumsCompleted: "checksums the kernel left partial, completed here"
+            case .rxChecksumsPartial: "frames whose checksum the kernel left partial (trusted, as Linux trusts its own; completed in captures)"
             case .rxSegmentedFrames: "UDP GSO frames read (several datagrams in one frame)"
             case .rxSegments: "datagrams cut from them"
             case .rxDropBadSegmentation: "GSO frames dropped: not IPv4 UDP, or a segmentation type other than UDP"

@@ -24,8 +24,9 @@ public enum LinkIOMode: String, Sendable, CaseIterable {
 /// buffers; one multishot read puts each frame in the next slot and the
 /// completion publishes it, so frames arrive with no system call of their
 /// own. A virtio-net header comes before each frame: a checksum the kernel
-/// left partial is completed here (`.completed`), and a UDP GSO frame is cut
-/// into its datagrams when the core takes it (`receive`).
+/// left partial is vouched for (`.verified`: the data never crossed a wire;
+/// captures get it completed), and a UDP GSO frame is cut into its datagrams
+/// when the core takes it (`receive`).
 ///
 /// Sending: consecutive frames of one UDP flow with equal payloads (the last
 /// may be shorter) go out as one segmentation write the kernel cuts back into
@@ -534,7 +535,6 @@ public final class TapLink: LinkEndpoint {
         }
         let frameLength = min(length - VirtioNetHeader.length, rx.slotSize)
         counters.add(.rxBytes, UInt64(frameLength))
-        let frame = UnsafeMutableRawBufferPointer(start: start + VirtioNetHeader.length, count: frameLength)
         if header.gsoType != VirtioNetHeader.GSOType.none {
             guard header.gsoType & ~VirtioNetHeader.GSOType.ecn == VirtioNetHeader.GSOType.udpL4, header.gsoSize > 0 else {
                 counters.add(.rxDropBadSegmentation)
@@ -546,13 +546,13 @@ public final class TapLink: LinkEndpoint {
         }
         var checksum = ChecksumOffload.none
         if header.flags & VirtioNetHeader.needsChecksum != 0 {
-            guard completeChecksum(in: frame, start: Int(header.checksumStart), offset: Int(header.checksumOffset)) else {
+            guard Int(header.checksumStart) + Int(header.checksumOffset) + 2 <= frameLength else {
                 counters.add(.rxDropBadVirtioHeader)
                 rx.commit(length: 0)
                 return
             }
-            counters.add(.rxChecksumsCompleted)
-            checksum = .completed(start: header.checksumStart, offset: header.checksumOffset)
+            counters.add(.rxChecksumsPartial)
+            checksum = .verified(start: header.checksumStart, offset: header.checksumOffset)
         }
         rx.commit(length: frameLength, checksum: checksum)
     }
@@ -564,7 +564,14 @@ public final class TapLink: LinkEndpoint {
             if frame.segmentSize > 0 {
                 receiveSegments(of: frame, handle)
             } else if frame.bytes.count > 0 {
-                capture?.record(frame.bytes)
+                if let capture {
+                    // A field the kernel left partial is shown complete.
+                    if case .verified(let start, let offset) = frame.checksum {
+                        capture.record(frame.bytes, checksum: .partial(start: start, offset: offset))
+                    } else {
+                        capture.record(frame.bytes)
+                    }
+                }
                 observer?(.inbound, frame.bytes)
                 handle(frame.bytes, frame.checksum)
             }
@@ -592,7 +599,7 @@ public final class TapLink: LinkEndpoint {
             let segment = UnsafeRawBufferPointer(rebasing: scratch[0..<length])
             capture?.record(segment)
             observer?(.inbound, segment)
-            handle(segment, .completed(start: start, offset: UInt16(UDPDatagramView.Field.checksum)))
+            handle(segment, .verified(start: start, offset: UInt16(UDPDatagramView.Field.checksum)))
         }
     }
 }

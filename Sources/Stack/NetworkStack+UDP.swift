@@ -11,9 +11,9 @@ extension NetworkStack {
         } catch {
             return drop(error == .badLength ? .udpDropBadLength : .udpDropTruncated)
         }
-        // A checksum the link computed (the sender left it partial) is valid by construction.
+        // A checksum the link vouches for (a local sender left it partial) is not checked.
         let checksumStart = EthernetHeader.length + packet.headerLength
-        guard receivedChecksum.hasCompleted(start: checksumStart, offset: UDPDatagramView.Field.checksum)
+        guard receivedChecksum.vouches(start: checksumStart, offset: UDPDatagramView.Field.checksum)
                 || datagram.checksumIsValid(source: packet.source, destination: packet.destination) else {
             return drop(.udpDropBadChecksum)
         }

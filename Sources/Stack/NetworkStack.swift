@@ -85,7 +85,7 @@ public final class NetworkStack {
 
     /// Processes one received Ethernet frame. The bytes are only borrowed.
     /// `checksum` is what the link did to its transport checksum
-    /// (`.completed`: computed it, so it need not be verified again).
+    /// (`.verified`: vouched for it, so it is not verified here).
     public func receive(frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none, now: StackInstant) {
         counters.increment(.ethernetRxFrames)
         currentFrame = frame

@@ -1,25 +1,27 @@
 /// What a link knows or asks about a frame's transport checksum, as a NIC
 /// with checksum offload does (the virtio-net header of a TAP device).
 ///
-/// - On frames received: `.completed` says the link computed the checksum
-///   at `start + offset` over the bytes from `start` (the sender left it
-///   partial, as a local kernel does), so the layer owning that checksum
-///   need not verify it again.
+/// - On frames received: `.verified` says the link vouches for the checksum
+///   at `start + offset` over the bytes from `start`: the sender, a local
+///   kernel, left it partial (the data never crossed a wire), as Linux's
+///   CHECKSUM_PARTIAL. The layer owning that checksum does not verify it, and
+///   whoever shows the bytes (a capture) completes the field first, since it
+///   may hold only the pseudo-header sum.
 /// - On frames sent: `.partial` says the field at `start + offset` holds
 ///   only the pseudo-header sum, and the link (or the kernel behind it)
 ///   completes it over the bytes from `start`.
 public enum ChecksumOffload: Sendable, Equatable {
     /// Nothing known or asked: the checksums in the frame are what they are.
     case none
-    /// Received: computed by the link, valid by construction.
-    case completed(start: UInt16, offset: UInt16)
+    /// Received: vouched for by the link (the field may be partial).
+    case verified(start: UInt16, offset: UInt16)
     /// To send: the link completes it.
     case partial(start: UInt16, offset: UInt16)
 
-    /// True when `.completed` covers the checksum at `start + offset`.
+    /// True when `.verified` covers the checksum at `start + offset`.
     @inline(__always)
-    public func hasCompleted(start: Int, offset: Int) -> Bool {
-        if case .completed(let s, let o) = self { return Int(s) == start && Int(o) == offset }
+    public func vouches(start: Int, offset: Int) -> Bool {
+        if case .verified(let s, let o) = self { return Int(s) == start && Int(o) == offset }
         return false
     }
 }

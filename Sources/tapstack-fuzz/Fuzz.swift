@@ -150,7 +150,7 @@ func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
         offset += 3 + length
         stack.advance(to: now)
         // A step byte with its top bit set plays a frame whose UDP checksum the link completed.
-        let checksum: ChecksumOffload = step & 0x80 != 0 ? .completed(start: 34, offset: 6) : .none
+        let checksum: ChecksumOffload = step & 0x80 != 0 ? .verified(start: 34, offset: 6) : .none
         stack.receive(frame: frame, checksum: checksum, now: now)
         while let info = try? stack.receive(from: echo, into: scratch) {
             try? stack.send(UnsafeRawBufferPointer(rebasing: scratch[0..<min(info.length, scratch.count)]), from: echo,

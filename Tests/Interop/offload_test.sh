@@ -71,17 +71,17 @@ run_case() {  # NAME EXPECTATION ARGS...
 }
 
 offloads_all() {
-    echo "coalesced writes $(counter link.tx_coalesced_writes), segments $(counter link.tx_coalesced_segments), checksums completed $(counter link.rx_checksums_completed), io_uring enters $(counter link.io_uring_enters)"
+    echo "coalesced writes $(counter link.tx_coalesced_writes), segments $(counter link.tx_coalesced_segments), partial checksums $(counter link.rx_checksums_partial), io_uring enters $(counter link.io_uring_enters)"
     [ "$(counter link.tx_coalesced_writes)" -gt 0 ] && [ "$(counter link.tx_coalesced_segments)" -gt "$(counter link.tx_coalesced_writes)" ] \
-        && [ "$(counter link.rx_checksums_completed)" -gt 0 ] && [ "$(counter link.io_uring_enters)" -gt 0 ]
+        && [ "$(counter link.rx_checksums_partial)" -gt 0 ] && [ "$(counter link.io_uring_enters)" -gt 0 ]
 }
 offloads_checksum_only() {
-    echo "coalesced writes $(counter link.tx_coalesced_writes), checksums completed $(counter link.rx_checksums_completed)"
-    [ "$(counter link.tx_coalesced_writes)" = 0 ] && [ "$(counter link.rx_checksums_completed)" -gt 0 ]
+    echo "coalesced writes $(counter link.tx_coalesced_writes), partial checksums $(counter link.rx_checksums_partial)"
+    [ "$(counter link.tx_coalesced_writes)" = 0 ] && [ "$(counter link.rx_checksums_partial)" -gt 0 ]
 }
 offloads_none() {
-    echo "coalesced writes $(counter link.tx_coalesced_writes), checksums completed $(counter link.rx_checksums_completed)"
-    [ "$(counter link.tx_coalesced_writes)" = 0 ] && [ "$(counter link.rx_checksums_completed)" = 0 ]
+    echo "coalesced writes $(counter link.tx_coalesced_writes), partial checksums $(counter link.rx_checksums_partial)"
+    [ "$(counter link.tx_coalesced_writes)" = 0 ] && [ "$(counter link.rx_checksums_partial)" = 0 ]
 }
 io_uring_refused() {
     grep -m1 "io_uring unavailable" "$WORK/stack.err" || { echo "no notice"; return 1; }

@@ -215,7 +215,7 @@ import Wire
     // MARK: Virtio-net header and offloads
 
     /// A frame the kernel hands over with its UDP checksum partial reaches
-    /// the core with the checksum completed, and says so.
+    /// the core vouched for, as it came (the core does not verify it).
     @Test(arguments: LinkIOMode.allCases)
     func aPartialChecksumFromTheKernelIsCompleted(mode: LinkIOMode) {
         let harness = Harness(mode: mode, offloads: Self.virtio)
@@ -226,9 +226,9 @@ import Wire
         harness.deliver(Self.withHeader(VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 6), partial))
         harness.deliver(Self.withHeader(VirtioNetHeader(), whole))
         let received = harness.receivedFrames(2)
-        #expect(received.map(\.bytes) == [whole, whole])
-        #expect(received.map(\.checksum) == [.completed(start: 34, offset: 6), .none])
-        #expect(harness.link.counters[.rxChecksumsCompleted] == 1)
+        #expect(received.map(\.bytes) == [partial, whole])
+        #expect(received.map(\.checksum) == [.verified(start: 34, offset: 6), .none])
+        #expect(harness.link.counters[.rxChecksumsPartial] == 1)
     }
 
     /// A header shorter than 10 bytes, or a checksum location outside its
@@ -266,7 +266,7 @@ import Wire
                                                         headerLength: 9999, gsoSize: 100, checksumStart: 34, checksumOffset: 6), whole))
         let received = harness.receivedFrames(5)
         #expect(received.map(\.bytes) == expected)
-        #expect(received.allSatisfy { $0.checksum == .completed(start: 34, offset: 6) })
+        #expect(received.allSatisfy { $0.checksum == .verified(start: 34, offset: 6) })
         #expect(harness.link.counters[.rxSegmentedFrames] == 1)
         #expect(harness.link.counters[.rxSegments] == 5)
     }

@@ -109,9 +109,17 @@ public enum StackCounter: Int, CaseIterable, Sendable {
 
 /// Counter values, indexed by `StackCounter`. A plain value: the core owns one.
 public struct StackCounters: Sendable, Equatable {
-    private var values: [UInt64]
+    /// Inline, not an array: an increment is an add, with no copy-on-write check.
+    private var values: InlineArray<128, UInt64>
 
-    public init() { values = Array(repeating: 0, count: StackCounter.allCases.count) }
+    public init() {
+        precondition(StackCounter.allCases.count <= 128)
+        values = InlineArray(repeating: 0)
+    }
+
+    public static func == (a: StackCounters, b: StackCounters) -> Bool {
+        StackCounter.allCases.allSatisfy { a[$0] == b[$0] }
+    }
 
     @inline(__always)
     public mutating func increment(_ counter: StackCounter, by amount: UInt64 = 1) {

@@ -79,7 +79,7 @@ extension NetworkStack {
         if packet.fragmentOffset != 0 { return false }
         let source = packet.source
         if source.isUnspecified || source.isLimitedBroadcast || source.isMulticast || source.isLoopback
-            || source.isReserved || source == configuration.interface.subnetBroadcast { return false }
+            || source.isReserved || source == subnetBroadcast { return false }
         if packet.proto == .icmp {
             // An error about an error could loop; an unreadable ICMP message is treated as one.
             guard let type = packet.payload.first, !ICMPv4Type.isError(type) else { return false }

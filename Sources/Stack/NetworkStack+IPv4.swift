@@ -66,7 +66,7 @@ extension NetworkStack {
 
     /// The limited broadcast or our subnet's directed broadcast.
     func isBroadcast(_ destination: IPv4Address) -> Bool {
-        destination.isLimitedBroadcast || destination == configuration.interface.subnetBroadcast
+        destination.isLimitedBroadcast || destination == subnetBroadcast
     }
 
     /// RFC 1122 3.2.1.3: a source may not be broadcast, multicast, loopback,
@@ -74,7 +74,7 @@ extension NetworkStack {
     func isAcceptableSource(_ source: IPv4Address, destination: IPv4Address) -> Bool {
         if source.isUnspecified { return destination.isLimitedBroadcast }
         return !source.isLimitedBroadcast && !source.isMulticast && !source.isLoopback && !source.isReserved
-            && source != address && source != configuration.interface.subnetBroadcast
+            && source != address && source != subnetBroadcast
     }
 
     /// Where to send a packet for `destination`: the next hop, and whether it

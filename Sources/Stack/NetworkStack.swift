@@ -9,6 +9,8 @@ import Wire
 /// Not thread-safe: the owner serialises every call (see `Sockets.NetworkHost`).
 public final class NetworkStack {
     public let configuration: StackConfiguration
+    /// The subnet's directed broadcast address (computed once: every datagram is checked against it).
+    let subnetBroadcast: IPv4Address
     @exclusivity(unchecked) public private(set) var counters = StackCounters()
     @exclusivity(unchecked) public internal(set) var arpCache: ARPCache
     @exclusivity(unchecked) public internal(set) var reassembly: ReassemblyTable
@@ -53,6 +55,7 @@ public final class NetworkStack {
 
     public init(configuration: StackConfiguration, sink: FrameSink) {
         self.configuration = configuration
+        subnetBroadcast = configuration.interface.subnetBroadcast
         self.sink = sink
         arpCache = ARPCache(capacity: configuration.arpCacheCapacity)
         reassembly = ReassemblyTable(maximumDatagrams: configuration.reassemblyMaximumDatagrams,

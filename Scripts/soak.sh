@@ -71,7 +71,7 @@ rss_pid=$!
 drops() {
     kill -USR1 "$PID"
     sleep 0.5
-    echo $(( $(counter udp.drop_queue_full) + $(counter link.rx_drop_ring_full) + $(counter ethernet.tx_drop_link_full) \
+    echo $(( $(counter udp.drop_queue_full) + $(counter ethernet.tx_drop_link_full) \
         + $(counter link.tx_errors) ))
 }
 tap_dropped() { ip -s -n "$NS" link show "$TAP" | awk '/TX:/ {getline; print $4}'; }

@@ -116,10 +116,12 @@ public final class TapLink: LinkEndpoint {
         self.capture = capture
         self.observer = observer
         let headroom = device.offloads.virtioHeader ? VirtioNetHeader.length : 0
-        // A GSO frame from the kernel is up to 64 KiB: such slots are large but
-        // only touched as far as frames fill them.
+        // A GSO frame from the kernel is up to 64 KiB: such slots are large
+        // (64 MiB of address space for 1024) but only touched as far as frames
+        // fill them. 1024 slots: with 256, bursts ran the kernel out of
+        // buffers and its queue overflowed at half the closed-loop rate.
         let segmented = device.offloads.udpSegmentation
-        rx = FrameRing(capacity: receiveCapacity ?? (segmented ? 256 : 1024),
+        rx = FrameRing(capacity: receiveCapacity ?? 1024,
                        slotSize: segmented ? EthernetHeader.length + 0xFFFF : maximumFrameLength, headroom: headroom)
         tx = FrameRing(capacity: transmitCapacity, slotSize: maximumFrameLength, headroom: headroom)
         modeState = Mutex((ioMode, nil))

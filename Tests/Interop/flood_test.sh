@@ -41,7 +41,7 @@ check "RSS grew by less than 64 MiB" rss_bounded
 kill -USR1 "$STACK_PID"
 sleep 0.5
 bounded_counters() {
-    grep -E '^(arp.cache_evictions|ipv4.drop_reassembly_evicted|link.rx_drop_ring_full|arp.drop_bad_sender) ' "$WORK/stack.err"
+    grep -E '^(arp.cache_evictions|ipv4.drop_reassembly_evicted|link.rx_buffers_exhausted|arp.drop_bad_sender) ' "$WORK/stack.err"
     grep -qE '^ipv4.drop_reassembly_evicted [1-9]' "$WORK/stack.err"
 }
 check "the reassembly bound evicted the oldest incomplete datagrams" bounded_counters

@@ -13,6 +13,7 @@ final class NullSink: FrameSink {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2048, alignment: 16)
     var frames = 0
     var completesChecksums: Bool { false }
+    var maximumFrameLength: Int { buffer.count }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
     func commitFrame(length: Int, checksum: ChecksumOffload) { frames += 1 }
     func hasRoom(for count: Int) -> Bool { true }
@@ -20,7 +21,7 @@ final class NullSink: FrameSink {
 
 /// A stack that knows the peer, with the echo port bound.
 func makeStack(sink: FrameSink) -> (NetworkStack, UDPEndpoint) {
-    let stack = NetworkStack(configuration: .standard, sink: sink)
+    let stack = try! NetworkStack(configuration: .standard, sink: sink)
     Captured.arpRequest.withUnsafeBytes { stack.receive(frame: $0, now: .seconds(1)) }
     let endpoint = stack.openUDP()
     try! stack.bind(endpoint, port: 7)
@@ -103,6 +104,7 @@ final class RingFrameSink: FrameSink {
     let ring: FrameRing
     init(ring: FrameRing) { self.ring = ring }
     var completesChecksums: Bool { false }
+    var maximumFrameLength: Int { ring.slotSize }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { ring.reserve() }
     func commitFrame(length: Int, checksum: ChecksumOffload) { ring.commit(length: length, checksum: checksum) }
     func hasRoom(for count: Int) -> Bool { ring.hasRoom(for: count) }

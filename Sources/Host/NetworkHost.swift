@@ -37,6 +37,8 @@ final class RingSink: FrameSink {
         self.completesChecksums = completesChecksums
     }
 
+    var maximumFrameLength: Int { ring.slotSize }
+
     @inline(__always)
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { ring.reserve() }
 
@@ -120,14 +122,15 @@ public final class NetworkHost: Sendable {
     private let idleSignal = Event()
 
     /// Builds a stack over `link`. Call `start()` to run it.
-    public init(configuration: StackConfiguration, link: any LinkEndpoint, options: ExecutorOptions = ExecutorOptions()) {
+    /// - Throws: `ConfigurationError` when the link's frames cannot carry the configured MTU.
+    public init(configuration: StackConfiguration, link: any LinkEndpoint, options: ExecutorOptions = ExecutorOptions()) throws(ConfigurationError) {
         self.link = link
         self.configuration = configuration
         self.options = options
         rx = link.rx
         tx = link.tx
         sink = RingSink(ring: link.tx, completesChecksums: link.completesChecksums)
-        stack = NetworkStack(configuration: configuration, sink: sink)
+        stack = try NetworkStack(configuration: configuration, sink: sink)
         deferred.reserveCapacity(64)
         spareDeferred.reserveCapacity(8)
     }
@@ -155,12 +158,13 @@ public final class NetworkHost: Sendable {
     /// Opens the TAP device `interface` (creating it, or attaching to a
     /// persistent one) and starts the stack on it: the one call an
     /// application needs before opening sockets.
-    /// - Throws: `TapError` explaining in one line why the device cannot be used.
+    /// - Throws: `TapError` explaining in one line why the device cannot be
+    ///   used, or `ConfigurationError` when the configuration does not fit it.
     public static func start(interface: String, configuration: StackConfiguration = .standard,
-                             capture: PacketCapture? = nil, options: ExecutorOptions = ExecutorOptions()) throws(TapError) -> NetworkHost {
+                             capture: PacketCapture? = nil, options: ExecutorOptions = ExecutorOptions()) throws -> NetworkHost {
         let link = TapLink(device: try TapDevice(name: interface), capture: capture)
+        let host = try NetworkHost(configuration: configuration, link: link, options: options)
         capture?.start()
-        let host = NetworkHost(configuration: configuration, link: link, options: options)
         host.start()
         return host
     }

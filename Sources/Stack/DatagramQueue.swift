@@ -16,21 +16,24 @@ public struct DatagramInfo: Sendable, Equatable {
 /// that fit one Ethernet frame) are copied into preallocated slots, so
 /// queueing and taking them allocates nothing in steady state; larger
 /// (reassembled) ones keep their own array. Bounded in datagrams and bytes.
-struct DatagramQueue {
+///
+/// A class: it owns its slot memory, which a copy of a struct would share.
+/// Touched only by whoever holds the stack (see `UDPEndpoint`).
+final class DatagramQueue {
     /// Payload bytes a slot holds: a full UDP payload in a 1500-byte MTU.
     static let slotSize = 1472
 
-    private var infos: [DatagramInfo]
-    private var large: [[UInt8]?]
+    @exclusivity(unchecked) private var infos: [DatagramInfo]
+    @exclusivity(unchecked) private var large: [[UInt8]?]
     /// Slot storage, allocated when the first datagram arrives.
-    private var slots: UnsafeMutableRawPointer?
-    private var head = 0
-    private(set) var count = 0
+    @exclusivity(unchecked) private var slots: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) private var head = 0
+    @exclusivity(unchecked) private(set) var count = 0
     /// Payload bytes queued.
-    private(set) var bytes = 0
+    @exclusivity(unchecked) private(set) var bytes = 0
     let capacity: Int
     /// Payload bytes queued at most (SO_RCVBUF); lowering it keeps what is queued.
-    var maximumBytes: Int
+    @exclusivity(unchecked) var maximumBytes: Int
 
     init(capacity: Int, maximumBytes: Int) {
         precondition(capacity > 0)
@@ -42,13 +45,15 @@ struct DatagramQueue {
 
     var isEmpty: Bool { count == 0 }
 
-    /// True when a datagram of `length` bytes would exceed a bound.
+    /// True when a datagram of `length` bytes would exceed a bound. An empty
+    /// queue takes one datagram of any size, as Linux does: a receive buffer
+    /// smaller than a datagram must not make the socket deaf to it.
     func wouldOverflow(adding length: Int) -> Bool {
-        count == capacity || bytes + length > maximumBytes
+        count == capacity || (count > 0 && bytes + length > maximumBytes)
     }
 
     /// Appends a copy of `payload`; the caller checked `wouldOverflow`.
-    mutating func push(_ payload: UnsafeRawBufferPointer, info: DatagramInfo) {
+    func push(_ payload: UnsafeRawBufferPointer, info: DatagramInfo) {
         if slots == nil {
             slots = UnsafeMutableRawPointer.allocate(byteCount: capacity * Self.slotSize, alignment: 16)
             infos = Array(repeating: info, count: capacity)
@@ -68,7 +73,7 @@ struct DatagramQueue {
     }
 
     /// Copies the oldest datagram into `buffer` (as much as fits) and removes it.
-    mutating func pop(into buffer: UnsafeMutableRawBufferPointer) -> DatagramInfo? {
+    func pop(into buffer: UnsafeMutableRawBufferPointer) -> DatagramInfo? {
         guard count > 0, let slots else { return nil }
         let info = infos[head]
         let copied = min(info.length, buffer.count)
@@ -85,7 +90,7 @@ struct DatagramQueue {
     }
 
     /// Removes the oldest datagram, returning its payload as an array.
-    mutating func pop() -> (DatagramInfo, [UInt8])? {
+    func pop() -> (DatagramInfo, [UInt8])? {
         guard count > 0 else { return nil }
         let length = infos[head].length
         var payload = [UInt8](repeating: 0, count: length)
@@ -93,17 +98,12 @@ struct DatagramQueue {
         return info.map { ($0, payload) }
     }
 
-    mutating func removeAll() {
+    func removeAll() {
         for i in 0..<large.count { large[i] = nil }
         head = 0
         count = 0
         bytes = 0
     }
 
-    /// Frees the slot storage (the endpoint is gone).
-    mutating func release() {
-        removeAll()
-        slots?.deallocate()
-        slots = nil
-    }
+    deinit { slots?.deallocate() }
 }

@@ -11,6 +11,8 @@ public protocol FrameSink: AnyObject {
     /// True when the link completes checksums left partial (a TAP device
     /// with a virtio-net header): the core then leaves UDP checksums to it.
     var completesChecksums: Bool { get }
+    /// The largest frame a reserved buffer holds (the MTU must fit it).
+    var maximumFrameLength: Int { get }
     /// True when `frames` frames can be reserved now (for all-or-nothing
     /// fragment trains). When false, the sink remembers that the stack waits
     /// for room, so the link can say when it has some.
@@ -27,9 +29,11 @@ public final class CollectingSink: FrameSink {
     /// Whether the core may leave UDP checksums partial in the frames it sends here.
     public var completesChecksums: Bool
     private let scratch: UnsafeMutableRawBufferPointer
+    public let maximumFrameLength: Int
 
     public init(maximumFrameLength: Int = 1514, completesChecksums: Bool = false) {
         scratch = .allocate(byteCount: maximumFrameLength, alignment: 16)
+        self.maximumFrameLength = maximumFrameLength
         self.completesChecksums = completesChecksums
     }
 

@@ -53,7 +53,10 @@ public final class NetworkStack {
     /// IANA's dynamic range (RFC 6335), used for automatic binding.
     public static let ephemeralPorts: ClosedRange<UInt16> = 49152...65535
 
-    public init(configuration: StackConfiguration, sink: FrameSink) {
+    /// A stack sending through `sink`.
+    /// - Throws: `ConfigurationError` when the sink's frames cannot carry the configured MTU.
+    public init(configuration: StackConfiguration, sink: FrameSink) throws(ConfigurationError) {
+        try configuration.validate(maximumFrameLength: sink.maximumFrameLength)
         self.configuration = configuration
         subnetBroadcast = configuration.interface.subnetBroadcast
         self.sink = sink

@@ -63,3 +63,31 @@ public struct StackConfiguration: Sendable {
         mac: MACAddress(0x02, 0, 0, 0, 0, 0x02),
         interface: IPv4Interface(address: IPv4Address(192, 0, 2, 2), prefixLength: 24)!)
 }
+
+/// A configuration the link cannot carry.
+public enum ConfigurationError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The MTU plus the Ethernet header exceeds the largest frame the link carries.
+    case mtuTooLarge(mtu: Int, maximumFrameLength: Int)
+    /// Below the 68 bytes every IPv4 host must carry (RFC 791).
+    case mtuTooSmall(mtu: Int)
+
+    public var description: String {
+        switch self {
+        case .mtuTooLarge(let mtu, let frame):
+            "MTU \(mtu) does not fit the link's \(frame)-byte frames (at most \(frame - EthernetHeader.length))"
+        case .mtuTooSmall(let mtu):
+            "MTU \(mtu) is below the IPv4 minimum of 68"
+        }
+    }
+}
+
+extension StackConfiguration {
+    /// Checks that a link whose frames are at most `maximumFrameLength` bytes can carry this configuration.
+    /// - Throws: `ConfigurationError`.
+    public func validate(maximumFrameLength: Int) throws(ConfigurationError) {
+        guard mtu >= 68 else { throw .mtuTooSmall(mtu: mtu) }
+        guard EthernetHeader.length + mtu <= maximumFrameLength else {
+            throw .mtuTooLarge(mtu: mtu, maximumFrameLength: maximumFrameLength)
+        }
+    }
+}

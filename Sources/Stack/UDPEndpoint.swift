@@ -41,7 +41,7 @@ public final class UDPEndpoint {
     /// Sets DF and refuses datagrams over the MTU instead of fragmenting them (IP_PMTUDISC_DO).
     @exclusivity(unchecked) public var dontFragment = false
 
-    @exclusivity(unchecked) var receiveQueue: DatagramQueue
+    let receiveQueue: DatagramQueue
 
     /// Called, by the thread holding the stack, when events become true.
     /// Must not block (it runs inside the stack).
@@ -51,8 +51,6 @@ public final class UDPEndpoint {
         self.id = id
         receiveQueue = DatagramQueue(capacity: queueDatagrams, maximumBytes: queueBytes)
     }
-
-    deinit { receiveQueue.release() }
 
     /// Payload bytes waiting.
     public var queuedBytes: Int { receiveQueue.bytes }

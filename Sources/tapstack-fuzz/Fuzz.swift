@@ -118,6 +118,7 @@ final class DiscardingSink: FrameSink {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
     /// Half the inputs run with checksum offload (UDP checksums left partial).
     var completesChecksums = false
+    var maximumFrameLength: Int { buffer.count }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
     func commitFrame(length: Int, checksum: ChecksumOffload) { precondition(length <= 1514) }
     func hasRoom(for frames: Int) -> Bool { true }
@@ -134,7 +135,7 @@ func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
     configuration.udpReceiveQueueDatagrams = 4
     let sink = DiscardingSink()
     sink.completesChecksums = bytes.first.map { $0 & 1 == 1 } ?? false
-    let stack = NetworkStack(configuration: configuration, sink: sink)
+    let stack = try! NetworkStack(configuration: configuration, sink: sink)
     var now = StackInstant.seconds(1)
     stack.start(now: now)
     let echo = stack.openUDP()

@@ -47,7 +47,8 @@ struct Replay: ParsableCommand {
 
         var configuration = link.stackConfiguration
         service.apply(to: &configuration)
-        let stack = NetworkStack(configuration: configuration, sink: sink)
+        let stack: NetworkStack
+        do { stack = try NetworkStack(configuration: configuration, sink: sink) } catch { throw CleanFailure(error.description) }
         var echo: UDPEndpoint?
         if service.echoPort != 0 {
             let endpoint = stack.openUDP()
@@ -120,6 +121,7 @@ final class ReplaySink: FrameSink {
 
     /// Replayed frames carry every checksum, as the capture shows them.
     var completesChecksums: Bool { false }
+    var maximumFrameLength: Int { buffer.count }
 
     func commitFrame(length: Int, checksum: ChecksumOffload) {
         sent += 1

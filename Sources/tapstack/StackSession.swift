@@ -29,7 +29,9 @@ struct StackSession {
         link = TapLink(device: device, ioMode: options.linkIO, capture: capture, observer: observer)
         var configuration = options.stackConfiguration
         configure(&configuration)
-        host = NetworkHost(configuration: configuration, link: link, options: options.executorOptions)
+        do { host = try NetworkHost(configuration: configuration, link: link, options: options.executorOptions) } catch {
+            throw CleanFailure(error.description)
+        }
         if logger.logLevel <= .debug {
             host.withStack { stack in
                 stack.onDrop = { reason, frame in

@@ -18,7 +18,7 @@ private final class Live {
         link = MemoryLink(capacity: ringCapacity)
         var configuration = StackConfiguration.standard
         configure(&configuration)
-        host = NetworkHost(configuration: configuration, link: link)
+        host = try! NetworkHost(configuration: configuration, link: link)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
     }

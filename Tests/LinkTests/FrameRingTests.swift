@@ -94,4 +94,26 @@ import Testing
         #expect(corrupt == 0)
         #expect(ring.isEmpty)
     }
+
+    /// Publishing into a full ring (a commit with no slot reserved) traps
+    /// instead of overwriting a frame the consumer has not read.
+    @Test func committingToAFullRingTrapsInsteadOfOverwriting() async {
+        await #expect(processExitsWith: .failure) {
+            let ring = FrameRing(capacity: 2, slotSize: 16)
+            #expect(ring.push(UnsafeRawBufferPointer(start: nil, count: 0)))
+            #expect(ring.push(UnsafeRawBufferPointer(start: nil, count: 0)))
+            ring.commit(length: 1)
+        }
+        // The same calls without the extra commit are fine.
+        let ring = FrameRing(capacity: 2, slotSize: 16)
+        ring.commit(length: 1)
+        #expect(ring.count == 1)
+    }
+
+    /// A frame longer than its slot traps too.
+    @Test func committingMoreThanASlotHoldsTraps() async {
+        await #expect(processExitsWith: .failure) {
+            FrameRing(capacity: 2, slotSize: 16).commit(length: 17)
+        }
+    }
 }

@@ -20,7 +20,7 @@ final class ServedHost {
     private var stopped = false
 
     init(maximumSockets: Int = 1024) throws {
-        host = NetworkHost(configuration: .standard, link: link)
+        host = try! NetworkHost(configuration: .standard, link: link)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
         path = "/tmp/tapstack-svc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
@@ -264,7 +264,7 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
 
     @Test func aServiceThatDoesNotAnswerFailsTheOpenInsteadOfHanging() throws {
         let link = MemoryLink(capacity: 16)
-        let host = NetworkHost(configuration: .standard, link: link)
+        let host = try! NetworkHost(configuration: .standard, link: link)
         let path = "/tmp/tapstack-svc-test-\(getpid())-mute.sock"
         // Listening, but its thread never started: nobody answers.
         let service = try SocketService(host: host, path: path)

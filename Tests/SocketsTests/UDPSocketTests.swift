@@ -18,7 +18,7 @@ final class LiveHost {
         link = MemoryLink(capacity: ringCapacity, completesChecksums: completesChecksums)
         var configuration = StackConfiguration.standard
         configure(&configuration)
-        host = NetworkHost(configuration: configuration, link: link)
+        host = try! NetworkHost(configuration: configuration, link: link)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
     }

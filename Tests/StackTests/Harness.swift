@@ -13,7 +13,7 @@ final class Harness {
     init(_ configure: (inout StackConfiguration) -> Void = { _ in }) {
         var configuration = StackConfiguration.standard
         configure(&configuration)
-        stack = NetworkStack(configuration: configuration, sink: sink)
+        stack = try! NetworkStack(configuration: configuration, sink: sink)
     }
 
     func receive(_ frame: [UInt8]) {

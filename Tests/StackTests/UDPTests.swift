@@ -91,6 +91,22 @@ import TestSupport
         #expect(endpoint.queuedDatagrams == 32)  // lowering and raising the bound keeps what is queued
     }
 
+    /// A datagram larger than the receive buffer still reaches an empty
+    /// queue, as on Linux (a small SO_RCVBUF must not make a socket deaf to
+    /// big datagrams); behind it the byte bound applies again.
+    @Test func anEmptyQueueTakesOneDatagramLargerThanItsBuffer() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        endpoint.receiveBufferBytes = 2048
+        let big = (0..<3000).map { UInt8(truncatingIfNeeded: $0) }
+        let datagram = FrameBuilder.ipv4(proto: .udp, payload: FrameBuilder.udp(sourcePort: 1, destinationPort: 7, payload: big))
+        for frame in FrameBuilder.fragments(of: datagram, size: 1480) { h.receive(frame) }
+        h.receive(FrameBuilder.udpFrame(sourcePort: 2, destinationPort: 7, payload: [1]))
+        #expect(endpoint.queuedDatagrams == 1)
+        #expect(h.counter(.udpDropQueueFull) == 1)
+        #expect(try h.stack.receive(from: endpoint).payload == big)
+    }
+
     @Test func bindingABoundPortFailsWithAddressInUse() throws {
         let h = Harness()
         _ = try h.boundEndpoint(port: 7)

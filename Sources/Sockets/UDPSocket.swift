@@ -71,9 +71,15 @@ public final class UDPSocket: DatagramSocket {
         host.withStack { stack in try? stack.connect(endpoint, to: .any, port: 0) }
     }
 
-    /// The bound local address, or nil when unbound (`getsockname`).
+    /// The bound local address, or nil when unbound (`getsockname`). A
+    /// connected socket bound to `.any` shows the address its datagrams
+    /// leave from, the stack's, as Linux shows the source connect chose.
     public var localAddress: SocketAddress? {
-        host.withStack { _ in endpoint.localPort == 0 ? nil : SocketAddress(endpoint.localAddress, endpoint.localPort) }
+        host.withStack { stack in
+            guard endpoint.localPort != 0 else { return nil }
+            let address = endpoint.localAddress.isUnspecified && endpoint.remote != nil ? stack.address : endpoint.localAddress
+            return SocketAddress(address, endpoint.localPort)
+        }
     }
 
     /// The peer, or nil when not connected (`getpeername`).

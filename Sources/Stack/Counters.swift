@@ -56,6 +56,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case ipv4DropReassemblyTimeout
     case ipv4RxDelivered
     case ipv4TxPackets
+    /// Datagrams to the stack's own address, delivered locally instead of on the link.
+    case ipv4TxLoopedBack
     case ipv4TxDropNoRoute
     case ipv4TxDropTooBig
     case ipv4TxFragments

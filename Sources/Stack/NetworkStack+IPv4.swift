@@ -71,10 +71,12 @@ extension NetworkStack {
 
     /// RFC 1122 3.2.1.3: a source may not be broadcast, multicast, loopback,
     /// reserved or our own address; 0.0.0.0 only towards a broadcast (BOOTP/DHCP).
+    /// Our own address as source is a martian from the link, but not on a
+    /// datagram we looped back to ourselves.
     func isAcceptableSource(_ source: IPv4Address, destination: IPv4Address) -> Bool {
         if source.isUnspecified { return destination.isLimitedBroadcast }
         return !source.isLimitedBroadcast && !source.isMulticast && !source.isLoopback && !source.isReserved
-            && source != address && source != subnetBroadcast
+            && (source != address || deliveringLoopedBack) && source != subnetBroadcast
     }
 
     /// Where to send a packet for `destination`: the next hop, and whether it
@@ -105,6 +107,9 @@ extension NetworkStack {
     func sendIPv4(proto: IPProtocol, to destination: IPv4Address, payloadLength: Int, typeOfService: UInt8 = 0,
                   dontFragment: Bool = false, owner: UDPEndpoint? = nil, transportChecksumOffset: Int? = nil,
                   now: StackInstant, fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) throws(SocketError) {
+        if destination == address {
+            return loopBack(proto: proto, payloadLength: payloadLength, typeOfService: typeOfService, now: now, fill: fill)
+        }
         let (nextHop, broadcast) = try route(to: destination)
         let packetLength = IPv4Header.length + payloadLength
         guard packetLength <= 0xFFFF, packetLength <= configuration.mtu || !dontFragment else {
@@ -209,5 +214,37 @@ extension NetworkStack {
             }
         }
         if let deadline = reassembly.nextDeadline { schedule(deadline) }
+    }
+}
+
+extension NetworkStack {
+    /// A datagram to the stack's own address never goes on the link: it is
+    /// delivered here, as Linux does through its loopback (RFC 1122 3.3.1.1
+    /// has a host's own addresses routed internally). Queued and received
+    /// after the current one, so an answer to it (an ICMP error to ourselves)
+    /// does not recurse.
+    func loopBack(proto: IPProtocol, payloadLength: Int, typeOfService: UInt8, now: StackInstant,
+                  fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) {
+        let header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: takeIdentification(),
+                                proto: proto, source: address, destination: address)
+        var frame = [UInt8](repeating: 0, count: EthernetHeader.length + IPv4Header.length + payloadLength)
+        frame.withUnsafeMutableBytes { bytes in
+            EthernetHeader(destination: mac, source: mac, etherType: .ipv4).emit(into: bytes)
+            let ip = UnsafeMutableRawBufferPointer(rebasing: bytes[EthernetHeader.length...])
+            fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]), false)
+            header.emit(into: ip)
+        }
+        count(.ipv4TxPackets)
+        count(.ipv4TxLoopedBack)
+        loopedBack.append(frame)
+        guard !deliveringLoopedBack else { return }
+        deliveringLoopedBack = true
+        let (frameBeingHandled, checksumBeingHandled) = (currentFrame, receivedChecksum)
+        while !loopedBack.isEmpty {
+            let next = loopedBack.removeFirst()
+            next.withUnsafeBytes { receive(frame: $0, now: now) }
+        }
+        (currentFrame, receivedChecksum) = (frameBeingHandled, checksumBeingHandled)
+        deliveringLoopedBack = false
     }
 }

@@ -44,6 +44,9 @@ public final class NetworkStack {
     @exclusivity(unchecked) public var onDrop: ((StackCounter, UnsafeRawBufferPointer?) -> Void)?
     /// The frame `receive` is handling, for `onDrop`.
     @exclusivity(unchecked) var currentFrame: UnsafeRawBufferPointer?
+    /// Datagrams to our own address waiting to be received (see `loopBack`).
+    @exclusivity(unchecked) var loopedBack: [[UInt8]] = []
+    @exclusivity(unchecked) var deliveringLoopedBack = false
     /// What the link did to that frame's transport checksum.
     @exclusivity(unchecked) var receivedChecksum: ChecksumOffload = .none
 

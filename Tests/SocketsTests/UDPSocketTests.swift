@@ -80,6 +80,22 @@ func threadCPUTimeNanoseconds() -> UInt64 {
         #expect(datagram.source == SocketAddress(IPv4Address(192, 0, 2, 1), 35789))
     }
 
+    /// A timeout too large for nanoseconds (a program passing
+    /// `.seconds(.max)` for "forever") works instead of trapping.
+    @Test func aHugeTimeoutDoesNotTrap() throws {
+        let live = LiveHost()
+        live.learnPeer()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        live.link.inject(Captured.udpRequest)
+        #expect(try socket.receive(timeout: .seconds(Int64.max)).payload == Array("hello\n".utf8))
+        #expect(try socket.send([1], to: SocketAddress(FrameBuilder.peerIP, 9), timeout: .seconds(Int64.max)) == 1)
+        #expect(Duration.seconds(Int64.max).saturatingNanoseconds == .max)
+        #expect(Duration.seconds(-5).saturatingNanoseconds == 0)
+        #expect(Duration.milliseconds(1500).saturatingNanoseconds == 1_500_000_000)
+        #expect(Deadline(.seconds(Int64.max)).end == nil)
+    }
+
     @Test func blockingReceiveTimesOutWithWouldBlock() throws {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)
@@ -108,6 +124,23 @@ func threadCPUTimeNanoseconds() -> UInt64 {
         let closer = live.whenWaiting(on: socket) { socket.close() }
         #expect(throws: SocketError.closed) { try socket.receive(timeout: .seconds(30)) }
         closer.join()
+    }
+
+    /// getsockname of a connected socket bound to the wildcard shows the
+    /// address it sends from (Linux: the source connect chose), not 0.0.0.0;
+    /// disconnected, it shows the wildcard again.
+    @Test func aConnectedSocketNamesItsSourceAddress() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 5000)
+        #expect(socket.localAddress == SocketAddress(.any, 5000))
+        try socket.connect(to: SocketAddress(FrameBuilder.peerIP, 9))
+        #expect(socket.localAddress == SocketAddress(FrameBuilder.stackIP, 5000))
+        socket.disconnect()
+        #expect(socket.localAddress == SocketAddress(.any, 5000))
+        let unbound = UDPSocket(host: live.host)
+        try unbound.connect(to: SocketAddress(FrameBuilder.peerIP, 9))
+        #expect(unbound.localAddress?.address == FrameBuilder.stackIP)
     }
 
     @Test func sendQueuesAFrameOnTheLink() throws {

@@ -112,3 +112,33 @@ import TestSupport
         #expect(throws: SocketError.networkUnreachable) { try h.stack.connect(h.stack.openUDP(), to: IPv4Address(8, 8, 8, 8), port: 53) }
     }
 }
+
+/// Datagrams a socket sends to the stack's own address.
+@Suite struct LoopbackTests {
+    /// They reach the socket bound there without touching the link (no ARP
+    /// for ourselves), from our address and the sender's port, as on Linux.
+    @Test func aDatagramToOurOwnAddressIsDeliveredLocally() throws {
+        let h = Harness()
+        let (receiver, _) = try h.boundEndpoint(port: 5001)
+        let (sender, _) = try h.boundEndpoint(port: 5000)
+        try h.send([1, 2, 3], from: sender, to: FrameBuilder.stackIP, port: 5001)
+        let datagram = try h.stack.receive(from: receiver)
+        #expect(datagram.payload == [1, 2, 3])
+        #expect(datagram.source == FrameBuilder.stackIP && datagram.sourcePort == 5000)
+        #expect(h.sent().isEmpty, "nothing went on the link")
+        #expect(h.counter(.ipv4TxLoopedBack) == 1)
+        #expect(h.counter(.arpTxRequests) == 0)
+    }
+
+    /// To a closed port of our own, a connected socket learns it as it
+    /// would from a peer: connection refused (the ICMP error loops back too).
+    @Test func aClosedPortOfOurOwnRefusesAConnectedSocket() throws {
+        let h = Harness()
+        let (sender, _) = try h.boundEndpoint(port: 5000)
+        try h.stack.connect(sender, to: FrameBuilder.stackIP, port: 5999)
+        try [UInt8]([9]).withUnsafeBytes { try h.stack.send($0, from: sender, to: nil, now: h.now) }
+        #expect(h.counter(.udpDropNoPort) == 1)
+        #expect(throws: SocketError.connectionRefused) { try h.stack.receive(from: sender) }
+        #expect(h.sent().isEmpty)
+    }
+}

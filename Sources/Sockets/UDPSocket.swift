@@ -346,6 +346,16 @@ public struct SocketBatch {
         return (info.length, SocketAddress(info.source, info.sourcePort))
     }
 
+    /// Lends the oldest queued datagram to `body` in place, with its
+    /// sender, without copying it: it is removed when `body` returns true
+    /// and stays queued (for a later call) when false. Returns what `body`
+    /// returned. `body` may send through this batch but must not keep the bytes.
+    /// - Throws: as `receive(into:)`.
+    @discardableResult
+    public func receive(_ body: (UnsafeRawBufferPointer, SocketAddress) -> Bool) throws(SocketError) -> Bool {
+        try stack.receive(from: endpoint) { bytes, info in body(bytes, SocketAddress(info.source, info.sourcePort)) }
+    }
+
     /// As `UDPSocket.send(_:to:)`.
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) {
         try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)

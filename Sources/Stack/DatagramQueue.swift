@@ -89,6 +89,26 @@ final class DatagramQueue {
         return info
     }
 
+    /// Lends the oldest datagram to `body` in place, without a copy; removes
+    /// it when `body` returns true. Nil when empty.
+    func withOldest(_ body: (UnsafeRawBufferPointer, DatagramInfo) -> Bool) -> Bool? {
+        guard count > 0, let slots else { return nil }
+        let info = infos[head]
+        let taken: Bool
+        if let big = large[head] {
+            taken = big.withUnsafeBytes { body($0, info) }
+        } else {
+            taken = body(UnsafeRawBufferPointer(start: slots + head * Self.slotSize, count: info.length), info)
+        }
+        if taken {
+            large[head] = nil
+            head = (head + 1) % capacity
+            count -= 1
+            bytes -= info.length
+        }
+        return taken
+    }
+
     /// Removes the oldest datagram, returning its payload as an array.
     func pop() -> (DatagramInfo, [UInt8])? {
         guard count > 0 else { return nil }

@@ -242,6 +242,19 @@ extension NetworkStack {
         return info
     }
 
+    /// Lends the oldest queued datagram to `body` in place (no copy); it
+    /// is removed when `body` returns true and stays queued when false.
+    /// Returns what `body` returned. Throws as `receive(from:)`.
+    public func receive(from endpoint: UDPEndpoint, lending body: (UnsafeRawBufferPointer, DatagramInfo) -> Bool) throws(SocketError) -> Bool {
+        guard !endpoint.isClosed else { throw .closed }
+        if let error = endpoint.pendingError {
+            endpoint.pendingError = nil
+            throw error
+        }
+        guard let taken = endpoint.receiveQueue.withOldest(body) else { throw .wouldBlock }
+        return taken
+    }
+
     /// Closes `endpoint`: frees its port, drops its queue, signals `.closed`.
     public func close(_ endpoint: UDPEndpoint) {
         guard !endpoint.isClosed else { return }

@@ -8,15 +8,12 @@ import Stack
 /// the batch, which uses the nonblocking calls until the socket would block,
 /// so an echo costs no thread hand-off of its own.
 ///
-/// Synchronisation (`@unchecked Sendable`): `scheduled` is touched only
-/// inside the stack (under its lock); `waitingForRoom` and `buffer` only by
-/// `drain`, which runs on the executor alone.
+/// Synchronisation (`@unchecked Sendable`): `scheduled` and `drainWork` are
+/// touched only inside the stack (under its lock) or before the service starts.
 final class EchoService: @unchecked Sendable {
     private let socket: UDPSocket
     private let host: NetworkHost
     private let logger: Logger
-    @exclusivity(unchecked) private var waitingForRoom: (length: Int, source: SocketAddress)?
-    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
     @exclusivity(unchecked) private var scheduled = false
     /// `drain` as queued work, made once (a closure per batch would allocate).
     @exclusivity(unchecked) private var drainWork: () -> Void = {}
@@ -43,15 +40,13 @@ final class EchoService: @unchecked Sendable {
         }
     }
 
-    deinit { buffer.deallocate() }
-
     /// Datagrams echoed per hold of the stack, at most (bounds how long other threads wait for it).
     private static let batchLimit = 256
 
-    /// Echoes every queued datagram, through one reused buffer (no
-    /// allocation per datagram) and a batch of calls per hold of the stack;
-    /// a datagram the full link refused waits in the buffer for the next
-    /// `.writable`.
+    /// Echoes every queued datagram straight from the socket's queue into
+    /// the link (no copy in between, no allocation), a batch of calls per
+    /// hold of the stack; a datagram the full link refused stays queued for
+    /// the next `.writable`.
     private func drain() {
         var failure: SocketError?
         var more = true
@@ -59,31 +54,29 @@ final class EchoService: @unchecked Sendable {
             more = socket.withBatch { batch in
                 scheduled = false
                 for _ in 0..<Self.batchLimit {
-                    let datagram: (length: Int, source: SocketAddress)
-                    if let waiting = waitingForRoom {
-                        datagram = waiting
-                        waitingForRoom = nil
-                    } else {
-                        do throws(SocketError) {
-                            datagram = try batch.receive(into: buffer)
-                        } catch .wouldBlock {
-                            return false
-                        } catch .closed {
-                            return false
-                        } catch {
-                            failure = error
-                            continue
-                        }
-                    }
+                    var blocked = false
                     do throws(SocketError) {
-                        try batch.send(UnsafeRawBufferPointer(rebasing: buffer[0..<datagram.length]), to: datagram.source)
+                        try batch.receive { payload, source in
+                            do throws(SocketError) {
+                                try batch.send(payload, to: source)
+                            } catch .wouldBlock {
+                                blocked = true
+                                return false
+                            } catch {
+                                // Lost only this echo (e.g. no route back); the counters say why.
+                                failure = error
+                            }
+                            return true
+                        }
                     } catch .wouldBlock {
-                        waitingForRoom = datagram
+                        return false
+                    } catch .closed {
                         return false
                     } catch {
-                        // Lost only this echo (e.g. no route back); the counters say why.
                         failure = error
+                        continue
                     }
+                    if blocked { return false }
                 }
                 return true
             }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -49,4 +50,26 @@ int ctun_open_tap(const char *name, int options, char *actual_name, int *persist
 
 int ctun_set_offload(int fd, unsigned flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) == 0 ? 0 : errno;
+}
+
+int ctun_interface_is_up(int sock, const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) return -errno;
+    return (ifr.ifr_flags & IFF_UP) ? 1 : 0;
+}
+
+int ctun_interface_kind(const char *name) {
+    char path[128];
+    snprintf(path, sizeof path, "/sys/class/net/%s", name);
+    if (access(path, F_OK) != 0) return CTUN_KIND_NONE;
+    snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
+    FILE *f = fopen(path, "r");
+    if (!f) return CTUN_KIND_OTHER;
+    unsigned flags = 0;
+    int n = fscanf(f, "%x", &flags);
+    fclose(f);
+    if (n != 1) return CTUN_KIND_OTHER;
+    return (flags & IFF_TAP) ? CTUN_KIND_TAP : CTUN_KIND_TUN;
 }

@@ -100,6 +100,8 @@ public final class NetworkHost: Sendable {
     nonisolated(unsafe) private let sink: RingSink
     /// Work for the executor, after the batch. Guarded by `lock`.
     @exclusivity(unchecked) nonisolated(unsafe) private var deferred: [DeferredWork] = []
+    /// Whether the stack has announced itself (done once the link is up); executor thread only.
+    nonisolated(unsafe) private var announced = false
     /// Emptied arrays for `runDeferred`; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[DeferredWork]] = []
     private let deferredPending = Atomic<Bool>(false)
@@ -138,7 +140,8 @@ public final class NetworkHost: Sendable {
     // MARK: Starting and stopping
 
     /// Starts the executor thread, which opens the link's device I/O and
-    /// announces the stack (gratuitous ARP); returns once the link is open.
+    /// announces the stack (gratuitous ARP) once the link is up; returns
+    /// once the link is open.
     public func start() {
         let started = Event()
         let thread = JoinableThread(name: "tapstack-exec") { [self] in run(started: started) }
@@ -228,7 +231,6 @@ public final class NetworkHost: Sendable {
         executorThread.store(csys_thread_id(), ordering: .sequentiallyConsistent)
         link.open()
         started.signal()
-        withStack { $0.start(now: monotonicNow()) }
         var lastActivity: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
             if turn(sleepUntil: .max, lastActivity: &lastActivity) { continue }
@@ -244,6 +246,17 @@ public final class NetworkHost: Sendable {
     private func turn(sleepUntil limit: UInt64, lastActivity: inout UInt64) -> Bool {
         let now = monotonicNow()
         let reserve = 1 + configuration.transmitReserveFrames
+        // Announce once the interface takes frames (RFC 5227 2.3: when the
+        // link comes up); until then look again every 20 ms.
+        var linkCheck = UInt64.max
+        if !announced {
+            if link.isUp {
+                announced = true
+                withStack { $0.start(now: now) }
+            } else {
+                linkCheck = now.nanoseconds &+ 20_000_000
+            }
+        }
         lock.lock()
         if sink.waitingForRoom.load(ordering: .relaxed), tx.freeSlots >= reserve {
             sink.waitingForRoom.store(false, ordering: .relaxed)
@@ -270,7 +283,7 @@ public final class NetworkHost: Sendable {
         let busy = !rx.isEmpty || deferredPending.load(ordering: .relaxed)
             || (sink.waitingForRoom.load(ordering: .relaxed) && !tx.isEmpty)
         if !busy && now.nanoseconds &- lastActivity >= options.busyPollNanoseconds {
-            let until = min(deadline, limit)
+            let until = min(deadline, limit, linkCheck)
             sleepsUntil.store(until, ordering: .sequentiallyConsistent)
             sleeping.store(true, ordering: .sequentiallyConsistent)
             // Look again after announcing the sleep: work published before

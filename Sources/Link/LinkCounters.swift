@@ -6,7 +6,7 @@ public final class LinkCounters: Sendable {
     public enum Counter: Int, CaseIterable, Sendable {
         case rxFrames, rxBytes, rxErrors, rxDropBadVirtioHeader, rxChecksumsPartial
         case rxSegmentedFrames, rxSegments, rxDropBadSegmentation, rxBufferExhausted
-        case txFrames, txBytes, txErrors, txRetries, txCoalescedWrites, txCoalescedSegments, txCoalescingRefused
+        case txFrames, txBytes, txErrors, txDropDown, txRetries, txCoalescedWrites, txCoalescedSegments, txCoalescingRefused
         case ioUringEnters, sleeps, wakeups
 
         /// The name shown with the other counters (`link.` and the reason).
@@ -24,6 +24,7 @@ public final class LinkCounters: Sendable {
             case .txFrames: "link.tx_frames"
             case .txBytes: "link.tx_bytes"
             case .txErrors: "link.tx_errors"
+            case .txDropDown: "link.tx_drop_down"
             case .txRetries: "link.tx_retries"
             case .txCoalescedWrites: "link.tx_coalesced_writes"
             case .txCoalescedSegments: "link.tx_coalesced_segments"
@@ -48,7 +49,8 @@ public final class LinkCounters: Sendable {
             case .rxBufferExhausted: "times every receive buffer was in use (the kernel then queues, and drops past its queue)"
             case .txFrames: "frames the device took"
             case .txBytes: "bytes of those frames"
-            case .txErrors: "frames the device refused (dropped), e.g. EIO while the interface is down"
+            case .txErrors: "frames the device refused (dropped) for another reason than the interface being down"
+            case .txDropDown: "frames dropped because the interface was down (EIO)"
             case .txRetries: "writes the device put off (EAGAIN) and that were tried again"
             case .txCoalescedWrites: "writes that carried several UDP datagrams of one flow (segmentation offload)"
             case .txCoalescedSegments: "datagrams sent in those writes"

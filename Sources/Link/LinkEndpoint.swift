@@ -19,8 +19,12 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     var completesChecksums: Bool { get }
 
     /// Prepares device I/O on the calling thread, which alone calls
-    /// `exchange`, `receive` and `close` afterwards.
+    /// `exchange`, `receive`, `isUp` and `close` afterwards.
     func open()
+
+    /// True when the interface takes frames (a TAP device refuses them with
+    /// EIO until the kernel side is up): the stack announces itself only then.
+    var isUp: Bool { get }
 
     /// Hands up to `limit` received frames to `handle`, oldest first, with
     /// what the link did to each one's checksum, and frees their slots.

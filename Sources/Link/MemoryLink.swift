@@ -1,4 +1,5 @@
 import SocketAPI
+import Synchronization
 import Wire
 
 /// A link with no device: the test plays the wire, injecting frames into the
@@ -28,6 +29,11 @@ public final class MemoryLink: LinkEndpoint {
     }
 
     public func open() {}
+
+    /// Up unless a test says otherwise (`up`).
+    public var isUp: Bool { up.load(ordering: .sequentiallyConsistent) }
+    /// Whether the link counts as up; a test may start it down.
+    public let up = Atomic<Bool>(true)
 
     public func close() {}
 

@@ -1,5 +1,6 @@
 import CTun
 import Glibc
+import SocketAPI
 
 /// Why a TAP device could not be opened. The descriptions are single lines
 /// meant for the user.
@@ -12,8 +13,10 @@ public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
     case tunNotAccessible
     /// Creating or attaching to the device was refused.
     case permissionDenied(device: String)
-    /// The device exists but is not a TAP device, or is busy.
+    /// Another process has the device open (it stayed busy for `TapDevice.busyRetry`).
     case deviceBusy(device: String)
+    /// The interface exists but is not a TAP device (`kind` says what it is).
+    case notATapDevice(device: String, kind: String)
     /// Any other failure, with the errno it gave.
     case systemError(operation: String, errno: Int32)
 
@@ -28,7 +31,9 @@ public enum TapError: Error, CustomStringConvertible, Equatable, Sendable {
         case .permissionDenied(let device):
             "no permission to open TAP device '\(device)': run as root (CAP_NET_ADMIN), or create it first with 'ip tuntap add \(device) mode tap user $USER'"
         case .deviceBusy(let device):
-            "cannot attach to '\(device)': it is busy or not a TAP device"
+            "cannot attach to '\(device)': another process has it open (still busy after \(TapDevice.busyRetryMilliseconds) ms)"
+        case .notATapDevice(let device, let kind):
+            "cannot attach to '\(device)': it is \(kind), not a TAP device"
         case .systemError(let operation, let code):
             "\(operation) failed: \(String(cString: strerror(code)))"
         }
@@ -93,8 +98,25 @@ public final class TapDevice: Sendable {
         var persistent: Int32 = 0
         var stage: Int32 = 0
         var err: Int32 = 0
-        let fd = ctun_open_tap(name, request == .none ? 0 : CTUN_VNET_HDR, &actual, &persistent, &stage, &err)
+        var fd: Int32 = -1
+        // A device whose last user just died (SIGKILL, a fast restart) stays
+        // busy for a few milliseconds while the kernel releases it: try again,
+        // for a bounded time, before saying it is busy.
+        let giveUp = monotonicNanoseconds() + UInt64(Self.busyRetryMilliseconds) * 1_000_000
+        while true {
+            fd = ctun_open_tap(name, request == .none ? 0 : CTUN_VNET_HDR, &actual, &persistent, &stage, &err)
+            guard fd < 0, UInt32(stage) == CTUN_STAGE_SETIFF.rawValue, err == EBUSY || err == EINVAL,
+                  ctun_interface_kind(name) == Int32(CTUN_KIND_TAP.rawValue), monotonicNanoseconds() < giveUp else { break }
+            usleep(10_000)
+        }
         guard fd >= 0 else {
+            if UInt32(stage) == CTUN_STAGE_SETIFF.rawValue && (err == EBUSY || err == EINVAL) {
+                switch UInt32(ctun_interface_kind(name)) {
+                case CTUN_KIND_TUN.rawValue: throw .notATapDevice(device: name, kind: "a TUN device")
+                case CTUN_KIND_OTHER.rawValue: throw .notATapDevice(device: name, kind: "not a TUN/TAP device")
+                default: break
+                }
+            }
             switch (UInt32(stage), err) {
             case (CTUN_STAGE_NAME.rawValue, _): throw .invalidName(name)
             case (CTUN_STAGE_OPEN.rawValue, ENOENT), (CTUN_STAGE_OPEN.rawValue, ENODEV), (CTUN_STAGE_OPEN.rawValue, ENXIO):
@@ -123,6 +145,9 @@ public final class TapDevice: Sendable {
         }
         return TapOffloads(virtioHeader: true, checksum: false, udpSegmentation: false)
     }
+
+    /// How long a busy device is tried again before giving up.
+    public static let busyRetryMilliseconds = 2000
 
     /// Takes ownership of an open non-blocking descriptor that carries one
     /// frame per read and write (for tests: one end of a datagram socket

@@ -87,6 +87,8 @@ public final class TapLink: LinkEndpoint {
         var iovecs: UnsafeMutablePointer<iovec>?
         /// A segment cut from a GSO frame, while the core handles it.
         var segment: UnsafeMutableRawBufferPointer?
+        /// For asking the interface's flags (up or down).
+        var flagsSocket: Int32 = -1
     }
 
     /// Frames `first ..< first + count` of the TX ring, written as one operation.
@@ -136,10 +138,16 @@ public final class TapLink: LinkEndpoint {
         io.headers?.deallocate()
         io.iovecs?.deallocate()
         io.segment?.deallocate()
+        if io.flagsSocket >= 0 { Glibc.close(io.flagsSocket) }
         Glibc.close(wakeFD)
     }
 
     // MARK: Opening and closing
+
+    public var isUp: Bool {
+        if io.flagsSocket < 0 { io.flagsSocket = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        return ctun_interface_is_up(io.flagsSocket, device.name) == 1
+    }
 
     public func open() {
         io.headers = .allocate(byteCount: Self.maximumGroups * Self.headerRoom, alignment: 64)
@@ -399,7 +407,7 @@ public final class TapLink: LinkEndpoint {
             let singles = (0..<group.count).map { WriteGroup(first: group.first &+ $0, count: 1, coalesced: false) }
             io.groups.replaceSubrange(index...index, with: singles)
         } else {
-            counters.add(.txErrors, UInt64(group.count))
+            counters.add(result == -EIO ? .txDropDown : .txErrors, UInt64(group.count))
             io.groups[index].state = .done
         }
     }
@@ -506,7 +514,7 @@ public final class TapLink: LinkEndpoint {
                     counters.add(.txCoalescingRefused)
                     continue
                 }
-                counters.add(.txErrors, UInt64(group.count))
+                counters.add(errno == EIO ? .txDropDown : .txErrors, UInt64(group.count))
             } else {
                 accountWritten(group)
             }

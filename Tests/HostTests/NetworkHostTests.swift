@@ -173,4 +173,22 @@ private final class DrainTally: @unchecked Sendable {
         #expect(live.host.waitUntilIdle())
         #expect(live.host.handledFrameCount - before == 500)
     }
+
+    /// The stack announces itself (gratuitous ARP) only once the link is up:
+    /// a TAP device refuses frames while its kernel side is down, and the
+    /// first announcement used to fail there (counted as a link error on
+    /// every clean start).
+    @Test func theAnnouncementWaitsForTheLinkToComeUp() throws {
+        let link = MemoryLink()
+        link.up.store(false, ordering: .sequentiallyConsistent)
+        let host = try NetworkHost(configuration: .standard, link: link)
+        host.start()
+        defer { host.stop() }
+        #expect(host.waitUntilIdle())
+        #expect(link.nextTransmitted(timeoutMilliseconds: 100) == nil, "nothing sent while the link is down")
+        link.up.store(true, ordering: .sequentiallyConsistent)
+        let frame = try #require(link.nextTransmitted(timeoutMilliseconds: 2000))
+        #expect(frame[12] == 0x08 && frame[13] == 0x06 && Array(frame[38..<42]) == [192, 0, 2, 2], "a gratuitous ARP")
+        #expect(host.counters[.arpTxRequests] == 1)
+    }
 }

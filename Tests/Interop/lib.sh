@@ -36,6 +36,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 143" INT TERM   # so a killed test still removes its namespace
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
@@ -53,7 +54,7 @@ launch() {
         echo $! >"$WORK/pid"
         wait $!
         echo $? >"$WORK/status"
-    ) &
+    ) </dev/null >/dev/null 2>&1 &   # holds no caller's pipe: $(launch ...) returns
     for _ in $(seq 50); do [ -s "$WORK/pid" ] && break; sleep 0.02; done
     STACK_PID=$(cat "$WORK/pid")
 }
@@ -63,7 +64,8 @@ start_stack() {
     launch ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 "$@"
     wait_for_tap || { echo "stack did not create $TAP:"; cat "$WORK/stack.err"; return 1; }
     ip -n "$NS" link set "$TAP" up
-    ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
+    # replace, not add: a persistent device keeps its address across stacks.
+    ip -n "$NS" addr replace 192.0.2.1/24 dev "$TAP"
 }
 
 wait_for_tap() {

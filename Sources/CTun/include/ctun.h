@@ -39,4 +39,14 @@ int ctun_ifnamsiz(void);
 /// TUNSETOFFLOAD: 0, or the errno (EINVAL: the kernel does not know a flag).
 int ctun_set_offload(int fd, unsigned flags);
 
+/// 1 when interface `name` is administratively up (IFF_UP), 0 when down,
+/// -errno when it cannot be asked. `sock` is any AF_INET datagram socket.
+int ctun_interface_is_up(int sock, const char *name);
+
+/// What kind of device interface `name` is, from /sys/class/net/NAME/tun_flags:
+/// CTUN_KIND_TAP, CTUN_KIND_TUN, CTUN_KIND_OTHER (exists, not TUN/TAP) or
+/// CTUN_KIND_NONE (no such interface).
+typedef enum { CTUN_KIND_NONE = 0, CTUN_KIND_TAP = 1, CTUN_KIND_TUN = 2, CTUN_KIND_OTHER = 3 } ctun_kind;
+int ctun_interface_kind(const char *name);
+
 #endif

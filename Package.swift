@@ -50,10 +50,13 @@ let package = Package(
         ),
 
         // The README's examples, built so they stay true.
-        .executableTarget(name: "EchoBlocking", dependencies: ["Sockets"], path: "Examples/EchoBlocking"),
-        .executableTarget(name: "EchoCallbacks", dependencies: ["Sockets"], path: "Examples/EchoCallbacks"),
-        .executableTarget(name: "EchoAsync", dependencies: ["Sockets"], path: "Examples/EchoAsync"),
-        .executableTarget(name: "EchoOverService", dependencies: ["TapstackClient", "Sockets"], path: "Examples/EchoOverService"),
+        // ExampleSupport: their command line (--help, misuse, errors in one line).
+        .target(name: "ExampleSupport", path: "Examples/ExampleSupport"),
+        .executableTarget(name: "EchoBlocking", dependencies: ["Sockets", "ExampleSupport"], path: "Examples/EchoBlocking"),
+        .executableTarget(name: "EchoCallbacks", dependencies: ["Sockets", "ExampleSupport"], path: "Examples/EchoCallbacks"),
+        .executableTarget(name: "EchoAsync", dependencies: ["Sockets", "ExampleSupport"], path: "Examples/EchoAsync"),
+        .executableTarget(name: "EchoOverService", dependencies: ["TapstackClient", "Sockets", "ExampleSupport"],
+                          path: "Examples/EchoOverService"),
 
         // Shared test vectors (captured frames) and helpers.
         .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),

@@ -37,31 +37,39 @@ static int channel_errno(int error) {
     return error == EPIPE || error == ECONNRESET || error == ENOTCONN ? ENETDOWN : error;
 }
 
-/* One request, one reply; `fd`, if not NULL, receives a passed descriptor. */
-static int call(int control_fd, const tsp_request *request, tsp_reply *reply, int *fd, int cloexec) {
+/* One request, one reply; `fd`, if not NULL, receives a passed descriptor.
+ * The request carries the next number of `*sequence`; replies with another
+ * number answer earlier requests that timed out, and are skipped. */
+static int call(int control_fd, uint16_t *sequence, tsp_request *request, tsp_reply *reply, int *fd, int cloexec) {
+    request->sequence = ++*sequence;
     struct iovec out = { (void *)request, sizeof *request };
     struct msghdr message = { .msg_iov = &out, .msg_iovlen = 1 };
     ssize_t n;
     do { n = sys_sendmsg(control_fd, &message, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
     if (n < 0) { errno = channel_errno(errno); return -1; }
 
-    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int))]; } control;
-    struct iovec in = { reply, sizeof *reply };
-    struct msghdr answer = { .msg_iov = &in, .msg_iovlen = 1, .msg_control = control.bytes,
-                             .msg_controllen = sizeof control.bytes };
-    do { n = sys_recvmsg(control_fd, &answer, cloexec ? MSG_CMSG_CLOEXEC : 0); } while (n < 0 && errno == EINTR);
-    if (n < 0) { errno = errno == EAGAIN ? ETIMEDOUT : channel_errno(errno); return -1; }
-    if (n == 0) { errno = ENETDOWN; return -1; }
-    int passed = -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&answer); c; c = CMSG_NXTHDR(&answer, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
-            memcpy(&passed, CMSG_DATA(c), sizeof passed);
+    int passed;
+    for (;;) {
+        union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int))]; } control;
+        struct iovec in = { reply, sizeof *reply };
+        struct msghdr answer = { .msg_iov = &in, .msg_iovlen = 1, .msg_control = control.bytes,
+                                 .msg_controllen = sizeof control.bytes };
+        do { n = sys_recvmsg(control_fd, &answer, cloexec ? MSG_CMSG_CLOEXEC : 0); } while (n < 0 && errno == EINTR);
+        if (n < 0) { errno = errno == EAGAIN ? ETIMEDOUT : channel_errno(errno); return -1; }
+        if (n == 0) { errno = ENETDOWN; return -1; }
+        passed = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&answer); c; c = CMSG_NXTHDR(&answer, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+                memcpy(&passed, CMSG_DATA(c), sizeof passed);
+            }
         }
-    }
-    if ((size_t)n != sizeof *reply) {
-        if (passed >= 0) sys_close(passed);
-        errno = EPROTO;
-        return -1;
+        if ((size_t)n != sizeof *reply) {
+            if (passed >= 0) sys_close(passed);
+            errno = EPROTO;
+            return -1;
+        }
+        if (reply->sequence == request->sequence) break;
+        if (passed >= 0) sys_close(passed);  /* a late reply to an abandoned request */
     }
     if (fd) {
         *fd = passed;
@@ -100,7 +108,7 @@ int tsc_open(tsc_socket *s, const char *path, int data_flags) {
     open.value = data_flags & SOCK_NONBLOCK ? 1 : 0;
     tsp_reply reply;
     int data = -1;
-    int called = call(control, &open, &reply, &data, data_flags & SOCK_CLOEXEC);
+    int called = call(control, &s->sequence, &open, &reply, &data, data_flags & SOCK_CLOEXEC);
     if (called < 0 || data < 0) {
         int e = called < 0 ? errno : EPROTO;  /* a reply without the channel */
         sys_close(control);
@@ -124,7 +132,7 @@ int tsc_bind(tsc_socket *s, uint32_t address, uint16_t port) {
     r.address = address;
     r.port = port;
     tsp_reply reply;
-    return call(s->control_fd, &r, &reply, NULL, 0);
+    return call(s->control_fd, &s->sequence, &r, &reply, NULL, 0);
 }
 
 int tsc_connect(tsc_socket *s, uint32_t address, uint16_t port) {
@@ -132,7 +140,7 @@ int tsc_connect(tsc_socket *s, uint32_t address, uint16_t port) {
     r.address = address;
     r.port = port;
     tsp_reply reply;
-    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     s->connected = reply.connected;
     return 0;
 }
@@ -141,7 +149,7 @@ int tsc_names(tsc_socket *s, uint32_t *local_address, uint16_t *local_port,
               int *connected, uint32_t *remote_address, uint16_t *remote_port) {
     tsp_request r = request(TSP_NAMES);
     tsp_reply reply;
-    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     *local_address = reply.local_address;
     *local_port = reply.local_port;
     *connected = reply.connected;
@@ -155,7 +163,7 @@ int tsc_setopt(tsc_socket *s, int option, int value) {
     r.option = option;
     r.value = value;
     tsp_reply reply;
-    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     if (option == TSP_OPT_BROADCAST) s->broadcast = value != 0;
     if (option == TSP_OPT_DONTFRAG) s->dont_fragment = value != 0;
     return 0;
@@ -165,7 +173,7 @@ int tsc_getopt(tsc_socket *s, int option, int *value) {
     tsp_request r = request(TSP_GETOPT);
     r.option = option;
     tsp_reply reply;
-    if (call(s->control_fd, &r, &reply, NULL, 0) < 0) return -1;
+    if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     *value = reply.value;
     return 0;
 }

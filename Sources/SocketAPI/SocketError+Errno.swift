@@ -17,6 +17,7 @@ extension SocketError {
         case .permissionDenied: EACCES
         case .noPortsAvailable: EAGAIN
         case .cancelled: ECANCELED
+        case .serviceUnavailable: ENOENT
         }
     }
 

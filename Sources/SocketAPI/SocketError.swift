@@ -28,6 +28,9 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     case noPortsAvailable
     /// ECANCELED: the waiting task was cancelled.
     case cancelled
+    /// No stack serves sockets at the path a client of another process
+    /// named (nothing there, not a socket, or nobody answering).
+    case serviceUnavailable
 
     public var description: String {
         switch self {
@@ -44,6 +47,7 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
         case .permissionDenied: "permission denied"
         case .noPortsAvailable: "no ephemeral port available"
         case .cancelled: "operation cancelled"
+        case .serviceUnavailable: "no tapstack socket service answers there"
         }
     }
 }

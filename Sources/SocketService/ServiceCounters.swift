@@ -23,6 +23,10 @@ public final class ServiceCounters: Sendable {
     public let badDatagrams = Atomic<UInt64>(0)
     /// Datagrams from the stack passed to clients.
     public let datagramsReceived = Atomic<UInt64>(0)
+    /// Datagrams the service had taken from a stack socket for a client
+    /// whose channel then failed (it hung up, or shut down reading): lost
+    /// with the client, and counted here rather than nowhere.
+    public let droppedClientGone = Atomic<UInt64>(0)
     /// Asynchronous errors passed to clients.
     public let errorsDelivered = Atomic<UInt64>(0)
 
@@ -40,6 +44,7 @@ public final class ServiceCounters: Sendable {
          ("service.tx_errors", sendErrors.load(ordering: .relaxed)),
          ("service.drop_bad_datagram", badDatagrams.load(ordering: .relaxed)),
          ("service.rx_datagrams", datagramsReceived.load(ordering: .relaxed)),
+         ("service.rx_drop_client_gone", droppedClientGone.load(ordering: .relaxed)),
          ("service.rx_errors_delivered", errorsDelivered.load(ordering: .relaxed))]
     }
 }

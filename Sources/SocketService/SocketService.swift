@@ -226,6 +226,7 @@ public final class SocketService: @unchecked Sendable {
     private func serveControl(_ client: RemoteSocket, events: UInt32) {
         var request = tsp_request()
         for _ in 0..<64 {  // then let other clients have a turn (epoll reports the rest)
+            request = tsp_request()
             let n = tsv_receive_request(client.control, &request)
             if n < 0 && errno == EAGAIN { return }
             if n <= 0 {
@@ -233,6 +234,7 @@ public final class SocketService: @unchecked Sendable {
                 return
             }
             var reply = tsp_reply()
+            reply.sequence = request.sequence  // lets the client skip replies to requests it gave up on
             var passed: Int32 = -1
             if n != MemoryLayout<tsp_request>.size || request.version != TSP_VERSION {
                 counters.badRequests.add(1, ordering: .relaxed)
@@ -352,6 +354,7 @@ public final class SocketService: @unchecked Sendable {
             openCount.add(-1, ordering: .relaxed)
             // What the link never took is lost with the socket: say so.
             counters.sendErrors.add(UInt64(client.waitingForStack.count), ordering: .relaxed)
+            dropWaitingForClient(client)
         }
         _ = tsv_epoll_set(epollFD, 3, client.control, 0, 0)
         close(client.control)
@@ -488,6 +491,15 @@ public final class SocketService: @unchecked Sendable {
         flushToClient(client)
     }
 
+    /// Counts and forgets the datagrams waiting for a client whose channel failed.
+    private func dropWaitingForClient(_ client: RemoteSocket) {
+        let errorKind = UInt8(TSP_ERROR.rawValue)
+        let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
+        let datagrams = client.waitingForClient.count { !($0.count == Self.headerSize && $0[kindOffset] == errorKind) }
+        counters.droppedClientGone.add(UInt64(datagrams), ordering: .relaxed)
+        client.waitingForClient.removeAll()
+    }
+
     /// Passes the stack socket's datagrams (and errors) to the client's
     /// channel until the socket is empty or the channel full (then waits
     /// for the channel to drain).
@@ -496,8 +508,13 @@ public final class SocketService: @unchecked Sendable {
         while let first = client.waitingForClient.first {
             let n = first.withUnsafeBytes { Glibc.send(client.data, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
             if n < 0 {
-                if errno == EAGAIN { setDataInterest(client, client.dataInterest | UInt32(TSV_OUT)) }
-                return  // EPIPE etc.: the hang-up is seen on the channel
+                if errno == EAGAIN {
+                    setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
+                    return
+                }
+                // EPIPE etc.: the client cannot take what waits for it.
+                dropWaitingForClient(client)
+                break
             }
             client.waitingForClient.removeFirst()
         }
@@ -524,7 +541,15 @@ public final class SocketService: @unchecked Sendable {
                 let sent = max(0, Int(tsv_batch_send(client.data, toClients, 0, count)))
                 counters.datagramsReceived.add(UInt64(sent), ordering: .relaxed)
                 if sent < count {
-                    if errno != EAGAIN && sent == 0 { return }  // the client is gone; its hang-up follows
+                    if errno != EAGAIN {
+                        // The client is gone or no longer reads (its hang-up,
+                        // if any, follows): what it did not take is lost.
+                        // Keep draining: the stack socket's readiness fires
+                        // again only once it is empty.
+                        counters.droppedClientGone.add(UInt64(count) - UInt64(sent), ordering: .relaxed)
+                        if count < Self.batchCount { return }
+                        continue
+                    }
                     for index in UInt32(sent)..<count {
                         let slot = UnsafeRawPointer(tsv_batch_slot(toClients, index)!)
                         client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(toClients, index)))))

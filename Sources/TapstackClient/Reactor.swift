@@ -26,17 +26,13 @@ final class Reactor: Sendable {
         _ = JoinableThread(name: "tapstack-react") { [self] in run() }
     }
 
-    /// Suspends until `fd` is readable (or writable), has hung up, or the task is cancelled.
+    /// Suspends until `copy` is readable (or writable), has hung up, or the
+    /// task is cancelled; closes `copy`, a duplicate the caller made.
     /// - Throws: `.cancelled` when the task was cancelled.
-    func wait(for fd: Int32, writable: Bool) async throws(SocketError) {
+    func wait(owning copy: Int32, writable: Bool) async throws(SocketError) {
         let id = nextID.add(1, ordering: .relaxed).newValue
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let copy = dup(fd)
-                guard copy >= 0 else {
-                    continuation.resume()
-                    return
-                }
                 waiters.withLock { $0[id] = Waiter(fd: copy, continuation: continuation) }
                 if tsv_epoll_set(epollFD, 1, copy, UInt32(writable ? TSV_OUT : TSV_IN), id) != 0 || Task.isCancelled {
                     finish(id)

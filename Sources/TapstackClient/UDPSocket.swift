@@ -23,26 +23,36 @@ public final class UDPSocket: DatagramSocket {
     /// Guards the control connection (one request, one reply at a time) and
     /// the flags the client keeps (connected, broadcast).
     private let state: Mutex<tsc_socket>
+    /// The data channel, closed only once no call is using it.
+    private let channel: DataChannel
     /// The data channel; readable when a datagram (or an error) waits.
-    public let fileDescriptor: Int32
+    /// Valid until `close()`.
+    public var fileDescriptor: Int32 { channel.descriptor }
 
     /// The service path: $TAPSTACK_SOCKET, else /run/tapstack/tap0.sock.
     public static var defaultServicePath: String { String(cString: tsc_socket_path()) }
 
     /// Opens an unbound socket on the stack serving `servicePath`.
-    /// - Throws: `.networkUnreachable` when no service answers at
+    /// - Throws: `.serviceUnavailable` when no service answers at
     ///   `servicePath`; `.noPortsAvailable` when it serves as many sockets
-    ///   as it allows.
+    ///   as it allows (or this process has no descriptor left);
+    ///   `.permissionDenied` when the path may not be opened.
     public init(servicePath: String = UDPSocket.defaultServicePath) throws(SocketError) {
         var socket = tsc_socket()
         guard tsc_open(&socket, servicePath, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) == 0 else {
-            throw errno == EMFILE ? .noPortsAvailable : SocketError(errno: errno) ?? .networkUnreachable
+            switch errno {
+            case EMFILE, ENFILE: throw .noPortsAvailable
+            case EACCES, EPERM: throw .permissionDenied
+            case ENOENT, ECONNREFUSED, ENOTSOCK, ENOTDIR, ETIMEDOUT, ENETDOWN, EPROTOTYPE, ENAMETOOLONG: throw .serviceUnavailable
+            default: throw SocketError(errno: errno) ?? .serviceUnavailable
+            }
         }
-        fileDescriptor = socket.data_fd
+        channel = DataChannel(socket.data_fd)
+        socket.data_fd = -1  // owned by the channel from here on
         state = Mutex(socket)
     }
 
-    deinit { state.withLock { tsc_close(&$0) } }
+    deinit { close() }
 
     /// Runs a control call; maps its errno to a `SocketError`.
     private func control(_ body: (inout tsc_socket) -> Int32) throws(SocketError) {
@@ -141,8 +151,11 @@ public final class UDPSocket: DatagramSocket {
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         var socket = state.withLock { $0 }
         var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
-        let n = tsc_sendv(&socket, &part, 1, destination == nil ? 0 : 1, destination?.address.rawValue.bigEndian ?? 0,
-                          destination?.port ?? 0, Int32(MSG_DONTWAIT))
+        let n = try channel.use { fd in
+            socket.data_fd = fd
+            return tsc_sendv(&socket, &part, 1, destination == nil ? 0 : 1, destination?.address.rawValue.bigEndian ?? 0,
+                             destination?.port ?? 0, Int32(MSG_DONTWAIT))
+        }
         guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
         return n
     }
@@ -157,7 +170,10 @@ public final class UDPSocket: DatagramSocket {
         var socket = state.withLock { $0 }
         var part = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         var address: UInt32 = 0, port: UInt16 = 0, truncated: Int32 = 0
-        let n = tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
+        let n = try channel.use { fd in
+            socket.data_fd = fd
+            return tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
+        }
         guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
         return (n, SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: address)), port))
     }
@@ -165,7 +181,10 @@ public final class UDPSocket: DatagramSocket {
     /// Takes the oldest datagram without waiting; throws as `receive(into:)`.
     public func receive() throws(SocketError) -> Datagram {
         var socket = state.withLock { $0 }
-        let length = Int(tsc_pending_bytes(&socket))
+        let length = try channel.use { fd in
+            socket.data_fd = fd
+            return Int(tsc_pending_bytes(&socket))
+        }
         var payload = [UInt8](repeating: 0, count: max(length, 1))
         let result: Result<(length: Int, source: SocketAddress), SocketError> = payload.withUnsafeMutableBytes { bytes in
             do throws(SocketError) { return .success(try receive(into: bytes)) } catch { return .failure(error) }
@@ -180,20 +199,31 @@ public final class UDPSocket: DatagramSocket {
     /// Sleeps in poll() until the channel is readable (or writable, for
     /// `.writable`), has hung up, or the timeout passes.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
-        var descriptor = pollfd(fd: fileDescriptor, events: Int16(events.contains(.writable) ? POLLOUT : POLLIN), revents: 0)
-        _ = poll(&descriptor, 1, timeoutMilliseconds)
+        // A closed socket returns at once; its next call reports `.closed`.
+        _ = try? channel.use { fd in
+            var descriptor = pollfd(fd: fd, events: Int16(events.contains(.writable) ? POLLOUT : POLLIN), revents: 0)
+            return poll(&descriptor, 1, timeoutMilliseconds)
+        }
     }
 
     /// Suspends until the channel is readable (or writable, for `.writable`),
     /// without blocking a thread.
     public func waitAsync(for events: ReadinessEvents) async throws(SocketError) {
-        try await Reactor.shared.wait(for: fileDescriptor, writable: events.contains(.writable))
+        let copy = try channel.use { dup($0) }
+        guard copy >= 0 else { throw .noPortsAvailable }
+        try await Reactor.shared.wait(owning: copy, writable: events.contains(.writable))
     }
 
     // MARK: Closing
 
     /// Closes the socket; the service frees its port and queued datagrams.
+    /// Calls already under way on other threads finish on the channel
+    /// first; later ones throw `.closed`.
     public func close() {
-        state.withLock { tsc_close(&$0) }
+        state.withLock { socket in
+            if socket.control_fd >= 0 { Glibc.close(socket.control_fd) }
+            socket.control_fd = -1
+        }
+        channel.close()
     }
 }

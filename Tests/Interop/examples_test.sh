@@ -47,4 +47,28 @@ echo_over_service() {
     [ "$out" = "hello from another process" ] || { echo "got '$out'"; cat "$WORK/client.out" "$WORK/stack.err"; return 1; }
 }
 check "EchoOverService (TapstackClient, another process) answers nc -u through the socket service" echo_over_service
+
+# A user's first calls: --help, a mistake, no service. One line, no backtrace.
+usage_and_errors() {  # NAME
+    local out status
+    out=$("$BUILD_DIR/$1" --help 2>&1); status=$?
+    [ "$status" = 0 ] && grep -q "^usage: $1 " <<<"$out" || { echo "--help: status $status: $out"; return 1; }
+    out=$("$BUILD_DIR/$1" --bogus 2>&1); status=$?
+    [ "$status" = 64 ] && grep -q "^$1: unknown option '--bogus'" <<<"$out" || { echo "--bogus: status $status: $out"; return 1; }
+    if [ "$1" = EchoOverService ]; then
+        out=$(in_ns "$BUILD_DIR/$1" "$WORK/none.sock" 2>&1); status=$?
+        [ "$status" = 1 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q "no tapstack socket service at $WORK/none.sock" <<<"$out" \
+            || { echo "no service: status $status: $out"; return 1; }
+        out=$("$BUILD_DIR/$1" "$WORK/none.sock" 0 2>&1); status=$?
+        [ "$status" = 64 ] && grep -q "'0' is not a port number" <<<"$out" || { echo "port 0: status $status: $out"; return 1; }
+    else
+        ip -n "$NS" link add veth7 type veth peer name veth8 2>/dev/null
+        out=$(in_ns timeout 10 "$BUILD_DIR/$1" veth7 2>&1); status=$?
+        [ "$status" = 1 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q "^$1: cannot attach to 'veth7'" <<<"$out" \
+            || { echo "veth: status $status: $out"; return 1; }
+    fi
+}
+for example in EchoBlocking EchoCallbacks EchoAsync EchoOverService; do
+    check "$example prints its usage, names a mistake and reports a failure in one line" usage_and_errors "$example"
+done
 finish

@@ -160,7 +160,7 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         served.stop()
         #expect(access(served.path, F_OK) != 0)
         #expect(throws: SocketError.networkUnreachable) { try socket.receive(timeout: .seconds(2)) }
-        #expect(throws: SocketError.networkUnreachable) { try TapstackClient.UDPSocket(servicePath: served.path) }
+        #expect(throws: SocketError.serviceUnavailable) { try TapstackClient.UDPSocket(servicePath: served.path) }
     }
 
     @Test func socketsBeyondTheBoundAreRefused() throws {
@@ -210,6 +210,33 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         #expect(counters[.udpDropQueueFull] > 0)
         // Every datagram the stack queued reached the client.
         #expect(received == counters[.udpRxDelivered])
+    }
+}
+
+extension SocketServiceTests {
+    /// Issue 14 item 4: datagrams the service took from the stack for a
+    /// client that no longer reads its channel were dropped uncounted.
+    @Test func datagramsForAClientThatStoppedReadingAreCounted() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        // The client's channel refuses everything from now on (EPIPE on the service's side).
+        #expect(shutdown(socket.fileDescriptor, Int32(SHUT_RD)) == 0)
+        let count: UInt64 = 50
+        var injected: UInt64 = 0
+        while injected < count {
+            if served.link.inject(Captured.udpRequest) { injected += 1 } else { usleep(1000) }
+        }
+        let service = served.service.counters
+        func accounted() -> UInt64 {
+            service.datagramsReceived.load(ordering: .relaxed) + service.droppedClientGone.load(ordering: .relaxed)
+                + served.host.counters[.udpDropQueueFull]
+        }
+        for _ in 0..<500 where accounted() < count { usleep(10_000) }
+        #expect(served.host.counters[.udpRxDelivered] + served.host.counters[.udpDropQueueFull] == count)
+        #expect(service.datagramsReceived.load(ordering: .relaxed) == 0)
+        #expect(service.droppedClientGone.load(ordering: .relaxed) == served.host.counters[.udpRxDelivered])
+        #expect(accounted() == count)
     }
 }
 

@@ -91,7 +91,7 @@ import TestSupport
         }
         #expect(throws: SocketError.notConnected) { try result.get() }
         try h.stack.connect(endpoint, to: FrameBuilder.peerIP, port: 6000)
-        try [UInt8(1)].withUnsafeBytes { bytes in
+        [UInt8(1)].withUnsafeBytes { bytes in
             _ = try? h.stack.send(bytes, from: endpoint, to: nil, now: h.now)
         }
         let frames = h.sent()

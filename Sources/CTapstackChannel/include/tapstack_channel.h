@@ -60,7 +60,8 @@ typedef struct {
     int32_t value;      ///< TSP_SETOPT's value
     uint32_t address;   ///< TSP_BIND / TSP_CONNECT: IPv4, network order
     uint16_t port;      ///< TSP_BIND / TSP_CONNECT
-    uint16_t reserved;
+    uint16_t sequence;  ///< echoed in the reply: a late reply to a request
+                        ///< that timed out is never taken for a later one's
 } tsp_request;
 
 /// The stack's interface, sent with TSP_OPEN's reply so that the client can
@@ -82,7 +83,7 @@ typedef struct {
     uint16_t connected;     ///< 1 when the socket has a peer
     uint32_t remote_address;
     uint16_t remote_port;
-    uint16_t reserved;
+    uint16_t sequence;       ///< the request's
     tsp_interface interface; ///< TSP_OPEN
 } tsp_reply;
 
@@ -114,6 +115,7 @@ typedef struct {
     int broadcast;       ///< SO_BROADCAST as last set
     int dont_fragment;   ///< IP_PMTUDISC_DO as last set
     int connected;       ///< 1 when connected (sends without address go to the peer)
+    uint16_t sequence;   ///< the last control request's
 } tsc_socket;
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.

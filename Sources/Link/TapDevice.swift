@@ -87,6 +87,17 @@ public final class TapDevice: Sendable {
     public let isPersistent: Bool
     /// The virtio-net header and offloads the kernel agreed to.
     public let offloads: TapOffloads
+    /// The kernel's statistics for the device when it was opened (a
+    /// persistent device keeps counting across stacks).
+    private let statisticsAtOpen: DeviceStatistics?
+
+    /// The kernel's statistics for the device since this stack opened it:
+    /// among them the frames the kernel dropped on their way to the stack.
+    /// Nil when the device is not found (a test's socket pair).
+    public var statistics: DeviceStatistics? {
+        guard let baseline = statisticsAtOpen, let now = DeviceStatistics.read(interface: name) else { return nil }
+        return now.since(baseline)
+    }
 
     /// Opens `/dev/net/tun` and attaches to the TAP device `name`, creating it
     /// if it does not exist (which needs CAP_NET_ADMIN).
@@ -132,6 +143,7 @@ public final class TapDevice: Sendable {
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         self.isPersistent = persistent != 0
         offloads = request == .none ? .none : Self.negotiateOffloads(fd, segmentation: request == .all)
+        statisticsAtOpen = DeviceStatistics.read(interface: self.name)
     }
 
     /// Asks for checksum and UDP segmentation offload, then checksum alone;
@@ -157,6 +169,7 @@ public final class TapDevice: Sendable {
         self.name = name
         isPersistent = false
         self.offloads = offloads
+        statisticsAtOpen = nil
     }
 
     deinit { Glibc.close(fd) }

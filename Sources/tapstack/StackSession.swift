@@ -70,9 +70,11 @@ struct StackSession {
         return false
     }
 
-    /// Every counter: the link's, the capture's, the stack's, in a stable order.
+    /// Every counter: the link's, the device's, the capture's, the stack's, in a stable order.
     func counterValues() -> [(name: String, value: UInt64)] {
         var values = link.counters.snapshot.map { (name: $0.0, value: $0.1) }
+        // The kernel's side of the device (its drops toward us are seen nowhere else).
+        values += (device.statistics ?? DeviceStatistics()).snapshot.map { (name: $0.0, value: $0.1) }
         if let capture { values += capture.snapshot.map { (name: $0.0, value: $0.1) } }
         values += host.counters.all.map { (name: $0.counter.name, value: $0.value) }
         return values

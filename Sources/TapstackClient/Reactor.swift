@@ -44,6 +44,9 @@ final class Reactor: Sendable {
         if Task.isCancelled { throw .cancelled }
     }
 
+    /// Tasks suspended in `wait` (for tests: act once a task sleeps).
+    var waitingCount: Int { waiters.withLock { $0.count } }
+
     /// Resumes waiter `id` once, whoever gets there first.
     private func finish(_ id: UInt64) {
         guard let waiter = waiters.withLock({ $0.removeValue(forKey: id) }) else { return }

@@ -20,7 +20,8 @@ traffic() {
 start_stack --pcap "$WORK/icmp.pcap" --pcap-filter icmp --log-level trace --stats-interval 1 \
     || { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
 traffic
-sleep 1.2
+# --stats-interval 1 has printed since the traffic (its changes include it).
+wait_for grep -q "^udp.drop_no_port 1 (+1)" "$WORK/stack.err"
 stop_stack TERM
 
 filter_keeps_only_icmp() {
@@ -62,7 +63,8 @@ live_stream() {
     ip netns exec "$NS" "$BIN" run --interface "$TAP" --pcap - 2>"$WORK/live.err" | tcpdump -l -n -r - >"$WORK/live.txt" 2>/dev/null &
     kernel_side || return 1
     in_ns timeout 10 ping -c 3 -i 0.2 -W 2 192.0.2.2 >/dev/null
-    sleep 0.3
+    three_replies_seen() { [ "$(grep -c "ICMP echo reply" "$WORK/live.txt")" -ge 3 ]; }
+    wait_for three_replies_seen
     # Seen while the stack still runs: frames are flushed one by one.
     local seen
     seen=$(grep -c "ICMP echo reply" "$WORK/live.txt")
@@ -83,7 +85,7 @@ stalled_reader() {
     local out
     out=$(in_ns timeout 10 ping -c 3 -i 0.2 -W 2 192.0.2.2)
     kill -USR1 "$pid"
-    sleep 0.3
+    wait_for grep -q "^capture.drop_writer_behind" "$WORK/stall.err"
     local start=$SECONDS
     kill -TERM "$pid"
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

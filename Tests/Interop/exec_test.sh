@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 SOCK=$WORK/tapstack.sock
 start_stack --socket "$SOCK" --pcap "$WORK/run.pcap" || { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
-for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.05; done
+wait_for test -S "$SOCK"
 EXEC=("$BIN" exec --socket "$SOCK" --)
 
 socket_is_private() {
@@ -21,10 +21,10 @@ start_kernel_echo 9100
 nc_client_reaches_kernel_listener() {
     in_ns timeout 10 nc -n -u -l -v 192.0.2.1 9000 >"$WORK/listener.out" 2>"$WORK/listener.err" &
     local listener=$!
-    sleep 0.3
+    wait_for kernel_udp_bound 9000
     echo "hello from tapstack exec" | in_ns timeout 10 "${EXEC[@]}" nc -u -w1 192.0.2.1 9000
     local status=$?
-    sleep 0.3
+    wait_for grep -q "hello from tapstack exec" "$WORK/listener.out"
     kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
     echo "exec status $status; listener got '$(cat "$WORK/listener.out")'; $(cat "$WORK/listener.err")"
     [ "$status" = 0 ] && [ "$(cat "$WORK/listener.out")" = "hello from tapstack exec" ] &&
@@ -41,10 +41,36 @@ pcap_shows_the_stack_as_source() {
 nc_listener_under_exec_talks_both_ways() {
     # The stack side listens (nc -l under exec); the kernel's nc sends first,
     # then the listener answers on the same flow.
-    ( sleep 1.5; echo "reply from the stack side" ) | in_ns timeout 10 "${EXEC[@]}" nc -u -l 9001 >"$WORK/stackside.out" &
+    mkfifo "$WORK/reply"
+    in_ns timeout 10 "${EXEC[@]}" nc -u -l 9001 <"$WORK/reply" >"$WORK/stackside.out" &
     local listener=$!
-    sleep 0.5
-    ( echo "hello stack side"; sleep 2.5 ) | in_ns timeout 10 nc -n -u 192.0.2.2 9001 >"$WORK/kernelside.out"
+    exec 7>"$WORK/reply"   # the listener's input, written once it has heard from the kernel side
+    # The kernel side sends until the stack no longer refuses the port (the
+    # listener is bound), then waits for the answer.
+    in_ns timeout 10 python3 - >"$WORK/kernelside.out" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("192.0.2.2", 9001))
+deadline = time.time() + 9
+while time.time() < deadline:
+    try:
+        s.send(b"hello stack side\n")
+        s.settimeout(0.2)
+        data = s.recv(100)
+    except ConnectionRefusedError:
+        time.sleep(0.02)
+        continue
+    except socket.timeout:
+        s.settimeout(max(0.1, deadline - time.time()))
+        data = s.recv(100)
+    sys.stdout.write(data.decode())
+    break
+PY
+    local kernel_side=$!
+    wait_for grep -q "hello stack side" "$WORK/stackside.out"
+    echo "reply from the stack side" >&7
+    wait "$kernel_side"
+    exec 7>&-
     kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
     echo "stack side got '$(cat "$WORK/stackside.out")'; kernel side got '$(cat "$WORK/kernelside.out")'"
     [ "$(cat "$WORK/stackside.out")" = "hello stack side" ] && [ "$(cat "$WORK/kernelside.out")" = "reply from the stack side" ]
@@ -110,7 +136,6 @@ print("python socket API through tapstack exec: ok")
 PY
 }
 
-counter() { kill -USR1 "$STACK_PID"; sleep 0.3; sed -n "s/^$1 //p" "$WORK/stack.err" | tail -n 1; }
 
 killed_program_leaves_nothing_behind() {
     # A program bound to 9200 sending as fast as it can is killed with SIGKILL.
@@ -124,13 +149,17 @@ while True:
     except OSError:
         pass
 ' &
-    local sender=$!
-    sleep 1
+    local sender=$! sent_before
+    sent_before=$(stack_counter service.tx_datagrams)
+    # Killed mid-transfer: once the stack has taken its first 1000 datagrams.
+    sending() { [ "$(stack_counter service.tx_datagrams)" -ge $((sent_before + 1000)) ]; }
+    wait_for sending || { echo "the program never sent"; return 1; }
     kill -KILL "$sender"; wait "$sender" 2>/dev/null
-    sleep 0.5
+    released_all() { [ "$(stack_counter service.sockets_opened)" = "$(stack_counter service.sockets_released)" ]; }
+    wait_for released_all
     local opened released
-    opened=$(counter service.sockets_opened)
-    released=$(counter service.sockets_released)
+    opened=$(stack_counter service.sockets_opened)
+    released=$(stack_counter service.sockets_released)
     echo "opened $opened released $released"
     [ -n "$opened" ] && [ "$opened" = "$released" ] || return 1
     # Its port is free again.

@@ -135,6 +135,29 @@ while True:
     disown
 }
 
+# wait_for CMD...: runs CMD until it succeeds, at most 10 s (every 20 ms).
+# For a condition another process reaches on its own schedule.
+wait_for() {
+    local deadline=$((SECONDS + 10))
+    until "$@"; do
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.02
+    done
+}
+
+# kernel_udp_bound PORT: a kernel socket in the namespace is bound to PORT.
+kernel_udp_bound() { in_ns ss -Hnul "sport = :$1" | grep -q .; }
+
+# stack_counter NAME: the stack's counter NAME, freshly printed (SIGUSR1
+# makes it print them all; this waits for that print to appear).
+stack_counter() {
+    local before
+    before=$(grep -c "^$1 " "$WORK/stack.err")
+    kill -USR1 "$STACK_PID"
+    wait_for bash -c "[ \$(grep -c '^$1 ' '$WORK/stack.err') -gt $before ]" || return 1
+    sed -n "s/^$1 //p" "$WORK/stack.err" | tail -n 1
+}
+
 finish() {
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]

@@ -17,7 +17,7 @@ stack_cpu_ticks() {  # utime + stime of the stack process, in clock ticks
 # --- kernel nc -u → tapstack recv -------------------------------------------
 launch ip netns exec "$NS" "$BIN" recv 9001 --count 3 --show-source --interface "$TAP"
 bring_up_kernel_side || { echo "FAIL $TEST_NAME: recv did not start"; cat "$WORK/stack.err"; finish; exit 1; }
-sleep 0.3
+wait_for grep -q "receiving on 192.0.2.2:9001" "$WORK/stack.err"   # bound
 
 idle_receiver_uses_no_cpu() {
     local before after
@@ -31,7 +31,6 @@ idle_receiver_uses_no_cpu() {
 nc_to_recv() {
     for word in alpha beta gamma; do
         echo "$word" | in_ns timeout 5 nc -u -w0 -p 45000 192.0.2.2 9001
-        sleep 0.1
     done
     for _ in $(seq 50); do [ -s "$WORK/status" ] && break; sleep 0.1; done
     local expected="192.0.2.1:45000 alpha
@@ -56,7 +55,7 @@ send_to_nc() {
     bring_up_kernel_side || return 1
     local status=0
     wait "$pid" || status=$?
-    sleep 0.5
+    wait_for grep -q three "$WORK/nc.out"
     kill "$nc_pid" 2>/dev/null
     wait "$nc_pid" 2>/dev/null
     [ "$status" = 0 ] || { echo "send exit status $status"; cat "$WORK/send.err"; return 1; }

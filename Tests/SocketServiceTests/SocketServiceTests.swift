@@ -4,7 +4,8 @@ import SocketService
 import Sockets
 import Stack
 import CTapstackChannel
-import TapstackClient
+@testable import TapstackClient
+import Synchronization
 import Testing
 import TestSupport
 import Wire
@@ -144,12 +145,18 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
         try socket.bind(port: 7)
         let link = served.link
+        let suspended = Atomic<Bool>(false)
         let injector = JoinableThread(name: "injector") {
-            usleep(100_000)
+            // The datagram comes only once the task is suspended on the socket.
+            let deadline = Deadline(.seconds(5))
+            while Reactor.shared.waitingCount == 0 && !deadline.hasPassed { usleep(200) }
+            suspended.store(Reactor.shared.waitingCount > 0, ordering: .relaxed)
             link.inject(Captured.udpRequest)
         }
         let datagram = try await socket.receiveNext()
         injector.join()
+        let taskWasSuspended = suspended.load(ordering: .relaxed)
+        #expect(taskWasSuspended)
         #expect(datagram.payload == Array("hello\n".utf8))
     }
 

@@ -18,9 +18,8 @@ import TestSupport
         while injected < 50_000 {
             if live.link.inject(frame) { injected += 1 } else { sched_yield() }
         }
-        // Let the stack thread take everything.
-        for _ in 0..<500 where !live.link.rx.isEmpty { usleep(1000) }
-        usleep(20_000)
+        // Until the executor has handled every frame injected.
+        #expect(live.host.waitUntilIdle())
         let queued = live.host.withStack { stack in stack.udpEndpoints[9]?.first?.queuedDatagrams ?? -1 }
         let counters = live.host.counters
         let bound = StackConfiguration.standard.udpReceiveQueueDatagrams

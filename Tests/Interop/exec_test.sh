@@ -117,6 +117,8 @@ except OSError as e:
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 c.connect(("192.0.2.1", 9100))
 assert c.getpeername() == ("192.0.2.1", 9100)
+# As on Linux, a connected socket's name is the source address chosen (issue 14 item 14).
+assert c.getsockname()[0] == "192.0.2.2", c.getsockname()
 c.settimeout(2)
 c.send(b"three")
 assert c.recv(100) == b"three"
@@ -132,6 +134,14 @@ c.close()
 d.settimeout(2)
 d.send(b"four")
 assert d.recv(100) == b"four"
+# To the stack's own address: delivered locally, as Linux does (issue 14 item 15).
+e = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+e.bind(("0.0.0.0", 9400))
+e.settimeout(2)
+f = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+f.sendto(b"to myself", ("192.0.2.2", 9400))
+data, source = e.recvfrom(100)
+assert data == b"to myself" and source == ("192.0.2.2", f.getsockname()[1]), (data, source)
 print("python socket API through tapstack exec: ok")
 PY
 }

@@ -124,6 +124,38 @@ final class EventRecorder: Sendable {
         #expect(monotonicNow().since(start) >= .milliseconds(140))
     }
 
+    /// Issue 14 item 7: after a wake-up whose datagram another reader took
+    /// first, the poller must sleep again, not spin until its deadline.
+    @Test func pollerSleepsAgainAfterAWakeUpAnotherReaderConsumed() throws {
+        let live = LiveHost()
+        let socket = UDPSocket(host: live.host)
+        try socket.bind(port: 7)
+        let host = live.host
+        // Another reader that always wins: it takes each datagram on the
+        // executor right after the frame that brought it.
+        _ = socket.addReadinessCallback(.readable) { _ in
+            host.execute { while (try? socket.receive()) != nil {} }
+        }
+        var consumedFirst = 0
+        var spinning: [Double] = []
+        for _ in 0..<5 {
+            // The other reader has taken the last datagram (if the poller won the last race).
+            #expect(eventually { !socket.readiness.contains(.readable) })
+            let injector = live.injectWhenWaiting(on: socket, Captured.udpRequest)
+            var start = timespec(), end = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start)
+            let ready = SocketPoller.wait([.init(socket, .readable)], timeout: .milliseconds(200))
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end)
+            injector.join()
+            if ready.isEmpty { consumedFirst += 1 }
+            spinning.append(Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9)
+        }
+        // The scenario happened, and the poller slept through it (a spin
+        // would burn the 200 ms left until its deadline).
+        #expect(consumedFirst >= 1)
+        #expect(spinning.max()! < 0.05, "poller CPU seconds per wait: \(spinning)")
+    }
+
     @Test func pollerSeesWritableAtOnce() throws {
         let live = LiveHost()
         let socket = UDPSocket(host: live.host)

@@ -17,7 +17,7 @@ final class Reactor: Sendable {
     }
 
     private let epollFD = tsv_epoll_create()
-    private let waiters = Mutex<[UInt64: Waiter]>([:])
+    private let waiters = Locked<[UInt64: Waiter]>([:])
     private let nextID = Atomic<UInt64>(1)
 
     private init() {

@@ -22,7 +22,7 @@ import Wire
 public final class UDPSocket: DatagramSocket {
     /// Guards the control connection (one request, one reply at a time) and
     /// the flags the client keeps (connected, broadcast).
-    private let state: Mutex<tsc_socket>
+    private let state: Locked<tsc_socket>
     /// The data channel, closed only once no call is using it.
     private let channel: DataChannel
     /// The data channel; readable when a datagram (or an error) waits.
@@ -49,7 +49,7 @@ public final class UDPSocket: DatagramSocket {
         }
         channel = DataChannel(socket.data_fd)
         socket.data_fd = -1  // owned by the channel from here on
-        state = Mutex(socket)
+        state = Locked(socket)
     }
 
     deinit { close() }

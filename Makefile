@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-replay test-interop test-fuzz test-tsan test-asan test-sanitizers fuzz soak bench bench-inprocess clean
+.PHONY: all deps build release run test test-unit test-replay test-interop test-fuzz test-consumer test-tsan test-asan test-sanitizers fuzz soak bench bench-inprocess clean
 
 all: build
 
@@ -22,7 +22,11 @@ release: deps
 run: release
 	@Scripts/run.sh $(ARGS)
 
-test: test-unit test-replay test-interop test-fuzz
+test: test-unit test-replay test-interop test-fuzz test-consumer
+
+# A package depending on tapstack by URL and version (a tagged copy of this tree) builds and runs.
+test-consumer: deps
+	@Tests/Consumer/run.sh
 
 test-unit: deps
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests

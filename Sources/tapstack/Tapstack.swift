@@ -1,11 +1,13 @@
 import ArgumentParser
 import Glibc
+import SocketAPI
 
 /// The `tapstack` command: a userspace UDP/IPv4 stack on a TAP device.
 struct Tapstack: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapstack",
         abstract: "A userspace UDP/IPv4 network stack on a Linux TAP device.",
+        version: TapstackVersion.current,
         subcommands: [Run.self, Exec.self, Send.self, Recv.self, Replay.self]
     )
 }

@@ -43,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "tapstack",
             dependencies: [
-                "Sockets", "SocketService", "Host", "Stack", "Link", "SocketAPI", "Wire",
+                "Sockets", "SocketService", "TapstackClient", "CTapstackChannel", "Host", "Stack", "Link", "SocketAPI", "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

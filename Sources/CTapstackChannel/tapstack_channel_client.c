@@ -88,9 +88,8 @@ static tsp_request request(uint16_t op) {
     return r;
 }
 
-int tsc_open(tsc_socket *s, const char *path, int data_flags) {
-    memset(s, 0, sizeof *s);
-    s->data_fd = s->control_fd = -1;
+/* A control connection to the service at `path`, with the reply timeout set. */
+static int connect_control(const char *path) {
     struct sockaddr_un address = { .sun_family = AF_UNIX };
     size_t length = strlen(path);
     if (length >= sizeof address.sun_path) { errno = ENAMETOOLONG; return -1; }
@@ -104,6 +103,31 @@ int tsc_open(tsc_socket *s, const char *path, int data_flags) {
     int r;
     do { r = sys_connect(control, (struct sockaddr *)&address, sizeof address); } while (r < 0 && errno == EINTR);
     if (r < 0) { int e = errno; sys_close(control); errno = e; return -1; }
+    return control;
+}
+
+int tsc_query(const char *path, int what, int *fd, size_t *length) {
+    int control = connect_control(path);
+    if (control < 0) return -1;
+    tsp_request r = request(TSP_QUERY);
+    r.option = what;
+    tsp_reply reply;
+    uint16_t sequence = 0;
+    int answer = -1;
+    int called = call(control, &sequence, &r, &reply, &answer, 1);
+    int e = called < 0 ? errno : answer < 0 ? EPROTO : 0;
+    sys_close(control);
+    if (e) { if (answer >= 0) sys_close(answer); errno = e; return -1; }
+    *fd = answer;
+    *length = (size_t)(uint32_t)reply.value;
+    return 0;
+}
+
+int tsc_open(tsc_socket *s, const char *path, int data_flags) {
+    memset(s, 0, sizeof *s);
+    s->data_fd = s->control_fd = -1;
+    int control = connect_control(path);
+    if (control < 0) return -1;
     tsp_request open = request(TSP_OPEN);
     open.value = data_flags & SOCK_NONBLOCK ? 1 : 0;
     tsp_reply reply;

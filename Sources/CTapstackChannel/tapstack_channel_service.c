@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -24,6 +25,31 @@ int tsv_listen(const char *path, unsigned mode) {
         errno = e;
         return -1;
     }
+    return fd;
+}
+
+int tsv_peer_credentials(int fd, int32_t *pid, uint32_t *uid) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -1;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    return 0;
+}
+
+int tsv_memfd_with(const char *name, const void *bytes, size_t length) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    const char *next = bytes;
+    size_t left = length;
+    while (left > 0) {
+        ssize_t n = write(fd, next, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) { int e = n < 0 ? errno : EIO; close(fd); errno = e; return -1; }
+        next += n;
+        left -= (size_t)n;
+    }
+    lseek(fd, 0, SEEK_SET);
     return fd;
 }
 

@@ -8,6 +8,9 @@ final class RemoteSocket {
     let id: UInt64
     /// The control connection.
     let control: Int32
+    /// The client process (SO_PEERCRED), for `tapstack ss`; -1 if unknown.
+    var pid: Int32 = -1
+    var uid: UInt32 = 0
     /// The service's end of the data channel; -1 until opened.
     var data: Int32 = -1
     var socket: UDPSocket?

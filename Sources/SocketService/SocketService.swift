@@ -1,4 +1,5 @@
 import CTapstackChannel
+import FoundationEssentials
 import Glibc
 import Host
 import SocketAPI
@@ -31,6 +32,9 @@ public final class SocketService: @unchecked Sendable {
     /// Connections (and so sockets) served at once; more are refused.
     public let maximumSockets: Int
     public let counters = ServiceCounters()
+    /// Every counter `tapstack stats` reports: the stack's, and whatever the
+    /// process adds (link, device, capture); the service's own follow.
+    private let counterSource: @Sendable () -> [(name: String, value: UInt64)]
 
     private let listenFD: Int32
     private let epollFD: Int32
@@ -55,8 +59,12 @@ public final class SocketService: @unchecked Sendable {
     /// Listens at `path` (mode 0660), making its directory if missing and
     /// replacing a stale socket nobody serves.
     /// - Throws: `ServiceError` explaining in one line why it cannot serve there.
-    public init(host: NetworkHost, path: String, maximumSockets: Int = 1024) throws(ServiceError) {
+    /// - Parameter counterSource: the counters `tapstack stats` reports before
+    ///   the service's own; the stack's by default.
+    public init(host: NetworkHost, path: String, maximumSockets: Int = 1024,
+                counterSource: (@Sendable () -> [(name: String, value: UInt64)])? = nil) throws(ServiceError) {
         self.host = host
+        self.counterSource = counterSource ?? { host.counters.all.map { (name: $0.counter.name, value: $0.value) } }
         self.path = path
         self.maximumSockets = maximumSockets
         try Self.prepare(path)
@@ -193,6 +201,7 @@ public final class SocketService: @unchecked Sendable {
             }
             let client = RemoteSocket(id: nextID, control: fd)
             nextID += 1
+            _ = tsv_peer_credentials(fd, &client.pid, &client.uid)
             clients[client.id] = client
             _ = tsv_epoll_set(epollFD, 1, fd, UInt32(TSV_IN), Self.tag(client.id, data: false))
             counters.connections.add(1, ordering: .relaxed)
@@ -230,6 +239,9 @@ public final class SocketService: @unchecked Sendable {
             let n = tsv_receive_request(client.control, &request)
             if n < 0 && errno == EAGAIN { return }
             if n <= 0 {
+                // A client that sent and exited: what it sent is still in the
+                // data channel; hand it to the stack before letting go.
+                if n == 0, client.socket != nil, client.dataInterest & UInt32(TSV_IN) != 0 { readFromClient(client) }
                 release(client)
                 return
             }
@@ -256,6 +268,9 @@ public final class SocketService: @unchecked Sendable {
                          passing passed: inout Int32) -> Int32 {
         if UInt32(request.op) == TSP_OPEN.rawValue {
             return open(client, nonblocking: request.value != 0, reply: &reply, passing: &passed)
+        }
+        if UInt32(request.op) == TSP_QUERY.rawValue {
+            return answer(query: request.option, reply: &reply, passing: &passed)
         }
         guard let socket = client.socket else { return EBADF }
         let address = SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: request.address)), request.port)
@@ -293,6 +308,49 @@ public final class SocketService: @unchecked Sendable {
         }
         fillNames(of: socket, into: &reply)
         return 0
+    }
+
+    // MARK: Introspection
+
+    /// Answers `tapstack ss` and `tapstack stats`: the JSON goes in a memfd
+    /// passed with the reply, so an answer of any size never blocks this thread.
+    private func answer(query: Int32, reply: inout tsp_reply, passing passed: inout Int32) -> Int32 {
+        let json: [UInt8]
+        do {
+            switch UInt32(bitPattern: query) {
+            case TSP_QUERY_SOCKETS.rawValue: json = Array(try IntrospectionFormat.encoder().encode(socketRecords()))
+            case TSP_QUERY_COUNTERS.rawValue:
+                let values = counterSource() + counters.snapshot.map { (name: $0.0, value: $0.1) }
+                json = Array(try IntrospectionFormat.encoder().encode(Dictionary(values, uniquingKeysWith: { $1 })))
+            default:
+                counters.badRequests.add(1, ordering: .relaxed)
+                return EINVAL
+            }
+        } catch {
+            return EIO
+        }
+        let fd = json.withUnsafeBytes { tsv_memfd_with("tapstack-query", $0.baseAddress, $0.count) }
+        guard fd >= 0 else { return errno }
+        passed = fd
+        reply.value = Int32(clamping: json.count)
+        return 0
+    }
+
+    /// Every bound socket of the stack, each with the process holding it.
+    /// Service thread only (it reads `clients`).
+    private func socketRecords() -> [SocketRecord] {
+        let ownProcess = SocketRecord.Owner(kind: "in-process", pid: getpid(), uid: getuid(), command: processName(getpid()))
+        var records = host.withStack { stack in stack.udpSockets.map { SocketRecord($0, owner: ownProcess) } }
+        var clientsByEndpoint: [Int: RemoteSocket] = [:]
+        for client in clients.values { if let socket = client.socket { clientsByEndpoint[socket.endpointID] = client } }
+        var names: [Int32: String] = [:]
+        for index in records.indices {
+            guard let client = clientsByEndpoint[records[index].id] else { continue }
+            let command = names[client.pid] ?? processName(client.pid)
+            names[client.pid] = command
+            records[index].owner = .init(kind: "client", pid: client.pid, uid: client.uid, command: command)
+        }
+        return records
     }
 
     private func fillNames(of socket: UDPSocket, into reply: inout tsp_reply) {

@@ -26,6 +26,9 @@ public final class UDPSocket: DatagramSocket {
     /// blocking calls do not use it (see `wait(for:timeoutMilliseconds:)`).
     public let event = Event()
 
+    /// The stack's number for this socket (`UDPEndpoint.id`, as `tapstack ss` lists it).
+    public var endpointID: Int { endpoint.id }
+
     /// Opens an unbound socket.
     public init(host: NetworkHost) {
         self.host = host

@@ -76,12 +76,14 @@ extension NetworkStack {
     func enqueue(_ datagram: UDPDatagramView, from packet: IPv4PacketView, on endpoint: UDPEndpoint) {
         let payload = datagram.payload
         guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
+            endpoint.droppedDatagrams &+= 1
             return drop(.udpDropQueueFull)
         }
         let wasEmpty = endpoint.receiveQueue.isEmpty
         endpoint.receiveQueue.push(payload, info: DatagramInfo(source: packet.source, sourcePort: datagram.sourcePort,
                                                                destination: packet.destination, length: payload.count))
         count(.udpRxDelivered)
+        endpoint.receivedDatagrams &+= 1
         if wasEmpty { endpoint.onEvent?(.readable) }
     }
 
@@ -189,6 +191,13 @@ extension NetworkStack {
             throw .wouldBlock
         }
         count(.udpTxDatagrams)
+        endpoint.sentDatagrams &+= 1
+    }
+
+    /// Every bound socket, by local port, then in the order they were opened
+    /// (what `tapstack ss` lists).
+    public var udpSockets: [UDPEndpoint] {
+        udpEndpoints.keys.sorted().flatMap { port in udpEndpoints[port]!.sorted { $0.id < $1.id } }
     }
 
     /// The events true for `endpoint` now: its own, plus `.writable` when

@@ -43,6 +43,14 @@ public final class UDPEndpoint {
 
     let receiveQueue: DatagramQueue
 
+    /// Datagrams queued for this socket.
+    @exclusivity(unchecked) public internal(set) var receivedDatagrams: UInt64 = 0
+    /// Datagrams for this socket dropped because its queue was full (also
+    /// counted in `udp.drop_queue_full`): what `ss` shows as drops.
+    @exclusivity(unchecked) public internal(set) var droppedDatagrams: UInt64 = 0
+    /// Datagrams this socket sent.
+    @exclusivity(unchecked) public internal(set) var sentDatagrams: UInt64 = 0
+
     /// Called, by the thread holding the stack, when events become true.
     /// Must not block (it runs inside the stack).
     @exclusivity(unchecked) public var onEvent: ((ReadinessEvents) -> Void)?

@@ -97,6 +97,21 @@ public final class UDPSocket: DatagramSocket {
     /// The peer, or nil when not connected (`getpeername`).
     public var remoteAddress: SocketAddress? { names().remote }
 
+    /// Waits until the service has taken every datagram this socket sent
+    /// (the data channel's send queue is empty), or `timeout` passes; returns
+    /// whether it did. Call before closing when the last datagrams must not be
+    /// lost with the socket, as a program that sends and exits expects.
+    public func waitUntilSent(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            var unsent: Int32 = 0
+            guard (try? channel.use { fd throws(SocketError) in ioctl(fd, UInt(TIOCOUTQ), &unsent) }) == 0 else { return false }
+            if unsent == 0 { return true }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(1_000)
+        }
+    }
+
     /// Takes the pending asynchronous error, if any (SO_ERROR).
     public func takeError() -> SocketError? {
         var value: Int32 = 0

@@ -4,6 +4,7 @@ import Link
 import Logging
 import Sockets
 import Stack
+import TapstackClient
 import Wire
 
 /// `tapstack recv PORT`: print each UDP datagram's payload as a line, built
@@ -12,9 +13,11 @@ struct Recv: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the payload of each UDP datagram received on PORT as a line.",
         discussion: """
-        Brings the stack up on the TAP device (as 'tapstack run' does, without \
-        the echo service) and prints every datagram to PORT on standard output \
-        until SIGINT or SIGTERM, or until --count datagrams have arrived.
+        Receives through the stack already running on the interface (its socket \
+        service, --socket), or, when none serves it, brings a stack up on the \
+        TAP device (as 'tapstack run' does, without the echo service). Prints \
+        every datagram to PORT on standard output until SIGINT or SIGTERM, or \
+        until --count datagrams have arrived.
         """
     )
 
@@ -27,6 +30,9 @@ struct Recv: ParsableCommand {
     @Flag(name: .long, help: "Prefix each line with the sender's address and port.")
     var showSource = false
 
+    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to receive through; with it, never a stack of its own. (default: /run/tapstack/INTERFACE.sock, else a stack of its own)", valueName: "path"))
+    var socket: String?
+
     @OptionGroup var link: InterfaceOptions
     @OptionGroup var capture: CaptureOptions
     @OptionGroup var logging: LoggingOptions
@@ -38,8 +44,23 @@ struct Recv: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
+        let path = socket ?? defaultServicePath(interface: link.interface)
+        if let remote = try connectToRunningStack(at: path, explicit: socket != nil, capture: capture) {
+            defer { remote.close() }
+            do throws(SocketError) { try remote.bind(port: port) } catch {
+                throw CleanFailure("cannot bind UDP port \(port) on the stack at \(path): \(error)")
+            }
+            logger.info("receiving on port \(port) through the stack serving \(path)")
+            var received = 0
+            while count == 0 || received < count {
+                guard let datagram = try? remote.receive(timeout: nil) else { break }
+                received += 1
+                printOut(line(for: datagram))
+            }
+            return
+        }
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, capture: capture, logger: logger)
+        let session = try StackSession(options: link, capture: capture, logger: logger, noServiceAt: path)
         let socket = UDPSocket(host: session.host)
         do { try socket.bind(port: port) } catch {
             session.stop()
@@ -53,9 +74,7 @@ struct Recv: ParsableCommand {
             while limit == 0 || received < limit {
                 guard let datagram = try? socket.receive(timeout: nil) else { break }
                 received += 1
-                var line = String(decoding: datagram.payload, as: UTF8.self)
-                if !line.hasSuffix("\n") { line += "\n" }
-                printOut(showSource ? "\(datagram.source) \(line)" : line)
+                printOut(Recv.line(for: datagram, showSource: showSource))
             }
             SignalWaiter.finish()
         }
@@ -67,5 +86,14 @@ struct Recv: ParsableCommand {
         socket.close()  // wakes the receiver if it still waits
         receiver.join()
         session.stop()
+    }
+
+    private func line(for datagram: Datagram) -> String { Recv.line(for: datagram, showSource: showSource) }
+
+    /// A datagram's payload as one line, with its source first if asked.
+    static func line(for datagram: Datagram, showSource: Bool) -> String {
+        var line = String(decoding: datagram.payload, as: UTF8.self)
+        if !line.hasSuffix("\n") { line += "\n" }
+        return showSource ? "\(datagram.source) \(line)" : line
     }
 }

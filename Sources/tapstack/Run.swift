@@ -51,7 +51,8 @@ struct Run: ParsableCommand {
         guard !noSocket else { return nil }
         let path = socket ?? "/run/tapstack/\(session.device.name).sock"
         do {
-            let service = try SocketService(host: session.host, path: path)
+            let counters = SessionCounters(session)
+            let service = try SocketService(host: session.host, path: path, counterSource: { counters.values() })
             service.start()
             logger.info("serving sockets on \(path)")
             return service
@@ -115,4 +116,13 @@ struct Run: ParsableCommand {
 struct CleanFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The session's counters, readable from the service thread for `tapstack
+/// stats` (the link's and the capture's are atomics, the device's come from
+/// /proc, the stack's are read holding it).
+final class SessionCounters: @unchecked Sendable {
+    private let session: StackSession
+    init(_ session: StackSession) { self.session = session }
+    func values() -> [(name: String, value: UInt64)] { session.counterValues() }
 }

@@ -4,6 +4,7 @@ import Link
 import Logging
 import Sockets
 import Stack
+import TapstackClient
 import Wire
 
 /// `tapstack send HOST PORT`: standard input's lines out as UDP datagrams,
@@ -12,10 +13,12 @@ struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send each line of standard input as a UDP datagram, like nc -u.",
         discussion: """
-        Brings the stack up on the TAP device (as 'tapstack run' does, without \
-        the echo service), sends every line (with its newline) to HOST PORT, and \
-        exits once standard input ends and every datagram has left, or with \
-        status 1 if the destination cannot be reached.
+        Sends every line (with its newline) to HOST PORT through the stack \
+        already running on the interface (its socket service, --socket), or, \
+        when none serves it, brings a stack up on the TAP device (as 'tapstack \
+        run' does, without the echo service). Exits once standard input ends and \
+        every datagram has left, or with status 1 if the destination cannot be \
+        reached.
         """
     )
 
@@ -32,6 +35,9 @@ struct Send: ParsableCommand {
     @Option(name: .long, help: "Source UDP port; 0 picks an ephemeral one.")
     var sourcePort: UInt16 = 0
 
+    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to send through; with it, never a stack of its own. (default: /run/tapstack/INTERFACE.sock, else a stack of its own)", valueName: "path"))
+    var socket: String?
+
     @OptionGroup var link: InterfaceOptions
     @OptionGroup var capture: CaptureOptions
     @OptionGroup var logging: LoggingOptions
@@ -42,8 +48,13 @@ struct Send: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
+        let path = socket ?? defaultServicePath(interface: link.interface)
+        if let remote = try connectToRunningStack(at: path, explicit: socket != nil, capture: capture) {
+            try send(through: remote, path: path, logger: logger)
+            return
+        }
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, capture: capture, logger: logger)
+        let session = try StackSession(options: link, capture: capture, logger: logger, noServiceAt: path)
         let socket = UDPSocket(host: session.host)
         do {
             try socket.bind(port: sourcePort)
@@ -87,6 +98,52 @@ struct Send: ParsableCommand {
         }
         logger.info("sent \(outcome.sent) datagrams to \(host):\(port)")
     }
+}
+
+extension Send {
+    /// Sends standard input's lines through a running stack's socket service.
+    private func send(through remote: TapstackClient.UDPSocket, path: String, logger: Logger) throws {
+        defer { remote.close() }
+        var sent = 0
+        do throws(SocketError) {
+            try remote.bind(port: sourcePort)
+            try remote.connect(to: SocketAddress(host, port))
+            while let line = readLine(strippingNewline: false) {
+                try remote.send(Array(line.utf8), timeout: nil)
+                sent += 1
+            }
+        } catch {
+            throw CleanFailure("sending to \(host):\(port) through the stack at \(path) failed: \(error)")
+        }
+        // The service takes what is still in the channel even after we exit;
+        // waiting lets an error it reports reach us.
+        guard remote.waitUntilSent(timeout: .seconds(5)) else {
+            throw CleanFailure("the stack at \(path) did not take the last datagrams within 5 s")
+        }
+        if let error = remote.takeError() { throw CleanFailure("sending to \(host):\(port) failed: \(error)") }
+        logger.info("sent \(sent) datagrams to \(host):\(port) through the stack serving \(path)")
+    }
+}
+
+/// A socket on the stack serving `path`, or nil when none serves it (and no
+/// path was named: then the caller brings up a stack of its own).
+/// - Throws: `CleanFailure` when a named service is missing, refuses us, or
+///   capture options were given (a running stack captures with its own --pcap).
+func connectToRunningStack(at path: String, explicit: Bool, capture: CaptureOptions) throws -> TapstackClient.UDPSocket? {
+    let remote: TapstackClient.UDPSocket
+    do throws(SocketError) {
+        remote = try TapstackClient.UDPSocket(servicePath: path)
+    } catch .serviceUnavailable {
+        if explicit { throw CleanFailure("no tapstack serves \(path) (start one with 'tapstack run --socket \(path)')") }
+        return nil
+    } catch {
+        throw CleanFailure("cannot use the stack serving \(path): \(error)")
+    }
+    if capture.pcap != nil {
+        remote.close()
+        throw CleanFailure("--pcap applies to a stack of this command's own, and a stack already serves \(path): capture there with 'tapstack run --pcap', or pass --socket to another path")
+    }
+    return remote
 }
 
 /// What the sender thread did; read by the main thread after joining it.

@@ -16,9 +16,16 @@ struct StackSession {
 
     /// Opens the device and the capture and starts the threads.
     /// - Throws: `CleanFailure` with one line to show the user.
+    /// - Parameter noServiceAt: the service path a command looked for first;
+    ///   named in the error when the device cannot be opened (then it is
+    ///   neither served by a running stack nor free for one of our own).
     init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
+         noServiceAt servicePath: String? = nil,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
-        do { device = try TapDevice(name: options.interface, offloads: options.offload) } catch { throw CleanFailure(error.description) }
+        do { device = try TapDevice(name: options.interface, offloads: options.offload) } catch {
+            guard let servicePath else { throw CleanFailure(error.description) }
+            throw CleanFailure("\(error.description); and no running tapstack serves \(servicePath) to use instead (a stack started with --no-socket or another --socket cannot be shared)")
+        }
         capture = try captureOptions?.makeCapture()
         var observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
         if logger.logLevel <= .trace {

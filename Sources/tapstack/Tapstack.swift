@@ -8,7 +8,7 @@ struct Tapstack: ParsableCommand {
         commandName: "tapstack",
         abstract: "A userspace UDP/IPv4 network stack on a Linux TAP device.",
         version: TapstackVersion.current,
-        subcommands: [Run.self, Exec.self, Send.self, Recv.self, Replay.self]
+        subcommands: [Run.self, Exec.self, Send.self, Recv.self, Ss.self, Stats.self, Replay.self]
     )
 }
 

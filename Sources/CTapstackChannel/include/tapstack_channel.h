@@ -42,6 +42,14 @@ enum tsp_op {
     TSP_SETOPT = 4,     ///< option, value
     TSP_GETOPT = 5,     ///< option; reply value
     TSP_NAMES = 6,      ///< reply: local and remote addresses
+    TSP_QUERY = 7,      ///< option: enum tsp_query; needs no TSP_OPEN. The reply
+                        ///< passes a memfd holding the answer as JSON, `value` bytes
+};
+
+/// What TSP_QUERY asks of a running stack (`tapstack ss`, `tapstack stats`).
+enum tsp_query {
+    TSP_QUERY_SOCKETS = 1,   ///< every bound socket: addresses, queues, drops, owner
+    TSP_QUERY_COUNTERS = 2,  ///< every counter: name and value
 };
 
 enum tsp_option {
@@ -148,6 +156,11 @@ ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                   uint32_t *address, uint16_t *port, int flags, int *truncated);
 /// Bytes of the next datagram's payload (FIONREAD), 0 when none.
 int tsc_pending_bytes(tsc_socket *socket);
+
+/// Asks the service at `path` a TSP_QUERY (`what`: enum tsp_query). On
+/// success `*fd` is a descriptor to read the JSON answer from (the caller
+/// closes it) and `*length` its size in bytes.
+int tsc_query(const char *path, int what, int *fd, size_t *length);
 
 /// The checks POSIX makes on the call (no route, too long, broadcast):
 /// 0 or an errno. Exposed for tests.

@@ -16,6 +16,11 @@ int tsv_accept(int listen_fd);
 int tsv_socketpair(int fds[2], int client_nonblocking);
 /// Sends `reply`, passing `pass_fd` along when it is not -1.
 int tsv_send_reply(int control_fd, const tsp_reply *reply, int pass_fd);
+/// The process id and user id of the peer of a connected Unix socket (SO_PEERCRED).
+int tsv_peer_credentials(int fd, int32_t *pid, uint32_t *uid);
+/// A memfd holding `length` bytes of `bytes`, positioned at its
+/// start: how an answer of any size is passed without blocking the service.
+int tsv_memfd_with(const char *name, const void *bytes, size_t length);
 /// Receives one request without waiting; returns its length, 0 at end of file.
 ssize_t tsv_receive_request(int control_fd, tsp_request *request);
 

@@ -9,12 +9,15 @@ let package = Package(
         .library(name: "Sockets", targets: ["Sockets"]),
         .library(name: "SocketAPI", targets: ["SocketAPI"]),
         .library(name: "TapstackClient", targets: ["TapstackClient"]),
+        // The stack's counters into swift-metrics, for applications that embed it.
+        .library(name: "TapstackMetrics", targets: ["TapstackMetrics"]),
         // LD_PRELOAD shim for `tapstack exec`: plain C, no Swift runtime.
         .library(name: "tapstack-preload", type: .dynamic, targets: ["TapstackPreload"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
@@ -40,6 +43,7 @@ let package = Package(
         .target(name: "Sockets", dependencies: ["Host", "Stack", "SocketAPI", "Wire"]),
         .target(name: "SocketService", dependencies: ["Sockets", "Host", "Stack", "SocketAPI", "Wire", "CTapstackChannel"]),
         .target(name: "TapstackClient", dependencies: ["SocketAPI", "Wire", "CTapstackChannel"]),
+        .target(name: "TapstackMetrics", dependencies: ["Sockets", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .executableTarget(
             name: "tapstack",
             dependencies: [
@@ -67,6 +71,10 @@ let package = Package(
         .testTarget(name: "StackTests", dependencies: ["Stack", "SocketAPI", "Wire", "TestSupport"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Host", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "Sockets", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "TapstackMetricsTests", dependencies: [
+            "TapstackMetrics", "Sockets", "TestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "MetricsTestKit", package: "swift-metrics"),
+        ]),
         .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -9,8 +9,9 @@ import Wire
 /// writes them. When the writer falls behind (a slow disk, a stalled pipe),
 /// frames are dropped from the capture, and counted, never from the stack.
 public final class PacketCapture: Sendable {
-    /// Slot header: seconds, microseconds, original length (three Int64).
-    private static let headerLength = 24
+    /// Slot header: seconds, microseconds, original length, direction
+    /// (0 unknown, 1 in, 2 out), drop reason (-1 none): five Int64.
+    private static let headerLength = 40
 
     private let ring: FrameRing
     private let wakeup = Wakeup()
@@ -23,6 +24,8 @@ public final class PacketCapture: Sendable {
     // Used only by the capture thread while it runs, and by `stop` after joining it.
     nonisolated(unsafe) private let writer: PcapWriter
     nonisolated(unsafe) private var thread: JoinableThread?
+    /// Names of the drop reasons `record` may be given, by number (the stack's counters).
+    private let dropReasonNames: [String]
 
     /// Frames handed to the capture.
     public let offered = Atomic<UInt64>(0)
@@ -39,8 +42,11 @@ public final class PacketCapture: Sendable {
     ///   - flushEachFrame: push every frame to the file at once (for a live
     ///     reader on a pipe); otherwise frames are flushed when the link is idle.
     ///   - ringCapacity: frames buffered between the driver and the writer.
-    public init(writer: PcapWriter, flushEachFrame: Bool, ringCapacity: Int = 4096) {
+    ///   - dropReasonNames: the name of each drop reason number `record` may
+    ///     carry, written as the frame's comment (pcapng only).
+    public init(writer: PcapWriter, flushEachFrame: Bool, ringCapacity: Int = 4096, dropReasonNames: [String] = []) {
         self.writer = writer
+        self.dropReasonNames = dropReasonNames
         self.flushEachFrame = flushEachFrame
         snapLength = writer.snapLength
         ring = FrameRing(capacity: ringCapacity, slotSize: Self.headerLength + min(writer.snapLength, 1514))
@@ -54,9 +60,11 @@ public final class PacketCapture: Sendable {
     /// Copies `frame` into the capture ring; never blocks. Called by the
     /// link's I/O thread only (the ring's single producer). A checksum the
     /// frame leaves partial (`.partial`) is completed in the copy, so the
-    /// capture shows the frame as the peer receives it.
+    /// capture shows the frame as the peer receives it. `dropReason`: the
+    /// index in `dropReasonNames` of why the stack dropped it, or -1.
     @inline(__always)
-    public func record(_ frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none) {
+    public func record(_ frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none,
+                       direction: FrameDirection? = nil, dropReason: Int = -1) {
         offered.add(1, ordering: .relaxed)
         guard let slot = ring.reserve() else {
             droppedBehind.add(1, ordering: .relaxed)
@@ -67,6 +75,8 @@ public final class PacketCapture: Sendable {
         slot.storeBytes(of: Int64(now.tv_sec), toByteOffset: 0, as: Int64.self)
         slot.storeBytes(of: Int64(now.tv_nsec / 1000), toByteOffset: 8, as: Int64.self)
         slot.storeBytes(of: Int64(frame.count), toByteOffset: 16, as: Int64.self)
+        slot.storeBytes(of: Int64(direction == .inbound ? 1 : direction == .outbound ? 2 : 0), toByteOffset: 24, as: Int64.self)
+        slot.storeBytes(of: Int64(dropReason), toByteOffset: 32, as: Int64.self)
         let kept = min(frame.count, slot.count - Self.headerLength)
         if kept > 0 { (slot.baseAddress! + Self.headerLength).copyMemory(from: frame.baseAddress!, byteCount: kept) }
         if case .partial(let start, let offset) = checksum, Int(start) + Int(offset) + 2 <= kept,
@@ -118,10 +128,15 @@ public final class PacketCapture: Sendable {
             let seconds = Int(slot.loadUnaligned(fromByteOffset: 0, as: Int64.self))
             let micros = Int(slot.loadUnaligned(fromByteOffset: 8, as: Int64.self))
             let length = Int(slot.loadUnaligned(fromByteOffset: 16, as: Int64.self))
+            let directionCode = slot.loadUnaligned(fromByteOffset: 24, as: Int64.self)
+            let reason = Int(slot.loadUnaligned(fromByteOffset: 32, as: Int64.self))
+            let direction: FrameDirection? = directionCode == 1 ? .inbound : directionCode == 2 ? .outbound : nil
+            let comment = dropReasonNames.indices.contains(reason) ? "dropped by the stack: \(dropReasonNames[reason])" : nil
             let frame = UnsafeRawBufferPointer(rebasing: slot[Self.headerLength...])
             if writer.hasFailed {
                 writeErrors.add(1, ordering: .relaxed)
-            } else if writer.write(frame, originalLength: length, seconds: seconds, microseconds: micros) {
+            } else if writer.write(frame, originalLength: length, seconds: seconds, microseconds: micros,
+                                           direction: direction, comment: comment) {
                 written.add(1, ordering: .relaxed)
                 if flushEachFrame { writer.flush() }
             } else {

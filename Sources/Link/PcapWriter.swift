@@ -1,8 +1,22 @@
 import CPcap
+import SocketAPI
 import Glibc
 
-/// Writes frames to a pcap file (link type Ethernet, microsecond timestamps)
-/// through libpcap, optionally keeping only those a tcpdump filter matches.
+/// The file format of a capture.
+public enum CaptureFormat: String, Sendable, CaseIterable {
+    /// Classic pcap (libpcap's own): every tool reads it; no direction, no comments.
+    case pcap
+    /// pcapng: the interface's name, address and MAC, each frame's direction,
+    /// and the stack's drop reason as a comment on the frame it dropped.
+    case pcapng
+
+    /// pcapng for a name ending in `.pcapng`, else pcap.
+    public static func forPath(_ path: String) -> CaptureFormat { path.hasSuffix(".pcapng") ? .pcapng : .pcap }
+}
+
+/// Writes frames to a capture file (link type Ethernet, microsecond
+/// timestamps): classic pcap through libpcap, or pcapng (`PcapngFormat`),
+/// optionally keeping only those a tcpdump filter matches.
 ///
 /// Not thread-safe: one thread writes (the capture thread).
 public final class PcapWriter {
@@ -20,6 +34,9 @@ public final class PcapWriter {
 
     private var pcap: OpaquePointer?
     private var dumper: OpaquePointer?
+    /// The pcapng file; nil for classic pcap.
+    private var file: UnsafeMutablePointer<FILE>?
+    public let format: CaptureFormat
     private var filter = bpf_program()
     private var hasFilter = false
     public let snapLength: Int
@@ -32,8 +49,12 @@ public final class PcapWriter {
     /// - Parameters:
     ///   - snapLength: bytes kept of each frame (its full length is recorded too).
     ///   - filter: a tcpdump expression; frames it does not match are not written.
-    public init(path: String, snapLength: Int = 65535, filter expression: String? = nil) throws(Error) {
+    ///   - format: pcap or pcapng.
+    ///   - interface: what pcapng's interface description says (ignored for pcap).
+    public init(path: String, snapLength: Int = 65535, filter expression: String? = nil,
+                format: CaptureFormat = .pcap, interface: PcapngFormat.Interface? = nil) throws(Error) {
         self.snapLength = snapLength
+        self.format = format
         guard let pcap = pcap_open_dead(DLT_EN10MB, Int32(snapLength)) else {
             throw .cannotOpen(path: path, reason: "pcap_open_dead failed")
         }
@@ -47,12 +68,29 @@ public final class PcapWriter {
             }
             hasFilter = true
         }
+        if format == .pcapng {
+            guard let file = path == "-" ? fdopen(dup(1), "w") : fopen(path, "w") else {
+                let reason = String(cString: strerror(errno))
+                close()
+                throw .cannotOpen(path: path, reason: reason)
+            }
+            self.file = file
+            let interface = interface ?? PcapngFormat.Interface(name: "tap", description: "tapstack")
+            put(PcapngFormat.sectionHeader(application: "tapstack \(TapstackVersion.current)")
+                + PcapngFormat.interfaceDescription(interface, snapLength: snapLength))
+            return
+        }
         guard let dumper = pcap_dump_open(pcap, path) else {
             let reason = String(cString: pcap_geterr(pcap))
             close()
             throw .cannotOpen(path: path, reason: reason)
         }
         self.dumper = dumper
+    }
+
+    private func put(_ bytes: [UInt8]) {
+        guard let file else { return }
+        if fwrite(bytes, 1, bytes.count, file) != bytes.count { hasFailed = true }
     }
 
     deinit { close() }
@@ -65,11 +103,13 @@ public final class PcapWriter {
     }
 
     /// Appends one frame (`frame` may already be cut to the snap length;
-    /// `originalLength` is its length on the wire). Returns false if the
-    /// filter rejected it.
+    /// `originalLength` is its length on the wire). pcapng records its
+    /// direction and `comment`; classic pcap has no place for either.
+    /// Returns false if the filter rejected it.
     @discardableResult
-    public func write(_ frame: UnsafeRawBufferPointer, originalLength: Int, seconds: Int, microseconds: Int) -> Bool {
-        guard let dumper, !hasFailed, let base = frame.baseAddress else { return false }
+    public func write(_ frame: UnsafeRawBufferPointer, originalLength: Int, seconds: Int, microseconds: Int,
+                      direction: FrameDirection? = nil, comment: String? = nil) -> Bool {
+        guard dumper != nil || file != nil, !hasFailed, let base = frame.baseAddress else { return false }
         var header = pcap_pkthdr()
         header.ts.tv_sec = seconds
         header.ts.tv_usec = microseconds
@@ -80,7 +120,14 @@ public final class PcapWriter {
             framesFiltered += 1
             return false
         }
-        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header, bytes)
+        if let dumper {
+            pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header, bytes)
+        } else {
+            let kept = UnsafeRawBufferPointer(rebasing: frame[0..<Int(header.caplen)])
+            put(PcapngFormat.enhancedPacket(kept, originalLength: Int(header.len),
+                                            microseconds: UInt64(seconds) * 1_000_000 + UInt64(microseconds),
+                                            direction: direction, comment: comment))
+        }
         framesWritten += 1
         return true
     }
@@ -90,6 +137,7 @@ public final class PcapWriter {
 
     /// Pushes buffered frames to the file.
     public func flush() {
+        if let file, fflush(file) != 0 || ferror(file) != 0 { hasFailed = true }
         guard let dumper else { return }
         if pcap_dump_flush(dumper) != 0 || ferror(pcap_dump_file(dumper)) != 0 { hasFailed = true }
     }
@@ -97,6 +145,8 @@ public final class PcapWriter {
     /// Flushes and closes the file. Idempotent.
     public func close() {
         if let dumper { pcap_dump_flush(dumper); pcap_dump_close(dumper) }
+        if let file { fclose(file) }
+        file = nil
         if hasFilter { pcap_freecode(&filter) }
         hasFilter = false
         if let pcap { pcap_close(pcap) }

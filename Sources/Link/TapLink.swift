@@ -437,7 +437,7 @@ public final class TapLink: LinkEndpoint {
         for index in 0..<group.count {
             let frame = tx.peekFrame(ahead: offset + index)!
             counters.add(.txBytes, UInt64(frame.bytes.count))
-            capture?.record(frame.bytes, checksum: frame.checksum)
+            capture?.record(frame.bytes, checksum: frame.checksum, direction: .outbound)
             observer?(.outbound, frame.bytes)
         }
     }
@@ -567,6 +567,15 @@ public final class TapLink: LinkEndpoint {
         rx.commit(length: frameLength, checksum: checksum)
     }
 
+    /// Why the stack dropped the frame being handled (an index into the
+    /// capture's reason names), or -1. Executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var dropReason = -1
+
+    /// Notes that the stack dropped the frame it is handling now, for the
+    /// capture's comment on it. Called from the stack's `onDrop`, on the
+    /// executor thread, while `receive` hands it the frame.
+    public func noteDrop(reason: Int) { dropReason = reason }
+
     public func receive(upTo limit: Int, _ handle: (UnsafeRawBufferPointer, ChecksumOffload) -> Void) -> Int {
         var count = 0
         while count < limit, let frame = rx.peekFrame() {
@@ -574,16 +583,20 @@ public final class TapLink: LinkEndpoint {
             if frame.segmentSize > 0 {
                 receiveSegments(of: frame, handle)
             } else if frame.bytes.count > 0 {
+                observer?(.inbound, frame.bytes)
+                // Captured after the stack handled it, so that the reason it
+                // dropped the frame (if it did) goes with it.
+                dropReason = -1
+                handle(frame.bytes, frame.checksum)
                 if let capture {
                     // A field the kernel left partial is shown complete.
                     if case .verified(let start, let offset) = frame.checksum {
-                        capture.record(frame.bytes, checksum: .partial(start: start, offset: offset))
+                        capture.record(frame.bytes, checksum: .partial(start: start, offset: offset), direction: .inbound,
+                                       dropReason: dropReason)
                     } else {
-                        capture.record(frame.bytes)
+                        capture.record(frame.bytes, direction: .inbound, dropReason: dropReason)
                     }
                 }
-                observer?(.inbound, frame.bytes)
-                handle(frame.bytes, frame.checksum)
             }
             rx.release()
         }
@@ -607,9 +620,10 @@ public final class TapLink: LinkEndpoint {
             }
             counters.add(.rxSegments)
             let segment = UnsafeRawBufferPointer(rebasing: scratch[0..<length])
-            capture?.record(segment)
             observer?(.inbound, segment)
+            dropReason = -1
             handle(segment, .verified(start: start, offset: UInt16(UDPDatagramView.Field.checksum)))
+            capture?.record(segment, direction: .inbound, dropReason: dropReason)
         }
     }
 }

@@ -66,7 +66,7 @@ struct Run: ParsableCommand {
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
         let signals = SignalWaiter()
-        let session = try StackSession(options: link, capture: capture, logger: logger) { service.apply(to: &$0) }
+        let session = try StackSession(options: link, capture: capture, logger: logger, echoPort: service.echoPort) { service.apply(to: &$0) }
 
         var echo: EchoService?
         if service.echoPort != 0 {

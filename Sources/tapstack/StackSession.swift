@@ -20,13 +20,13 @@ struct StackSession {
     ///   named in the error when the device cannot be opened (then it is
     ///   neither served by a running stack nor free for one of our own).
     init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
-         noServiceAt servicePath: String? = nil,
+         noServiceAt servicePath: String? = nil, echoPort: UInt16 = 0,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
         do { device = try TapDevice(name: options.interface, offloads: options.offload) } catch {
             guard let servicePath else { throw CleanFailure(error.description) }
             throw CleanFailure("\(error.description); and no running tapstack serves \(servicePath) to use instead (a stack started with --no-socket or another --socket cannot be shared)")
         }
-        capture = try captureOptions?.makeCapture()
+        capture = try captureOptions?.makeCapture(for: options, echoPort: echoPort)
         var observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)?
         if logger.logLevel <= .trace {
             observer = { direction, frame in
@@ -39,10 +39,15 @@ struct StackSession {
         do { host = try NetworkHost(configuration: configuration, link: link, options: options.executorOptions) } catch {
             throw CleanFailure(error.description)
         }
-        if logger.logLevel <= .debug {
+        let debug = logger.logLevel <= .debug
+        if debug || capture != nil {
+            let link = self.link
+            let captured = capture != nil
             host.withStack { stack in
                 stack.onDrop = { reason, frame in
-                    logger.debug("drop \(reason.name)\(frame.map { ": " + FrameDescription.describe($0) } ?? "")")
+                    // A drop of the frame being received: the capture comments on it.
+                    if captured, frame != nil { link.noteDrop(reason: reason.rawValue) }
+                    if debug { logger.debug("drop \(reason.name)\(frame.map { ": " + FrameDescription.describe($0) } ?? "")") }
                 }
             }
         }
@@ -149,8 +154,11 @@ func makeLogger(level: Logger.Level) -> Logger {
 
 /// The capture options, shared by the subcommands.
 struct CaptureOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Record every frame in and out to this pcap file; '-' streams to standard output (flushed per frame, for 'tcpdump -r -' or 'wireshark -k -i -').", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Record every frame in and out to this capture file; '-' streams to standard output (flushed per frame, for 'tcpdump -r -' or 'wireshark -k -i -'). A name ending in .pcapng writes pcapng: each frame's direction, and the reason on every frame the stack dropped.", valueName: "file"))
     var pcap: String?
+
+    @Option(name: .long, help: ArgumentHelp("pcap or pcapng. (default: pcapng for a file ending in .pcapng, else pcap)", valueName: "format"))
+    var pcapFormat: CaptureFormat?
 
     @Option(name: .long, help: ArgumentHelp("Keep only the frames this tcpdump expression matches, e.g. 'icmp' or 'udp port 7'.", valueName: "expression"))
     var pcapFilter: String?
@@ -161,14 +169,25 @@ struct CaptureOptions: ParsableArguments {
     func validate() throws {
         guard (60...65535).contains(snaplen) else { throw ValidationError("--snaplen must be between 60 and 65535, not \(snaplen)") }
         if pcap == nil, pcapFilter != nil { throw ValidationError("--pcap-filter needs --pcap") }
+        if pcap == nil, pcapFormat != nil { throw ValidationError("--pcap-format needs --pcap") }
     }
 
     /// The capture these options ask for, not yet started; nil without --pcap.
-    func makeCapture() throws -> PacketCapture? {
+    /// - Parameter echoPort: the echo service's port (0: none), named in a
+    ///   pcapng capture's interface description so that a replay serves it too.
+    func makeCapture(for options: InterfaceOptions, echoPort: UInt16) throws -> PacketCapture? {
         guard let pcap else { return nil }
         do {
-            let writer = try PcapWriter(path: pcap, snapLength: snaplen, filter: pcapFilter)
-            return PacketCapture(writer: writer, flushEachFrame: pcap == "-")
+            let address = options.address
+            let interface = PcapngFormat.Interface(
+                name: options.interface,
+                description: "tapstack \(TapstackVersion.current) on \(options.interface): \(address) \(options.mac), "
+                    + (echoPort == 0 ? "no UDP echo" : "UDP echo on port \(echoPort)"),
+                address: address.address, netmask: IPv4Address(rawValue: address.netmask), mac: options.mac)
+            let writer = try PcapWriter(path: pcap, snapLength: snaplen, filter: pcapFilter,
+                                        format: pcapFormat ?? .forPath(pcap), interface: interface)
+            return PacketCapture(writer: writer, flushEachFrame: pcap == "-",
+                                 dropReasonNames: StackCounter.allCases.map(\.name))
         } catch {
             throw CleanFailure(error.description)
         }
@@ -186,3 +205,5 @@ struct LoggingOptions: ParsableArguments {
             })
     var logLevel: Logger.Level = .info
 }
+
+extension CaptureFormat: ExpressibleByArgument {}

@@ -6,7 +6,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 SCRATCH_TSAN = .build-tsan
 
-.PHONY: all deps build release run test test-unit test-replay test-interop test-fuzz test-consumer test-tsan test-asan test-sanitizers fuzz soak bench bench-inprocess clean
+.PHONY: all deps build release run needs-root install uninstall test test-unit test-replay test-interop test-fuzz test-consumer test-tsan test-asan test-sanitizers fuzz soak bench bench-inprocess clean
 
 all: build
 
@@ -19,7 +19,41 @@ build: deps
 release: deps
 	$(SWIFT) build -c release $(SWIFT_FLAGS)
 
-run: release
+# Root first, then a build only if a source changed (build output on
+# standard error, so that `make run ARGS="--pcap -" | tcpdump -r -` reads
+# nothing but the capture).
+SOURCES := Package.swift $(shell find Sources Examples -type f 2>/dev/null)
+.build/release/tapstack: $(SOURCES)
+	@Scripts/install-deps.sh >&2
+	@$(SWIFT) build -c release $(SWIFT_FLAGS) >&2
+
+# Installs under PREFIX (default /usr/local; DESTDIR for packaging): the
+# tool, the preload library `tapstack exec` uses, the man page generated
+# from the argument parser, shell completions and the systemd unit example.
+PREFIX ?= /usr/local
+install: .build/release/tapstack
+	@$(SWIFT) package plugin generate-manual >&2
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d $(DESTDIR)$(PREFIX)/share/doc/tapstack
+	install -m 755 .build/release/tapstack $(DESTDIR)$(PREFIX)/bin/tapstack
+	install -m 755 .build/release/libtapstack-preload.so $(DESTDIR)$(PREFIX)/lib/libtapstack-preload.so
+	install -m 644 .build/plugins/GenerateManual/outputs/tapstack/tapstack.1 $(DESTDIR)$(PREFIX)/share/man/man1/tapstack.1
+	.build/release/tapstack --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tapstack
+	.build/release/tapstack --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_tapstack
+	.build/release/tapstack --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/tapstack.fish
+	sed 's|/usr/local/bin/tapstack|$(PREFIX)/bin/tapstack|' Examples/systemd/tapstack@.service > $(DESTDIR)$(PREFIX)/share/doc/tapstack/tapstack@.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tapstack $(DESTDIR)$(PREFIX)/lib/libtapstack-preload.so \
+		$(DESTDIR)$(PREFIX)/share/man/man1/tapstack.1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions/tapstack \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_tapstack $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/tapstack.fish \
+		$(DESTDIR)$(PREFIX)/share/doc/tapstack/tapstack@.service
+
+needs-root:
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make run needs root (it creates a network namespace and a TAP device): sudo make run" >&2; exit 1; fi
+
+run: needs-root .build/release/tapstack
 	@Scripts/run.sh $(ARGS)
 
 test: test-unit test-replay test-interop test-fuzz test-consumer

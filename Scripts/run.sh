@@ -28,6 +28,9 @@ ip -n "$NS" link set lo up
         ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break
         sleep 0.05
     done
+    # The stack speaks no IPv6 yet: keep the kernel side from flooding it
+    # (and its debug log) with router and neighbour solicitations.
+    ip netns exec "$NS" sysctl -qw "net.ipv6.conf.$TAP.disable_ipv6=1" || true
     ip -n "$NS" link set "$TAP" up
     ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
     cat >&2 <<TXT
@@ -39,7 +42,9 @@ In another shell:
     ip netns exec $NS nc -u -l 9000             # the kernel listens on 192.0.2.1; then, in a third shell,
     echo hi | ip netns exec $NS $ABS_BIN exec -- nc -u -w1 192.0.2.1 9000   # nc over the stack, from 192.0.2.2
     ip netns exec $NS tcpdump -n -i $TAP
-    kill -USR1 \$(pgrep -f 'tapstack run')     # print the counters
+    $ABS_BIN ss                                 # the stack's sockets (like ss -uap)
+    $ABS_BIN stats                              # its counters (--json, --prometheus)
+    echo hi | $ABS_BIN send 192.0.2.1 9000      # a datagram through the running stack
 Press Ctrl-C to stop.
 
 TXT

@@ -23,7 +23,7 @@ struct Exec: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The stack's TAP device, naming its default socket /run/tapstack/NAME.sock.", valueName: "name"))
     var interface: String = "tap0"
 
-    @Option(name: .long, help: ArgumentHelp("The preload library. (default: libtapstack-preload.so beside this executable)", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The preload library. (default: libtapstack-preload.so beside this executable, else in ../lib as 'make install' puts it)", valueName: "path"))
     var preload: String?
 
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The program and its arguments, after --.", valueName: "command"))
@@ -49,7 +49,7 @@ struct Exec: ParsableCommand {
             throw CleanFailure("no tapstack socket service at \(path): \(String(cString: strerror(errno))) (start 'tapstack run', or give --socket)")
         }
         guard status.st_mode & S_IFMT == S_IFSOCK else { throw CleanFailure("\(path) is not a socket") }
-        let library = preload ?? Self.besideExecutable("libtapstack-preload.so")
+        let library = preload ?? Self.installedPreload()
         guard access(library, R_OK) == 0 else {
             throw CleanFailure("cannot read the preload library \(library): \(String(cString: strerror(errno))) (build it with 'swift build', or give --preload)")
         }
@@ -64,6 +64,15 @@ struct Exec: ParsableCommand {
         let error = errno
         printError("tapstack: error: cannot run \(command[0]): \(String(cString: strerror(error)))\n")
         Glibc.exit(error == ENOENT ? 127 : 126)
+    }
+
+    /// The preload library beside the executable (a build), else in the
+    /// `lib` directory beside its `bin` (an install).
+    static func installedPreload() -> String {
+        let beside = besideExecutable("libtapstack-preload.so")
+        if access(beside, R_OK) == 0 { return beside }
+        let installed = besideExecutable("../lib/libtapstack-preload.so")
+        return access(installed, R_OK) == 0 ? installed : beside
     }
 
     /// `name` in the directory of the running executable.

@@ -30,7 +30,7 @@ struct Recv: ParsableCommand {
     @Flag(name: .long, help: "Prefix each line with the sender's address and port.")
     var showSource = false
 
-    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to receive through; with it, never a stack of its own. (default: /run/tapstack/INTERFACE.sock, else a stack of its own)", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to receive through; with it, never a stack of its own. (default: $TAPSTACK_SOCKET, else /run/tapstack/INTERFACE.sock if a stack serves it, else a stack of its own)", valueName: "path"))
     var socket: String?
 
     @OptionGroup var link: InterfaceOptions
@@ -44,8 +44,9 @@ struct Recv: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
-        let path = socket ?? defaultServicePath(interface: link.interface)
-        if let remote = try connectToRunningStack(at: path, explicit: socket != nil, capture: capture) {
+        let chosen = socket ?? environmentServicePath
+        let path = chosen ?? defaultServicePath(interface: link.interface)
+        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture) {
             defer { remote.close() }
             do throws(SocketError) { try remote.bind(port: port) } catch {
                 throw CleanFailure("cannot bind UDP port \(port) on the stack at \(path): \(error)")

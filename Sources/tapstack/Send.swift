@@ -35,7 +35,7 @@ struct Send: ParsableCommand {
     @Option(name: .long, help: "Source UDP port; 0 picks an ephemeral one.")
     var sourcePort: UInt16 = 0
 
-    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to send through; with it, never a stack of its own. (default: /run/tapstack/INTERFACE.sock, else a stack of its own)", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The running stack's socket service to send through; with it, never a stack of its own. (default: $TAPSTACK_SOCKET, else /run/tapstack/INTERFACE.sock if a stack serves it, else a stack of its own)", valueName: "path"))
     var socket: String?
 
     @OptionGroup var link: InterfaceOptions
@@ -48,8 +48,9 @@ struct Send: ParsableCommand {
 
     func run() throws {
         let logger = makeLogger(level: logging.logLevel)
-        let path = socket ?? defaultServicePath(interface: link.interface)
-        if let remote = try connectToRunningStack(at: path, explicit: socket != nil, capture: capture) {
+        let chosen = socket ?? environmentServicePath
+        let path = chosen ?? defaultServicePath(interface: link.interface)
+        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture) {
             try send(through: remote, path: path, logger: logger)
             return
         }

@@ -9,14 +9,20 @@ struct ServiceLocation: ParsableArguments {
     @Option(name: .long, help: "TAP device of the running stack.")
     var interface: String = "tap0"
 
-    @Option(name: .long, help: ArgumentHelp("The running stack's socket service. (default: /run/tapstack/INTERFACE.sock)", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("The running stack's socket service. (default: $TAPSTACK_SOCKET, else /run/tapstack/INTERFACE.sock)", valueName: "path"))
     var socket: String?
 
-    var path: String { socket ?? defaultServicePath(interface: interface) }
+    var path: String { socket ?? environmentServicePath ?? defaultServicePath(interface: interface) }
 }
 
 /// Where `tapstack run` serves sockets for `interface` unless told otherwise.
 func defaultServicePath(interface: String) -> String { "/run/tapstack/\(interface).sock" }
+
+/// $TAPSTACK_SOCKET, when set: the service a user (or `tapstack exec`) chose.
+var environmentServicePath: String? {
+    guard let value = getenv("TAPSTACK_SOCKET").map({ String(cString: $0) }), !value.isEmpty else { return nil }
+    return value
+}
 
 /// Asks the stack serving `path` a question (`tapstack ss`, `tapstack stats`)
 /// and returns its JSON answer.

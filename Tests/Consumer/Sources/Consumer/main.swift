@@ -27,13 +27,19 @@ guard reply.payload == Array("hello, tapstack".utf8), reply.source == serverAddr
     fail("echo returned \(reply.payload) from \(reply.source)")
 }
 
-// A datagram to a neighbour reaches the link as an ARP request for it first.
+// A datagram to a neighbour reaches the link as an ARP request for it first
+// (after the stack's own announcement, a request for its own address).
 let neighbour = IPv4Address(192, 0, 2, 1)
 _ = try client.send([1, 2, 3], to: SocketAddress(neighbour, 9000), timeout: .seconds(2))
-guard let frame = link.nextTransmitted(timeoutMilliseconds: 2000) else { fail("nothing reached the link") }
 let arpRequest: [UInt8] = [0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01]
-guard frame.count >= 42, Array(frame[0..<6]) == [0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-      Array(frame[12..<22]) == arpRequest, Array(frame[38..<42]) == [192, 0, 2, 1] else {
-    fail("expected an ARP request for 192.0.2.1, the link got \(frame)")
+var seen: [[UInt8]] = []
+while seen.count < 4, let frame = link.nextTransmitted(timeoutMilliseconds: 2000) {
+    seen.append(frame)
+    guard frame.count >= 42, Array(frame[0..<6]) == [0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+          Array(frame[12..<22]) == arpRequest else { fail("the link got a frame that is no ARP request: \(frame)") }
+    if Array(frame[38..<42]) == [192, 0, 2, 1] { break }
+}
+guard let last = seen.last, Array(last[38..<42]) == [192, 0, 2, 1] else {
+    fail("expected an ARP request for 192.0.2.1, the link got \(seen)")
 }
 print("consumer: echo and ARP through tapstack \(TapstackVersion.current) as a dependency: ok")

@@ -9,6 +9,10 @@ let package = Package(
         .library(name: "Sockets", targets: ["Sockets"]),
         .library(name: "SocketAPI", targets: ["SocketAPI"]),
         .library(name: "TapstackClient", targets: ["TapstackClient"]),
+        // SwiftNIO on tapstack: a datagram Channel and its bootstrap.
+        .library(name: "TapstackNIO", targets: ["TapstackNIO"]),
+        .executable(name: "nio-echo-server", targets: ["NIOEchoServer"]),
+        .executable(name: "nio-client", targets: ["NIOClient"]),
         // The stack's counters into swift-metrics, for applications that embed it.
         .library(name: "TapstackMetrics", targets: ["TapstackMetrics"]),
         // LD_PRELOAD shim for `tapstack exec`: plain C, no Swift runtime.
@@ -18,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
@@ -43,6 +48,9 @@ let package = Package(
         .target(name: "Sockets", dependencies: ["Host", "Stack", "SocketAPI", "Wire"]),
         .target(name: "SocketService", dependencies: ["Sockets", "Host", "Stack", "SocketAPI", "Wire", "CTapstackChannel"]),
         .target(name: "TapstackClient", dependencies: ["SocketAPI", "Wire", "CTapstackChannel"]),
+        .target(name: "TapstackNIO", dependencies: [
+            "Sockets", "TapstackClient", "SocketAPI", "Wire", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .target(name: "TapstackMetrics", dependencies: ["Sockets", .product(name: "CoreMetrics", package: "swift-metrics")]),
         .executableTarget(
             name: "tapstack",
@@ -62,6 +70,15 @@ let package = Package(
         .executableTarget(name: "EchoOverService", dependencies: ["TapstackClient", "Sockets", "ExampleSupport"],
                           path: "Examples/EchoOverService"),
 
+        .executableTarget(name: "NIOEchoServer", dependencies: [
+            "TapstackNIO", "Sockets", "TapstackClient", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Examples/NIOEchoServer"),
+        .executableTarget(name: "NIOClient", dependencies: [
+            "TapstackNIO", "Sockets", "TapstackClient", .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Examples/NIOClient"),
+
         // Shared test vectors (captured frames) and helpers.
         .target(name: "TestSupport", dependencies: ["Wire"], path: "Tests/TestSupport"),
         .testTarget(name: "WireTests", dependencies: [
@@ -71,6 +88,10 @@ let package = Package(
         .testTarget(name: "StackTests", dependencies: ["Stack", "SocketAPI", "Wire", "TestSupport"]),
         .testTarget(name: "SocketsTests", dependencies: ["Sockets", "Host", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "Sockets", "SocketAPI", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "TapstackNIOTests", dependencies: [
+            "TapstackNIO", "Sockets", "SocketService", "TapstackClient", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "TapstackMetricsTests", dependencies: [
             "TapstackMetrics", "Sockets", "TestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -13,7 +13,8 @@ final class Reactor: Sendable {
         /// A duplicate of the waited-on descriptor: epoll registers each
         /// (descriptor, file) once, and two tasks may wait on one socket.
         let fd: Int32
-        let continuation: CheckedContinuation<Void, Never>
+        /// Resumes the task, or calls the callback; runs once.
+        let resume: @Sendable () -> Void
     }
 
     private let epollFD = tsv_epoll_create()
@@ -33,7 +34,7 @@ final class Reactor: Sendable {
         let id = nextID.add(1, ordering: .relaxed).newValue
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                waiters.withLock { $0[id] = Waiter(fd: copy, continuation: continuation) }
+                waiters.withLock { $0[id] = Waiter(fd: copy, resume: { continuation.resume() }) }
                 if tsv_epoll_set(epollFD, 1, copy, UInt32(writable ? TSV_OUT : TSV_IN), id) != 0 || Task.isCancelled {
                     finish(id)
                 }
@@ -44,6 +45,14 @@ final class Reactor: Sendable {
         if Task.isCancelled { throw .cancelled }
     }
 
+    /// Calls `callback` once, on the reactor's thread, when `copy` is readable
+    /// (or writable) or has hung up; closes `copy`, a duplicate the caller made.
+    func notify(owning copy: Int32, writable: Bool, _ callback: @escaping @Sendable () -> Void) {
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        waiters.withLock { $0[id] = Waiter(fd: copy, resume: callback) }
+        if tsv_epoll_set(epollFD, 1, copy, UInt32(writable ? TSV_OUT : TSV_IN), id) != 0 { finish(id) }
+    }
+
     /// Tasks suspended in `wait` (for tests: act once a task sleeps).
     var waitingCount: Int { waiters.withLock { $0.count } }
 
@@ -52,7 +61,7 @@ final class Reactor: Sendable {
         guard let waiter = waiters.withLock({ $0.removeValue(forKey: id) }) else { return }
         _ = tsv_epoll_set(epollFD, 3, waiter.fd, 0, 0)
         close(waiter.fd)
-        waiter.continuation.resume()
+        waiter.resume()
     }
 
     private func run() {

@@ -229,6 +229,17 @@ public final class UDPSocket: DatagramSocket {
         try await Reactor.shared.wait(owning: copy, writable: events.contains(.writable))
     }
 
+    /// Calls `callback` once, on another thread, when the socket may have
+    /// become readable (or writable, for `.writable`), has hung up, or is
+    /// closed: an event loop's way to wait without a thread of its own.
+    public func whenReady(_ events: ReadinessEvents, _ callback: @escaping @Sendable () -> Void) {
+        guard let copy = try? channel.use({ fd throws(SocketError) in dup(fd) }), copy >= 0 else {
+            callback()  // closed: the next call reports it
+            return
+        }
+        Reactor.shared.notify(owning: copy, writable: events.contains(.writable), callback)
+    }
+
     // MARK: Closing
 
     /// Closes the socket; the service frees its port and queued datagrams.

@@ -1,0 +1,119 @@
+import Glibc
+import NIOCore
+import SocketAPI
+import Sockets
+import TapstackClient
+import Wire
+
+/// What a `TapstackDatagramChannel` needs of a tapstack socket: the calls
+/// that never wait, and a way to hear when waiting would end. Both socket
+/// types provide the calls; they differ in how readiness reaches the channel.
+protocol DatagramBackend: AnyObject, Sendable {
+    func bind(address: IPv4Address, port: UInt16) throws(SocketError)
+    func connect(to peer: SocketAPI.SocketAddress) throws(SocketError)
+    func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int
+    func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAPI.SocketAddress)
+    var localAddress: SocketAPI.SocketAddress? { get }
+    var remoteAddress: SocketAPI.SocketAddress? { get }
+    var allowsBroadcast: Bool { get set }
+    var reuseAddress: Bool { get set }
+    var receiveBufferSize: Int { get set }
+    func takeError() -> SocketError?
+    func close()
+    /// Sets who is told (any thread) when the socket may have become ready.
+    func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void)
+    /// Asks to be told once `events` may be true. In-process the stack
+    /// reports every change on its own; through the service a one-shot watch
+    /// on the data channel is armed.
+    func armNotification(_ events: ReadinessEvents)
+    /// Whether bind and connect are requests to another process (made off the event loop).
+    var controlIsRemote: Bool { get }
+}
+
+/// A socket of an in-process stack: the stack's readiness callback tells the
+/// channel of every change, so nothing needs arming.
+final class InProcessBackend: DatagramBackend, @unchecked Sendable {
+    let socket: Sockets.UDPSocket
+    private var token: Int?
+
+    init(host: NetworkHost) { socket = Sockets.UDPSocket(host: host) }
+
+    func bind(address: IPv4Address, port: UInt16) throws(SocketError) { try socket.bind(address: address, port: port) }
+    func connect(to peer: SocketAPI.SocketAddress) throws(SocketError) { try socket.connect(to: peer) }
+    func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int {
+        try socket.send(payload, to: destination)
+    }
+    func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAPI.SocketAddress) {
+        try socket.receive(into: buffer)
+    }
+    var localAddress: SocketAPI.SocketAddress? { socket.localAddress }
+    var remoteAddress: SocketAPI.SocketAddress? { socket.remoteAddress }
+    var allowsBroadcast: Bool { get { socket.allowsBroadcast } set { socket.allowsBroadcast = newValue } }
+    var reuseAddress: Bool { get { socket.reuseAddress } set { socket.reuseAddress = newValue } }
+    var receiveBufferSize: Int { get { socket.receiveBufferSize } set { socket.receiveBufferSize = newValue } }
+    func takeError() -> SocketError? { socket.takeError() }
+    func close() {
+        if let token { socket.removeReadinessCallback(token) }
+        token = nil
+        socket.close()
+    }
+    func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void) {
+        token = socket.addReadinessCallback([.readable, .writable, .error, .closed], handler)
+    }
+    func armNotification(_ events: ReadinessEvents) {}
+    var controlIsRemote: Bool { false }
+}
+
+/// A socket of a stack in another process, through its socket service.
+final class ServiceBackend: DatagramBackend, @unchecked Sendable {
+    let socket: TapstackClient.UDPSocket
+    private var handler: (@Sendable (ReadinessEvents) -> Void)?
+
+    init(servicePath: String) throws(SocketError) { socket = try TapstackClient.UDPSocket(servicePath: servicePath) }
+
+    func bind(address: IPv4Address, port: UInt16) throws(SocketError) { try socket.bind(address: address, port: port) }
+    func connect(to peer: SocketAPI.SocketAddress) throws(SocketError) { try socket.connect(to: peer) }
+    func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int {
+        try socket.send(payload, to: destination)
+    }
+    func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAPI.SocketAddress) {
+        try socket.receive(into: buffer)
+    }
+    var localAddress: SocketAPI.SocketAddress? { socket.localAddress }
+    var remoteAddress: SocketAPI.SocketAddress? { socket.remoteAddress }
+    var allowsBroadcast: Bool { get { socket.allowsBroadcast } set { socket.allowsBroadcast = newValue } }
+    var reuseAddress: Bool { get { socket.reuseAddress } set { socket.reuseAddress = newValue } }
+    var receiveBufferSize: Int { get { socket.receiveBufferSize } set { socket.receiveBufferSize = newValue } }
+    func takeError() -> SocketError? { socket.takeError() }
+    func close() { socket.close() }
+    func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void) { self.handler = handler }
+    func armNotification(_ events: ReadinessEvents) {
+        guard let handler else { return }
+        socket.whenReady(events) { handler(events) }
+    }
+    var controlIsRemote: Bool { true }
+}
+
+extension NIOCore.SocketAddress {
+    /// The NIO form of a tapstack address.
+    init(_ address: SocketAPI.SocketAddress) {
+        var storage = sockaddr_in()
+        storage.sin_family = sa_family_t(AF_INET)
+        storage.sin_port = address.port.bigEndian
+        storage.sin_addr.s_addr = address.address.rawValue.bigEndian
+        self.init(storage, host: address.address.description)
+    }
+}
+
+extension SocketAPI.SocketAddress {
+    /// The tapstack form of a NIO IPv4 address; nil for any other family.
+    init?(_ address: NIOCore.SocketAddress) {
+        guard case .v4(let v4) = address else { return nil }
+        self.init(IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)), UInt16(bigEndian: v4.address.sin_port))
+    }
+}
+
+extension SocketError {
+    /// As NIO reports a failed system call on a kernel socket.
+    func ioError(_ operation: String) -> IOError { IOError(errnoCode: errno, reason: operation) }
+}

@@ -58,7 +58,7 @@ struct NIOClient: ParsableCommand {
                 }
                 .connect(host: host, port: port).wait()
         } catch {
-            throw ValidationError("cannot reach \(host):\(port) through the stack serving \(socket): \(error)")
+            throw Failure("cannot reach \(host):\(port) through the stack serving \(socket): \(error)")
         }
         let remote = channel.remoteAddress!
         while let line = readLine(strippingNewline: false) {
@@ -68,4 +68,10 @@ struct NIOClient: ParsableCommand {
         usleep(useconds_t(wait * 1_000_000))
         try channel.close().wait()
     }
+}
+
+/// A failure at run time (not a misuse): one line, exit status 1.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

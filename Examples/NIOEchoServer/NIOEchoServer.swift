@@ -68,11 +68,17 @@ struct NIOEchoServer: ParsableCommand {
 
         let channel: Channel
         do { channel = try bootstrap.bind(host: "0.0.0.0", port: port).wait() } catch {
-            throw ValidationError("cannot bind UDP port \(port) on \(interface.map { "a stack on \($0)" } ?? "the stack serving \(socket)"): \(error)")
+            throw Failure("cannot bind UDP port \(port) on \(interface.map { "a stack on \($0)" } ?? "the stack serving \(socket)"): \(error)")
         }
         print("Server started and listening on \(channel.localAddress!)")
         fflush(nil)
         try channel.closeFuture.wait()
         print("Server closed")
     }
+}
+
+/// A failure at run time (not a misuse): one line, exit status 1.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -18,14 +18,17 @@
 #          of a stack doing one system call per frame), reflector-spin (the
 #          same, busy-polling), tapstack (tapstack run's echo service),
 #          tapstack-service (the echo in another process, EchoOverService,
-#          through the socket service); on request tapstack-syscalls
-#          (--link-io syscalls) and tapstack-nio (see README).
+#          through the socket service), nio (nio-echo-server: SwiftNIO's UDP
+#          echo on TapstackNIO, its own stack in-process) and nio-service (the
+#          same through the socket service); on request tapstack-syscalls
+#          (--link-io syscalls).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
 #        ("64 1400"), WINDOWS ("1 16 64"), RATE (50000), CPU_SECONDS (2),
 #        TARGETS, TAPSTACK_ARGS (extra options for every tapstack target),
 #        OUT (results directory).
 # Output: per figure and target, the median of the rounds with its min and
-# max, and the ratio of medians to the reflector (svc/ts: service to in-process).
+# max, and the ratio of medians to the reflector; svc/ts: service to
+# in-process; nio/ts and niosvc/svc: SwiftNIO against the native API's echo.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -35,7 +38,7 @@ SIZES=${SIZES:-"64 1400"}
 WINDOWS=${WINDOWS:-"1 16 64"}
 RATE=${RATE:-50000}
 CPU_SECS=${CPU_SECONDS:-2}
-TARGETS=${TARGETS:-"reflector reflector-spin tapstack tapstack-service"}
+TARGETS=${TARGETS:-"reflector reflector-spin tapstack tapstack-service nio nio-service"}
 EXTRA=${TAPSTACK_ARGS:-}
 OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
 BENCH_BIN=.build/bench
@@ -79,7 +82,8 @@ start() {
         reflector-spin) ip netns exec "$ns" "$BENCH_BIN/tap-reflector" --spin "$TAP" >>"$log" 2>&1 & SPINS[$i]=1 ;;
         tapstack) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket $EXTRA >>"$log" 2>&1 & ;;
         tapstack-syscalls) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --link-io syscalls $EXTRA >>"$log" 2>&1 & ;;
-        tapstack-service|tapstack-nio) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
+        nio) ip netns exec "$ns" "$RELEASE_DIR/nio-echo-server" --interface "$TAP" --port 7 >>"$log" 2>&1 & ;;
+        tapstack-service|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
         *) echo "unknown target $target" >&2; return 1 ;;
     esac
     pid=$!
@@ -87,7 +91,7 @@ start() {
     for _ in $(seq 100); do ip -n "$ns" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
     ip -n "$ns" link set "$TAP" up || return 1
     ip -n "$ns" addr add 192.0.2.1/24 dev "$TAP"
-    if [ "$target" = tapstack-service ] || [ "$target" = tapstack-nio ]; then
+    if [ "$target" = tapstack-service ] || [ "$target" = nio-service ]; then
         for _ in $(seq 100); do [ -S "$OUT/$target.sock" ] && break; sleep 0.05; done
         if [ "$target" = tapstack-service ]; then
             ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
@@ -168,23 +172,24 @@ for line in open(sys.argv[1]):
 targets = [t for t in sys.argv[3:] if any(k[0] == t for k in values)]
 base = "reflector" if "reflector" in targets else targets[0]
 others = [t for t in targets if t != base]
-pair = ("tapstack-service", "tapstack") if {"tapstack-service", "tapstack"} <= set(targets) else None
 metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), not m.startswith("tput"), m))
 print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
       f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
 short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc",
-         "tapstack-syscalls": "sys", "tapstack-nio": "nio"}
-head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>10}" for t in others)
-print(head + (f"{'svc/ts':>10}" if pair else ""))
+         "tapstack-syscalls": "sys", "nio": "nio", "nio-service": "niosvc"}
+# Each pair: the first against the second (SwiftNIO on tapstack against the native API's echo, same place).
+pairs = [(a, b) for a, b in (("tapstack-service", "tapstack"), ("nio", "tapstack"), ("nio-service", "tapstack-service"))
+         if a in targets and b in targets]
+head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>13}" for t in others)
+print(head + "".join(f"{short[a] + '/' + short[b]:>13}" for a, b in pairs))
 def cell(v):
     return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]" if v else "-"
 for m in metrics:
     row = f"{m:<26}" + "".join(f"{cell(values.get((t, m))):>30}" for t in targets)
     med = {t: statistics.median(values[(t, m)]) for t in targets if values.get((t, m))}
-    row += "".join(f"{med[t] / med[base]:>9.2f}x" if base in med and t in med and med[base] else f"{'-':>10}" for t in others)
-    if pair:
-        a, b = pair
-        row += f"{med[a] / med[b]:>9.2f}x" if a in med and b in med and med[b] else f"{'-':>10}"
+    row += "".join(f"{med[t] / med[base]:>12.2f}x" if base in med and t in med and med[base] else f"{'-':>13}" for t in others)
+    for a, b in pairs:
+        row += f"{med[a] / med[b]:>12.2f}x" if a in med and b in med and med[b] else f"{'-':>13}"
     print(row)
 print("(pp: latency in us, lower is better; tput: echoes per second, higher is better;")
 print(" cpu: the target's CPU time per echo in us at a fixed rate, lower is better)")

@@ -2,6 +2,7 @@ import Glibc
 import NIOCore
 import SocketAPI
 import Sockets
+import Synchronization
 import TapstackClient
 import Wire
 
@@ -28,6 +29,51 @@ protocol DatagramBackend: AnyObject, Sendable {
     func armNotification(_ events: ReadinessEvents)
     /// Whether bind and connect are requests to another process (made off the event loop).
     var controlIsRemote: Bool { get }
+    /// Sends datagrams `0..<count` (`datagram(i)`) without waiting, as many
+    /// as the link takes; `failed(i, error)` for each refused for good.
+    /// - Returns: how many were taken, and whether the link filled up.
+    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
+              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool)
+    /// Copies up to `maximum` datagrams out without waiting: the i-th into
+    /// `buffer(i)`, then `received(i, length, source)`. Returns how many.
+    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int
+}
+
+extension DatagramBackend {
+    /// One datagram at a time (the service's channel takes each as a message).
+    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
+              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        for index in 0..<count {
+            let (payload, destination) = datagram(index)
+            do throws(SocketError) {
+                _ = try send(payload, to: destination)
+            } catch .wouldBlock {
+                return (index, true)
+            } catch {
+                failed(index, error)
+            }
+        }
+        return (count, false)
+    }
+
+    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
+        var count = 0
+        while count < maximum {
+            do throws(SocketError) {
+                let (length, source) = try receive(into: buffer(count))
+                received(count, length, source)
+                count += 1
+            } catch .wouldBlock {
+                break
+            } catch {
+                if count == 0 { throw error }
+                break
+            }
+        }
+        return count
+    }
 }
 
 /// A socket of an in-process stack: the stack's readiness callback tells the
@@ -62,6 +108,23 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
     }
     func armNotification(_ events: ReadinessEvents) {}
     var controlIsRemote: Bool { false }
+
+    /// All under one hold of the stack, as the native echo does.
+    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
+              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        var next = 0, current = 0
+        return socket.send(batch: {
+            guard next < count else { return nil }
+            current = next
+            next += 1
+            return datagram(current)
+        }, failed: { failed(current, $0) })
+    }
+
+    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
+        try socket.receive(upTo: maximum, into: buffer, received: received)
+    }
 }
 
 /// A socket of a stack in another process, through its socket service.
@@ -87,9 +150,18 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
     func takeError() -> SocketError? { socket.takeError() }
     func close() { socket.close() }
     func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void) { self.handler = handler }
+    /// One watch per direction at a time (bit 1 readable, 2 writable): a read
+    /// that finds nothing twice before the data arrives must not pile up watches.
+    private let armed = Atomic<UInt8>(0)
+
     func armNotification(_ events: ReadinessEvents) {
         guard let handler else { return }
-        socket.whenReady(events) { handler(events) }
+        let bit: UInt8 = events.contains(.writable) ? 2 : 1
+        guard armed.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0 else { return }
+        socket.whenReady(events) { [self] in
+            armed.bitwiseAnd(~bit, ordering: .acquiringAndReleasing)
+            handler(events)
+        }
     }
     var controlIsRemote: Bool { true }
 }

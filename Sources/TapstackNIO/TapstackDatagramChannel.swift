@@ -268,28 +268,38 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
         writeFlushed()
     }
 
-    /// Sends flushed writes until none are left or the link is full.
+    /// Sends flushed writes until none are left or the link is full, in one
+    /// batch (in-process: one hold of the stack for all of them).
     private func writeFlushed() {
-        while flushedCount > 0, let (envelope, promise) = pendingWrites.first {
-            let destination = SocketAPI.SocketAddress(envelope.remoteAddress)!
-            var failure: SocketError?
-            do throws(SocketError) {
-                _ = try envelope.data.withUnsafeReadableBytes { bytes throws(SocketError) in
-                    try backend.send(bytes, to: destination)
+        if flushedCount > 0 {
+            var failures: [(Int, SocketError)] = []
+            let base = pendingWrites.startIndex
+            let (taken, blocked) = backend.send(count: flushedCount, { index in
+                let envelope = pendingWrites[pendingWrites.index(base, offsetBy: index)].0
+                // The envelope stays in `pendingWrites` until after the send:
+                // its buffer's storage does not move while the stack copies it.
+                let bytes = envelope.data.withUnsafeReadableBytes { $0 }
+                return (bytes, SocketAPI.SocketAddress(envelope.remoteAddress))
+            }, failed: { index, error in failures.append((index, error)) })
+            var nextFailure = 0
+            for index in 0..<taken {
+                let (envelope, promise) = pendingWrites.removeFirst()
+                pendingBytes -= envelope.data.readableBytes
+                if nextFailure < failures.count, failures[nextFailure].0 == index {
+                    promise?.fail(failures[nextFailure].1.ioError("sendmsg"))
+                    nextFailure += 1
+                } else {
+                    promise?.succeed(())
                 }
-            } catch .wouldBlock {
-                // The link is full: keep it and the rest until the stack says `.writable`.
+            }
+            flushedCount -= taken
+            if blocked {
+                // The link is full: keep the rest until the stack says `.writable`.
                 linkFull = true
                 backend.armNotification(.writable)
                 updateWritability()
                 return
-            } catch {
-                failure = error
             }
-            pendingWrites.removeFirst()
-            flushedCount -= 1
-            pendingBytes -= envelope.data.readableBytes
-            if let failure { promise?.fail(failure.ioError("sendmsg")) } else { promise?.succeed(()) }
         }
         linkFull = false
         updateWritability()
@@ -328,47 +338,47 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
         }
     }
 
-    /// Reads up to `maxMessagesPerRead` datagrams, then `channelReadComplete`.
+    /// Reads up to `maxMessagesPerRead` datagrams (in-process: under one
+    /// hold of the stack), then `channelReadComplete`.
     private func readFromSocket() {
         guard isOpen, active, readPending else { return }
         readPending = false  // one read() asks for one batch; autoRead asks again after it
-        var read = 0
-        while read < maxMessagesPerRead {
-            var buffer = recvAllocator.buffer(allocator: allocator)
-            var result: Result<SocketAPI.SocketAddress, SocketError> = .failure(.wouldBlock)
-            let writable = buffer.writableBytes
-            _ = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { bytes in
-                do throws(SocketError) {
-                    let (length, source) = try backend.receive(into: UnsafeMutableRawBufferPointer(rebasing: bytes[0..<writable]))
-                    result = .success(source)
-                    return min(length, writable)
-                } catch {
-                    result = .failure(error)
-                    return 0
-                }
-            }
-            switch result {
-            case .success(let source):
-                read += 1
-                _ = recvAllocator.record(actualReadBytes: buffer.readableBytes)
-                pipeline.syncOperations.fireChannelRead(NIOAny(AddressedEnvelope(remoteAddress: NIOCore.SocketAddress(source), data: buffer)))
-            case .failure(.wouldBlock):
-                readPending = true  // nothing there: this read() waits for the next datagram
-                backend.armNotification(.readable)
-                if read > 0 { readPending = false; finishReadBatch() }
-                return
-            case .failure(let error):
-                // An ICMP error for an earlier datagram (a connected socket's
-                // port unreachable): reported, and the channel stays open, as NIO's does.
-                pipeline.syncOperations.fireErrorCaught(error.ioError("recvmsg"))
-                if error == .closed { close0(error: ChannelError.eof, mode: .all, promise: nil); return }
-                if read > 0 { finishReadBatch() } else { readPending = true; scheduleRead() }
-                return
-            }
+        var buffers: [ByteBuffer] = []
+        var sources: [SocketAPI.SocketAddress] = []
+        buffers.reserveCapacity(maxMessagesPerRead)
+        sources.reserveCapacity(maxMessagesPerRead)
+        let read: Int
+        do throws(SocketError) {
+            read = try backend.receive(upTo: maxMessagesPerRead, into: { _ in
+                buffers.append(recvAllocator.buffer(allocator: allocator))
+                // Writes into the buffer's own storage, held uniquely by `buffers`.
+                return buffers[buffers.count - 1].withUnsafeMutableWritableBytes { $0 }
+            }, received: { index, length, source in
+                buffers[index].moveWriterIndex(forwardBy: min(length, buffers[index].writableBytes))
+                sources.append(source)
+            })
+        } catch .closed {
+            close0(error: ChannelError.eof, mode: .all, promise: nil)
+            return
+        } catch {
+            // An ICMP error for an earlier datagram (a connected socket's
+            // port unreachable): reported, and the channel stays open, as NIO's does.
+            pipeline.syncOperations.fireErrorCaught(error.ioError("recvmsg"))
+            readPending = true
+            scheduleRead()
+            return
+        }
+        guard read > 0 else {
+            readPending = true  // nothing there: this read() waits for the next datagram
+            backend.armNotification(.readable)
+            return
+        }
+        for index in 0..<read {
+            _ = recvAllocator.record(actualReadBytes: buffers[index].readableBytes)
+            pipeline.syncOperations.fireChannelRead(NIOAny(AddressedEnvelope(remoteAddress: NIOCore.SocketAddress(sources[index]),
+                                                                             data: buffers[index])))
             guard isOpen, active else { return }
         }
-        // A full batch: there may be more. autoRead's next read() comes back
-        // for them after the loop's other work had its turn.
         finishReadBatch()
     }
 

@@ -5,7 +5,8 @@ Each ```console block is a shell session: `$ COMMAND` lines are run in order
 in one bash inside the stack's namespace, and the lines shown after a
 command must be what it printed on standard output, line for line (`…`
 stands for any text). A command ending in `&` is started in the background;
-the next command waits (at most 10 s) until it has bound a new UDP socket,
+the next command waits (at most 10 s) until it has bound a new UDP socket
+(the kernel's, or the stack's as `tapstack ss` lists them),
 as a reader at a keyboard would. A command that only looks (cat, ip neigh,
 tapstack ss/stats, tshark) is run again until its output matches, at most
 5 s: what it shows may still be on its way. Usage: readme.py README NAMESPACE WORKDIR
@@ -39,8 +40,10 @@ def pattern(line):
 
 
 def udp_sockets():
-    out = subprocess.run(["ip", "netns", "exec", namespace, "ss", "-Huan"], capture_output=True, text=True).stdout
-    return len(out.splitlines())
+    """UDP sockets bound in the namespace: the kernel's and the stack's."""
+    kernel = subprocess.run(["ip", "netns", "exec", namespace, "ss", "-Huan"], capture_output=True, text=True).stdout
+    stack = subprocess.run(["tapstack", "ss"], capture_output=True, text=True).stdout
+    return len(kernel.splitlines()) + len(stack.splitlines())
 
 
 failures = 0

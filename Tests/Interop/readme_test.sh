@@ -10,7 +10,7 @@ SOCK=$WORK/tapstack.sock
 trap 'for pid in $(ip netns pids "$RUN_NS" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done; wait; ip netns del "$RUN_NS" 2>/dev/null; cleanup' EXIT
 mkdir -p "$WORK/bin" "$WORK/cwd"
 ln -s "$BIN" "$WORK/bin/tapstack"
-ln -s "$(dirname "$BIN")/libtapstack-preload.so" "$WORK/bin/libtapstack-preload.so"
+for f in libtapstack-preload.so nio-echo-server nio-client; do ln -s "$(dirname "$BIN")/$f" "$WORK/bin/$f"; done
 
 (cd "$ROOT" && NS="$RUN_NS" TAPSTACK_BIN="$BIN" Scripts/run.sh --pcap "$WORK/run.pcapng" --socket "$SOCK" \
     >"$WORK/run.out" 2>"$WORK/run.err") &

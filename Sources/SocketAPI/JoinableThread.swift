@@ -33,4 +33,10 @@ public final class JoinableThread: Sendable {
     public func join() {
         pthread_join(thread, nil)
     }
+
+    /// Lets the thread finish on its own, never joined: its resources go
+    /// when it ends. Call once, instead of `join`.
+    public func detach() {
+        pthread_detach(thread)
+    }
 }

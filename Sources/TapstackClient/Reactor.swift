@@ -24,7 +24,7 @@ final class Reactor: Sendable {
     private init() {
         precondition(epollFD >= 0, "epoll_create1 failed: errno \(errno)")
         // Lives as long as the process; never joined.
-        _ = JoinableThread(name: "tapstack-react") { [self] in run() }
+        JoinableThread(name: "tapstack-react") { [self] in run() }.detach()
     }
 
     /// Suspends until `copy` is readable (or writable), has hung up, or the

@@ -225,11 +225,11 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
             return
         }
         let loop = eventLoop
-        _ = JoinableThread(name: "tapstack-nio-ctl") {
+        JoinableThread(name: "tapstack-nio-ctl") {
             let failure: SocketError?
             do throws(SocketError) { try body(backend); failure = nil } catch { failure = error }
             loop.execute { finish(failure) }
-        }
+        }.detach()
     }
 
     private func refreshAddresses() {

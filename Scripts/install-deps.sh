@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-    packages=(libpcap-dev liburing-dev iproute2 iputils-ping netcat-openbsd tcpdump tshark python3 python3-prometheus-client man-db procps util-linux)
+    packages=(libpcap-dev liburing-dev iproute2 iputils-ping netcat-openbsd tcpdump tshark python3 python3-prometheus-client man-db bind9-dnsutils procps util-linux)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -166,6 +166,8 @@ int tsc_connect(tsc_socket *s, uint32_t address, uint16_t port) {
     tsp_reply reply;
     if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     s->connected = reply.connected;
+    s->peer_address = reply.connected ? reply.remote_address : 0;
+    s->peer_port = reply.connected ? reply.remote_port : 0;
     return 0;
 }
 
@@ -220,7 +222,7 @@ ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EMSGSIZE; return -1; }
     size_t length = 0;
     for (int i = 0; i < iovcnt; i++) length += iov[i].iov_len;
-    tsp_datagram_header header = { .kind = TSP_DATAGRAM };
+    tsp_datagram_header header = { .magic = TSP_MAGIC, .kind = TSP_DATAGRAM };
     if (has_address) {
         int error = tsc_check_destination(s, address, port, length);
         if (error) { errno = error; return -1; }
@@ -246,32 +248,65 @@ ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
 ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
                   uint32_t *address, uint16_t *port, int flags, int *truncated) {
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
-    {
-        tsp_datagram_header header;
-        struct iovec parts[iovcnt + 1];
-        parts[0].iov_base = &header;
-        parts[0].iov_len = sizeof header;
-        if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
-        struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
-        ssize_t n = sys_recvmsg(s->data_fd, &message, flags & (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL));
-        if (n < 0) { errno = channel_errno(errno); return -1; }
-        if (n == 0) { errno = ENETDOWN; return -1; }  /* the service closed the channel */
-        if ((size_t)n < sizeof header) { errno = EPROTO; return -1; }
-        if (header.kind == TSP_ERROR) {
-            if (flags & MSG_PEEK) {
-                /* An error is reported once: take it off the channel. */
-                struct iovec part = { &header, sizeof header };
-                struct msghdr take = { .msg_iov = &part, .msg_iovlen = 1 };
-                (void)sys_recvmsg(s->data_fd, &take, MSG_DONTWAIT);
-            }
-            errno = header.error ? header.error : EIO;
-            return -1;
+    tsp_datagram_header header;
+    struct iovec parts[iovcnt + 1];
+    parts[0].iov_base = &header;
+    parts[0].iov_len = sizeof header;
+    if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
+    struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
+    ssize_t n = sys_recvmsg(s->data_fd, &message, flags & (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL));
+    if (n < 0) { errno = channel_errno(errno); return -1; }
+    if (n == 0) { errno = ENETDOWN; return -1; }  /* the service closed the channel */
+    if ((size_t)n < sizeof header || header.magic != TSP_MAGIC) {
+        /* A bare payload from the connected peer: its first bytes landed in
+         * `header`; put them in front of the rest, as far as `iov` holds. */
+        if (!s->connected) { errno = EPROTO; return -1; }
+        size_t capacity = 0;
+        for (int i = 0; i < iovcnt; i++) capacity += iov[i].iov_len;
+        size_t head = (size_t)n < sizeof header ? (size_t)n : sizeof header;
+        size_t full = (size_t)n;  /* the whole length when MSG_TRUNC was asked */
+        size_t landed = 0;        /* bytes of the payload's rest that reached `iov` */
+        if (full > sizeof header) {
+            size_t after = full - sizeof header;
+            landed = after < capacity ? after : capacity;
         }
-        if (address) *address = header.address;
-        if (port) *port = header.port;
-        if (truncated) *truncated = (message.msg_flags & MSG_TRUNC) != 0;
-        return n - (ssize_t)sizeof header;
+        size_t kept = head + landed < capacity ? head + landed : capacity;
+        unsigned char *whole = malloc(head + landed + 1);
+        if (!whole) { errno = ENOMEM; return -1; }
+        memcpy(whole, &header, head);
+        size_t at = head;
+        for (int i = 0; i < iovcnt && at < head + landed; i++) {
+            size_t take = iov[i].iov_len < head + landed - at ? iov[i].iov_len : head + landed - at;
+            memcpy(whole + at, iov[i].iov_base, take);
+            at += take;
+        }
+        at = 0;
+        for (int i = 0; i < iovcnt && at < kept; i++) {
+            size_t put = iov[i].iov_len < kept - at ? iov[i].iov_len : kept - at;
+            memcpy(iov[i].iov_base, whole + at, put);
+            at += put;
+        }
+        free(whole);
+        int cut = (message.msg_flags & MSG_TRUNC) || head + landed > capacity;
+        if (address) *address = s->peer_address;
+        if (port) *port = s->peer_port;
+        if (truncated) *truncated = cut;
+        return flags & MSG_TRUNC ? (ssize_t)full : (ssize_t)kept;
     }
+    if (header.kind == TSP_ERROR) {
+        if (flags & MSG_PEEK) {
+            /* An error is reported once: take it off the channel. */
+            struct iovec part = { &header, sizeof header };
+            struct msghdr take = { .msg_iov = &part, .msg_iovlen = 1 };
+            (void)sys_recvmsg(s->data_fd, &take, MSG_DONTWAIT);
+        }
+        errno = header.error ? header.error : EIO;
+        return -1;
+    }
+    if (address) *address = header.address;
+    if (port) *port = header.port;
+    if (truncated) *truncated = (message.msg_flags & MSG_TRUNC) != 0;
+    return n - (ssize_t)sizeof header;
 }
 
 int tsc_pending_bytes(tsc_socket *s) {
@@ -279,6 +314,8 @@ int tsc_pending_bytes(tsc_socket *s) {
     struct iovec part = { &header, sizeof header };
     struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1 };
     ssize_t n = sys_recvmsg(s->data_fd, &message, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-    if (n < (ssize_t)sizeof header || header.kind != TSP_DATAGRAM) return 0;
+    if (n <= 0) return 0;
+    if ((size_t)n < sizeof header || header.magic != TSP_MAGIC) return (int)n;  /* a bare payload */
+    if (header.kind != TSP_DATAGRAM) return 0;
     return (int)(n - (ssize_t)sizeof header);
 }

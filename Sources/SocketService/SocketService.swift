@@ -495,8 +495,13 @@ public final class SocketService: @unchecked Sendable {
     /// The datagram in slot `index` of `batch`, or nil when malformed.
     private static func datagram(in batch: OpaquePointer, at index: Int, length: Int)
         -> (payload: UnsafeRawBufferPointer, destination: SocketAddress?)? {
-        guard length >= headerSize, tsv_batch_truncated(batch, UInt32(index)) == 0 else { return nil }
+        guard tsv_batch_truncated(batch, UInt32(index)) == 0 else { return nil }
         let slot = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!)
+        // No magic: a bare payload for the connected peer, written by a raw
+        // system call the shim did not see (libuv's sendmmsg).
+        guard length >= headerSize, slot.loadUnaligned(as: UInt32.self) == TSP_MAGIC else {
+            return (UnsafeRawBufferPointer(start: slot, count: length), nil)
+        }
         let header = slot.loadUnaligned(as: tsp_datagram_header.self)
         guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else { return nil }
         let destination = header.address == 0 && header.port == 0
@@ -542,6 +547,7 @@ public final class SocketService: @unchecked Sendable {
         let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
         if client.waitingForClient.contains(where: { $0.count == Self.headerSize && $0[kindOffset] == errorKind }) { return }
         var header = tsp_datagram_header()
+        header.magic = TSP_MAGIC
         header.kind = UInt8(TSP_ERROR.rawValue)
         header.error = UInt8(truncatingIfNeeded: error.errno)
         client.waitingForClient.append(withUnsafeBytes(of: header) { Array($0) })
@@ -579,6 +585,10 @@ public final class SocketService: @unchecked Sendable {
         setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
         let batch = toClients
         let headerSize = Self.headerSize, slotSize = Self.slotSize
+        // Toward a connected socket datagrams go bare (the source is the
+        // peer), so that a program reading with raw system calls gets just
+        // the payload; one that begins with TSP_MAGIC stays framed.
+        let bare = socket.remoteAddress != nil
         while true {
             var count: UInt32 = 0
             var failed: SocketError?
@@ -586,11 +596,19 @@ public final class SocketService: @unchecked Sendable {
                 count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
                     UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
                 }, received: { index, length, source in
+                    let slot = tsv_batch_slot(batch, UInt32(index))!
+                    let kept = min(length, slotSize - headerSize)
+                    if bare && (kept < 4 || (slot + headerSize).loadUnaligned(as: UInt32.self) != TSP_MAGIC) {
+                        slot.copyMemory(from: slot + headerSize, byteCount: kept)
+                        tsv_batch_set_length(batch, UInt32(index), UInt32(kept))
+                        return
+                    }
                     var header = tsp_datagram_header()
+                    header.magic = TSP_MAGIC
                     header.address = source.address.rawValue.bigEndian
                     header.port = source.port
-                    tsv_batch_slot(batch, UInt32(index))!.storeBytes(of: header, as: tsp_datagram_header.self)
-                    tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + min(length, slotSize - headerSize)))
+                    slot.storeBytes(of: header, as: tsp_datagram_header.self)
+                    tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + kept))
                 }))
             } catch {
                 if error != .wouldBlock && error != .closed { failed = error }

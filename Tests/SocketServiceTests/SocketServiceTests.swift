@@ -314,15 +314,52 @@ extension SocketServiceTests {
         let served = try ServedHost()
         served.learnPeer()
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
-        // Shorter than the header, and an unknown kind: dropped, counted.
-        _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        // A framed message of an unknown kind: dropped, counted.
         var header = tsp_datagram_header()
+        header.magic = TSP_MAGIC
         header.kind = 7
         _ = withUnsafeBytes(of: header) { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        // A bare message (no magic) on a socket without a peer has nowhere to go: refused, counted.
+        _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
         // A good one after them still goes out.
         try socket.send(Array("hello\n".utf8), to: peer)
         let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
         #expect(Array(frame[42..<48]) == Array("hello\n".utf8))
-        #expect(served.service.counters.badDatagrams.load(ordering: .relaxed) == 2)
+        #expect(served.service.counters.badDatagrams.load(ordering: .relaxed) == 1)
+        #expect(served.service.counters.sendErrors.load(ordering: .relaxed) == 1)
+        #expect(throws: SocketError.notConnected) { try socket.receive(timeout: .seconds(5)) }
+    }
+
+    /// What libuv does (dig, node): connect, then sendmmsg and recvmmsg as raw
+    /// system calls the preload shim never sees, so no header on either side.
+    @Test func aConnectedSocketCarriesBarePayloadsBothWays() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.connect(to: peer)
+        let query: [UInt8] = [0xba, 0x51, 0x01, 0x20, 0, 1, 0, 0]  // a DNS header's first bytes
+        #expect(query.withUnsafeBytes { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) } == query.count)
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(frame[30..<34]) == [192, 0, 2, 1] && Array(frame[36..<38]) == [0x8b, 0xcd])  // to 192.0.2.1:35789
+        #expect(Array(frame[38..<40]) == [0, 16] && Array(frame[42..<50]) == query)  // UDP length 8 + 8
+
+        // From the peer: bare on the channel, as recvmmsg expects...
+        let port = socket.localAddress!.port
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: port, payload: [1, 2, 3, 4, 5]))
+        var buffer = [UInt8](repeating: 0, count: 64)
+        var pollDescriptor = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&pollDescriptor, 1, 5000) == 1)
+        let n = buffer.withUnsafeMutableBytes { recv(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        #expect(Array(buffer[0..<max(n, 0)]) == [1, 2, 3, 4, 5])
+        // ...and the client library still gives payload and source; a payload
+        // that begins with the magic itself stays framed, and intact.
+        var magic = TSP_MAGIC
+        let tricky = withUnsafeBytes(of: &magic) { Array($0) } + [9, 9]
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: port, payload: [7, 7]))
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: port, payload: tricky))
+        let first = try socket.receive(timeout: .seconds(5))
+        #expect(first.payload == [7, 7] && first.source == peer)
+        let second = try socket.receive(timeout: .seconds(5))
+        #expect(second.payload == tricky && second.source == peer)
     }
 }

@@ -23,7 +23,13 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define TSP_VERSION 1
+#define TSP_VERSION 2
+/// Opens every framed message on the data channel. A message without it is a
+/// bare payload: what a program wrote with a raw system call the preload shim
+/// cannot see (libuv's `syscall(__NR_sendmmsg)`), sent to the connected peer;
+/// toward a connected socket the service sends bare payloads too (see
+/// tsp_datagram_header), so such programs read what they expect.
+#define TSP_MAGIC 0x31505354u
 /// Where the service listens unless told otherwise; `tapstack run` uses
 /// /run/tapstack/INTERFACE.sock, so this is the default interface's.
 #define TSP_DEFAULT_SOCKET_PATH "/run/tapstack/tap0.sock"
@@ -100,9 +106,13 @@ enum tsp_kind {
     TSP_ERROR = 1,      ///< service to client: an asynchronous error (`error`), no payload
 };
 
-/// Precedes every datagram on the data channel. To the service, the
-/// destination (address 0: the connected peer); from it, the source.
+/// Precedes a datagram on the data channel. To the service, the destination
+/// (address 0: the connected peer); from it, the source. Toward a connected
+/// socket the service leaves it out (the source is the peer) unless the
+/// payload itself begins with TSP_MAGIC, so that a message is framed exactly
+/// when it begins with TSP_MAGIC.
 typedef struct {
+    uint32_t magic;     ///< TSP_MAGIC
     uint32_t address;   ///< network order
     uint16_t port;
     uint8_t kind;       ///< enum tsp_kind
@@ -123,6 +133,8 @@ typedef struct {
     int broadcast;       ///< SO_BROADCAST as last set
     int dont_fragment;   ///< IP_PMTUDISC_DO as last set
     int connected;       ///< 1 when connected (sends without address go to the peer)
+    uint32_t peer_address; ///< the connected peer (network order): the source of bare payloads
+    uint16_t peer_port;
     uint16_t sequence;   ///< the last control request's
 } tsc_socket;
 

@@ -325,9 +325,10 @@ extension SocketServiceTests {
         try socket.send(Array("hello\n".utf8), to: peer)
         let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
         #expect(Array(frame[42..<48]) == Array("hello\n".utf8))
+        // The refusal reaches the client after the service counted it.
+        #expect(throws: SocketError.notConnected) { try socket.receive(timeout: .seconds(5)) }
         #expect(served.service.counters.badDatagrams.load(ordering: .relaxed) == 1)
         #expect(served.service.counters.sendErrors.load(ordering: .relaxed) == 1)
-        #expect(throws: SocketError.notConnected) { try socket.receive(timeout: .seconds(5)) }
     }
 
     /// What libuv does (dig, node): connect, then sendmmsg and recvmmsg as raw

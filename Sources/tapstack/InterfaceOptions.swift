@@ -12,33 +12,15 @@ struct InterfaceOptions: ParsableArguments {
     var interface: String = "tap0"
 
     @Option(name: .long, help: ArgumentHelp("The stack's IPv4 address and prefix length. (default: 192.0.2.2/24)", valueName: "a.b.c.d/len"),
-            transform: { text in
-                guard let value = IPv4Interface(text) else {
-                    throw ValidationError("'\(text)' is not an IPv4 address with prefix length, like 192.0.2.2/24")
-                }
-                return value
-            })
+            transform: parseInterfaceAddress)
     var address: IPv4Interface = IPv4Interface("192.0.2.2/24")!
 
     @Option(name: .long, help: ArgumentHelp("The stack's Ethernet address. (default: 02:00:00:00:00:02)", valueName: "aa:bb:cc:dd:ee:ff"),
-            transform: { text in
-                guard let value = MACAddress(text) else {
-                    throw ValidationError("'\(text)' is not a MAC address, like 02:00:00:00:00:02")
-                }
-                guard !value.isMulticast, value != .zero else {
-                    throw ValidationError("'\(text)' is not a unicast MAC address")
-                }
-                return value
-            })
+            transform: parseStackMAC)
     var mac: MACAddress = MACAddress("02:00:00:00:00:02")!
 
     @Option(name: .long, help: ArgumentHelp("Default gateway for destinations off the subnet (none by default).", valueName: "a.b.c.d"),
-            transform: { text in
-                guard let value = IPv4Address(text) else {
-                    throw ValidationError("'\(text)' is not an IPv4 address, like 192.0.2.1")
-                }
-                return value
-            })
+            transform: parseGateway)
     var gateway: IPv4Address?
 
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
@@ -126,4 +108,31 @@ func parseCPUList(_ text: String) -> [Int]? {
         cpus += Array(low...high)
     }
     return cpus.isEmpty ? nil : Array(Set(cpus)).sorted()
+}
+
+/// `--address`: the stack's IPv4 address with its prefix length.
+func parseInterfaceAddress(_ text: String) throws -> IPv4Interface {
+    guard let value = IPv4Interface(text) else {
+        throw ValidationError("'\(text)' is not an IPv4 address with prefix length, like 192.0.2.2/24")
+    }
+    return value
+}
+
+/// `--mac`: the stack's Ethernet address, unicast.
+func parseStackMAC(_ text: String) throws -> MACAddress {
+    guard let value = MACAddress(text) else {
+        throw ValidationError("'\(text)' is not a MAC address, like 02:00:00:00:00:02")
+    }
+    guard !value.isMulticast, value != .zero else {
+        throw ValidationError("'\(text)' is not a unicast MAC address")
+    }
+    return value
+}
+
+/// `--gateway`: an IPv4 address.
+func parseGateway(_ text: String) throws -> IPv4Address {
+    guard let value = IPv4Address(text) else {
+        throw ValidationError("'\(text)' is not an IPv4 address, like 192.0.2.1")
+    }
+    return value
 }

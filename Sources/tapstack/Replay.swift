@@ -34,28 +34,15 @@ struct Replay: ParsableCommand {
     var tail: Int = 0
 
     @Option(name: .long, help: ArgumentHelp("The stack's IPv4 address and prefix length. (default: the capture's, else 192.0.2.2/24)", valueName: "a.b.c.d/len"),
-            transform: { text in
-                guard let value = IPv4Interface(text) else {
-                    throw ValidationError("'\(text)' is not an IPv4 address with prefix length, like 192.0.2.2/24")
-                }
-                return value
-            })
+            transform: parseInterfaceAddress)
     var address: IPv4Interface?
 
     @Option(name: .long, help: ArgumentHelp("The stack's Ethernet address. (default: the capture's, else 02:00:00:00:00:02)", valueName: "aa:bb:cc:dd:ee:ff"),
-            transform: { text in
-                guard let value = MACAddress(text), !value.isMulticast, value != .zero else {
-                    throw ValidationError("'\(text)' is not a unicast MAC address, like 02:00:00:00:00:02")
-                }
-                return value
-            })
+            transform: parseStackMAC)
     var mac: MACAddress?
 
     @Option(name: .long, help: ArgumentHelp("Default gateway for destinations off the subnet (none by default).", valueName: "a.b.c.d"),
-            transform: { text in
-                guard let value = IPv4Address(text) else { throw ValidationError("'\(text)' is not an IPv4 address, like 192.0.2.1") }
-                return value
-            })
+            transform: parseGateway)
     var gateway: IPv4Address?
 
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")

@@ -10,7 +10,10 @@ counter() { sed -n "s/^$1 //p" "$WORK/stack.err" | tail -n 1; }
 # The kernel side comes up a while after the stack opened the device.
 launch ip netns exec "$NS" "$BIN" run --interface "$TAP" --pcap "$WORK/start.pcap"
 wait_for_tap || { echo "FAIL $TEST_NAME: stack did not create $TAP"; finish; exit 1; }
-sleep 0.3   # the device exists and is down: a frame written now would fail with EIO
+# The stack is up (its executor turning) while the kernel side is still
+# down: a frame written now would fail with EIO. That is the scenario.
+wait_for grep -q "tapstack up on $TAP" "$WORK/stack.err" || { echo "FAIL $TEST_NAME: stack did not come up"; cat "$WORK/stack.err"; finish; exit 1; }
+check "the stack runs while the kernel side of $TAP is still down" bash -c "! ip -n '$NS' link show '$TAP' | grep -q ',UP'"
 # The kernel enters a neighbour from a gratuitous ARP only with arp_accept,
 # and only for a sender in a subnet it has a route to.
 in_ns sysctl -qw "net.ipv4.conf.$TAP.arp_accept=1"

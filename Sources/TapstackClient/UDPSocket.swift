@@ -196,8 +196,15 @@ public final class UDPSocket: DatagramSocket {
     /// Takes the oldest datagram without waiting; throws as `receive(into:)`.
     public func receive() throws(SocketError) -> Datagram {
         var socket = state.withLock { $0 }
-        let length = try channel.use { fd in
+        let length = try channel.use { fd throws(SocketError) in
             socket.data_fd = fd
+            let pending = Int(tsc_pending_bytes(&socket))
+            guard pending == 0 else { return pending }
+            // 0: nothing queued, or an empty datagram or an error at the head.
+            // Only a message already at the head is taken, sized for what it
+            // is: one arriving now must not land in a 1-byte buffer, cut.
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 0) > 0 else { throw SocketError.wouldBlock }
             return Int(tsc_pending_bytes(&socket))
         }
         var payload = [UInt8](repeating: 0, count: max(length, 1))

@@ -130,7 +130,9 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
 /// A socket of a stack in another process, through its socket service.
 final class ServiceBackend: DatagramBackend, @unchecked Sendable {
     let socket: TapstackClient.UDPSocket
-    private var handler: (@Sendable (ReadinessEvents) -> Void)?
+    /// Cleared on close: a watch that fires later (the service hung up) must
+    /// not reach a channel, or an event loop, that is gone.
+    private let handler = Locked<(@Sendable (ReadinessEvents) -> Void)?>(nil)
 
     init(servicePath: String) throws(SocketError) { socket = try TapstackClient.UDPSocket(servicePath: servicePath) }
 
@@ -148,19 +150,21 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
     var reuseAddress: Bool { get { socket.reuseAddress } set { socket.reuseAddress = newValue } }
     var receiveBufferSize: Int { get { socket.receiveBufferSize } set { socket.receiveBufferSize = newValue } }
     func takeError() -> SocketError? { socket.takeError() }
-    func close() { socket.close() }
-    func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void) { self.handler = handler }
+    func close() {
+        handler.withLock { $0 = nil }
+        socket.close()
+    }
+    func setReadinessHandler(_ handler: @escaping @Sendable (ReadinessEvents) -> Void) { self.handler.withLock { $0 = handler } }
     /// One watch per direction at a time (bit 1 readable, 2 writable): a read
     /// that finds nothing twice before the data arrives must not pile up watches.
     private let armed = Atomic<UInt8>(0)
 
     func armNotification(_ events: ReadinessEvents) {
-        guard let handler else { return }
         let bit: UInt8 = events.contains(.writable) ? 2 : 1
         guard armed.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0 else { return }
         socket.whenReady(events) { [self] in
             armed.bitwiseAnd(~bit, ordering: .acquiringAndReleasing)
-            handler(events)
+            handler.withLock { $0 }?(events)
         }
     }
     var controlIsRemote: Bool { true }

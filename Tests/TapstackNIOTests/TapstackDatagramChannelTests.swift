@@ -47,9 +47,9 @@ final class NIOFixture {
     }
 
     func stop() {
-        try? group.syncShutdownGracefully()
         service?.stop()
         host.stop()
+        try? group.syncShutdownGracefully()
     }
 
     /// A datagram from the peer (192.0.2.1:35789) to `port` on the stack.

@@ -21,6 +21,15 @@ import Wire
 /// Reads the monotonic clock as a `StackInstant`.
 public func monotonicNow() -> StackInstant { StackInstant(nanoseconds: monotonicNanoseconds()) }
 
+/// The wall-clock time (CLOCK_REALTIME, nanoseconds since the epoch) of a
+/// past `instant` of the monotonic clock: what SO_TIMESTAMP reports.
+public func wallClockNanoseconds(at instant: StackInstant) -> UInt64 {
+    var real = timespec()
+    clock_gettime(CLOCK_REALTIME, &real)
+    let realNow = UInt64(real.tv_sec) &* 1_000_000_000 &+ UInt64(real.tv_nsec)
+    return realNow &- monotonicNow().since(instant).nanoseconds
+}
+
 /// The TX ring seen as the core's frame sink: remembers whether a frame was
 /// produced (to wake the executor) and whether a sender found it full (to
 /// tell it when there is room again).

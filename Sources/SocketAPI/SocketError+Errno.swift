@@ -17,6 +17,8 @@ extension SocketError {
         case .permissionDenied: EACCES
         case .noPortsAvailable: EAGAIN
         case .cancelled: ECANCELED
+        case .noBufferSpace: ENOBUFS
+        case .noDevice: ENODEV
         case .serviceUnavailable: ENOENT
         }
     }
@@ -37,6 +39,8 @@ extension SocketError {
         case EINVAL: self = .invalidArgument
         case EACCES: self = .permissionDenied
         case ECANCELED: self = .cancelled
+        case ENOBUFS: self = .noBufferSpace
+        case ENODEV: self = .noDevice
         default: return nil
         }
     }

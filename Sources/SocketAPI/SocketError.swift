@@ -28,6 +28,10 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
     case noPortsAvailable
     /// ECANCELED: the waiting task was cancelled.
     case cancelled
+    /// ENOBUFS: a bound was reached (e.g. multicast memberships per socket).
+    case noBufferSpace
+    /// ENODEV: no such interface (SO_BINDTODEVICE, IP_MULTICAST_IF).
+    case noDevice
     /// No stack serves sockets at the path a client of another process
     /// named (nothing there, not a socket, or nobody answering).
     case serviceUnavailable
@@ -47,6 +51,8 @@ public enum SocketError: Error, Equatable, Sendable, CustomStringConvertible {
         case .permissionDenied: "permission denied"
         case .noPortsAvailable: "no ephemeral port available"
         case .cancelled: "operation cancelled"
+        case .noBufferSpace: "no buffer space available"
+        case .noDevice: "no such device"
         case .serviceUnavailable: "no tapstack socket service answers there"
         }
     }

@@ -124,6 +124,64 @@ public final class UDPSocket: DatagramSocket {
         set { host.withStack { _ in endpoint.dontFragment = newValue } }
     }
 
+    /// TTL of unicast and broadcast datagrams (IP_TTL; 64 by default).
+    public var timeToLive: UInt8 {
+        get { host.withStack { _ in endpoint.timeToLive } }
+        set { host.withStack { _ in endpoint.timeToLive = newValue } }
+    }
+
+    /// TOS byte of the datagrams sent (IP_TOS).
+    public var typeOfService: UInt8 {
+        get { host.withStack { _ in endpoint.typeOfService } }
+        set { host.withStack { _ in endpoint.typeOfService = newValue } }
+    }
+
+    /// TTL of multicast datagrams (IP_MULTICAST_TTL; 1 by default: the link only).
+    public var multicastTimeToLive: UInt8 {
+        get { host.withStack { _ in endpoint.multicastTimeToLive } }
+        set { host.withStack { _ in endpoint.multicastTimeToLive = newValue } }
+    }
+
+    /// Whether our own sockets in a group receive the multicast datagrams
+    /// this socket sends to it (IP_MULTICAST_LOOP; on by default).
+    public var multicastLoop: Bool {
+        get { host.withStack { _ in endpoint.multicastLoop } }
+        set { host.withStack { _ in endpoint.multicastLoop = newValue } }
+    }
+
+    /// Allows `bind` to an address that is not the stack's (IP_FREEBIND).
+    public var freeBind: Bool {
+        get { host.withStack { _ in endpoint.freeBind } }
+        set { host.withStack { _ in endpoint.freeBind = newValue } }
+    }
+
+    // MARK: Multicast
+
+    /// Joins multicast `group` (IP_ADD_MEMBERSHIP), or with `sources` only
+    /// for datagrams from them (IP_ADD_SOURCE_MEMBERSHIP). The stack reports
+    /// the membership with IGMP and receives the group's frames; datagrams to
+    /// the group reach this socket when it is bound to their port.
+    /// - Throws: `.invalidArgument` (not a multicast address), `.addressInUse`
+    ///   (already joined), `.noBufferSpace` (too many memberships), `.closed`.
+    public func join(group: IPv4Address, sources: [IPv4Address]? = nil) throws(SocketError) {
+        let now = monotonicNow()
+        try host.withStack { stack throws(SocketError) in try stack.join(group, for: endpoint, sources: sources, now: now) }
+    }
+
+    /// Leaves `group` (IP_DROP_MEMBERSHIP), or stops receiving from `sources`
+    /// (IP_DROP_SOURCE_MEMBERSHIP). The stack sends IGMP's leave when its
+    /// last socket leaves.
+    /// - Throws: `.addressNotAvailable` when not joined.
+    public func leave(group: IPv4Address, sources: [IPv4Address]? = nil) throws(SocketError) {
+        let now = monotonicNow()
+        try host.withStack { stack throws(SocketError) in try stack.leave(group, for: endpoint, sources: sources, now: now) }
+    }
+
+    /// The groups this socket joined.
+    public var memberships: [IPv4Address] {
+        host.withStack { _ in endpoint.memberships.keys.sorted { $0.rawValue < $1.rawValue } }
+    }
+
     // MARK: Sending
 
     /// Sends `payload` to `destination` (nil: the connected peer) without waiting; returns the bytes
@@ -164,10 +222,41 @@ public final class UDPSocket: DatagramSocket {
         }
     }
 
-    private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
+    /// Sends as `send(batch:failed:)`, with `next` also giving each
+    /// datagram's overrides (sendmsg's control messages).
+    public func send(batchWithOptions next: () -> (UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)?,
+                     failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        let now = monotonicNow()
+        return host.withStack { stack in
+            var taken = 0
+            while let (payload, destination, options) = next() {
+                do throws(SocketError) {
+                    try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, options: options, now: now)
+                } catch .wouldBlock {
+                    return (taken, true)
+                } catch {
+                    failed(error)
+                }
+                taken += 1
+            }
+            return (taken, false)
+        }
+    }
+
+    /// Sends `payload` as `send(_:to:)`, with `options` overriding the
+    /// socket's source address, TTL or TOS for this datagram (sendmsg with
+    /// IP_PKTINFO, IP_TTL or IP_TOS control messages).
+    @discardableResult
+    public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?,
+                     options: DatagramSendOptions) throws(SocketError) -> Int {
+        try transmit(payload, to: destination, options: options)
+    }
+
+    private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?,
+                          options: DatagramSendOptions = DatagramSendOptions()) throws(SocketError) -> Int {
         let now = monotonicNow()
         try host.withStack { stack throws(SocketError) in
-            try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
+            try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, options: options, now: now)
         }
         return payload.count
     }
@@ -202,22 +291,23 @@ public final class UDPSocket: DatagramSocket {
         return (info.length, SocketAddress(info.source, info.sourcePort))
     }
 
-    /// Copies up to `maximum` queued datagrams out under a single hold of
-    /// the stack, without waiting: the i-th into `buffer(i)`, then
-    /// `received(i, length, source)` (a longer datagram is cut; `length` is
-    /// its full length). Both closures run inside the stack.
-    /// - Returns: how many were copied (0 when none was queued).
-    /// - Throws: an asynchronous error, only when it is the first thing
-    ///   found (otherwise the next call reports it); `.closed`.
+    /// Copies the oldest queued datagram into `buffer` as `receive(into:)`,
+    /// returning everything known about it: source, the address it was sent
+    /// to (IP_PKTINFO), TTL and TOS as received, and when it arrived
+    /// (`wallClockNanoseconds(at:)` gives SO_TIMESTAMP's time).
+    public func receiveMessage(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> DatagramInfo {
+        try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint, into: buffer) }
+    }
+
+    /// As `receive(upTo:into:received:)`, giving each datagram's full `DatagramInfo`.
     public func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
-                        received: (Int, Int, SocketAddress) -> Void) throws(SocketError) -> Int {
+                        receivedInfo: (Int, DatagramInfo) -> Void) throws(SocketError) -> Int {
         try host.withStack { stack throws(SocketError) in
             var count = 0
-            // An error waiting behind datagrams already copied stays for the next call.
             while count < maximum && (count == 0 || endpoint.pendingError == nil) {
                 do throws(SocketError) {
                     let info = try stack.receive(from: endpoint, into: buffer(count))
-                    received(count, info.length, SocketAddress(info.source, info.sourcePort))
+                    receivedInfo(count, info)
                     count += 1
                 } catch .wouldBlock {
                     break
@@ -228,6 +318,20 @@ public final class UDPSocket: DatagramSocket {
             }
             return count
         }
+    }
+
+    /// Copies up to `maximum` queued datagrams out under a single hold of
+    /// the stack, without waiting: the i-th into `buffer(i)`, then
+    /// `received(i, length, source)` (a longer datagram is cut; `length` is
+    /// its full length). Both closures run inside the stack.
+    /// - Returns: how many were copied (0 when none was queued).
+    /// - Throws: an asynchronous error, only when it is the first thing
+    ///   found (otherwise the next call reports it); `.closed`.
+    public func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                        received: (Int, Int, SocketAddress) -> Void) throws(SocketError) -> Int {
+        try receive(upTo: maximum, into: buffer, receivedInfo: { index, info in
+            received(index, info.length, SocketAddress(info.source, info.sourcePort))
+        })
     }
 
     // MARK: Readiness

@@ -94,12 +94,36 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case udpDropNoPort
     case udpDropQueueFull
     case udpRxDelivered
+    /// Multicast datagrams delivered (to one socket or more).
+    case udpRxMulticastDelivered
+    /// Multicast datagrams for a joined group no socket on the port had joined for their source.
+    case udpDropMulticastNoMember
     case udpTxDatagrams
+    /// Multicast datagrams delivered to our own joined sockets (IP_MULTICAST_LOOP).
+    case udpTxMulticastLoopedBack
+
+    // IGMP (RFC 2236, RFC 3376)
+    case igmpRxMessages
+    case igmpDropTruncated
+    /// A 9 to 11 byte query, which RFC 3376 7.1 says to ignore.
+    case igmpDropBadLength
+    case igmpDropBadChecksum
+    case igmpDropUnknownType
+    /// A query for a non-multicast group, or sent to an address its kind may not use.
+    case igmpDropBadQuery
+    case igmpRxQueries
+    /// Reports and leaves of other hosts (heard, not acted on except for v2 suppression).
+    case igmpRxReports
+    case igmpTxReports
+    case igmpTxLeaves
+    case igmpTxDropTooBig
+    /// Joins refused because the host holds `multicastMaximumGroups` already.
+    case igmpDropGroupLimit
 
     /// `ipv4DropBadChecksum` → `ipv4.drop_bad_checksum`.
     public var name: String {
         let raw = String(describing: self)
-        let layers = ["ethernet", "arp", "ipv4", "icmp", "udp"]
+        let layers = ["ethernet", "arp", "ipv4", "icmp", "igmp", "udp"]
         let layer = layers.first { raw.hasPrefix($0) } ?? ""
         var rest = ""
         for ch in raw.dropFirst(layer.count) {

@@ -10,6 +10,23 @@ public struct DatagramInfo: Sendable, Equatable {
     public var destination: IPv4Address
     /// The payload's full length (it may exceed what a too-small buffer received).
     public var length: Int
+    /// The IP header's TTL and TOS as they arrived (IP_RECVTTL, IP_RECVTOS).
+    public var timeToLive: UInt8
+    public var typeOfService: UInt8
+    /// When the frame carrying it was handled, on the stack's monotonic
+    /// clock (SO_TIMESTAMP converts it to wall-clock time).
+    public var receivedAt: StackInstant
+
+    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, length: Int,
+                timeToLive: UInt8 = 64, typeOfService: UInt8 = 0, receivedAt: StackInstant = .zero) {
+        self.source = source
+        self.sourcePort = sourcePort
+        self.destination = destination
+        self.length = length
+        self.timeToLive = timeToLive
+        self.typeOfService = typeOfService
+        self.receivedAt = receivedAt
+    }
 }
 
 /// A socket's bounded receive queue. Datagrams up to `slotSize` bytes (any

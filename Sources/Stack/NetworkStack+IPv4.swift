@@ -50,6 +50,7 @@ extension NetworkStack {
         switch packet.proto {
         case .icmp: receiveICMP(packet, now: now)
         case .udp: receiveUDP(packet, linkBroadcast: linkBroadcast, now: now)
+        case .igmp: receiveIGMP(packet, now: now)
         default:
             drop(.ipv4DropUnknownProtocol)
             // RFC 1122 3.2.2.1: a host SHOULD say it does not speak the protocol.
@@ -61,7 +62,7 @@ extension NetworkStack {
     /// RFC 1122 3.2.1.3: a host accepts its own address and the broadcast
     /// addresses of its subnet; it does not forward anything else.
     func isAddressedToUs(_ destination: IPv4Address) -> Bool {
-        destination == address || isBroadcast(destination)
+        destination == address || isBroadcast(destination) || (destination.isMulticast && receivesMulticast(destination))
     }
 
     /// The limited broadcast or our subnet's directed broadcast.
@@ -85,7 +86,9 @@ extension NetworkStack {
     /// - Throws: `.networkUnreachable` when off-link with no gateway.
     func route(to destination: IPv4Address) throws(SocketError) -> (nextHop: IPv4Address, broadcast: Bool) {
         if isBroadcast(destination) { return (destination, true) }
-        if destination.isMulticast || destination.isLoopback || destination.isUnspecified || destination.isReserved {
+        // Multicast goes onto the link to the group's MAC (RFC 1112 6.4).
+        if destination.isMulticast { return (destination, false) }
+        if destination.isLoopback || destination.isUnspecified || destination.isReserved {
             throw .networkUnreachable
         }
         if configuration.interface.contains(destination) { return (destination, false) }
@@ -105,10 +108,11 @@ extension NetworkStack {
     ///   or over the MTU with `dontFragment`); `.wouldBlock` when the link
     ///   has no room now (nothing was sent).
     func sendIPv4(proto: IPProtocol, to destination: IPv4Address, payloadLength: Int, typeOfService: UInt8 = 0,
-                  dontFragment: Bool = false, owner: UDPEndpoint? = nil, transportChecksumOffset: Int? = nil,
+                  timeToLive: UInt8 = 64, dontFragment: Bool = false, owner: UDPEndpoint? = nil, transportChecksumOffset: Int? = nil,
                   now: StackInstant, fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) throws(SocketError) {
         if destination == address {
-            return loopBack(proto: proto, payloadLength: payloadLength, typeOfService: typeOfService, now: now, fill: fill)
+            return loopBack(proto: proto, to: destination, payloadLength: payloadLength, typeOfService: typeOfService,
+                            timeToLive: timeToLive, now: now, fill: fill)
         }
         let (nextHop, broadcast) = try route(to: destination)
         let packetLength = IPv4Header.length + payloadLength
@@ -117,8 +121,9 @@ extension NetworkStack {
             throw .messageTooLong
         }
         var header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: 0,
-                                dontFragment: dontFragment, proto: proto, source: address, destination: destination)
-        let destinationMAC = broadcast ? MACAddress.broadcast : resolvedMAC(for: nextHop, now: now)
+                                dontFragment: dontFragment, ttl: timeToLive, proto: proto, source: address, destination: destination)
+        let destinationMAC = destination.isMulticast ? destination.multicastMAC
+            : broadcast ? MACAddress.broadcast : resolvedMAC(for: nextHop, now: now)
         // An application's datagram leaves the reserve to the stack's own frames.
         let reserve = owner == nil ? 0 : configuration.transmitReserveFrames
 
@@ -223,10 +228,10 @@ extension NetworkStack {
     /// has a host's own addresses routed internally). Queued and received
     /// after the current one, so an answer to it (an ICMP error to ourselves)
     /// does not recurse.
-    func loopBack(proto: IPProtocol, payloadLength: Int, typeOfService: UInt8, now: StackInstant,
-                  fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) {
+    func loopBack(proto: IPProtocol, to destination: IPv4Address, payloadLength: Int, typeOfService: UInt8,
+                  timeToLive: UInt8, now: StackInstant, fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) {
         let header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: takeIdentification(),
-                                proto: proto, source: address, destination: address)
+                                ttl: timeToLive, proto: proto, source: address, destination: destination)
         var frame = [UInt8](repeating: 0, count: EthernetHeader.length + IPv4Header.length + payloadLength)
         frame.withUnsafeMutableBytes { bytes in
             EthernetHeader(destination: mac, source: mac, etherType: .ipv4).emit(into: bytes)

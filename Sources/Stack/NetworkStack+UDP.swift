@@ -1,6 +1,22 @@
 import SocketAPI
 import Wire
 
+/// Per-datagram overrides of a socket's settings (sendmsg's control messages).
+public struct DatagramSendOptions: Sendable, Equatable {
+    /// The source address (IP_PKTINFO's ipi_spec_dst): ours or unspecified.
+    public var source: IPv4Address?
+    /// The TTL (IP_TTL control message).
+    public var timeToLive: UInt8?
+    /// The TOS byte (IP_TOS control message).
+    public var typeOfService: UInt8?
+
+    public init(source: IPv4Address? = nil, timeToLive: UInt8? = nil, typeOfService: UInt8? = nil) {
+        self.source = source
+        self.timeToLive = timeToLive
+        self.typeOfService = typeOfService
+    }
+}
+
 // UDP (RFC 768, RFC 1122 4.1) and the socket-facing operations.
 extension NetworkStack {
     func receiveUDP(_ packet: IPv4PacketView, linkBroadcast: Bool, now: StackInstant) {
@@ -17,10 +33,15 @@ extension NetworkStack {
                 || datagram.checksumIsValid(source: packet.source, destination: packet.destination) else {
             return drop(.udpDropBadChecksum)
         }
+        if packet.destination.isMulticast {
+            // Never answered with an ICMP error (RFC 1122 3.2.2).
+            guard deliverMulticast(datagram, from: packet, now: now) else { return drop(.udpDropMulticastNoMember) }
+            return count(.udpRxMulticastDelivered)
+        }
         if isBroadcast(packet.destination) {
             // A broadcast goes to every socket that would take it.
             let receivers = matchingEndpoints(for: datagram, from: packet)
-            for endpoint in receivers { enqueue(datagram, from: packet, on: endpoint) }
+            for endpoint in receivers { enqueue(datagram, from: packet, on: endpoint, now: now) }
             if !receivers.isEmpty { return }
         }
         guard let endpoint = isBroadcast(packet.destination) ? nil : bestEndpoint(for: datagram, from: packet) else {
@@ -29,7 +50,7 @@ extension NetworkStack {
             return sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port,
                                  about: packet, linkBroadcast: linkBroadcast, now: now)
         }
-        enqueue(datagram, from: packet, on: endpoint)
+        enqueue(datagram, from: packet, on: endpoint, now: now)
     }
 
     /// Sockets on the destination port that accept a datagram from this source.
@@ -73,7 +94,7 @@ extension NetworkStack {
     }
 
     /// Queues a datagram on a socket, within its datagram and byte bounds.
-    func enqueue(_ datagram: UDPDatagramView, from packet: IPv4PacketView, on endpoint: UDPEndpoint) {
+    func enqueue(_ datagram: UDPDatagramView, from packet: IPv4PacketView, on endpoint: UDPEndpoint, now: StackInstant) {
         let payload = datagram.payload
         guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
             endpoint.droppedDatagrams &+= 1
@@ -81,7 +102,9 @@ extension NetworkStack {
         }
         let wasEmpty = endpoint.receiveQueue.isEmpty
         endpoint.receiveQueue.push(payload, info: DatagramInfo(source: packet.source, sourcePort: datagram.sourcePort,
-                                                               destination: packet.destination, length: payload.count))
+                                                               destination: packet.destination, length: payload.count,
+                                                               timeToLive: packet.ttl, typeOfService: packet.typeOfService,
+                                                               receivedAt: now))
         count(.udpRxDelivered)
         endpoint.receivedDatagrams &+= 1
         if wasEmpty { endpoint.onEvent?(.readable) }
@@ -103,7 +126,8 @@ extension NetworkStack {
     public func bind(_ endpoint: UDPEndpoint, address requested: IPv4Address = .any, port: UInt16) throws(SocketError) {
         guard !endpoint.isClosed else { throw .closed }
         guard endpoint.localPort == 0 else { throw .invalidArgument }
-        guard requested.isUnspecified || requested == address || isBroadcast(requested) else { throw .addressNotAvailable }
+        guard requested.isUnspecified || requested == address || isBroadcast(requested) || requested.isMulticast
+                || endpoint.freeBind else { throw .addressNotAvailable }
         let chosen: UInt16
         if port == 0 {
             chosen = try allocateEphemeralPort()
@@ -154,13 +178,16 @@ extension NetworkStack {
 
     /// Sends one datagram from `endpoint` to `destination`, or to its peer
     /// when `destination` is nil (bound to an ephemeral port first if unbound).
+    /// `options` overrides the socket's source, TTL and TOS for this datagram
+    /// (IP_PKTINFO, IP_TTL and IP_TOS control messages).
     /// - Throws: a pending asynchronous error first (then cleared); `.closed`;
     ///   `.notConnected` (no destination and no peer); `.invalidArgument`
-    ///   (port 0 or unspecified address); `.permissionDenied` (broadcast
-    ///   without opting in); `.messageTooLong`; `.networkUnreachable`;
-    ///   `.wouldBlock` (link full: try again when writable).
+    ///   (port 0, unspecified address, or a source that is not ours);
+    ///   `.permissionDenied` (broadcast without opting in); `.messageTooLong`;
+    ///   `.networkUnreachable`; `.wouldBlock` (link full: try again when writable).
     public func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint,
-                     to destination: (address: IPv4Address, port: UInt16)?, now: StackInstant) throws(SocketError) {
+                     to destination: (address: IPv4Address, port: UInt16)?, options: DatagramSendOptions = DatagramSendOptions(),
+                     now: StackInstant) throws(SocketError) {
         guard !endpoint.isClosed else { throw .closed }
         if let error = endpoint.pendingError {
             endpoint.pendingError = nil
@@ -170,28 +197,42 @@ extension NetworkStack {
         guard port != 0, !target.isUnspecified else { throw .invalidArgument }
         guard !isBroadcast(target) || endpoint.allowsBroadcast else { throw .permissionDenied }
         guard UDPHeader.length + payload.count <= 0xFFFF - IPv4Header.length else { throw .messageTooLong }
+        // Only our own address can be a source (Linux: EINVAL for another without IP_TRANSPARENT).
+        if let source = options.source, !source.isUnspecified, source != address { throw .invalidArgument }
         if endpoint.localPort == 0 { try bind(endpoint, port: 0) }
         let header = UDPHeader(sourcePort: endpoint.localPort, destinationPort: port, payloadLength: payload.count)
         let source = address
-        do {
-            try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count,
-                         dontFragment: endpoint.dontFragment, owner: endpoint,
-                         transportChecksumOffset: UDPDatagramView.Field.checksum, now: now) { buffer, partialChecksum in
-                if payload.count > 0 {
-                    UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
-                }
-                if partialChecksum {
-                    header.emitPartial(intoDatagram: buffer, source: source, destination: target)
-                } else {
-                    header.emit(intoDatagram: buffer, source: source, destination: target)
-                }
+        // A local function, not a closure value: passed only as a
+        // non-escaping argument, it needs no heap context per datagram.
+        func fill(_ buffer: UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) {
+            if payload.count > 0 {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[UDPHeader.length...]).copyMemory(from: payload)
             }
+            if partialChecksum {
+                header.emitPartial(intoDatagram: buffer, source: source, destination: target)
+            } else {
+                header.emit(intoDatagram: buffer, source: source, destination: target)
+            }
+        }
+        let multicast = target.isMulticast
+        let timeToLive = options.timeToLive ?? (multicast ? endpoint.multicastTimeToLive : endpoint.timeToLive)
+        let typeOfService = options.typeOfService ?? endpoint.typeOfService
+        do {
+            try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count, typeOfService: typeOfService,
+                         timeToLive: timeToLive, dontFragment: endpoint.dontFragment, owner: endpoint,
+                         transportChecksumOffset: UDPDatagramView.Field.checksum, now: now, fill: fill)
         } catch .wouldBlock {
             endpoint.wantsWritable = true
             throw .wouldBlock
         }
         count(.udpTxDatagrams)
         endpoint.sentDatagrams &+= 1
+        // IP_MULTICAST_LOOP: our own sockets in the group hear it too, as on Linux.
+        if multicast && endpoint.multicastLoop && multicastGroups[target] != nil {
+            count(.udpTxMulticastLoopedBack)
+            loopBack(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count, typeOfService: typeOfService,
+                     timeToLive: timeToLive, now: now, fill: fill)
+        }
     }
 
     /// Every bound socket, by local port, then in the order they were opened
@@ -271,6 +312,7 @@ extension NetworkStack {
             udpEndpoints[endpoint.localPort]?.removeAll { $0 === endpoint }
             if udpEndpoints[endpoint.localPort]?.isEmpty == true { udpEndpoints[endpoint.localPort] = nil }
         }
+        leaveAll(for: endpoint, now: latestInstant)
         endpoint.isClosed = true
         endpoint.receiveQueue.removeAll()
         endpoint.pendingError = nil

@@ -36,6 +36,18 @@ public final class NetworkStack {
     @exclusivity(unchecked) var nextEndpointID = 1
     @exclusivity(unchecked) var nextIdentification: UInt16 = 1
     @exclusivity(unchecked) var nextEphemeralPort: UInt16 = NetworkStack.ephemeralPorts.lowerBound
+    /// Multicast groups joined by at least one socket, and their Ethernet addresses.
+    @exclusivity(unchecked) var multicastGroups: [IPv4Address: MulticastGroup] = [:]
+    @exclusivity(unchecked) var multicastMACs: Set<MACAddress> = []
+    /// Groups left whose leave is still being repeated.
+    @exclusivity(unchecked) var leavingGroups: [MulticastGroup] = []
+    /// Until when an IGMPv1 or v2 querier was heard (RFC 3376 7.2.1).
+    @exclusivity(unchecked) var igmpVersion1Until: StackInstant?
+    @exclusivity(unchecked) var igmpVersion2Until: StackInstant?
+    /// IGMP's timer randomness (see `randomDelay`).
+    @exclusivity(unchecked) var randomState: UInt64
+    /// The latest instant a caller passed in: the time for calls that take none (close).
+    @exclusivity(unchecked) var latestInstant = StackInstant.zero
     /// Earliest instant at which `advance` has work; nil when no timer runs.
     @exclusivity(unchecked) var nextTimerDeadline: StackInstant?
 
@@ -68,6 +80,7 @@ public final class NetworkStack {
                                      maximumBytes: configuration.reassemblyMaximumBytes,
                                      timeout: configuration.reassemblyTimeout)
         icmpErrorTokens = Double(configuration.icmpErrorBurst)
+        randomState = (configuration.mac.rawValue ^ UInt64(configuration.interface.address.rawValue) << 16) | 1
     }
 
     public var address: IPv4Address { configuration.interface.address }
@@ -97,16 +110,19 @@ public final class NetworkStack {
     /// (`.verified`: vouched for it, so it is not verified here).
     public func receive(frame: UnsafeRawBufferPointer, checksum: ChecksumOffload = .none, now: StackInstant) {
         counters.increment(.ethernetRxFrames)
+        latestInstant = now
         currentFrame = frame
         receivedChecksum = checksum
         defer { currentFrame = nil; receivedChecksum = .none }
         let ethernet: EthernetFrameView
         do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
         let destination = ethernet.destination
-        guard destination == mac || destination.isBroadcast else { return drop(.ethernetDropNotForUs) }
+        guard destination == mac || destination.isBroadcast || acceptsMulticast(destination) else {
+            return drop(.ethernetDropNotForUs)
+        }
         switch ethernet.etherType {
         case .arp: receiveARP(ethernet.payload, now: now)
-        case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: destination.isBroadcast, now: now)
+        case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: destination.isBroadcast || destination.isMulticast, now: now)
         default: drop(.ethernetDropUnknownEtherType)
         }
     }
@@ -117,13 +133,22 @@ public final class NetworkStack {
     /// Runs the timers due at `now`. Returns when it next needs to run, or nil.
     @discardableResult
     public func advance(to now: StackInstant) -> StackInstant? {
+        latestInstant = now
         if let deadline = nextTimerDeadline, deadline <= now {
             nextTimerDeadline = nil
             runAnnouncements(now: now)
             runARPTimers(now: now)
             runReassemblyTimers(now: now)
+            runIGMPTimers(now: now)
         }
         return nextTimerDeadline
+    }
+
+    /// A multicast Ethernet address of a joined group, or of 224.0.0.1
+    /// (RFC 1112 6.4: the host filters on the groups it belongs to).
+    @inline(__always)
+    func acceptsMulticast(_ destination: MACAddress) -> Bool {
+        destination.isMulticast && (destination == IPv4Address.allHosts.multicastMAC || multicastMACs.contains(destination))
     }
 
     // MARK: Shared plumbing

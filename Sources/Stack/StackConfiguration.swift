@@ -46,6 +46,21 @@ public struct StackConfiguration: Sendable {
     /// Payload bytes a UDP socket queues before dropping.
     public var udpReceiveQueueBytes = 256 << 10
 
+    /// Multicast groups the host joins at most, each socket at most, and
+    /// sources per source-specific membership (Linux: igmp_max_memberships
+    /// 20 per socket, igmp_max_msf 10).
+    public var multicastMaximumGroups = 256
+    public var multicastMaximumGroupsPerSocket = 20
+    public var multicastMaximumSourcesPerGroup = 10
+    /// IGMP's robustness variable: each state change is reported this many times (RFC 3376 8.1).
+    public var igmpRobustness = 2
+    /// Spread of the repeated state-change reports: 1 s in version 3 (RFC 3376 8.11), 10 s in version 2 (RFC 2236 8.10).
+    public var igmpUnsolicitedReportInterval = StackDuration.seconds(1)
+    public var igmpVersion2UnsolicitedReportInterval = StackDuration.seconds(10)
+    /// How long the host keeps speaking an older version after an older
+    /// querier was heard (RFC 3376 8.12: robustness × 125 s + 10 s).
+    public var igmpOlderQuerierTimeout = StackDuration.seconds(260)
+
     /// Transmit slots application datagrams leave free for the frames the
     /// stack sends on its own (ARP replies and announcements, echo replies,
     /// ICMP errors), so senders that keep the link full cannot starve them.

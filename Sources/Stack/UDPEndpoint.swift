@@ -40,6 +40,18 @@ public final class UDPEndpoint {
     @exclusivity(unchecked) public var reuseAddress = false
     /// Sets DF and refuses datagrams over the MTU instead of fragmenting them (IP_PMTUDISC_DO).
     @exclusivity(unchecked) public var dontFragment = false
+    /// TTL of unicast and broadcast datagrams (IP_TTL).
+    @exclusivity(unchecked) public var timeToLive: UInt8 = 64
+    /// TOS byte of every datagram (IP_TOS).
+    @exclusivity(unchecked) public var typeOfService: UInt8 = 0
+    /// TTL of multicast datagrams (IP_MULTICAST_TTL; 1 keeps them on the link, RFC 1112 6.1).
+    @exclusivity(unchecked) public var multicastTimeToLive: UInt8 = 1
+    /// Delivers our own multicast datagrams to our sockets that joined the group too (IP_MULTICAST_LOOP).
+    @exclusivity(unchecked) public var multicastLoop = true
+    /// Allows binding to an address that is not the stack's (IP_FREEBIND).
+    @exclusivity(unchecked) public var freeBind = false
+    /// Groups joined: nil for every source, else the sources asked for.
+    @exclusivity(unchecked) public internal(set) var memberships: [IPv4Address: Set<IPv4Address>?] = [:]
 
     let receiveQueue: DatagramQueue
 

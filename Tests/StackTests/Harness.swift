@@ -46,10 +46,10 @@ final class Harness {
     }
 
     func send(_ payload: [UInt8], from endpoint: UDPEndpoint, to address: IPv4Address = FrameBuilder.peerIP,
-              port: UInt16) throws(SocketError) {
+              port: UInt16, options: DatagramSendOptions = DatagramSendOptions()) throws(SocketError) {
         let result: Result<Void, SocketError> = payload.withUnsafeBytes { bytes in
             do throws(SocketError) {
-                try stack.send(bytes, from: endpoint, to: address, port: port, now: now)
+                try stack.send(bytes, from: endpoint, to: (address, port), options: options, now: now)
                 return .success(())
             } catch { return .failure(error) }
         }

@@ -231,3 +231,49 @@ import TestSupport
         #expect(try h.stack.receive(from: endpoint).payload == [3])
     }
 }
+
+@Suite struct DatagramMetadataTests {
+    @Test func aDatagramKeepsItsTTLTOSDestinationAndArrivalInstant() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        let udp = FrameBuilder.udp(sourcePort: 4000, destinationPort: 7, payload: [1, 2])
+        var packet = [UInt8](repeating: 0, count: IPv4Header.length) + udp
+        packet.withUnsafeMutableBytes {
+            IPv4Header(typeOfService: 0xB8, payloadLength: udp.count, identification: 7, ttl: 9, proto: .udp,
+                       source: FrameBuilder.peerIP, destination: FrameBuilder.stackIP).emit(into: $0)
+        }
+        h.receive(FrameBuilder.ethernet(type: .ipv4, payload: packet))
+        var buffer = [UInt8](repeating: 0, count: 8)
+        let info = try buffer.withUnsafeMutableBytes { try h.stack.receive(from: endpoint, into: $0) }
+        #expect(info == DatagramInfo(source: FrameBuilder.peerIP, sourcePort: 4000, destination: FrameBuilder.stackIP,
+                                     length: 2, timeToLive: 9, typeOfService: 0xB8, receivedAt: h.now))
+    }
+
+    @Test func theSocketsTTLAndTOSAndPerDatagramOverridesReachTheWire() throws {
+        let h = Harness()
+        h.learnPeer()
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        endpoint.timeToLive = 33
+        endpoint.typeOfService = 0x10
+        try h.send([1], from: endpoint, port: 9)
+        let first = try #require(h.sent().first)
+        #expect(first[15] == 0x10 && first[22] == 33)
+        try h.send([2], from: endpoint, port: 9,
+                   options: DatagramSendOptions(source: FrameBuilder.stackIP, timeToLive: 5, typeOfService: 0x20))
+        let second = try #require(h.sent().first)
+        #expect(second[15] == 0x20 && second[22] == 5)
+        // A source that is not ours: EINVAL, as Linux without IP_TRANSPARENT.
+        #expect(throws: SocketError.invalidArgument) {
+            try h.send([3], from: endpoint, port: 9, options: DatagramSendOptions(source: IPv4Address(192, 0, 2, 99)))
+        }
+    }
+
+    @Test func freeBindAllowsAForeignAddress() throws {
+        let h = Harness()
+        let endpoint = h.stack.openUDP()
+        #expect(throws: SocketError.addressNotAvailable) { try h.stack.bind(endpoint, address: IPv4Address(198, 51, 100, 1), port: 53) }
+        endpoint.freeBind = true
+        try h.stack.bind(endpoint, address: IPv4Address(198, 51, 100, 1), port: 53)
+        #expect(endpoint.localAddress == IPv4Address(198, 51, 100, 1))
+    }
+}

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -192,7 +193,17 @@ int tsc_setopt(tsc_socket *s, int option, int value) {
     if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     if (option == TSP_OPT_BROADCAST) s->broadcast = value != 0;
     if (option == TSP_OPT_DONTFRAG) s->dont_fragment = value != 0;
+    if (option == TSP_OPT_WANT_INFO) s->want_info = value != 0;
     return 0;
+}
+
+int tsc_membership(tsc_socket *s, int option, uint32_t group, uint32_t source) {
+    tsp_request r = request(TSP_SETOPT);
+    r.option = option;
+    r.address = group;
+    r.source = source;
+    tsp_reply reply;
+    return call(s->control_fd, &s->sequence, &r, &reply, NULL, 0);
 }
 
 int tsc_getopt(tsc_socket *s, int option, int *value) {
@@ -212,17 +223,31 @@ int tsc_check_destination(const tsc_socket *s, uint32_t address, uint16_t port, 
     int broadcast = host == 0xFFFFFFFFu || (mask < 0xFFFFFFFEu && host == ((ours & mask) | ~mask));
     if (broadcast) return s->broadcast ? 0 : EACCES;
     uint8_t first = (uint8_t)(host >> 24);
-    if (first == 127 || first >= 224) return ENETUNREACH;  /* loopback, multicast, reserved */
+    if (first >= 224 && first < 240) return 0;             /* multicast: onto the link */
+    if (first == 127 || first >= 240) return ENETUNREACH;  /* loopback, reserved */
     if ((host & mask) == (ours & mask)) return 0;
     return s->interface.gateway ? 0 : ENETUNREACH;
 }
 
 ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
                   int has_address, uint32_t address, uint16_t port, int flags) {
+    return tsc_sendv_info(s, iov, iovcnt, has_address, address, port, flags, NULL);
+}
+
+ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                       int has_address, uint32_t address, uint16_t port, int flags, const tsc_message_info *info) {
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EMSGSIZE; return -1; }
     size_t length = 0;
     for (int i = 0; i < iovcnt; i++) length += iov[i].iov_len;
     tsp_datagram_header header = { .magic = TSP_MAGIC, .kind = TSP_DATAGRAM };
+    if (info) {
+        /* Only the stack's own address can be a source (Linux: EINVAL). */
+        if (info->source && info->source != s->interface.address) { errno = EINVAL; return -1; }
+        header.local_address = info->source;
+        header.ttl = info->ttl;
+        header.tos = info->tos;
+        header.flags = info->flags & (TSP_SEND_TTL | TSP_SEND_TOS);
+    }
     if (has_address) {
         int error = tsc_check_destination(s, address, port, length);
         if (error) { errno = error; return -1; }
@@ -247,6 +272,12 @@ ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
 
 ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
                   uint32_t *address, uint16_t *port, int flags, int *truncated) {
+    return tsc_recvv_info(s, iov, iovcnt, address, port, flags, truncated, NULL);
+}
+
+ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                       uint32_t *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info) {
+    if (info) memset(info, 0, sizeof *info);
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
     tsp_datagram_header header;
     struct iovec parts[iovcnt + 1];
@@ -291,6 +322,14 @@ ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
         if (address) *address = s->peer_address;
         if (port) *port = s->peer_port;
         if (truncated) *truncated = cut;
+        if (info) {
+            /* Sent before the client asked for facts: what is known. */
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            info->destination = s->interface.address;
+            info->ttl = 64;
+            info->timestamp_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        }
         return flags & MSG_TRUNC ? (ssize_t)full : (ssize_t)kept;
     }
     if (header.kind == TSP_ERROR) {
@@ -306,6 +345,12 @@ ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
     if (address) *address = header.address;
     if (port) *port = header.port;
     if (truncated) *truncated = (message.msg_flags & MSG_TRUNC) != 0;
+    if (info) {
+        info->destination = header.local_address;
+        info->ttl = header.ttl;
+        info->tos = header.tos;
+        info->timestamp_ns = header.timestamp_ns;
+    }
     return n - (ssize_t)sizeof header;
 }
 

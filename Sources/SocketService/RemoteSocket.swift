@@ -1,5 +1,6 @@
 import CTapstackChannel
 import Sockets
+import Stack
 import Synchronization
 
 /// One client connection of the socket service and, once opened, the stack
@@ -19,7 +20,9 @@ final class RemoteSocket {
     var dataInterest: UInt32 = 0
     /// Datagrams from the client the link had no room for, oldest first;
     /// while any wait, the data channel is not read (backpressure).
-    var waitingForStack: [(destination: SocketAddress?, payload: [UInt8])] = []
+    var waitingForStack: [(destination: SocketAddress?, options: DatagramSendOptions, payload: [UInt8])] = []
+    /// The client wants every datagram framed with its facts (TSP_OPT_WANT_INFO).
+    var wantsInfo = false
     /// Messages for the client its channel had no room for, oldest first;
     /// while any wait, the stack socket is not drained.
     var waitingForClient: [[UInt8]] = []

@@ -36,6 +36,9 @@ public final class SocketService: @unchecked Sendable {
     /// process adds (link, device, capture); the service's own follow.
     private let counterSource: @Sendable () -> [(name: String, value: UInt64)]
 
+    /// The device's name and kernel index, told to clients on open.
+    private let interfaceName: String
+    private let interfaceIndex: Int32
     private let listenFD: Int32
     private let epollFD: Int32
     private let news = News()
@@ -61,9 +64,13 @@ public final class SocketService: @unchecked Sendable {
     /// - Throws: `ServiceError` explaining in one line why it cannot serve there.
     /// - Parameter counterSource: the counters `tapstack stats` reports before
     ///   the service's own; the stack's by default.
-    public init(host: NetworkHost, path: String, maximumSockets: Int = 1024,
+    /// - Parameter interfaceName: the device the stack runs on, which
+    ///   clients name in SO_BINDTODEVICE and find by index in IP_PKTINFO.
+    public init(host: NetworkHost, path: String, maximumSockets: Int = 1024, interfaceName: String? = nil,
                 counterSource: (@Sendable () -> [(name: String, value: UInt64)])? = nil) throws(ServiceError) {
         self.host = host
+        self.interfaceName = interfaceName.map { String($0.utf8.prefix(15))! } ?? ""
+        self.interfaceIndex = interfaceName.map { Int32(bitPattern: if_nametoindex($0)) } ?? 0
         self.counterSource = counterSource ?? { host.counters.all.map { (name: $0.counter.name, value: $0.value) } }
         self.path = path
         self.maximumSockets = maximumSockets
@@ -286,6 +293,20 @@ public final class SocketService: @unchecked Sendable {
                 case TSP_OPT_REUSEADDR.rawValue: socket.reuseAddress = request.value != 0
                 case TSP_OPT_DONTFRAG.rawValue: socket.dontFragment = request.value != 0
                 case TSP_OPT_RCVBUF.rawValue: socket.receiveBufferSize = Int(max(request.value, 0))
+                case TSP_OPT_TTL.rawValue:
+                    // Linux: -1 restores the default; 1 to 255 otherwise.
+                    guard request.value == -1 || (1...255).contains(request.value) else { return EINVAL }
+                    socket.timeToLive = request.value == -1 ? 64 : UInt8(request.value)
+                case TSP_OPT_TOS.rawValue: socket.typeOfService = UInt8(truncatingIfNeeded: request.value)
+                case TSP_OPT_MULTICAST_TTL.rawValue:
+                    guard request.value == -1 || (0...255).contains(request.value) else { return EINVAL }
+                    socket.multicastTimeToLive = request.value == -1 ? 1 : UInt8(request.value)
+                case TSP_OPT_MULTICAST_LOOP.rawValue: socket.multicastLoop = request.value != 0
+                case TSP_OPT_FREEBIND.rawValue: socket.freeBind = request.value != 0
+                case TSP_OPT_WANT_INFO.rawValue: client.wantsInfo = request.value != 0
+                case TSP_OPT_ADD_MEMBERSHIP.rawValue, TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue,
+                     TSP_OPT_DROP_MEMBERSHIP.rawValue, TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue:
+                    try changeMembership(of: socket, option: UInt32(bitPattern: request.option), request)
                 default: return ENOPROTOOPT
                 }
             case TSP_GETOPT.rawValue:
@@ -295,6 +316,12 @@ public final class SocketService: @unchecked Sendable {
                 case TSP_OPT_DONTFRAG.rawValue: reply.value = socket.dontFragment ? 1 : 0
                 case TSP_OPT_RCVBUF.rawValue: reply.value = Int32(socket.receiveBufferSize)
                 case TSP_OPT_ERROR.rawValue: reply.value = socket.takeError()?.errno ?? 0
+                case TSP_OPT_TTL.rawValue: reply.value = Int32(socket.timeToLive)
+                case TSP_OPT_TOS.rawValue: reply.value = Int32(socket.typeOfService)
+                case TSP_OPT_MULTICAST_TTL.rawValue: reply.value = Int32(socket.multicastTimeToLive)
+                case TSP_OPT_MULTICAST_LOOP.rawValue: reply.value = socket.multicastLoop ? 1 : 0
+                case TSP_OPT_FREEBIND.rawValue: reply.value = socket.freeBind ? 1 : 0
+                case TSP_OPT_WANT_INFO.rawValue: reply.value = client.wantsInfo ? 1 : 0
                 default: return ENOPROTOOPT
                 }
             case TSP_NAMES.rawValue:
@@ -308,6 +335,17 @@ public final class SocketService: @unchecked Sendable {
         }
         fillNames(of: socket, into: &reply)
         return 0
+    }
+
+    private func changeMembership(of socket: UDPSocket, option: UInt32, _ request: tsp_request) throws(SocketError) {
+        let group = IPv4Address(rawValue: UInt32(bigEndian: request.address))
+        let sources: [IPv4Address]? = option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue || option == TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue
+            ? [IPv4Address(rawValue: UInt32(bigEndian: request.source))] : nil
+        if option == TSP_OPT_ADD_MEMBERSHIP.rawValue || option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue {
+            try socket.join(group: group, sources: sources)
+        } else {
+            try socket.leave(group: group, sources: sources)
+        }
     }
 
     // MARK: Introspection
@@ -395,6 +433,10 @@ public final class SocketService: @unchecked Sendable {
         reply.interface.netmask = configuration.interface.netmask.bigEndian
         reply.interface.gateway = configuration.gateway?.rawValue.bigEndian ?? 0
         reply.interface.mtu = UInt32(configuration.mtu)
+        reply.interface.index = interfaceIndex
+        withUnsafeMutableBytes(of: &reply.interface.name) { name in
+            for (index, byte) in interfaceName.utf8.prefix(name.count - 1).enumerated() { name[index] = byte }
+        }
         counters.socketsOpened.add(1, ordering: .relaxed)
         openCount.add(1, ordering: .relaxed)
         return 0
@@ -447,7 +489,7 @@ public final class SocketService: @unchecked Sendable {
             let batch = fromClients
             let counters = self.counters
             // Yields each well-formed datagram of the batch in order.
-            func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?)? {
+            func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)? {
                 while next < count {
                     let index = next
                     next += 1
@@ -461,15 +503,15 @@ public final class SocketService: @unchecked Sendable {
                         counters.badDatagrams.add(1, ordering: .relaxed)
                         continue
                     }
-                    return (index, datagram.payload, datagram.destination)
+                    return (index, datagram.payload, datagram.destination, datagram.options)
                 }
                 return nil
             }
             var current = 0
-            let (taken, blocked) = socket.send(batch: {
-                guard let (index, payload, destination) = nextDatagram() else { return nil }
+            let (taken, blocked) = socket.send(batchWithOptions: {
+                guard let (index, payload, destination, options) = nextDatagram() else { return nil }
                 current = index
-                return (payload, destination)
+                return (payload, destination, options)
             }, failed: { errors.append($0) })
             counters.datagramsSent.add(UInt64(taken - errors.count), ordering: .relaxed)
             counters.sendErrors.add(UInt64(errors.count), ordering: .relaxed)
@@ -479,7 +521,7 @@ public final class SocketService: @unchecked Sendable {
                 for index in current..<count {
                     let length = Int(tsv_batch_length(fromClients, UInt32(index)))
                     guard length > 0, let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
-                    client.waitingForStack.append((datagram.destination, Array(datagram.payload)))
+                    client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
                 }
                 setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
                 return
@@ -494,27 +536,31 @@ public final class SocketService: @unchecked Sendable {
 
     /// The datagram in slot `index` of `batch`, or nil when malformed.
     private static func datagram(in batch: OpaquePointer, at index: Int, length: Int)
-        -> (payload: UnsafeRawBufferPointer, destination: SocketAddress?)? {
+        -> (payload: UnsafeRawBufferPointer, destination: SocketAddress?, options: DatagramSendOptions)? {
         guard tsv_batch_truncated(batch, UInt32(index)) == 0 else { return nil }
         let slot = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!)
         // No magic: a bare payload for the connected peer, written by a raw
         // system call the shim did not see (libuv's sendmmsg).
         guard length >= headerSize, slot.loadUnaligned(as: UInt32.self) == TSP_MAGIC else {
-            return (UnsafeRawBufferPointer(start: slot, count: length), nil)
+            return (UnsafeRawBufferPointer(start: slot, count: length), nil, DatagramSendOptions())
         }
         let header = slot.loadUnaligned(as: tsp_datagram_header.self)
         guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else { return nil }
         let destination = header.address == 0 && header.port == 0
             ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
-        return (UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination)
+        var options = DatagramSendOptions()
+        if header.local_address != 0 { options.source = IPv4Address(rawValue: UInt32(bigEndian: header.local_address)) }
+        if header.flags & UInt8(TSP_SEND_TTL.rawValue) != 0 { options.timeToLive = header.ttl }
+        if header.flags & UInt8(TSP_SEND_TOS.rawValue) != 0 { options.typeOfService = header.tos }
+        return (UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination, options)
     }
 
     /// Sends one datagram; false when the link is full (nothing sent).
     /// Other errors are counted and passed to the client.
-    private func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?, on socket: UDPSocket,
-                      for client: RemoteSocket) -> Bool {
+    private func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?, options: DatagramSendOptions,
+                      on socket: UDPSocket, for client: RemoteSocket) -> Bool {
         do throws(SocketError) {
-            try socket.send(payload, to: destination)
+            try socket.send(payload, to: destination, options: options)
             counters.datagramsSent.add(1, ordering: .relaxed)
         } catch .wouldBlock {
             return false
@@ -529,7 +575,7 @@ public final class SocketService: @unchecked Sendable {
     private func retryToStack(_ client: RemoteSocket) {
         guard let socket = client.socket else { return }
         while let first = client.waitingForStack.first {
-            let sent = first.payload.withUnsafeBytes { send($0, to: first.destination, on: socket, for: client) }
+            let sent = first.payload.withUnsafeBytes { send($0, to: first.destination, options: first.options, on: socket, for: client) }
             if !sent { return }
             client.waitingForStack.removeFirst()
         }
@@ -588,16 +634,18 @@ public final class SocketService: @unchecked Sendable {
         // Toward a connected socket datagrams go bare (the source is the
         // peer), so that a program reading with raw system calls gets just
         // the payload; one that begins with TSP_MAGIC stays framed.
-        let bare = socket.remoteAddress != nil
+        let bare = !client.wantsInfo && socket.remoteAddress != nil
+        // CLOCK_REALTIME minus CLOCK_MONOTONIC, once per flush: turns arrival instants into SO_TIMESTAMP's time.
+        let wallClockOffset = wallClockNanoseconds(at: .zero)
         while true {
             var count: UInt32 = 0
             var failed: SocketError?
             do throws(SocketError) {
                 count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
                     UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
-                }, received: { index, length, source in
+                }, receivedInfo: { index, info in
                     let slot = tsv_batch_slot(batch, UInt32(index))!
-                    let kept = min(length, slotSize - headerSize)
+                    let kept = min(info.length, slotSize - headerSize)
                     if bare && (kept < 4 || (slot + headerSize).loadUnaligned(as: UInt32.self) != TSP_MAGIC) {
                         slot.copyMemory(from: slot + headerSize, byteCount: kept)
                         tsv_batch_set_length(batch, UInt32(index), UInt32(kept))
@@ -605,8 +653,12 @@ public final class SocketService: @unchecked Sendable {
                     }
                     var header = tsp_datagram_header()
                     header.magic = TSP_MAGIC
-                    header.address = source.address.rawValue.bigEndian
-                    header.port = source.port
+                    header.address = info.source.rawValue.bigEndian
+                    header.port = info.sourcePort
+                    header.local_address = info.destination.rawValue.bigEndian
+                    header.ttl = info.timeToLive
+                    header.tos = info.typeOfService
+                    header.timestamp_ns = wallClockOffset &+ info.receivedAt.nanoseconds
                     slot.storeBytes(of: header, as: tsp_datagram_header.self)
                     tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + kept))
                 }))

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -17,11 +18,19 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One stack socket; shared by the descriptors dup() made of it. */
+/* What recvmsg reports in control messages (flags of the socket). */
+enum { WANT_PKTINFO = 1, WANT_TTL = 2, WANT_TOS = 4, WANT_TIMESTAMP = 8, WANT_TIMESTAMPNS = 16 };
+
 typedef struct shared_socket {
     tsc_socket socket;          /* control_fd and the flags; data_fd unused */
+    int wants;                  /* WANT_* */
+    int recverr;                /* IP_RECVERR as last set */
+    int bound_to_device;        /* SO_BINDTODEVICE named the stack's interface */
+    uint32_t multicast_if;      /* IP_MULTICAST_IF as last set (network order) */
     int references;             /* descriptors naming it */
     pthread_mutex_t lock;       /* one control request at a time */
     struct shared_socket *next_free;
@@ -99,6 +108,10 @@ static shared_socket *make_shared(const tsc_socket *socket) {
         pthread_mutex_init(&shared->lock, NULL);
     }
     shared->socket = *socket;
+    shared->wants = 0;
+    shared->recverr = 0;
+    shared->bound_to_device = 0;
+    shared->multicast_if = 0;
     shared->references = 0;
     shared->next_free = NULL;
     return shared;
@@ -326,7 +339,30 @@ static int option_for(int level, int name) {
         case SO_ERROR: return TSP_OPT_ERROR;
         }
     }
-    if (level == IPPROTO_IP && name == IP_MTU_DISCOVER) return TSP_OPT_DONTFRAG;
+    if (level == IPPROTO_IP) {
+        switch (name) {
+        case IP_MTU_DISCOVER: return TSP_OPT_DONTFRAG;
+        case IP_TTL: return TSP_OPT_TTL;
+        case IP_TOS: return TSP_OPT_TOS;
+        case IP_MULTICAST_TTL: return TSP_OPT_MULTICAST_TTL;
+        case IP_MULTICAST_LOOP: return TSP_OPT_MULTICAST_LOOP;
+        case IP_FREEBIND: return TSP_OPT_FREEBIND;
+        }
+    }
+    return 0;
+}
+
+/* The WANT_* flag an option sets, or 0. */
+static int want_for(int level, int name) {
+    if (level == IPPROTO_IP) {
+        if (name == IP_PKTINFO) return WANT_PKTINFO;
+        if (name == IP_RECVTTL) return WANT_TTL;
+        if (name == IP_RECVTOS) return WANT_TOS;
+    }
+    if (level == SOL_SOCKET) {
+        if (name == SO_TIMESTAMP) return WANT_TIMESTAMP;
+        if (name == SO_TIMESTAMPNS) return WANT_TIMESTAMPNS;
+    }
     return 0;
 }
 
@@ -336,29 +372,163 @@ static int kernel_option(int level, int name) {
                                    name == SO_SNDTIMEO || name == SO_RCVLOWAT);
 }
 
-int setsockopt(int fd, int level, int name, const void *value, socklen_t length) {
-    shared_socket *shared = lookup(fd);
-    if (!shared || kernel_option(level, name)) return REAL(setsockopt)(fd, level, name, value, length);
-    int option = option_for(level, name);
-    if (!option || option == TSP_OPT_ERROR) { errno = ENOPROTOOPT; return -1; }
-    if (!value || length < (socklen_t)sizeof(int)) { errno = EINVAL; return -1; }
-    int v;
-    memcpy(&v, value, sizeof v);
-    if (option == TSP_OPT_DONTFRAG) v = v == IP_PMTUDISC_DO;
+/* An int option's value; Linux takes a single byte too for IP options. */
+static int read_value(const void *value, socklen_t length, int *out) {
+    if (!value) { errno = EFAULT; return -1; }
+    if (length >= (socklen_t)sizeof(int)) { memcpy(out, value, sizeof(int)); return 0; }
+    if (length >= 1) { *out = *(const unsigned char *)value; return 0; }
+    errno = EINVAL;
+    return -1;
+}
+
+/* 1 when `address` (network order) or `index` names the stack's interface (0 for either: any). */
+static int is_our_interface(const tsc_socket *s, uint32_t address, int index) {
+    return (address == 0 || address == s->interface.address) && (index == 0 || index == s->interface.index);
+}
+
+static int locked_setopt(shared_socket *shared, int option, int value) {
     pthread_mutex_lock(&shared->lock);
-    int result = tsc_setopt(&shared->socket, option, v);
+    int result = tsc_setopt(&shared->socket, option, value);
     int error = errno;
     pthread_mutex_unlock(&shared->lock);
     errno = error;
     return result;
 }
 
+/* IP_ADD_MEMBERSHIP and friends: ip_mreq, ip_mreqn or ip_mreq_source. */
+static int membership(shared_socket *shared, int name, const void *value, socklen_t length) {
+    uint32_t group, interface = 0, source = 0;
+    int index = 0, option;
+    if (!value) { errno = EFAULT; return -1; }
+    if (name == IP_ADD_SOURCE_MEMBERSHIP || name == IP_DROP_SOURCE_MEMBERSHIP) {
+        if (length < (socklen_t)sizeof(struct ip_mreq_source)) { errno = EINVAL; return -1; }
+        struct ip_mreq_source request;
+        memcpy(&request, value, sizeof request);
+        group = request.imr_multiaddr.s_addr;
+        interface = request.imr_interface.s_addr;
+        source = request.imr_sourceaddr.s_addr;
+        option = name == IP_ADD_SOURCE_MEMBERSHIP ? TSP_OPT_ADD_SOURCE_MEMBERSHIP : TSP_OPT_DROP_SOURCE_MEMBERSHIP;
+    } else {
+        if (length < (socklen_t)sizeof(struct ip_mreq)) { errno = EINVAL; return -1; }
+        if (length >= (socklen_t)sizeof(struct ip_mreqn)) {
+            struct ip_mreqn request;
+            memcpy(&request, value, sizeof request);
+            group = request.imr_multiaddr.s_addr;
+            interface = request.imr_address.s_addr;
+            index = request.imr_ifindex;
+        } else {
+            struct ip_mreq request;
+            memcpy(&request, value, sizeof request);
+            group = request.imr_multiaddr.s_addr;
+            interface = request.imr_interface.s_addr;
+        }
+        option = name == IP_ADD_MEMBERSHIP ? TSP_OPT_ADD_MEMBERSHIP : TSP_OPT_DROP_MEMBERSHIP;
+    }
+    if (!is_our_interface(&shared->socket, interface, index)) { errno = ENODEV; return -1; }
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_membership(&shared->socket, option, group, source);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+int setsockopt(int fd, int level, int name, const void *value, socklen_t length) {
+    shared_socket *shared = lookup(fd);
+    if (!shared || kernel_option(level, name)) return REAL(setsockopt)(fd, level, name, value, length);
+    int want = want_for(level, name);
+    if (want) {
+        int on;
+        if (read_value(value, length, &on) < 0) return -1;
+        pthread_mutex_lock(&shared->lock);
+        int wants = on ? shared->wants | want : shared->wants & ~want;
+        if (want == WANT_TIMESTAMP && on) wants &= ~WANT_TIMESTAMPNS;  /* the last one set wins, as on Linux */
+        if (want == WANT_TIMESTAMPNS && on) wants &= ~WANT_TIMESTAMP;
+        int result = 0;
+        if ((wants != 0) != (shared->socket.want_info != 0)) result = tsc_setopt(&shared->socket, TSP_OPT_WANT_INFO, wants != 0);
+        int error = errno;
+        if (result == 0) shared->wants = wants;
+        pthread_mutex_unlock(&shared->lock);
+        errno = error;
+        return result;
+    }
+    if (level == IPPROTO_IP) {
+        switch (name) {
+        case IP_ADD_MEMBERSHIP: case IP_DROP_MEMBERSHIP:
+        case IP_ADD_SOURCE_MEMBERSHIP: case IP_DROP_SOURCE_MEMBERSHIP:
+            return membership(shared, name, value, length);
+        case IP_MULTICAST_IF: {
+            /* in_addr, ip_mreq or ip_mreqn: only the stack's interface exists. */
+            uint32_t address = 0;
+            int index = 0;
+            if (!value || length < (socklen_t)sizeof(struct in_addr)) { errno = EINVAL; return -1; }
+            if (length >= (socklen_t)sizeof(struct ip_mreqn)) {
+                struct ip_mreqn request;
+                memcpy(&request, value, sizeof request);
+                address = request.imr_address.s_addr;
+                index = request.imr_ifindex;
+            } else {
+                memcpy(&address, (length >= (socklen_t)sizeof(struct ip_mreq)) ? (const char *)value + 4 : value, 4);
+            }
+            if (!is_our_interface(&shared->socket, address, index)) { errno = EADDRNOTAVAIL; return -1; }
+            shared->multicast_if = address;
+            return 0;
+        }
+        case IP_RECVERR: {
+            int on;
+            if (read_value(value, length, &on) < 0) return -1;
+            shared->recverr = on != 0;
+            return 0;
+        }
+        }
+    }
+    if (level == SOL_SOCKET && name == SO_BINDTODEVICE) {
+        /* Only the stack's own interface exists for its sockets; "" unbinds. */
+        char wanted[IFNAMSIZ] = { 0 };
+        if (length > 0 && !value) { errno = EFAULT; return -1; }
+        memcpy(wanted, value, length < IFNAMSIZ - 1 ? length : IFNAMSIZ - 1);
+        if (wanted[0] && strncmp(wanted, shared->socket.interface.name, IFNAMSIZ) != 0) { errno = ENODEV; return -1; }
+        shared->bound_to_device = wanted[0] != 0;
+        return 0;
+    }
+    int option = option_for(level, name);
+    if (!option || option == TSP_OPT_ERROR) { errno = ENOPROTOOPT; return -1; }
+    int v;
+    if (option == TSP_OPT_DONTFRAG || option == TSP_OPT_BROADCAST || option == TSP_OPT_REUSEADDR || option == TSP_OPT_RCVBUF) {
+        if (!value || length < (socklen_t)sizeof(int)) { errno = EINVAL; return -1; }
+        memcpy(&v, value, sizeof v);
+    } else if (read_value(value, length, &v) < 0) {
+        return -1;
+    }
+    if (option == TSP_OPT_DONTFRAG) v = v == IP_PMTUDISC_DO;
+    return locked_setopt(shared, option, v);
+}
+
 int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
     shared_socket *shared = lookup(fd);
     if (!shared || kernel_option(level, name)) return REAL(getsockopt)(fd, level, name, value, length);
-    if (!value || !length || *length < (socklen_t)sizeof(int)) { errno = EINVAL; return -1; }
+    if (level == SOL_SOCKET && name == SO_BINDTODEVICE) {
+        if (!value || !length) { errno = EFAULT; return -1; }
+        const char *device = shared->bound_to_device ? shared->socket.interface.name : "";
+        size_t size = strlen(device) + (shared->bound_to_device ? 1 : 0);
+        if (*length < size) { errno = EINVAL; return -1; }
+        memcpy(value, device, size);
+        *length = (socklen_t)size;
+        return 0;
+    }
+    if (!value || !length || *length < 1) { errno = EINVAL; return -1; }
     int v;
-    if (level == SOL_SOCKET && name == SO_TYPE) {
+    int want = want_for(level, name);
+    if (want) {
+        v = (shared->wants & want) != 0;
+    } else if (level == IPPROTO_IP && name == IP_RECVERR) {
+        v = shared->recverr;
+    } else if (level == IPPROTO_IP && name == IP_MULTICAST_IF) {
+        if (*length < (socklen_t)sizeof(struct in_addr)) { errno = EINVAL; return -1; }
+        memcpy(value, &shared->multicast_if, sizeof shared->multicast_if);
+        *length = sizeof shared->multicast_if;
+        return 0;
+    } else if (level == SOL_SOCKET && name == SO_TYPE) {
         v = SOCK_DGRAM;
     } else if (level == SOL_SOCKET && name == SO_DOMAIN) {
         v = AF_INET;
@@ -376,6 +546,13 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
         if (result < 0) { errno = error; return -1; }
         if (option == TSP_OPT_DONTFRAG) v = v ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT;
     }
+    if (*length < (socklen_t)sizeof v) {
+        /* Linux gives byte-sized IP options to a one-byte buffer. */
+        if (level != IPPROTO_IP) { errno = EINVAL; return -1; }
+        *(unsigned char *)value = (unsigned char)v;
+        *length = 1;
+        return 0;
+    }
     memcpy(value, &v, sizeof v);
     *length = sizeof v;
     return 0;
@@ -384,47 +561,81 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
 /* ---- sending ---- */
 
 static ssize_t send_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
-                       const struct sockaddr *to, socklen_t to_length, int flags) {
+                       const struct sockaddr *to, socklen_t to_length, int flags, const tsc_message_info *info) {
     tsc_socket s = view(shared, fd);
-    if (!to) return tsc_sendv(&s, iov, iovcnt, 0, 0, 0, flags);
+    if (!to) return tsc_sendv_info(&s, iov, iovcnt, 0, 0, 0, flags, info);
     uint32_t ip;
     uint16_t port;
     if (inet_address(to, to_length, &ip, &port) < 0) return -1;
-    return tsc_sendv(&s, iov, iovcnt, 1, ip, port, flags);
+    return tsc_sendv_info(&s, iov, iovcnt, 1, ip, port, flags, info);
+}
+
+/* sendmsg's control messages: IP_PKTINFO (source address), IP_TTL, IP_TOS.
+ * Others are refused with EINVAL, as Linux refuses unknown ones. */
+static int send_info(shared_socket *shared, const struct msghdr *message, tsc_message_info *info) {
+    memset(info, 0, sizeof *info);
+    if (!message->msg_control || message->msg_controllen == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)message); c; c = CMSG_NXTHDR((struct msghdr *)message, c)) {
+        size_t data = c->cmsg_len - CMSG_LEN(0);
+        if (c->cmsg_level != IPPROTO_IP) { errno = EINVAL; return -1; }
+        if (c->cmsg_type == IP_PKTINFO && data >= sizeof(struct in_pktinfo)) {
+            struct in_pktinfo pktinfo;
+            memcpy(&pktinfo, CMSG_DATA(c), sizeof pktinfo);
+            if (pktinfo.ipi_ifindex != 0 && pktinfo.ipi_ifindex != shared->socket.interface.index) { errno = ENODEV; return -1; }
+            info->source = pktinfo.ipi_spec_dst.s_addr;
+        } else if (c->cmsg_type == IP_TTL && data >= sizeof(int)) {
+            int ttl;
+            memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+            if (ttl < 1 || ttl > 255) { errno = EINVAL; return -1; }
+            info->ttl = (uint8_t)ttl;
+            info->flags |= TSP_SEND_TTL;
+        } else if (c->cmsg_type == IP_TOS && data >= 1) {
+            int tos = 0;
+            if (data >= sizeof(int)) memcpy(&tos, CMSG_DATA(c), sizeof tos); else tos = *CMSG_DATA(c);
+            info->tos = (uint8_t)tos;
+            info->flags |= TSP_SEND_TOS;
+        } else {
+            errno = EINVAL;
+            return -1;
+        }
+    }
+    return 0;
 }
 
 ssize_t sendto(int fd, const void *buffer, size_t length, int flags, const struct sockaddr *to, socklen_t to_length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(sendto)(fd, buffer, length, flags, to, to_length);
     struct iovec part = { (void *)buffer, length };
-    return send_on(shared, fd, &part, 1, to, to_length, flags);
+    return send_on(shared, fd, &part, 1, to, to_length, flags, NULL);
 }
 
 ssize_t send(int fd, const void *buffer, size_t length, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(send)(fd, buffer, length, flags);
     struct iovec part = { (void *)buffer, length };
-    return send_on(shared, fd, &part, 1, NULL, 0, flags);
+    return send_on(shared, fd, &part, 1, NULL, 0, flags, NULL);
 }
 
 ssize_t write(int fd, const void *buffer, size_t length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(write)(fd, buffer, length);
     struct iovec part = { (void *)buffer, length };
-    return send_on(shared, fd, &part, 1, NULL, 0, 0);
+    return send_on(shared, fd, &part, 1, NULL, 0, 0, NULL);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(writev)(fd, iov, iovcnt);
-    return send_on(shared, fd, iov, iovcnt, NULL, 0, 0);
+    return send_on(shared, fd, iov, iovcnt, NULL, 0, 0, NULL);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *message, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(sendmsg)(fd, message, flags);
+    tsc_message_info info;
+    if (send_info(shared, message, &info) < 0) return -1;
     return send_on(shared, fd, message->msg_iov, (int)message->msg_iovlen, message->msg_name,
-                   message->msg_namelen, flags);
+                   message->msg_namelen, flags, &info);
 }
 
 int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
@@ -442,12 +653,19 @@ int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
 /* ---- receiving ---- */
 
 static ssize_t receive_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
-                          struct sockaddr *from, socklen_t *from_length, int flags, int *truncated) {
+                          struct sockaddr *from, socklen_t *from_length, int flags, int *truncated,
+                          tsc_message_info *info) {
+    if (flags & MSG_ERRQUEUE) {
+        /* ICMP errors reach the socket as its pending error (SO_ERROR),
+         * never as error-queue entries: the queue is always empty. */
+        errno = EAGAIN;
+        return -1;
+    }
     tsc_socket s = view(shared, fd);
     uint32_t ip = 0;
     uint16_t port = 0;
     int cut = 0;
-    ssize_t n = tsc_recvv(&s, iov, iovcnt, &ip, &port, flags, &cut);
+    ssize_t n = tsc_recvv_info(&s, iov, iovcnt, &ip, &port, flags, &cut, info);
     if (n < 0) return -1;
     fill_address(from, from_length, ip, port);
     if (truncated) *truncated = cut;
@@ -458,27 +676,42 @@ ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recvfrom)(fd, buffer, length, flags, from, from_length);
     struct iovec part = { buffer, length };
-    return receive_on(shared, fd, &part, 1, from, from_length, flags, NULL);
+    return receive_on(shared, fd, &part, 1, from, from_length, flags, NULL, NULL);
 }
 
 ssize_t recv(int fd, void *buffer, size_t length, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recv)(fd, buffer, length, flags);
     struct iovec part = { buffer, length };
-    return receive_on(shared, fd, &part, 1, NULL, NULL, flags, NULL);
+    return receive_on(shared, fd, &part, 1, NULL, NULL, flags, NULL, NULL);
 }
 
 ssize_t read(int fd, void *buffer, size_t length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(read)(fd, buffer, length);
     struct iovec part = { buffer, length };
-    return receive_on(shared, fd, &part, 1, NULL, NULL, 0, NULL);
+    return receive_on(shared, fd, &part, 1, NULL, NULL, 0, NULL, NULL);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(readv)(fd, iov, iovcnt);
-    return receive_on(shared, fd, iov, iovcnt, NULL, NULL, 0, NULL);
+    return receive_on(shared, fd, iov, iovcnt, NULL, NULL, 0, NULL, NULL);
+}
+
+/* Appends one control message; sets MSG_CTRUNC when it does not fit. */
+static void put_control(struct msghdr *message, size_t *used, int level, int type, const void *data, size_t length) {
+    if (!message->msg_control || *used + CMSG_SPACE(length) > message->msg_controllen) {
+        message->msg_flags |= MSG_CTRUNC;
+        return;
+    }
+    struct cmsghdr *c = (struct cmsghdr *)((char *)message->msg_control + *used);
+    memset(c, 0, CMSG_SPACE(length));
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(length);
+    memcpy(CMSG_DATA(c), data, length);
+    *used += CMSG_SPACE(length);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
@@ -486,12 +719,41 @@ ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
     if (!shared) return REAL(recvmsg)(fd, message, flags);
     int truncated = 0;
     socklen_t name_length = message->msg_namelen;
-    ssize_t n = receive_on(shared, fd, message->msg_iov, (int)message->msg_iovlen,
-                           message->msg_name, message->msg_name ? &name_length : NULL, flags, &truncated);
+    int wants = __atomic_load_n(&shared->wants, __ATOMIC_RELAXED);
+    tsc_message_info info;
+    ssize_t n = receive_on(shared, fd, message->msg_iov, (int)message->msg_iovlen, message->msg_name,
+                           message->msg_name ? &name_length : NULL, flags, &truncated, wants ? &info : NULL);
     if (n < 0) return -1;
     if (message->msg_name) message->msg_namelen = name_length;
-    message->msg_controllen = 0;
     message->msg_flags = truncated ? MSG_TRUNC : 0;
+    size_t used = 0;
+    /* In the order Linux puts them: timestamps (socket level), then IP's. */
+    if (wants & WANT_TIMESTAMP) {
+        struct timeval stamp = { .tv_sec = (time_t)(info.timestamp_ns / 1000000000u),
+                                 .tv_usec = (suseconds_t)(info.timestamp_ns % 1000000000u / 1000u) };
+        put_control(message, &used, SOL_SOCKET, SCM_TIMESTAMP, &stamp, sizeof stamp);
+    }
+    if (wants & WANT_TIMESTAMPNS) {
+        struct timespec stamp = { .tv_sec = (time_t)(info.timestamp_ns / 1000000000u),
+                                  .tv_nsec = (long)(info.timestamp_ns % 1000000000u) };
+        put_control(message, &used, SOL_SOCKET, SCM_TIMESTAMPNS, &stamp, sizeof stamp);
+    }
+    if (wants & WANT_PKTINFO) {
+        tsc_socket s = view(shared, fd);
+        struct in_pktinfo pktinfo = { .ipi_ifindex = s.interface.index };
+        pktinfo.ipi_spec_dst.s_addr = s.interface.address;
+        pktinfo.ipi_addr.s_addr = info.destination;
+        put_control(message, &used, IPPROTO_IP, IP_PKTINFO, &pktinfo, sizeof pktinfo);
+    }
+    if (wants & WANT_TTL) {
+        int ttl = info.ttl;
+        put_control(message, &used, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl);
+    }
+    if (wants & WANT_TOS) {
+        unsigned char tos = info.tos;
+        put_control(message, &used, IPPROTO_IP, IP_TOS, &tos, sizeof tos);
+    }
+    message->msg_controllen = used;
     return n;
 }
 

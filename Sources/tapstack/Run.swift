@@ -52,7 +52,8 @@ struct Run: ParsableCommand {
         let path = socket ?? "/run/tapstack/\(session.device.name).sock"
         do {
             let counters = SessionCounters(session)
-            let service = try SocketService(host: session.host, path: path, counterSource: { counters.values() })
+            let service = try SocketService(host: session.host, path: path, interfaceName: session.device.name,
+                                            counterSource: { counters.values() })
             service.start()
             logger.info("serving sockets on \(path)")
             return service

@@ -23,7 +23,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define TSP_VERSION 2
+#define TSP_VERSION 3
 /// Opens every framed message on the data channel. A message without it is a
 /// bare payload: what a program wrote with a raw system call the preload shim
 /// cannot see (libuv's `syscall(__NR_sendmmsg)`), sent to the connected peer;
@@ -64,6 +64,17 @@ enum tsp_option {
     TSP_OPT_RCVBUF = 3,     ///< SO_RCVBUF: bytes the stack queues for the socket
     TSP_OPT_ERROR = 4,      ///< SO_ERROR (get only; clears it)
     TSP_OPT_DONTFRAG = 5,   ///< IP_MTU_DISCOVER = IP_PMTUDISC_DO
+    TSP_OPT_TTL = 6,        ///< IP_TTL
+    TSP_OPT_TOS = 7,        ///< IP_TOS
+    TSP_OPT_MULTICAST_TTL = 8,  ///< IP_MULTICAST_TTL
+    TSP_OPT_MULTICAST_LOOP = 9, ///< IP_MULTICAST_LOOP
+    TSP_OPT_FREEBIND = 10,  ///< IP_FREEBIND
+    TSP_OPT_ADD_MEMBERSHIP = 11,         ///< IP_ADD_MEMBERSHIP: `address` the group (set only)
+    TSP_OPT_DROP_MEMBERSHIP = 12,        ///< IP_DROP_MEMBERSHIP
+    TSP_OPT_ADD_SOURCE_MEMBERSHIP = 13,  ///< IP_ADD_SOURCE_MEMBERSHIP: `address` the group, `source` the source
+    TSP_OPT_DROP_SOURCE_MEMBERSHIP = 14, ///< IP_DROP_SOURCE_MEMBERSHIP
+    TSP_OPT_WANT_INFO = 15, ///< 1: frame every datagram to the client, with its tsp_datagram_header facts
+                            ///< (set while IP_PKTINFO, IP_RECVTTL, IP_RECVTOS or a timestamp option is on)
 };
 
 /// A control request, client to service.
@@ -76,6 +87,7 @@ typedef struct {
     uint16_t port;      ///< TSP_BIND / TSP_CONNECT
     uint16_t sequence;  ///< echoed in the reply: a late reply to a request
                         ///< that timed out is never taken for a later one's
+    uint32_t source;    ///< TSP_OPT_*_SOURCE_MEMBERSHIP: the source (network order)
 } tsp_request;
 
 /// The stack's interface, sent with TSP_OPEN's reply so that the client can
@@ -86,6 +98,8 @@ typedef struct {
     uint32_t netmask;   ///< network order
     uint32_t gateway;   ///< network order; 0 when there is none
     uint32_t mtu;       ///< IP MTU of the link
+    int32_t index;      ///< the device's interface index as the kernel numbers it (IP_PKTINFO), 0 if unknown
+    char name[16];      ///< the device's name (SO_BINDTODEVICE), NUL-terminated
 } tsp_interface;
 
 /// The reply to every request.
@@ -109,7 +123,8 @@ enum tsp_kind {
 /// Precedes a datagram on the data channel. To the service, the destination
 /// (address 0: the connected peer); from it, the source. Toward a connected
 /// socket the service leaves it out (the source is the peer) unless the
-/// payload itself begins with TSP_MAGIC, so that a message is framed exactly
+/// payload itself begins with TSP_MAGIC or the client asked for the
+/// datagram's facts (TSP_OPT_WANT_INFO), so that a message is framed exactly
 /// when it begins with TSP_MAGIC.
 typedef struct {
     uint32_t magic;     ///< TSP_MAGIC
@@ -117,7 +132,33 @@ typedef struct {
     uint16_t port;
     uint8_t kind;       ///< enum tsp_kind
     uint8_t error;      ///< TSP_ERROR's errno
+    /// From the service: the address the datagram was sent to (IP_PKTINFO's
+    /// ipi_addr). To it: the source to send from (IP_PKTINFO's
+    /// ipi_spec_dst), 0 to let the stack choose.
+    uint32_t local_address;
+    uint8_t ttl;        ///< from: the TTL received; to: with TSP_SEND_TTL, the TTL to send with
+    uint8_t tos;        ///< from: the TOS received; to: with TSP_SEND_TOS, the TOS to send with
+    uint8_t flags;      ///< to the service: TSP_SEND_*
+    uint8_t reserved;
+    /// From the service: when the frame was read, CLOCK_REALTIME nanoseconds (SO_TIMESTAMP).
+    uint64_t timestamp_ns;
 } tsp_datagram_header;
+
+enum tsp_send_flags {
+    TSP_SEND_TTL = 1,   ///< `ttl` overrides the socket's (IP_TTL control message)
+    TSP_SEND_TOS = 2,   ///< `tos` overrides the socket's (IP_TOS control message)
+};
+
+/// What the client wants to know of a received datagram beyond its source,
+/// and what a send overrides: the control messages of recvmsg and sendmsg.
+typedef struct {
+    uint32_t destination;   ///< receive: the address it was sent to (network order)
+    uint8_t ttl;
+    uint8_t tos;
+    uint8_t flags;          ///< send: TSP_SEND_*
+    uint64_t timestamp_ns;  ///< receive: CLOCK_REALTIME nanoseconds; 0 when unknown (a bare payload)
+    uint32_t source;        ///< send: the source address (network order), 0 for the stack's choice
+} tsc_message_info;
 
 /* ---- The client side, used by TapstackClient and the preload shim. ----
  * Every call returns 0 (or a count) on success and -1 with errno set, like
@@ -136,6 +177,7 @@ typedef struct {
     uint32_t peer_address; ///< the connected peer (network order): the source of bare payloads
     uint16_t peer_port;
     uint16_t sequence;   ///< the last control request's
+    int want_info;       ///< TSP_OPT_WANT_INFO as last set
 } tsc_socket;
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
@@ -154,6 +196,8 @@ int tsc_connect(tsc_socket *socket, uint32_t address, uint16_t port);
 int tsc_names(tsc_socket *socket, uint32_t *local_address, uint16_t *local_port,
               int *connected, uint32_t *remote_address, uint16_t *remote_port);
 int tsc_setopt(tsc_socket *socket, int option, int value);
+/// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) `group` (for `source` with the source-specific ones).
+int tsc_membership(tsc_socket *socket, int option, uint32_t group, uint32_t source);
 int tsc_getopt(tsc_socket *socket, int option, int *value);
 
 /// Sends one datagram of the bytes in `iov` to `address`:`port` (network
@@ -161,11 +205,17 @@ int tsc_getopt(tsc_socket *socket, int option, int *value);
 /// (MSG_DONTWAIT). Returns the payload length sent.
 ssize_t tsc_sendv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                   int has_address, uint32_t address, uint16_t port, int flags);
+/// As tsc_sendv, with `info` (may be NULL) giving the source, TTL and TOS of this datagram.
+ssize_t tsc_sendv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
+                       int has_address, uint32_t address, uint16_t port, int flags, const tsc_message_info *info);
 /// Receives one datagram into `iov`; fills the source. `flags` as recv(2)
 /// (MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC). Returns the payload length (the
 /// full length with MSG_TRUNC); `*truncated` is set when it did not fit.
 ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                   uint32_t *address, uint16_t *port, int flags, int *truncated);
+/// As tsc_recvv, filling `info` (may be NULL) with the datagram's facts.
+ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
+                       uint32_t *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
 /// Bytes of the next datagram's payload (FIONREAD), 0 when none.
 int tsc_pending_bytes(tsc_socket *socket);
 

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp describe offload stack"}
+TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp igmp describe offload stack"}
 OUT=${OUT:-/tmp/tapstack-fuzz}
 SCRATCH=.build-fuzz
 rm -rf "$OUT"
@@ -32,9 +32,16 @@ for path in files:
         _, _, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
         frames.append(data[offset + 16:offset + 16 + caplen])
         offset += 16 + caplen
-layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "describe": [], "offload": [], "stack": []}
+layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "igmp": [], "describe": [], "offload": [], "stack": []}
+# IGMP: v1, v2 and v3 queries (general, group- and source-specific) and reports, checksums left to the target.
+layers["igmp"] += [bytes([0x11, 0, 0, 0, 0, 0, 0, 0]), bytes([0x11, 100, 0, 0, 0, 0, 0, 0]),
+                   bytes([0x11, 10, 0, 0, 239, 1, 2, 3]), bytes([0x11, 20, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0]),
+                   bytes([0x11, 200, 0, 0, 239, 1, 2, 3, 2, 125, 0, 1, 192, 0, 2, 1]),
+                   bytes([0x16, 0, 0, 0, 239, 1, 2, 3]), bytes([0x17, 0, 0, 0, 239, 1, 2, 3]),
+                   bytes([0x22, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 239, 1, 2, 3])]
 for f in frames:
     layers["ethernet"].append(f); layers["describe"].append(f)
+    layers["igmp"].append(f[14 + 24:]) if f[12:14] == b"\x08\x00" and len(f) > 38 and f[23] == 2 else None
     # virtio-net headers: none, a partial checksum, a UDP GSO frame of 100-byte datagrams
     layers["offload"].append(bytes(10) + f)
     layers["offload"].append(struct.pack("<BBHHHH", 1, 0, 0, 0, 34, 6) + f)

@@ -1,6 +1,6 @@
 // libFuzzer entry points: every wire parser and the whole stack core.
 // Built only by `make fuzz` (TAPSTACK_FUZZ=1, -sanitize=fuzzer,address);
-// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, describe,
+// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, igmp, describe,
 // offload (a virtio-net header and the frame after it, as the TAP device
 // hands them over: checksum completion, GSO cutting, run checks), stack.
 import Glibc
@@ -25,6 +25,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "ipv4": fuzzIPv4(bytes)
     case "icmp": fuzzICMP(bytes)
     case "udp": fuzzUDP(bytes)
+    case "igmp": fuzzIGMP(bytes)
     case "describe": _ = FrameDescription.describe(bytes)
     case "offload": fuzzOffload(bytes)
     default: fuzzStack(bytes)
@@ -69,6 +70,68 @@ func fuzzUDP(_ bytes: UnsafeRawBufferPointer) {
     guard let view = try? UDPDatagramView(bytes) else { return }
     precondition(view.payload.count == view.length - UDPHeader.length)
     _ = try? UDPHeader(view, source: IPv4Address(192, 0, 2, 1), destination: IPv4Address(192, 0, 2, 2))
+}
+
+/// An IGMP message: the view's fields, then the message (checksum fixed so
+/// it is not just dropped) fed to a stack holding groups, as a query to
+/// 224.0.0.1 and to its group, with time advancing so answers go out;
+/// what it sends is a parseable report and its state stays bounded.
+func fuzzIGMP(_ bytes: UnsafeRawBufferPointer) {
+    if let view = try? IGMPMessageView(bytes) {
+        _ = (view.type, view.group, view.queryVersion, view.maxResponseDeciseconds, view.querySources.count, view.checksumIsValid)
+    }
+    guard bytes.count >= IGMPMessageView.minimumLength, bytes.count <= 1400 else { return }
+    var message = Array(bytes)
+    message[2] = 0; message[3] = 0
+    let sum = message.withUnsafeBytes { InternetChecksum.compute($0) }
+    message[2] = UInt8(sum >> 8); message[3] = UInt8(sum & 0xFF)
+    var configuration = StackConfiguration.standard
+    configuration.multicastMaximumGroups = 8
+    let sink = ReportCheckingSink()
+    let stack = try! NetworkStack(configuration: configuration, sink: sink)
+    var now = StackInstant.seconds(1)
+    let member = stack.openUDP()
+    try? stack.bind(member, port: 5000)
+    for group in [IPv4Address(239, 1, 2, 3), IPv4Address(224, 0, 0, 1), IPv4Address(239, 0, 0, 9)] {
+        try? stack.join(group, for: member, sources: group.rawValue & 1 == 1 ? [IPv4Address(192, 0, 2, 1)] : nil, now: now)
+    }
+    let group = message.withUnsafeBytes { IPv4Address(reading: $0, at: 4) }
+    for destination in [IPv4Address.allHosts, group] {
+        var packet = [UInt8](repeating: 0, count: 14 + IPv4Header.length) + message
+        packet.withUnsafeMutableBytes { frame in
+            EthernetHeader(destination: destination.multicastMAC, source: MACAddress(2, 0, 0, 0, 0, 0xFE), etherType: .ipv4).emit(into: frame)
+            IPv4Header(payloadLength: message.count, identification: 1, ttl: 1, proto: .igmp, source: IPv4Address(192, 0, 2, 254),
+                       destination: destination).emit(into: UnsafeMutableRawBufferPointer(rebasing: frame[14...]))
+            stack.receive(frame: UnsafeRawBufferPointer(frame), now: now)
+        }
+        for _ in 0..<30 {
+            now = now + .seconds(1)
+            stack.advance(to: now)
+        }
+    }
+    try? stack.leave(IPv4Address(239, 1, 2, 3), for: member, now: now)
+    stack.close(member)
+    stack.advance(to: now + .seconds(600))
+    precondition(stack.joinedGroups.isEmpty, "groups left after the last socket closed")
+}
+
+/// Checks that everything the stack sends during the IGMP fuzz is an IPv4
+/// IGMP report or leave with a valid checksum.
+final class ReportCheckingSink: FrameSink {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+    var completesChecksums: Bool { false }
+    var maximumFrameLength: Int { buffer.count }
+    func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
+    func hasRoom(for frames: Int) -> Bool { true }
+    func commitFrame(length: Int, checksum: ChecksumOffload) {
+        let frame = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv4,
+              let ip = try? IPv4PacketView(ethernet.payload), ip.checksumIsValid else { preconditionFailure("not an IPv4 frame") }
+        guard ip.proto == .igmp else { return }
+        guard let message = try? IGMPMessageView(ip.payload), message.checksumIsValid,
+              [IGMPType.version1Report, IGMPType.version2Report, IGMPType.leaveGroup, IGMPType.version3Report].contains(message.type)
+        else { preconditionFailure("the stack sent a malformed IGMP message") }
+    }
 }
 
 /// What the TAP link does with a frame the kernel hands over: its virtio
@@ -140,6 +203,8 @@ func fuzzStack(_ bytes: UnsafeRawBufferPointer) {
     stack.start(now: now)
     let echo = stack.openUDP()
     try? stack.bind(echo, port: 7)
+    // A joined group, so multicast and IGMP input reach their handlers.
+    try? stack.join(IPv4Address(239, 1, 2, 3), for: echo, now: now)
     var offset = 0
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
     defer { scratch.deallocate() }

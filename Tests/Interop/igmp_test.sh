@@ -83,6 +83,35 @@ counters_moved() {
 }
 check "the stack counted the queries, reports and leave" counters_moved
 
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$STACK_PID/status"; }
+join_flood_is_bounded() {
+    local before after
+    before=$(rss_kib)
+    in_ns timeout 30 "${EXEC[@]}" python3 - <<'PY' || return 1
+import errno, socket, struct
+joined = refused = 0
+sockets = []
+for n in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sockets.append(s)
+    for i in range(25):
+        request = struct.pack("4s4s", bytes([239, 200, n, i + 1]), b"\0\0\0\0")
+        try:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, request)
+            joined += 1
+        except OSError as error:
+            assert error.errno == errno.ENOBUFS, error
+            refused += 1
+print("joined", joined, "refused", refused)
+# 256 groups in all; the member above still holds 224.0.0.1
+assert joined == 256 - 1 and refused == 1000 - joined, (joined, refused)
+PY
+    after=$(rss_kib)
+    echo "stack RSS $before -> $after KiB; igmp.drop_group_limit $(stack_counter igmp.drop_group_limit)"
+    [ $((after - before)) -lt 8192 ]
+}
+check "a flood of 1000 joins: 256 groups at most (ENOBUFS beyond, counted), memory bounded" join_flood_is_bounded
+
 kill "$MEMBER" 2>/dev/null; wait "$MEMBER" 2>/dev/null
 stop_stack TERM
 check "the capture is clean" capture_is_clean "$WORK/run.pcap"

@@ -30,7 +30,8 @@ public struct SocketRecord: Codable, Sendable, Equatable {
     /// Datagrams dropped because the receive queue was full.
     public var droppedDatagrams: UInt64
     public var sentDatagrams: UInt64
-    /// Options set: `broadcast`, `reuseaddr`, `dontfrag`.
+    /// Options set: `broadcast`, `reuseaddr`, `dontfrag`, `ttl=N`, `tos=N`,
+    /// `freebind`, and `join=GROUP` per multicast membership.
     public var options: [String]
     public var owner: Owner
 
@@ -50,6 +51,10 @@ public struct SocketRecord: Codable, Sendable, Equatable {
         if endpoint.allowsBroadcast { options.append("broadcast") }
         if endpoint.reuseAddress { options.append("reuseaddr") }
         if endpoint.dontFragment { options.append("dontfrag") }
+        if endpoint.timeToLive != 64 { options.append("ttl=\(endpoint.timeToLive)") }
+        if endpoint.typeOfService != 0 { options.append("tos=\(endpoint.typeOfService)") }
+        if endpoint.freeBind { options.append("freebind") }
+        for group in endpoint.memberships.keys.sorted(by: { $0.rawValue < $1.rawValue }) { options.append("join=\(group)") }
         self.owner = owner
     }
 }

@@ -58,6 +58,14 @@ PY
 }
 check "a program under exec joins 239.1.2.3 and receives the kernel's datagram; its send to 239.1.2.4 arrives with TTL 1" member_receives_the_group
 
+ss_shows_memberships() {
+    local out
+    out=$(in_ns "$BIN" ss --socket "$SOCK")
+    echo "$out"
+    grep -E "0\.0\.0\.0:5000 .*join=224\.0\.0\.1,join=239\.1\.2\.3,join=239\.1\.2\.5" <<<"$out"
+}
+check "tapstack ss lists the member's groups" ss_shows_memberships
+
 report_in_capture() {
     local out
     wait_for bash -c "tcpdump -n -r '$WORK/run.pcap' igmp 2>/dev/null | grep -q 239.1.2.3"

@@ -197,6 +197,28 @@ int tsc_setopt(tsc_socket *s, int option, int value) {
     return 0;
 }
 
+int tsc_errqueue(tsc_socket *s, tsp_queued_error *queued, int *error, uint32_t *address, uint16_t *port) {
+    tsp_request r = request(TSP_ERRQUEUE);
+    tsp_reply reply;
+    if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
+    *queued = reply.queued;
+    if (queued->length > sizeof queued->data) queued->length = sizeof queued->data;
+    *error = reply.value;
+    *address = reply.remote_address;
+    *port = reply.remote_port;
+    /* Reading the queue clears the pending error it set (Linux): drop the
+     * error message the service put at the head of the channel for it. */
+    tsp_datagram_header header;
+    struct iovec part = { &header, sizeof header };
+    struct msghdr peek = { .msg_iov = &part, .msg_iovlen = 1 };
+    ssize_t n = sys_recvmsg(s->data_fd, &peek, MSG_PEEK | MSG_DONTWAIT);
+    if (n == (ssize_t)sizeof header && header.magic == TSP_MAGIC && header.kind == TSP_ERROR && header.error == *error) {
+        struct msghdr take = { .msg_iov = &part, .msg_iovlen = 1 };
+        (void)sys_recvmsg(s->data_fd, &take, MSG_DONTWAIT);
+    }
+    return 0;
+}
+
 int tsc_membership(tsc_socket *s, int option, uint32_t group, uint32_t source) {
     tsp_request r = request(TSP_SETOPT);
     r.option = option;

@@ -304,6 +304,7 @@ public final class SocketService: @unchecked Sendable {
                 case TSP_OPT_MULTICAST_LOOP.rawValue: socket.multicastLoop = request.value != 0
                 case TSP_OPT_FREEBIND.rawValue: socket.freeBind = request.value != 0
                 case TSP_OPT_WANT_INFO.rawValue: client.wantsInfo = request.value != 0
+                case TSP_OPT_RECVERR.rawValue: socket.receivesErrors = request.value != 0
                 case TSP_OPT_ADD_MEMBERSHIP.rawValue, TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue,
                      TSP_OPT_DROP_MEMBERSHIP.rawValue, TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue:
                     try changeMembership(of: socket, option: UInt32(bitPattern: request.option), request)
@@ -322,10 +323,26 @@ public final class SocketService: @unchecked Sendable {
                 case TSP_OPT_MULTICAST_LOOP.rawValue: reply.value = socket.multicastLoop ? 1 : 0
                 case TSP_OPT_FREEBIND.rawValue: reply.value = socket.freeBind ? 1 : 0
                 case TSP_OPT_WANT_INFO.rawValue: reply.value = client.wantsInfo ? 1 : 0
+                case TSP_OPT_RECVERR.rawValue: reply.value = socket.receivesErrors ? 1 : 0
                 default: return ENOPROTOOPT
                 }
             case TSP_NAMES.rawValue:
                 break
+            case TSP_ERRQUEUE.rawValue:
+                guard let queued = socket.takeQueuedError() else { return EAGAIN }
+                reply.value = queued.error.errno
+                reply.remote_address = queued.destination.rawValue.bigEndian
+                reply.remote_port = queued.destinationPort
+                reply.queued.type = queued.type
+                reply.queued.code = queued.code
+                reply.queued.info = queued.info
+                reply.queued.offender = queued.offender.rawValue.bigEndian
+                let count = min(queued.payload.count, MemoryLayout.size(ofValue: reply.queued.data))
+                withUnsafeMutableBytes(of: &reply.queued.data) { data in
+                    for index in 0..<count { data[index] = queued.payload[index] }
+                }
+                reply.queued.length = UInt8(count)
+                return 0
             default:
                 counters.badRequests.add(1, ordering: .relaxed)
                 return EOPNOTSUPP

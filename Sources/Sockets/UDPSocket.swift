@@ -155,6 +155,19 @@ public final class UDPSocket: DatagramSocket {
         set { host.withStack { _ in endpoint.freeBind = newValue } }
     }
 
+    /// Queues the details of ICMP errors about this socket's datagrams,
+    /// connected or not, for `takeQueuedError` (IP_RECVERR).
+    public var receivesErrors: Bool {
+        get { host.withStack { _ in endpoint.receivesErrors } }
+        set { host.withStack { _ in endpoint.receivesErrors = newValue } }
+    }
+
+    /// Takes the oldest queued ICMP error (recvmsg with MSG_ERRQUEUE), or nil.
+    /// The pending error (`takeError`) becomes the next queued one's, as on Linux.
+    public func takeQueuedError() -> ICMPErrorReport? {
+        host.withStack { _ in endpoint.takeQueuedError() }
+    }
+
     // MARK: Multicast
 
     /// Joins multicast `group` (IP_ADD_MEMBERSHIP), or with `sources` only

@@ -98,6 +98,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case udpRxMulticastDelivered
     /// Multicast datagrams for a joined group no socket on the port had joined for their source.
     case udpDropMulticastNoMember
+    /// ICMP errors not queued for an IP_RECVERR socket whose error queue was full.
+    case udpDropErrorQueueFull
     case udpTxDatagrams
     /// Multicast datagrams delivered to our own joined sockets (IP_MULTICAST_LOOP).
     case udpTxMulticastLoopedBack

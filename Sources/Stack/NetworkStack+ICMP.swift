@@ -18,7 +18,7 @@ extension NetworkStack {
             count(.icmpRxEchoReplies)
         case let type where ICMPv4Type.isError(type):
             count(.icmpRxErrors)
-            receiveICMPError(message)
+            receiveICMPError(message, from: packet)
         default:
             drop(.icmpDropUnhandledType)
         }
@@ -45,17 +45,31 @@ extension NetworkStack {
 
     /// RFC 1122 4.1.3.3 and 3.2.2.1: an error about a datagram we sent goes
     /// to the connected UDP socket it came from (Linux does the same;
-    /// unconnected sockets cannot tell which send failed).
-    func receiveICMPError(_ message: ICMPv4MessageView) {
+    /// unconnected sockets cannot tell which send failed), and to any socket
+    /// on that port that asked for its errors (IP_RECVERR), queued with the details.
+    func receiveICMPError(_ message: ICMPv4MessageView, from packet: IPv4PacketView) {
         let quoted: ICMPv4QuotedDatagramView
         do { quoted = try ICMPv4QuotedDatagramView(message.payload) } catch { return drop(.icmpDropBadQuote) }
-        guard quoted.source == address, quoted.proto == .udp, let error = socketError(forICMPType: message.type, code: message.code),
-              let endpoint = connectedEndpoint(localPort: quoted.sourcePort, remote: quoted.destination,
-                                               remotePort: quoted.destinationPort) else {
+        guard quoted.source == address, quoted.proto == .udp, let error = socketError(forICMPType: message.type, code: message.code) else {
             return count(.icmpRxErrorsUnmatched)
         }
+        let connected = connectedEndpoint(localPort: quoted.sourcePort, remote: quoted.destination, remotePort: quoted.destinationPort)
+        let listening = (udpEndpoints[quoted.sourcePort] ?? []).filter { $0.receivesErrors && $0.remote == nil }
+        guard connected != nil || !listening.isEmpty else { return count(.icmpRxErrorsUnmatched) }
         count(.icmpRxErrorsDelivered)
-        endpoint.report(error)
+        var targets = listening
+        if let connected {
+            if connected.receivesErrors { targets.append(connected) } else { connected.report(error) }
+        }
+        guard !targets.isEmpty else { return }
+        let after = quoted.headerLength + UDPHeader.length
+        let payload = quoted.bytes.count > after
+            ? Array(quoted.bytes[after..<min(quoted.bytes.count, after + ICMPErrorReport.quotedPayloadLimit)]) : []
+        let info = message.type == ICMPv4Type.destinationUnreachable && message.code == ICMPv4UnreachableCode.fragmentationNeeded
+            ? message.restOfHeader & 0xFFFF : 0
+        let details = ICMPErrorReport(error: error, type: message.type, code: message.code, info: info, offender: packet.source,
+                                      destination: quoted.destination, destinationPort: quoted.destinationPort, payload: payload)
+        for endpoint in targets where !endpoint.queue(details) { drop(.udpDropErrorQueueFull) }
     }
 
     /// The POSIX error an ICMP error means to a socket, as Linux maps them.

@@ -20,6 +20,38 @@ public struct ReceivedDatagram: Sendable, Equatable {
     }
 }
 
+/// An ICMP error about a datagram a socket sent, as IP_RECVERR queues it
+/// (Linux's `sock_extended_err` with origin ICMP).
+public struct ICMPErrorReport: Sendable, Equatable {
+    /// What the error means to the socket (ee_errno).
+    public var error: SocketError
+    public var type: UInt8
+    public var code: UInt8
+    /// The ICMP header's rest field where it carries something (the next-hop MTU of "fragmentation needed").
+    public var info: UInt32
+    /// Who sent the ICMP error (SO_EE_OFFENDER).
+    public var offender: IPv4Address
+    /// Where the failed datagram was going.
+    public var destination: IPv4Address
+    public var destinationPort: UInt16
+    /// The failed datagram's payload as far as the error quoted it (at most `quotedPayloadLimit` bytes).
+    public var payload: [UInt8]
+
+    public static let quotedPayloadLimit = 64
+
+    public init(error: SocketError, type: UInt8, code: UInt8, info: UInt32, offender: IPv4Address,
+                destination: IPv4Address, destinationPort: UInt16, payload: [UInt8]) {
+        self.error = error
+        self.type = type
+        self.code = code
+        self.info = info
+        self.offender = offender
+        self.destination = destination
+        self.destinationPort = destinationPort
+        self.payload = payload
+    }
+}
+
 /// The stack's side of a UDP socket: its addresses and bounded receive queue.
 ///
 /// Owned by `NetworkStack`; touched only by whoever holds the stack (one
@@ -50,6 +82,14 @@ public final class UDPEndpoint {
     @exclusivity(unchecked) public var multicastLoop = true
     /// Allows binding to an address that is not the stack's (IP_FREEBIND).
     @exclusivity(unchecked) public var freeBind = false
+    /// Queues ICMP errors about this socket's datagrams for `takeQueuedError`,
+    /// connected or not (IP_RECVERR).
+    @exclusivity(unchecked) public var receivesErrors = false {
+        didSet { if !receivesErrors { errorQueue.removeAll() } }
+    }
+    /// ICMP errors queued (IP_RECVERR's error queue), oldest first; bounded by `errorQueueLimit`.
+    @exclusivity(unchecked) public internal(set) var errorQueue: [ICMPErrorReport] = []
+    public static let errorQueueLimit = 16
     /// Groups joined: nil for every source, else the sources asked for.
     @exclusivity(unchecked) public internal(set) var memberships: [IPv4Address: Set<IPv4Address>?] = [:]
 
@@ -66,6 +106,16 @@ public final class UDPEndpoint {
     /// Called, by the thread holding the stack, when events become true.
     /// Must not block (it runs inside the stack).
     @exclusivity(unchecked) public var onEvent: ((ReadinessEvents) -> Void)?
+
+    /// Queues an ICMP error (IP_RECVERR) and makes it the pending error, as Linux does.
+    /// False when the queue was full (the report is dropped).
+    func queue(_ report: ICMPErrorReport) -> Bool {
+        guard !isClosed else { return true }
+        guard errorQueue.count < Self.errorQueueLimit else { return false }
+        errorQueue.append(report)
+        self.report(report.error)
+        return true
+    }
 
     init(id: Int, queueDatagrams: Int, queueBytes: Int) {
         self.id = id
@@ -100,6 +150,15 @@ public final class UDPEndpoint {
         return pendingError
     }
 
+    /// Takes the oldest queued ICMP error (recvmsg with MSG_ERRQUEUE). As
+    /// on Linux, the socket's pending error becomes the next queued one's, or none.
+    public func takeQueuedError() -> ICMPErrorReport? {
+        guard !errorQueue.isEmpty else { return nil }
+        let report = errorQueue.removeFirst()
+        pendingError = errorQueue.first?.error
+        return report
+    }
+
     /// Records an asynchronous error and wakes whoever waits on the socket.
     func report(_ error: SocketError) {
         guard !isClosed else { return }
@@ -116,7 +175,7 @@ public final class UDPEndpoint {
     public var readiness: ReadinessEvents {
         var events: ReadinessEvents = []
         if !receiveQueue.isEmpty { events.insert(.readable) }
-        if pendingError != nil { events.insert(.error) }
+        if pendingError != nil || !errorQueue.isEmpty { events.insert(.error) }
         if isClosed { events.insert(.closed) }
         return events
     }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <linux/errqueue.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -477,6 +478,7 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         case IP_RECVERR: {
             int on;
             if (read_value(value, length, &on) < 0) return -1;
+            if (locked_setopt(shared, TSP_OPT_RECVERR, on != 0) < 0) return -1;
             shared->recverr = on != 0;
             return 0;
         }
@@ -652,15 +654,11 @@ int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
 
 /* ---- receiving ---- */
 
+static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *message);
+
 static ssize_t receive_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
                           struct sockaddr *from, socklen_t *from_length, int flags, int *truncated,
                           tsc_message_info *info) {
-    if (flags & MSG_ERRQUEUE) {
-        /* ICMP errors reach the socket as its pending error (SO_ERROR),
-         * never as error-queue entries: the queue is always empty. */
-        errno = EAGAIN;
-        return -1;
-    }
     tsc_socket s = view(shared, fd);
     uint32_t ip = 0;
     uint16_t port = 0;
@@ -676,12 +674,19 @@ ssize_t recvfrom(int fd, void *buffer, size_t length, int flags, struct sockaddr
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recvfrom)(fd, buffer, length, flags, from, from_length);
     struct iovec part = { buffer, length };
+    if (flags & MSG_ERRQUEUE) {
+        struct msghdr message = { .msg_name = from, .msg_namelen = from_length ? *from_length : 0, .msg_iov = &part, .msg_iovlen = 1 };
+        ssize_t n = receive_error(shared, fd, &message);
+        if (n >= 0 && from_length) *from_length = message.msg_namelen;
+        return n;
+    }
     return receive_on(shared, fd, &part, 1, from, from_length, flags, NULL, NULL);
 }
 
 ssize_t recv(int fd, void *buffer, size_t length, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recv)(fd, buffer, length, flags);
+    if (flags & MSG_ERRQUEUE) return recvfrom(fd, buffer, length, flags, NULL, NULL);
     struct iovec part = { buffer, length };
     return receive_on(shared, fd, &part, 1, NULL, NULL, flags, NULL, NULL);
 }
@@ -714,9 +719,48 @@ static void put_control(struct msghdr *message, size_t *used, int level, int typ
     *used += CMSG_SPACE(length);
 }
 
+/* recvmsg with MSG_ERRQUEUE: the oldest ICMP error, as Linux gives it: the
+ * failed datagram's payload, its destination as the name, and an IP_RECVERR
+ * control message holding a sock_extended_err and the offender's address.
+ * Never waits: an empty queue is EAGAIN. */
+static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *message) {
+    tsp_queued_error queued;
+    int error;
+    uint32_t address;
+    uint16_t port;
+    tsc_socket s = view(shared, fd);
+    if (tsc_errqueue(&s, &queued, &error, &address, &port) < 0) return -1;
+    size_t copied = 0;
+    for (size_t i = 0; i < message->msg_iovlen && copied < queued.length; i++) {
+        size_t take = message->msg_iov[i].iov_len < queued.length - copied ? message->msg_iov[i].iov_len : queued.length - copied;
+        memcpy(message->msg_iov[i].iov_base, queued.data + copied, take);
+        copied += take;
+    }
+    if (message->msg_name) {
+        socklen_t name_length = message->msg_namelen;
+        fill_address(message->msg_name, &name_length, address, port);
+        message->msg_namelen = name_length;
+    }
+    message->msg_flags = MSG_ERRQUEUE | (copied < queued.length ? MSG_TRUNC : 0);
+    struct { struct sock_extended_err extended; struct sockaddr_in offender; } report;
+    memset(&report, 0, sizeof report);
+    report.extended.ee_errno = (uint32_t)error;
+    report.extended.ee_origin = SO_EE_ORIGIN_ICMP;
+    report.extended.ee_type = queued.type;
+    report.extended.ee_code = queued.code;
+    report.extended.ee_info = queued.info;
+    report.offender.sin_family = AF_INET;
+    report.offender.sin_addr.s_addr = queued.offender;
+    size_t used = 0;
+    put_control(message, &used, IPPROTO_IP, IP_RECVERR, &report, sizeof report);
+    message->msg_controllen = used;
+    return (ssize_t)copied;
+}
+
 ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(recvmsg)(fd, message, flags);
+    if (flags & MSG_ERRQUEUE) return receive_error(shared, fd, message);
     int truncated = 0;
     socklen_t name_length = message->msg_namelen;
     int wants = __atomic_load_n(&shared->wants, __ATOMIC_RELAXED);

@@ -139,5 +139,44 @@ unknown_option_errno_checked() {
 }
 check "SO_BINDTODEVICE names only the stack's interface; IP_TTL and IP_FREEBIND read back; unknown options fail" unknown_option_errno_checked
 
+icmp_error_queue() {
+    in_ns timeout 15 "${EXEC[@]}" python3 - <<'PY'
+import errno, select, socket, struct
+socket.IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVERR, 1)
+print("recverr", s.getsockopt(socket.IPPROTO_IP, socket.IP_RECVERR))
+s.sendto(b"probe", ("192.0.2.1", 9))          # nobody listens there: the kernel answers port unreachable
+select.select([s], [], [], 5)
+data, ancillary, flags, name = s.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+print("data", data, "name", name, "errqueue flag", bool(flags & socket.MSG_ERRQUEUE))
+for level, kind, value in ancillary:
+    ee_errno, origin, icmp_type, icmp_code, pad, info, data_ = struct.unpack("IBBBBII", value[:16])
+    family, port, offender = struct.unpack("HH4s", value[16:24])
+    print("cmsg", level, kind, errno.errorcode[ee_errno], "origin", origin, "type", icmp_type, "code", icmp_code,
+          "offender", socket.inet_ntoa(offender))
+try:
+    s.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+except OSError as error:
+    print("again:", errno.errorcode[error.errno])
+s.settimeout(0.3)
+try:
+    s.recvfrom(100)
+except socket.timeout:
+    print("pending error cleared by reading the queue")
+except OSError as error:
+    print("still pending:", errno.errorcode[error.errno])
+PY
+}
+icmp_error_queue_checked() {
+    local out
+    out=$(icmp_error_queue 2>&1)
+    echo "$out"
+    grep -q "recverr 1" <<<"$out" && grep -q "data b'probe' name ('192.0.2.1', 9) errqueue flag True" <<<"$out" &&
+        grep -q "cmsg 0 11 ECONNREFUSED origin 2 type 3 code 3 offender 192.0.2.1" <<<"$out" &&
+        grep -q "again: EAGAIN" <<<"$out" && grep -q "pending error cleared" <<<"$out"
+}
+check "IP_RECVERR: an unconnected socket reads the kernel's port unreachable from MSG_ERRQUEUE as sock_extended_err" icmp_error_queue_checked
+
 stop_stack TERM
 finish

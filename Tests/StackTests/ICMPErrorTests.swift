@@ -153,3 +153,39 @@ import TestSupport
         #expect(h.counter(.icmpDropBadQuote) == 1)
     }
 }
+
+@Suite struct ErrorQueueTests {
+    /// A port unreachable from 192.0.2.1 quoting a datagram we sent from `port` to 192.0.2.1:9.
+    static func portUnreachable(from port: UInt16, payload: [UInt8]) -> [UInt8] {
+        let sent = FrameBuilder.ipv4(source: FrameBuilder.stackIP, destination: FrameBuilder.peerIP, proto: .udp,
+                                     payload: FrameBuilder.udp(sourcePort: port, destinationPort: 9, payload: payload,
+                                                               source: FrameBuilder.stackIP, destination: FrameBuilder.peerIP))
+        return FrameBuilder.ethernet(type: .ipv4, payload: FrameBuilder.ipv4(proto: .icmp,
+            payload: FrameBuilder.icmp(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port, payload: sent)))
+    }
+
+    @Test func anUnconnectedSocketWithRecvErrGetsTheDetailsAndThePendingError() throws {
+        let h = Harness()
+        let (endpoint, log) = try h.boundEndpoint(port: 4000)
+        h.receive(Self.portUnreachable(from: 4000, payload: [1, 2, 3]))
+        #expect(endpoint.errorQueue.isEmpty && endpoint.pendingError == nil)  // without IP_RECVERR: ignored (RFC 1122 4.1.3.3)
+        endpoint.receivesErrors = true
+        h.receive(Self.portUnreachable(from: 4000, payload: [1, 2, 3]))
+        #expect(log.events.contains(.error))
+        #expect(endpoint.readiness.contains(.error))
+        let report = try #require(endpoint.takeQueuedError())
+        #expect(report == ICMPErrorReport(error: .connectionRefused, type: 3, code: 3, info: 0, offender: FrameBuilder.peerIP,
+                                          destination: FrameBuilder.peerIP, destinationPort: 9, payload: [1, 2, 3]))
+        // Reading the queue clears the pending error it set, as on Linux.
+        #expect(endpoint.pendingError == nil && !endpoint.readiness.contains(.error))
+    }
+
+    @Test func theErrorQueueIsBoundedAndCountsWhatItDrops() throws {
+        let h = Harness()
+        let (endpoint, _) = try h.boundEndpoint(port: 4000)
+        endpoint.receivesErrors = true
+        for _ in 0..<(UDPEndpoint.errorQueueLimit + 3) { h.receive(Self.portUnreachable(from: 4000, payload: [7])) }
+        #expect(endpoint.errorQueue.count == UDPEndpoint.errorQueueLimit)
+        #expect(h.counter(.udpDropErrorQueueFull) == 3)
+    }
+}

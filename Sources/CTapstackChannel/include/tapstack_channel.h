@@ -50,6 +50,9 @@ enum tsp_op {
     TSP_NAMES = 6,      ///< reply: local and remote addresses
     TSP_QUERY = 7,      ///< option: enum tsp_query; needs no TSP_OPEN. The reply
                         ///< passes a memfd holding the answer as JSON, `value` bytes
+    TSP_ERRQUEUE = 8,   ///< take the oldest queued ICMP error (IP_RECVERR): reply `value`
+                        ///< its errno, remote_* the failed datagram's destination, `queued`
+                        ///< the rest; error EAGAIN when none is queued
 };
 
 /// What TSP_QUERY asks of a running stack (`tapstack ss`, `tapstack stats`).
@@ -75,6 +78,7 @@ enum tsp_option {
     TSP_OPT_DROP_SOURCE_MEMBERSHIP = 14, ///< IP_DROP_SOURCE_MEMBERSHIP
     TSP_OPT_WANT_INFO = 15, ///< 1: frame every datagram to the client, with its tsp_datagram_header facts
                             ///< (set while IP_PKTINFO, IP_RECVTTL, IP_RECVTOS or a timestamp option is on)
+    TSP_OPT_RECVERR = 16,   ///< IP_RECVERR: queue ICMP errors for TSP_ERRQUEUE
 };
 
 /// A control request, client to service.
@@ -102,6 +106,17 @@ typedef struct {
     char name[16];      ///< the device's name (SO_BINDTODEVICE), NUL-terminated
 } tsp_interface;
 
+/// An ICMP error as TSP_ERRQUEUE returns it (Linux's sock_extended_err, origin ICMP).
+typedef struct {
+    uint8_t type;
+    uint8_t code;
+    uint8_t length;     ///< bytes of the failed datagram's payload in `data`
+    uint8_t reserved;
+    uint32_t info;      ///< ee_info: the next-hop MTU of "fragmentation needed"
+    uint32_t offender;  ///< who sent the ICMP error (network order)
+    uint8_t data[64];
+} tsp_queued_error;
+
 /// The reply to every request.
 typedef struct {
     int32_t error;          ///< 0, or an errno
@@ -113,6 +128,7 @@ typedef struct {
     uint16_t remote_port;
     uint16_t sequence;       ///< the request's
     tsp_interface interface; ///< TSP_OPEN
+    tsp_queued_error queued; ///< TSP_ERRQUEUE
 } tsp_reply;
 
 enum tsp_kind {
@@ -196,6 +212,9 @@ int tsc_connect(tsc_socket *socket, uint32_t address, uint16_t port);
 int tsc_names(tsc_socket *socket, uint32_t *local_address, uint16_t *local_port,
               int *connected, uint32_t *remote_address, uint16_t *remote_port);
 int tsc_setopt(tsc_socket *socket, int option, int value);
+/// Takes the oldest queued ICMP error: its errno in `*error`, the failed
+/// datagram's destination in `*address`:`*port`. -1 with EAGAIN when none.
+int tsc_errqueue(tsc_socket *socket, tsp_queued_error *queued, int *error, uint32_t *address, uint16_t *port);
 /// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) `group` (for `source` with the source-specific ones).
 int tsc_membership(tsc_socket *socket, int option, uint32_t group, uint32_t source);
 int tsc_getopt(tsc_socket *socket, int option, int *value);

@@ -363,4 +363,47 @@ extension SocketServiceTests {
         let second = try socket.receive(timeout: .seconds(5))
         #expect(second.payload == tricky && second.source == peer)
     }
+
+    /// dig's exact calls (strace of dig 9.18 under exec): SO_REUSEADDR on
+    /// then off, IP_MTU_DISCOVER, bind 0.0.0.0:0, connect to the server,
+    /// one sendmmsg. In process first, then through the service with the
+    /// shim's C calls and the raw sendmmsg libuv makes; both put the query
+    /// on the wire from the stack's address.
+    @Test func digsCallSequenceSendsTheQueryInProcessAndThroughTheService() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let query: [UInt8] = [0x12, 0x34, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1]
+        let server = SocketAddress(IPv4Address(192, 0, 2, 1), 53)
+
+        let local = Sockets.UDPSocket(host: served.host)
+        local.reuseAddress = true
+        local.reuseAddress = false
+        local.dontFragment = false
+        try local.bind(address: .any, port: 0)
+        try local.connect(to: server)
+        _ = try local.send(query)  // connected: no destination, as sendmmsg on a connected socket
+        let inProcess = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(inProcess[26..<30]) == [192, 0, 2, 2] && Array(inProcess[36..<38]) == [0, 53])
+        #expect(Array(inProcess[42..<54]) == query)
+
+        var client = tsc_socket()
+        #expect(tsc_open(&client, served.path, 0) == 0)
+        defer { tsc_close(&client) }
+        #expect(tsc_setopt(&client, Int32(TSP_OPT_REUSEADDR.rawValue), 1) == 0)
+        #expect(tsc_setopt(&client, Int32(TSP_OPT_REUSEADDR.rawValue), 0) == 0)
+        #expect(tsc_setopt(&client, Int32(TSP_OPT_DONTFRAG.rawValue), 0) == 0)
+        #expect(tsc_bind(&client, 0, 0) == 0)
+        #expect(tsc_connect(&client, IPv4Address(192, 0, 2, 1).rawValue.bigEndian, 53) == 0)
+        // One sendmmsg of the bare query, as libuv makes it (tsv_batch_send is sendmmsg(2)).
+        let batch = try #require(tsv_batch_create(1, 512))
+        defer { tsv_batch_destroy(batch) }
+        query.withUnsafeBytes { tsv_batch_slot(batch, 0)!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        tsv_batch_set_length(batch, 0, UInt32(query.count))
+        let sent = tsv_batch_send(client.data_fd, batch, 0, 1)
+        #expect(sent == 1)
+        let throughService = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(throughService[26..<30]) == [192, 0, 2, 2] && Array(throughService[36..<38]) == [0, 53])
+        #expect(Array(throughService[42..<54]) == query)
+        #expect(served.service.counters.sendErrors.load(ordering: .relaxed) == 0)
+    }
 }

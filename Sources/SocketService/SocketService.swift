@@ -43,6 +43,7 @@ public final class SocketService: @unchecked Sendable {
     private let epollFD: Int32
     private let news = News()
     private let stopping = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
     // Service thread only (and `init`/`stop` before and after it runs).
     private var clients: [UInt64: RemoteSocket] = [:]
     private var nextID: UInt64 = 1
@@ -120,8 +121,10 @@ public final class SocketService: @unchecked Sendable {
     }
 
     /// Stops the thread, releases every client's socket (their channels
-    /// close, so blocked clients wake with an error) and removes the socket file.
+    /// close, so blocked clients wake with an error) and removes the socket
+    /// file. Calling it again does nothing.
     public func stop() {
+        guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
         stopping.store(true, ordering: .sequentiallyConsistent)
         news.wakeup.forceSignal()
         thread?.join()

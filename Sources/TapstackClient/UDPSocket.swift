@@ -57,7 +57,14 @@ public final class UDPSocket: DatagramSocket {
     /// Runs a control call; maps its errno to a `SocketError`.
     private func control(_ body: (inout tsc_socket) -> Int32) throws(SocketError) {
         let failure: Int32? = state.withLock { socket in body(&socket) == 0 ? nil : errno }
-        if let failure { throw SocketError(errno: failure) ?? .invalidArgument }
+        if let failure { throw Self.error(failure) }
+    }
+
+    /// The `SocketError` for a client call's errno. ENETDOWN is what the
+    /// client library reports when the service closed the channel or
+    /// connection: the stack is gone, not a network error of the socket.
+    static func error(_ code: Int32) -> SocketError {
+        code == ENETDOWN ? .serviceUnavailable : SocketError(errno: code) ?? .invalidArgument
     }
 
     // MARK: Addresses
@@ -155,6 +162,37 @@ public final class UDPSocket: DatagramSocket {
         set { setOption(TSP_OPT_RCVBUF, Int32(clamping: newValue)) }
     }
 
+    /// TTL of unicast and broadcast datagrams (IP_TTL; 64 by default).
+    public var timeToLive: UInt8 {
+        get { UInt8(clamping: option(TSP_OPT_TTL)) }
+        set { setOption(TSP_OPT_TTL, Int32(newValue)) }
+    }
+
+    /// TTL of multicast datagrams (IP_MULTICAST_TTL; 1 by default).
+    public var multicastTimeToLive: UInt8 {
+        get { UInt8(clamping: option(TSP_OPT_MULTICAST_TTL)) }
+        set { setOption(TSP_OPT_MULTICAST_TTL, Int32(newValue)) }
+    }
+
+    /// Whether the stack's own sockets in a group hear this socket's multicast (IP_MULTICAST_LOOP).
+    public var multicastLoop: Bool {
+        get { option(TSP_OPT_MULTICAST_LOOP) != 0 }
+        set { setOption(TSP_OPT_MULTICAST_LOOP, newValue ? 1 : 0) }
+    }
+
+    /// Joins multicast `group` (IP_ADD_MEMBERSHIP), or with `source` only for
+    /// its datagrams (IP_ADD_SOURCE_MEMBERSHIP); see `Sockets.UDPSocket.join`.
+    public func join(group: IPv4Address, source: IPv4Address? = nil) throws(SocketError) {
+        let option = source == nil ? TSP_OPT_ADD_MEMBERSHIP : TSP_OPT_ADD_SOURCE_MEMBERSHIP
+        try control { tsc_membership(&$0, Int32(option.rawValue), group.rawValue.bigEndian, source?.rawValue.bigEndian ?? 0) }
+    }
+
+    /// Leaves `group` (IP_DROP_MEMBERSHIP), or stops hearing `source` in it.
+    public func leave(group: IPv4Address, source: IPv4Address? = nil) throws(SocketError) {
+        let option = source == nil ? TSP_OPT_DROP_MEMBERSHIP : TSP_OPT_DROP_SOURCE_MEMBERSHIP
+        try control { tsc_membership(&$0, Int32(option.rawValue), group.rawValue.bigEndian, source?.rawValue.bigEndian ?? 0) }
+    }
+
     // MARK: Sending
 
     /// Sends `payload` to `destination` (nil: the connected peer) without
@@ -171,7 +209,7 @@ public final class UDPSocket: DatagramSocket {
             return tsc_sendv(&socket, &part, 1, destination == nil ? 0 : 1, destination?.address.rawValue.bigEndian ?? 0,
                              destination?.port ?? 0, Int32(MSG_DONTWAIT))
         }
-        guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
+        guard n >= 0 else { throw Self.error(errno) }
         return n
     }
 
@@ -189,7 +227,7 @@ public final class UDPSocket: DatagramSocket {
             socket.data_fd = fd
             return tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
         }
-        guard n >= 0 else { throw SocketError(errno: errno) ?? .invalidArgument }
+        guard n >= 0 else { throw Self.error(errno) }
         return (n, SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: address)), port))
     }
 

@@ -19,6 +19,11 @@ protocol DatagramBackend: AnyObject, Sendable {
     var allowsBroadcast: Bool { get set }
     var reuseAddress: Bool { get set }
     var receiveBufferSize: Int { get set }
+    var timeToLive: UInt8 { get set }
+    var multicastTimeToLive: UInt8 { get set }
+    var multicastLoop: Bool { get set }
+    func join(group: IPv4Address) throws(SocketError)
+    func leave(group: IPv4Address) throws(SocketError)
     func takeError() -> SocketError?
     func close()
     /// Sets who is told (any thread) when the socket may have become ready.
@@ -96,6 +101,11 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
     var remoteAddress: SocketAPI.SocketAddress? { socket.remoteAddress }
     var allowsBroadcast: Bool { get { socket.allowsBroadcast } set { socket.allowsBroadcast = newValue } }
     var reuseAddress: Bool { get { socket.reuseAddress } set { socket.reuseAddress = newValue } }
+    var timeToLive: UInt8 { get { socket.timeToLive } set { socket.timeToLive = newValue } }
+    var multicastTimeToLive: UInt8 { get { socket.multicastTimeToLive } set { socket.multicastTimeToLive = newValue } }
+    var multicastLoop: Bool { get { socket.multicastLoop } set { socket.multicastLoop = newValue } }
+    func join(group: IPv4Address) throws(SocketError) { try socket.join(group: group) }
+    func leave(group: IPv4Address) throws(SocketError) { try socket.leave(group: group) }
     var receiveBufferSize: Int { get { socket.receiveBufferSize } set { socket.receiveBufferSize = newValue } }
     func takeError() -> SocketError? { socket.takeError() }
     func close() {
@@ -148,6 +158,11 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
     var remoteAddress: SocketAPI.SocketAddress? { socket.remoteAddress }
     var allowsBroadcast: Bool { get { socket.allowsBroadcast } set { socket.allowsBroadcast = newValue } }
     var reuseAddress: Bool { get { socket.reuseAddress } set { socket.reuseAddress = newValue } }
+    var timeToLive: UInt8 { get { socket.timeToLive } set { socket.timeToLive = newValue } }
+    var multicastTimeToLive: UInt8 { get { socket.multicastTimeToLive } set { socket.multicastTimeToLive = newValue } }
+    var multicastLoop: Bool { get { socket.multicastLoop } set { socket.multicastLoop = newValue } }
+    func join(group: IPv4Address) throws(SocketError) { try socket.join(group: group) }
+    func leave(group: IPv4Address) throws(SocketError) { try socket.leave(group: group) }
     var receiveBufferSize: Int { get { socket.receiveBufferSize } set { socket.receiveBufferSize = newValue } }
     func takeError() -> SocketError? { socket.takeError() }
     func close() {

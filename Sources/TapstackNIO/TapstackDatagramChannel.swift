@@ -15,7 +15,7 @@ import Wire
 /// unwritable (`channelWritabilityChanged`) and keeps them until the stack
 /// says `.writable`: nothing is dropped. Errors are NIO `IOError`s with the
 /// errno a kernel socket would give.
-public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sendable {
+public final class TapstackDatagramChannel: Channel, ChannelCore, MulticastChannel, @unchecked Sendable {
     public let eventLoop: EventLoop
     public let allocator = ByteBufferAllocator()
     public var pipeline: ChannelPipeline { _pipeline }
@@ -116,6 +116,13 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
             case (.socket, .so_broadcast): backend.allowsBroadcast = number != 0
             case (.socket, .so_reuseaddr), (.socket, NIOBSDSocket.Option(rawValue: SO_REUSEPORT)): backend.reuseAddress = number != 0
             case (.socket, .so_rcvbuf): backend.receiveBufferSize = number
+            case (.ip, NIOBSDSocket.Option(rawValue: IP_TTL)):
+                guard (1...255).contains(number) else { throw IOError(errnoCode: EINVAL, reason: "setsockopt") }
+                backend.timeToLive = UInt8(number)
+            case (.ip, .ip_multicast_ttl):
+                guard (0...255).contains(number) else { throw IOError(errnoCode: EINVAL, reason: "setsockopt") }
+                backend.multicastTimeToLive = UInt8(number)
+            case (.ip, .ip_multicast_loop): backend.multicastLoop = number != 0
             default: throw IOError(errnoCode: ENOPROTOOPT, reason: "setsockopt")
             }
         case _ as ChannelOptions.Types.AutoReadOption:
@@ -148,6 +155,9 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
             case (.socket, .so_broadcast): value = backend.allowsBroadcast ? 1 : 0
             case (.socket, .so_reuseaddr), (.socket, NIOBSDSocket.Option(rawValue: SO_REUSEPORT)): value = backend.reuseAddress ? 1 : 0
             case (.socket, .so_rcvbuf): value = SocketOptionValue(backend.receiveBufferSize)
+            case (.ip, NIOBSDSocket.Option(rawValue: IP_TTL)): value = SocketOptionValue(backend.timeToLive)
+            case (.ip, .ip_multicast_ttl): value = SocketOptionValue(backend.multicastTimeToLive)
+            case (.ip, .ip_multicast_loop): value = backend.multicastLoop ? 1 : 0
             default: throw IOError(errnoCode: ENOPROTOOPT, reason: "getsockopt")
             }
             return value as! Option.Value
@@ -200,9 +210,55 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
         control(promise, "connect") { backend throws(SocketError) in try backend.connect(to: peer) }
     }
 
+    // MARK: Multicast (MulticastChannel)
+
+    /// Joins `group` (an IPv4 multicast address) on the stack's only
+    /// interface: `device` must be nil. The stack reports it with IGMP.
+    public func joinGroup(_ group: NIOCore.SocketAddress, device: NIONetworkDevice?, promise: EventLoopPromise<Void>?) {
+        membership(group, device: device, promise: promise, operation: "IP_ADD_MEMBERSHIP") { backend, address throws(SocketError) in
+            try backend.join(group: address)
+        }
+    }
+
+    /// Leaves `group`; the stack sends IGMP's leave when its last socket leaves.
+    public func leaveGroup(_ group: NIOCore.SocketAddress, device: NIONetworkDevice?, promise: EventLoopPromise<Void>?) {
+        membership(group, device: device, promise: promise, operation: "IP_DROP_MEMBERSHIP") { backend, address throws(SocketError) in
+            try backend.leave(group: address)
+        }
+    }
+
+    /// NIO's older form: only `interface` nil is the stack's interface.
+    @available(*, deprecated, renamed: "joinGroup(_:device:promise:)")
+    public func joinGroup(_ group: NIOCore.SocketAddress, interface: NIONetworkInterface?, promise: EventLoopPromise<Void>?) {
+        guard interface == nil else { return (promise?.fail(IOError(errnoCode: ENODEV, reason: "IP_ADD_MEMBERSHIP"))) ?? () }
+        joinGroup(group, device: nil, promise: promise)
+    }
+
+    @available(*, deprecated, renamed: "leaveGroup(_:device:promise:)")
+    public func leaveGroup(_ group: NIOCore.SocketAddress, interface: NIONetworkInterface?, promise: EventLoopPromise<Void>?) {
+        guard interface == nil else { return (promise?.fail(IOError(errnoCode: ENODEV, reason: "IP_DROP_MEMBERSHIP"))) ?? () }
+        leaveGroup(group, device: nil, promise: promise)
+    }
+
+    private func membership(_ group: NIOCore.SocketAddress, device: NIONetworkDevice?, promise: EventLoopPromise<Void>?,
+                            operation: String,
+                            _ body: @escaping @Sendable (DatagramBackend, IPv4Address) throws(SocketError) -> Void) {
+        if eventLoop.inEventLoop {
+            guard isOpen else { return (promise?.fail(ChannelError.ioOnClosedChannel)) ?? () }
+            if let device { return (promise?.fail(NIOMulticastNotSupportedError(device: device))) ?? () }
+            guard let address = SocketAPI.SocketAddress(group)?.address, address.isMulticast else {
+                promise?.fail(IOError(errnoCode: EINVAL, reason: operation))
+                return
+            }
+            control(promise, operation, activates: false) { backend throws(SocketError) in try body(backend, address) }
+        } else {
+            eventLoop.execute { self.membership(group, device: device, promise: promise, operation: operation, body) }
+        }
+    }
+
     /// Runs bind or connect: in place for an in-process stack, on a thread
     /// of its own for the service (a request and its reply), so the loop never waits.
-    private func control(_ promise: EventLoopPromise<Void>?, _ operation: String,
+    private func control(_ promise: EventLoopPromise<Void>?, _ operation: String, activates: Bool = true,
                          _ body: @escaping @Sendable (DatagramBackend) throws(SocketError) -> Void) {
         let backend = self.backend
         let finish: @Sendable (SocketError?) -> Void = { [unchecked = UncheckedChannel(self)] error in
@@ -212,6 +268,7 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
                 promise?.fail(error.ioError(operation))
                 return
             }
+            guard activates else { return (promise?.succeed(())) ?? () }
             channel.refreshAddresses()
             // Active before the caller's future completes (it may ask at once,
             // from another thread); channelActive follows, as in NIO's channels.
@@ -358,6 +415,12 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, @unchecked Sen
                 sources.append(source)
             })
         } catch .closed {
+            close0(error: ChannelError.eof, mode: .all, promise: nil)
+            return
+        } catch .serviceUnavailable {
+            // The stack's service went away: nothing more will come. Say so
+            // once and close, rather than read the dead channel forever.
+            pipeline.syncOperations.fireErrorCaught(SocketError.serviceUnavailable.ioError("recvmsg"))
             close0(error: ChannelError.eof, mode: .all, promise: nil)
             return
         } catch {

@@ -166,7 +166,7 @@ let peer = SocketAddress(IPv4Address(192, 0, 2, 1), 35789)
         try socket.bind(port: 7)
         served.stop()
         #expect(access(served.path, F_OK) != 0)
-        #expect(throws: SocketError.networkUnreachable) { try socket.receive(timeout: .seconds(2)) }
+        #expect(throws: SocketError.serviceUnavailable) { try socket.receive(timeout: .seconds(2)) }
         #expect(throws: SocketError.serviceUnavailable) { try TapstackClient.UDPSocket(servicePath: served.path) }
     }
 

@@ -6,6 +6,7 @@ import Sockets
 import Testing
 import TestSupport
 import TapstackNIO
+import Wire
 
 /// Where the channel's socket lives: the stack in this process, or the same
 /// stack through its socket service (TapstackClient), as another process sees it.
@@ -130,6 +131,47 @@ let peerAddress = try! SocketAddress(ipAddress: "192.0.2.1", port: 35789)
         try channel.close().wait()
         #expect(recorder.events == ["registered", "active", "read", "readComplete", "inactive", "unregistered"])
         #expect(fixture.host.withStack { $0.udpSockets.isEmpty } || backend == .service)
+    }
+
+    @Test(arguments: Backend.allCases) func aMulticastChannelJoinsReceivesTheGroupAndLeaves(_ backend: Backend) throws {
+        let fixture = try NIOFixture(backend)
+        defer { fixture.stop() }
+        let recorder = Recorder()
+        let channel = try bound(fixture, port: 5353, recorder: recorder)
+        let multicast = try #require(channel as? MulticastChannel)
+        let group = try SocketAddress(ipAddress: "239.1.2.3", port: 0)
+        try multicast.joinGroup(group).wait()
+        #expect(fixture.host.withStack { $0.joinedGroups } == [IPv4Address(239, 1, 2, 3)])
+        // The membership report goes out (IGMP, protocol 2, to 224.0.0.22).
+        let report = try #require(fixture.link.nextTransmitted(timeoutMilliseconds: 3000))
+        #expect(report[23] == 2 && Array(report[30..<34]) == [224, 0, 0, 22])
+        fixture.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 5353, payload: [1, 2, 3],
+                                                  destination: IPv4Address(239, 1, 2, 3),
+                                                  ethernetDestination: IPv4Address(239, 1, 2, 3).multicastMAC))
+        #expect(eventually { recorder.reads.count == 1 })
+        #expect(recorder.reads.first.map { Array($0.data.readableBytesView) } == [1, 2, 3])
+        let multicastTTL = ChannelOptions.Types.SocketOption(level: .ip, name: .ip_multicast_ttl)
+        try channel.setOption(multicastTTL, value: 4).wait()
+        #expect(try channel.getOption(multicastTTL).wait() == 4)
+        // Not a multicast address, or a device the stack does not have: refused.
+        #expect(throws: IOError.self) { try multicast.joinGroup(try SocketAddress(ipAddress: "192.0.2.9", port: 0)).wait() }
+        try multicast.leaveGroup(group).wait()
+        #expect(fixture.host.withStack { $0.joinedGroups }.isEmpty)
+        #expect(throws: IOError.self) { try multicast.leaveGroup(group).wait() }
+        try channel.close().wait()
+    }
+
+    @Test func theServiceGoingAwayClosesTheChannelOnceInsteadOfReadingForever() throws {
+        let fixture = try NIOFixture(.service)
+        defer { fixture.stop() }
+        let recorder = Recorder()
+        let channel = try bound(fixture, port: 9011, recorder: recorder)
+        fixture.service?.stop()
+        // Bounded: before, the channel read the dead channel forever, one error per turn.
+        #expect(eventually { recorder.events.last == "unregistered" })
+        #expect(!channel.isActive)
+        #expect(recorder.errors.count == 1)
+        #expect(recorder.events.suffix(2) == ["inactive", "unregistered"])
     }
 
     @Test(arguments: Backend.allCases) func readsComeInBatchesOfMaxMessagesPerRead(_ backend: Backend) throws {

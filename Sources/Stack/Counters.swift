@@ -121,6 +121,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case igmpTxDropTooBig
     /// Joins refused because the host holds `multicastMaximumGroups` already.
     case igmpDropGroupLimit
+    /// Repetitions of a leave forgone because `multicastMaximumGroups` leaves were being repeated already.
+    case igmpTxLeaveRepeatsDropped
 
     /// `ipv4DropBadChecksum` → `ipv4.drop_bad_checksum`.
     public var name: String {

@@ -84,6 +84,7 @@ extension NetworkStack {
         let joined = record ?? MulticastGroup(address: group)
         joined.members.append(endpoint)
         if record == nil {
+            leavingGroups.removeAll { $0.address == group }  // joined again: its leave is no longer news
             multicastGroups[group] = joined
             multicastMACs.insert(group.multicastMAC)
         }
@@ -118,6 +119,13 @@ extension NetworkStack {
             // The leave's repetitions run from a record no longer in the table.
             if record.changesLeft > 0, igmpVersion(now: now) == 3 {
                 record.nextChangeAt = now + randomDelay(upTo: configuration.igmpUnsolicitedReportInterval)
+                // Bounded like the groups themselves: under a flood of joins
+                // and leaves the oldest repetitions give way (counted).
+                leavingGroups.removeAll { $0.address == record.address }
+                if leavingGroups.count >= configuration.multicastMaximumGroups {
+                    leavingGroups.removeFirst()
+                    count(.igmpTxLeaveRepeatsDropped)
+                }
                 leavingGroups.append(record)
                 schedule(record.nextChangeAt)
             }

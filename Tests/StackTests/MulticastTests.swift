@@ -248,6 +248,24 @@ import TestSupport
         #expect(h.stack.joinedGroups.count == 10)
     }
 
+    @Test func aFloodOfJoinsAndLeavesKeepsThePendingLeavesBounded() throws {
+        let h = Harness { $0.multicastMaximumGroups = 8 }
+        let (endpoint, _) = try h.boundEndpoint(port: 5000)
+        for round in 0..<1000 {
+            let group = IPv4Address(239, 9, UInt8(round >> 8), UInt8(round & 0xFF))
+            try h.stack.join(group, for: endpoint, now: h.now)
+            try h.stack.leave(group, for: endpoint, now: h.now)
+        }
+        _ = h.sent()
+        #expect(h.stack.leavingGroups.count <= 8)
+        #expect(h.counter(.igmpTxLeaveRepeatsDropped) == 1000 - 8)
+        // The ones kept are repeated once, then forgotten.
+        h.advance(seconds: 2)
+        #expect(Self.igmp(h.sent()).count == 8)
+        h.advance(seconds: 2)
+        #expect(h.stack.leavingGroups.isEmpty)
+    }
+
     @Test func multicastSendsGoToTheGroupsMACWithTTL1AndLoopToOurMembers() throws {
         let h = Harness()
         let member = try join(h)

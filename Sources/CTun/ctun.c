@@ -30,7 +30,7 @@ int ctun_open_tap(const char *name, int options, char *actual_name, int *persist
     }
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((options & CTUN_VNET_HDR) ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = ((options & CTUN_MODE_TUN) ? IFF_TUN : IFF_TAP) | IFF_NO_PI | ((options & CTUN_VNET_HDR) ? IFF_VNET_HDR : 0);
     memcpy(ifr.ifr_name, name, len);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         *stage = CTUN_STAGE_SETIFF;

@@ -1,5 +1,6 @@
 import CPcap
 import SocketAPI
+import Wire
 import Glibc
 
 /// The file format of a capture.
@@ -40,6 +41,8 @@ public final class PcapWriter {
     private var filter = bpf_program()
     private var hasFilter = false
     public let snapLength: Int
+    /// Frames are written without their first 14 bytes (see `init`'s `rawIP`).
+    public let rawIP: Bool
     /// Frames written.
     public private(set) var framesWritten = 0
     /// Frames the filter rejected.
@@ -51,11 +54,14 @@ public final class PcapWriter {
     ///   - filter: a tcpdump expression; frames it does not match are not written.
     ///   - format: pcap or pcapng.
     ///   - interface: what pcapng's interface description says (ignored for pcap).
+    ///   - rawIP: record IP packets without their Ethernet header (LINKTYPE_RAW),
+    ///     as a TUN device carries them; the filter then applies to IP.
     public init(path: String, snapLength: Int = 65535, filter expression: String? = nil,
-                format: CaptureFormat = .pcap, interface: PcapngFormat.Interface? = nil) throws(Error) {
+                format: CaptureFormat = .pcap, interface: PcapngFormat.Interface? = nil, rawIP: Bool = false) throws(Error) {
         self.snapLength = snapLength
         self.format = format
-        guard let pcap = pcap_open_dead(DLT_EN10MB, Int32(snapLength)) else {
+        self.rawIP = rawIP
+        guard let pcap = pcap_open_dead(rawIP ? DLT_RAW : DLT_EN10MB, Int32(snapLength)) else {
             throw .cannotOpen(path: path, reason: "pcap_open_dead failed")
         }
         self.pcap = pcap
@@ -77,7 +83,7 @@ public final class PcapWriter {
             self.file = file
             let interface = interface ?? PcapngFormat.Interface(name: "tap", description: "tapstack")
             put(PcapngFormat.sectionHeader(application: "tapstack \(TapstackVersion.current)")
-                + PcapngFormat.interfaceDescription(interface, snapLength: snapLength))
+                + PcapngFormat.interfaceDescription(interface, snapLength: snapLength, rawIP: rawIP))
             return
         }
         guard let dumper = pcap_dump_open(pcap, path) else {
@@ -109,6 +115,12 @@ public final class PcapWriter {
     @discardableResult
     public func write(_ frame: UnsafeRawBufferPointer, originalLength: Int, seconds: Int, microseconds: Int,
                       direction: FrameDirection? = nil, comment: String? = nil) -> Bool {
+        var frame = frame
+        var originalLength = originalLength
+        if rawIP {
+            frame = UnsafeRawBufferPointer(rebasing: frame[min(EthernetHeader.length, frame.count)...])
+            originalLength = max(originalLength - EthernetHeader.length, frame.count)
+        }
         guard dumper != nil || file != nil, !hasFailed, let base = frame.baseAddress else { return false }
         var header = pcap_pkthdr()
         header.ts.tv_sec = seconds

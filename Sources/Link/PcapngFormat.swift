@@ -32,6 +32,8 @@ public enum PcapngFormat {
     static let byteOrderMagic: UInt32 = 0x1A2B_3C4D
     /// LINKTYPE_ETHERNET.
     static let linkTypeEthernet: UInt16 = 1
+    /// LINKTYPE_RAW: IP packets without a link header (a TUN device).
+    static let linkTypeRaw: UInt16 = 101
 
     /// The Section Header Block, naming the application that wrote the file.
     public static func sectionHeader(application: String) -> [UInt8] {
@@ -46,9 +48,9 @@ public enum PcapngFormat {
     }
 
     /// The Interface Description Block: Ethernet, microsecond timestamps.
-    public static func interfaceDescription(_ interface: Interface, snapLength: Int) -> [UInt8] {
+    public static func interfaceDescription(_ interface: Interface, snapLength: Int, rawIP: Bool = false) -> [UInt8] {
         var body: [UInt8] = []
-        append16(linkTypeEthernet, to: &body)
+        append16(rawIP ? linkTypeRaw : linkTypeEthernet, to: &body)
         append16(0, to: &body)
         append32(UInt32(snapLength), to: &body)
         appendOption(2, Array(interface.name.utf8), to: &body)         // if_name

@@ -63,6 +63,16 @@ public struct TapOffloads: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// The offloads to ask the kernel for when opening a TAP device.
+/// What the device carries: Ethernet frames (TAP) or IP packets (TUN).
+public enum DeviceMode: String, Sendable, CaseIterable {
+    /// `IFF_TAP`: whole Ethernet frames; the stack answers ARP.
+    case tap
+    /// `IFF_TUN`: IPv4 packets without a link header, as VPNs and overlays
+    /// use; no ARP. The link gives the stack each packet behind an Ethernet
+    /// header of its own making and takes it off again on the way out.
+    case tun
+}
+
 public enum TapOffloadRequest: String, Sendable, CaseIterable {
     /// A virtio-net header, checksum offload and UDP segmentation, as far as the kernel grants them.
     case all = "on"
@@ -87,6 +97,8 @@ public final class TapDevice: Sendable {
     public let isPersistent: Bool
     /// The virtio-net header and offloads the kernel agreed to.
     public let offloads: TapOffloads
+    /// TAP (Ethernet frames) or TUN (IP packets).
+    public let mode: DeviceMode
     /// The kernel's statistics for the device when it was opened (a
     /// persistent device keeps counting across stacks).
     private let statisticsAtOpen: DeviceStatistics?
@@ -104,7 +116,9 @@ public final class TapDevice: Sendable {
     /// - Parameter offloads: what to ask for, taking what the kernel grants
     ///   (`offloads` says which).
     /// - Throws: `TapError` with a one-line explanation.
-    public init(name: String, offloads request: TapOffloadRequest = .all) throws(TapError) {
+    /// - Parameter mode: TAP, or TUN (offloads are then not asked for: plain packets).
+    public init(name: String, mode: DeviceMode = .tap, offloads request: TapOffloadRequest = .all) throws(TapError) {
+        let request = mode == .tun ? .none : request
         var actual = [CChar](repeating: 0, count: Int(ctun_ifnamsiz()))
         var persistent: Int32 = 0
         var stage: Int32 = 0
@@ -115,15 +129,18 @@ public final class TapDevice: Sendable {
         // for a bounded time, before saying it is busy.
         let giveUp = monotonicNanoseconds() + UInt64(Self.busyRetryMilliseconds) * 1_000_000
         while true {
-            fd = ctun_open_tap(name, request == .none ? 0 : CTUN_VNET_HDR, &actual, &persistent, &stage, &err)
+            fd = ctun_open_tap(name, (request == .none ? 0 : CTUN_VNET_HDR) | (mode == .tun ? CTUN_MODE_TUN : 0),
+                               &actual, &persistent, &stage, &err)
+            let ownKind = mode == .tun ? CTUN_KIND_TUN : CTUN_KIND_TAP
             guard fd < 0, UInt32(stage) == CTUN_STAGE_SETIFF.rawValue, err == EBUSY || err == EINVAL,
-                  ctun_interface_kind(name) == Int32(CTUN_KIND_TAP.rawValue), monotonicNanoseconds() < giveUp else { break }
+                  ctun_interface_kind(name) == Int32(ownKind.rawValue), monotonicNanoseconds() < giveUp else { break }
             usleep(10_000)
         }
         guard fd >= 0 else {
             if UInt32(stage) == CTUN_STAGE_SETIFF.rawValue && (err == EBUSY || err == EINVAL) {
                 switch UInt32(ctun_interface_kind(name)) {
-                case CTUN_KIND_TUN.rawValue: throw .notATapDevice(device: name, kind: "a TUN device")
+                case CTUN_KIND_TUN.rawValue where mode == .tap: throw .notATapDevice(device: name, kind: "a TUN device")
+                case CTUN_KIND_TAP.rawValue where mode == .tun: throw .notATapDevice(device: name, kind: "a TAP device, not TUN")
                 case CTUN_KIND_OTHER.rawValue: throw .notATapDevice(device: name, kind: "not a TUN/TAP device")
                 default: break
                 }
@@ -140,6 +157,7 @@ public final class TapDevice: Sendable {
             }
         }
         self.fd = fd
+        self.mode = mode
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         self.isPersistent = persistent != 0
         offloads = request == .none ? .none : Self.negotiateOffloads(fd, segmentation: request == .all)
@@ -164,8 +182,9 @@ public final class TapDevice: Sendable {
     /// Takes ownership of an open non-blocking descriptor that carries one
     /// frame per read and write (for tests: one end of a datagram socket
     /// pair), each with a virtio-net header when `offloads` says so.
-    init(adopting fd: Int32, name: String, offloads: TapOffloads = .none) {
+    init(adopting fd: Int32, name: String, offloads: TapOffloads = .none, mode: DeviceMode = .tap) {
         self.fd = fd
+        self.mode = mode
         self.name = name
         isPersistent = false
         self.offloads = offloads

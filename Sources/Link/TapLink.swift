@@ -114,7 +114,9 @@ public final class TapLink: LinkEndpoint {
                 observer: (@Sendable (FrameDirection, UnsafeRawBufferPointer) -> Void)? = nil) {
         self.device = device
         self.maximumFrameLength = maximumFrameLength
-        requestedIOMode = ioMode
+        // A TUN device's packets are read behind room for the Ethernet
+        // header the link makes up: plain read() and write() do that simply.
+        requestedIOMode = device.mode == .tun ? .syscalls : ioMode
         self.capture = capture
         self.observer = observer
         let headroom = device.offloads.virtioHeader ? VirtioNetHeader.length : 0
@@ -126,7 +128,8 @@ public final class TapLink: LinkEndpoint {
         rx = FrameRing(capacity: receiveCapacity ?? 1024,
                        slotSize: segmented ? EthernetHeader.length + 0xFFFF : maximumFrameLength, headroom: headroom)
         tx = FrameRing(capacity: transmitCapacity, slotSize: maximumFrameLength, headroom: headroom)
-        modeState = Mutex((ioMode, nil))
+        modeState = Mutex(device.mode == .tun && ioMode == .ioUring
+            ? (.syscalls, "a TUN device is read and written with read()/write() (io_uring is used with TAP devices)") : (ioMode, nil))
         coalescing = Atomic(device.offloads.udpSegmentation && device.offloads.checksum)
         wakeFD = csys_eventfd()
         precondition(wakeFD >= 0, "eventfd failed: errno \(errno)")
@@ -363,6 +366,8 @@ public final class TapLink: LinkEndpoint {
     private func singleWrite(at position: Int) -> (UnsafeMutableRawPointer, Int) {
         let frame = tx.peekFrame(ahead: position &- tx.consumed)!
         let start = tx.slotStart(at: position)
+        // TUN: the packet without the Ethernet header the stack wrote.
+        if device.mode == .tun { return (start + EthernetHeader.length, max(frame.bytes.count - EthernetHeader.length, 0)) }
         guard device.offloads.virtioHeader else { return (start, frame.bytes.count) }
         VirtioNetHeader(for: frame.checksum).emit(into: start)
         return (start, VirtioNetHeader.length + frame.bytes.count)
@@ -471,7 +476,8 @@ public final class TapLink: LinkEndpoint {
     private func readDirectly() -> Int {
         var count = 0
         while count < 64, !rx.isFull {
-            let n = read(device.fd, rx.slotStart(at: rx.produced), rx.headroom + rx.slotSize)
+            let tun = device.mode == .tun ? EthernetHeader.length : 0
+            let n = read(device.fd, rx.slotStart(at: rx.produced) + tun, rx.headroom + rx.slotSize - tun)
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno != EAGAIN { counters.add(.rxErrors) }
@@ -533,6 +539,16 @@ public final class TapLink: LinkEndpoint {
     private func publishReceived(length: Int) {
         let start = rx.slotStart(at: rx.produced)
         counters.add(.rxFrames)
+        if device.mode == .tun {
+            // An IP packet: give the stack the frame it expects, behind an
+            // Ethernet header with no addresses and the packet's version's type.
+            let version = length > 0 ? (start + EthernetHeader.length).load(as: UInt8.self) >> 4 : 0
+            EthernetHeader(destination: .zero, source: .zero, etherType: version == 6 ? .ipv6 : .ipv4)
+                .emit(into: UnsafeMutableRawBufferPointer(start: start, count: EthernetHeader.length))
+            counters.add(.rxBytes, UInt64(length))
+            rx.commit(length: min(length + EthernetHeader.length, rx.slotSize))
+            return
+        }
         guard device.offloads.virtioHeader else {
             counters.add(.rxBytes, UInt64(length))
             rx.commit(length: min(length, rx.slotSize))

@@ -64,6 +64,8 @@ extension NetworkStack {
     /// retry interval; after `arpMaxRequests` unanswered ones the entry is
     /// dropped and the next packet resolves afresh (RFC 1122 2.3.2.1).
     func resolvedMAC(for nextHop: IPv4Address, now: StackInstant) -> MACAddress? {
+        // A link without addresses (TUN): the link drops the header anyway.
+        guard configuration.resolvesLinkAddresses else { return .zero }
         // The neighbour of the last send, while the cache has not changed: a
         // reachable entry stays so until a timer or an ARP packet changes it.
         if let last = lastResolution, last.address == nextHop, last.version == arpCache.version { return last.mac }

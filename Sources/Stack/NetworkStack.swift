@@ -90,6 +90,7 @@ public final class NetworkStack {
     /// one now and the rest at `arpAnnounceInterval`, so neighbours whose
     /// link came up late still hear one.
     public func start(now: StackInstant) {
+        guard configuration.resolvesLinkAddresses else { return }  // nobody to announce to without ARP
         announcementsLeft = configuration.arpAnnouncements
         nextAnnouncementAt = now
         runAnnouncements(now: now)
@@ -117,12 +118,13 @@ public final class NetworkStack {
         let ethernet: EthernetFrameView
         do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
         let destination = ethernet.destination
-        guard destination == mac || destination.isBroadcast || acceptsMulticast(destination) else {
+        let addressed = configuration.resolvesLinkAddresses
+        guard !addressed || destination == mac || destination.isBroadcast || acceptsMulticast(destination) else {
             return drop(.ethernetDropNotForUs)
         }
         switch ethernet.etherType {
-        case .arp: receiveARP(ethernet.payload, now: now)
-        case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: destination.isBroadcast || destination.isMulticast, now: now)
+        case .arp where addressed: receiveARP(ethernet.payload, now: now)
+        case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: addressed && (destination.isBroadcast || destination.isMulticast), now: now)
         default: drop(.ethernetDropUnknownEtherType)
         }
     }

@@ -10,6 +10,10 @@ public struct StackConfiguration: Sendable {
     public var gateway: IPv4Address?
     /// IP MTU of the link (bytes of IP packet per frame).
     public var mtu: Int = 1500
+    /// False on a link without link-layer addresses (a TUN device): no ARP,
+    /// every neighbour is reachable at once, and received frames are taken
+    /// whatever their (made-up) Ethernet destination.
+    public var resolvesLinkAddresses = true
 
     /// Neighbours remembered at most; the least recently confirmed is evicted beyond.
     public var arpCacheCapacity = 512

@@ -8,8 +8,11 @@ import Wire
 /// Options that name the stack's identity on the link, shared by every
 /// subcommand that brings the stack up.
 struct InterfaceOptions: ParsableArguments {
-    @Option(name: .long, help: "TAP device to create or attach to.")
+    @Option(name: .long, help: "TAP (or, with --mode tun, TUN) device to create or attach to.")
     var interface: String = "tap0"
+
+    @Option(name: .long, help: ArgumentHelp("tap (Ethernet frames; the stack answers ARP) or tun (IPv4 packets without a link header, as VPNs use: no ARP, plain read() and write(), no offloads; captures are raw IP).", valueName: "tap|tun"))
+    var mode: DeviceMode = .tap
 
     @Option(name: .long, help: ArgumentHelp("The stack's IPv4 address and prefix length. (default: 192.0.2.2/24)", valueName: "a.b.c.d/len"),
             transform: parseInterfaceAddress)
@@ -70,6 +73,7 @@ struct InterfaceOptions: ParsableArguments {
     var stackConfiguration: StackConfiguration {
         var configuration = StackConfiguration(mac: mac, interface: address, gateway: gateway)
         configuration.mtu = mtu
+        configuration.resolvesLinkAddresses = mode == .tap
         return configuration
     }
 }
@@ -95,6 +99,8 @@ struct ServiceOptions: ParsableArguments {
 }
 
 extension LinkIOMode: ExpressibleByArgument {}
+
+extension DeviceMode: ExpressibleByArgument {}
 
 extension TapOffloadRequest: ExpressibleByArgument {}
 

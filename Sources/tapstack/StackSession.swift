@@ -22,7 +22,7 @@ struct StackSession {
     init(options: InterfaceOptions, capture captureOptions: CaptureOptions?, logger: Logger,
          noServiceAt servicePath: String? = nil, echoPort: UInt16 = 0,
          configure: (inout StackConfiguration) -> Void = { _ in }) throws {
-        do { device = try TapDevice(name: options.interface, offloads: options.offload) } catch {
+        do { device = try TapDevice(name: options.interface, mode: options.mode, offloads: options.offload) } catch {
             guard let servicePath else { throw CleanFailure(error.description) }
             throw CleanFailure("\(error.description); and no running tapstack serves \(servicePath) to use instead (a stack started with --no-socket or another --socket cannot be shared)")
         }
@@ -185,7 +185,7 @@ struct CaptureOptions: ParsableArguments {
                     + (echoPort == 0 ? "no UDP echo" : "UDP echo on port \(echoPort)"),
                 address: address.address, netmask: IPv4Address(rawValue: address.netmask), mac: options.mac)
             let writer = try PcapWriter(path: pcap, snapLength: snaplen, filter: pcapFilter,
-                                        format: pcapFormat ?? .forPath(pcap), interface: interface)
+                                        format: pcapFormat ?? .forPath(pcap), interface: interface, rawIP: options.mode == .tun)
             return PacketCapture(writer: writer, flushEachFrame: pcap == "-",
                                  dropReasonNames: StackCounter.allCases.map(\.name))
         } catch {

@@ -28,7 +28,7 @@ import Wire
         /// - Parameter deviceSendBuffer: how much the "device" end holds
         ///   before refusing writes (EAGAIN) until the peer reads.
         init(mode: LinkIOMode, offloads: TapOffloads = .none, receiveCapacity: Int? = nil, echoes: Bool = false,
-             deviceSendBuffer: Int32 = 4 << 20) {
+             deviceSendBuffer: Int32 = 4 << 20, device deviceMode: DeviceMode = .tap) {
             var fds: [Int32] = [0, 0]
             precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             // The peer blocks, so the test's writes wait for the link rather than fail.
@@ -39,7 +39,7 @@ import Wire
             setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-            link = TapLink(device: TapDevice(adopting: fds[0], name: "pair", offloads: offloads),
+            link = TapLink(device: TapDevice(adopting: fds[0], name: "pair", offloads: offloads, mode: deviceMode),
                            receiveCapacity: receiveCapacity, ioMode: mode)
             peer = fds[1]
             self.echoes = echoes
@@ -170,6 +170,23 @@ import Wire
         #expect(received == sent)
         // A frame is readable on the device before the link reaps its write's completion.
         #expect(eventually { harness.link.counters[.txFrames] == 500 })
+    }
+
+    /// TUN: IP packets from the device reach the core behind a made-up
+    /// Ethernet header (no addresses, the packet's version's type); the
+    /// core's frames leave without their header; plain read()/write().
+    @Test(arguments: LinkIOMode.allCases)
+    func aTunDeviceCarriesPacketsTheCoreSeesAsFrames(mode: LinkIOMode) throws {
+        let harness = Harness(mode: mode, device: .tun)
+        harness.start()
+        let packet = FrameBuilder.ipv4(proto: .udp, payload: FrameBuilder.udp(sourcePort: 1, destinationPort: 7, payload: [1, 2, 3]))
+        harness.deliver(packet)
+        let received = try #require(harness.receivedFrames(1).first)
+        #expect(received.bytes == [UInt8](repeating: 0, count: 12) + [0x08, 0x00] + packet)
+        #expect(harness.link.ioMode == .syscalls)
+        let frame = FrameBuilder.ethernet(destination: .zero, source: FrameBuilder.stackMAC, type: .ipv4, payload: packet)
+        harness.send([frame])
+        #expect(harness.frameFromDevice() == packet)
     }
 
     /// Frames echoed as they come, one at a time: each answer goes out in

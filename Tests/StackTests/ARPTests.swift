@@ -260,3 +260,20 @@ import TestSupport
         #expect(h.stack.arpCache.count <= h.stack.configuration.arpCacheCapacity)
     }
 }
+
+@Suite struct LinkWithoutAddressesTests {
+    /// On a TUN device there is no ARP: nothing announced, a first datagram
+    /// goes out at once, and frames are taken whatever their made-up destination.
+    @Test func noARPAndNoAnnouncementsWhenTheLinkHasNoAddresses() throws {
+        let h = Harness { $0.resolvesLinkAddresses = false }
+        h.stack.start(now: h.now)
+        #expect(h.sent().isEmpty)
+        let (endpoint, _) = try h.boundEndpoint(port: 7)
+        try h.send([1, 2], from: endpoint, port: 9)
+        let frames = h.sent()
+        #expect(frames.count == 1 && frames.first.map { $0[12] == 0x08 && $0[13] == 0x00 } == true)
+        #expect(h.counter(.arpTxRequests) == 0)
+        h.receive(FrameBuilder.udpFrame(destinationPort: 7, payload: [5], ethernetDestination: .zero, ethernetSource: .zero))
+        #expect(endpoint.queuedDatagrams == 1)
+    }
+}

@@ -16,6 +16,8 @@ typedef enum {
 
 /// Asks for a virtio-net header before every frame (IFF_VNET_HDR).
 #define CTUN_VNET_HDR 1
+/// Opens a TUN device (IFF_TUN: IP packets, no Ethernet) instead of a TAP one.
+#define CTUN_MODE_TUN 2
 
 /// Opens /dev/net/tun and attaches it to TAP device `name` with
 /// IFF_TAP | IFF_NO_PI (and IFF_VNET_HDR when `options` has CTUN_VNET_HDR),

@@ -126,12 +126,15 @@ struct Replay: ParsableCommand {
     func run() throws {
         let reader: PcapReader
         do { reader = try PcapReader(path: input) } catch { throw CleanFailure(error.description) }
-        guard reader.linkType == DLT_EN10MB else {
-            throw CleanFailure("'\(input)' has link type \(reader.linkType), not Ethernet")
+        // Raw IP: a TUN device's capture (--mode tun), replayed as that stack ran: no ARP.
+        let rawIP = reader.linkType == DLT_RAW || reader.linkType == 101
+        guard reader.linkType == DLT_EN10MB || rawIP else {
+            throw CleanFailure("'\(input)' has link type \(reader.linkType), neither Ethernet nor raw IP")
         }
-        let (configuration, echoPort) = try resolvedConfiguration()
+        var (configuration, echoPort) = try resolvedConfiguration()
+        configuration.resolvesLinkAddresses = !rawIP
         let sink: ReplaySink
-        do { sink = try ReplaySink(path: out) } catch { throw CleanFailure(error.description) }
+        do { sink = try ReplaySink(path: out, rawIP: rawIP) } catch { throw CleanFailure(error.description) }
 
         let stack: NetworkStack
         do { stack = try NetworkStack(configuration: configuration, sink: sink) } catch { throw CleanFailure(error.description) }
@@ -155,14 +158,25 @@ struct Replay: ParsableCommand {
                 started = true
             }
             runTimers(stack, sink, until: now)
-            // The stack's own frames in the input are what it sent then, not input.
-            if frame.bytes.count >= 12, MACAddress(rawValue: frame.bytes[6..<12].reduce(0) { $0 << 8 | UInt64($1) }) == ownMAC {
+            // The stack's own frames in the input are what it sent then, not
+            // input: by their source MAC, or for raw IP their source address.
+            let own = rawIP
+                ? frame.bytes.count >= 16 && frame.bytes[12..<16].elementsEqual(configuration.interface.address.octets)
+                : frame.bytes.count >= 12 && MACAddress(rawValue: frame.bytes[6..<12].reduce(0) { $0 << 8 | UInt64($1) }) == ownMAC
+            if own {
                 skipped += 1
                 continue
             }
             fed += 1
             sink.now = now
-            frame.bytes.withUnsafeBytes { stack.receive(frame: $0, now: now) }
+            if rawIP {
+                // As the TUN link hands packets over: behind a made-up Ethernet header.
+                let version = frame.bytes.first.map { $0 >> 4 } ?? 0
+                let header: [UInt8] = [UInt8](repeating: 0, count: 12) + (version == 6 ? [0x86, 0xDD] : [0x08, 0x00])
+                (header + frame.bytes).withUnsafeBytes { stack.receive(frame: $0, now: now) }
+            } else {
+                frame.bytes.withUnsafeBytes { stack.receive(frame: $0, now: now) }
+            }
             if let echo { serveEcho(stack, echo, now: now) }
         }
         if started { runTimers(stack, sink, until: now + .seconds(Double(tail))) }
@@ -199,8 +213,8 @@ final class ReplaySink: FrameSink {
     var now = StackInstant.zero
     private(set) var sent = 0
 
-    init(path: String?) throws(PcapWriter.Error) {
-        writer = try path.map { path throws(PcapWriter.Error) in try PcapWriter(path: path, format: .forPath(path)) }
+    init(path: String?, rawIP: Bool = false) throws(PcapWriter.Error) {
+        writer = try path.map { path throws(PcapWriter.Error) in try PcapWriter(path: path, format: .forPath(path), rawIP: rawIP) }
     }
 
     deinit { buffer.deallocate() }

@@ -70,4 +70,16 @@ capture_reads_as_raw_ip() {
 }
 check "tcpdump reads the capture as raw IP (LINKTYPE_RAW): pings and the echo" capture_reads_as_raw_ip
 check "the capture is clean" capture_is_clean "$WORK/run.pcap"
+
+replay_answers_the_same() {
+    local out
+    out=$("$BIN" replay "$WORK/run.pcap" --address 192.0.2.2/24 --out "$WORK/replayed.pcap" 2>&1) || { echo "$out"; return 1; }
+    echo "$out" | head -n 3
+    local original replayed
+    original=$(tcpdump -n -r "$WORK/run.pcap" src 192.0.2.2 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP echo reply|\.7 > ")
+    replayed=$(tcpdump -n -r "$WORK/replayed.pcap" 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP echo reply|\.7 > ")
+    echo "original:"; echo "$original"; echo "replayed:"; echo "$replayed"
+    [ -n "$original" ] && [ "$original" = "$replayed" ] && ! grep -qE "^arp\.tx_requests [1-9]" <<<"$out"
+}
+check "tapstack replay of the raw-IP capture answers the pings and the echo as the run did, without ARP" replay_answers_the_same
 finish

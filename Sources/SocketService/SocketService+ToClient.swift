@@ -1,0 +1,125 @@
+import CTapstackChannel
+import FoundationEssentials
+import Glibc
+import Host
+import SocketAPI
+import Sockets
+import Stack
+import Synchronization
+import Wire
+
+// The stack-to-client pump: a stack socket's datagrams and errors written
+// to its client's data channel, with backpressure from the channel.
+extension SocketService {
+    // MARK: Stack to client
+
+    /// An asynchronous error for the client's next receive. Like a kernel
+    /// socket's pending error, at most one waits: a client that does not
+    /// read cannot make errors pile up.
+    func queueError(_ error: SocketError, for client: RemoteSocket) {
+        let errorKind = UInt8(TSP_ERROR.rawValue)
+        let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
+        if client.waitingForClient.contains(where: { $0.count == Self.headerSize && $0[kindOffset] == errorKind }) { return }
+        var header = tsp_datagram_header()
+        header.magic = TSP_MAGIC
+        header.kind = UInt8(TSP_ERROR.rawValue)
+        header.error = UInt8(truncatingIfNeeded: error.errno)
+        client.waitingForClient.append(withUnsafeBytes(of: header) { Array($0) })
+        counters.errorsDelivered.add(1, ordering: .relaxed)
+        flushToClient(client)
+    }
+
+    /// Counts and forgets the datagrams waiting for a client whose channel failed.
+    func dropWaitingForClient(_ client: RemoteSocket) {
+        let errorKind = UInt8(TSP_ERROR.rawValue)
+        let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
+        let datagrams = client.waitingForClient.count { !($0.count == Self.headerSize && $0[kindOffset] == errorKind) }
+        counters.droppedClientGone.add(UInt64(datagrams), ordering: .relaxed)
+        client.waitingForClient.removeAll()
+    }
+
+    /// Passes the stack socket's datagrams (and errors) to the client's
+    /// channel until the socket is empty or the channel full (then waits
+    /// for the channel to drain).
+    func flushToClient(_ client: RemoteSocket) {
+        guard let socket = client.socket else { return }
+        while let first = client.waitingForClient.first {
+            let n = first.withUnsafeBytes { Glibc.send(client.data, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EAGAIN {
+                    setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
+                    return
+                }
+                // EPIPE etc.: the client cannot take what waits for it.
+                dropWaitingForClient(client)
+                break
+            }
+            client.waitingForClient.removeFirst()
+        }
+        setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
+        let batch = toClients
+        let headerSize = Self.headerSize, slotSize = Self.slotSize
+        // Toward a connected socket datagrams go bare (the source is the
+        // peer), so that a program reading with raw system calls gets just
+        // the payload; one that begins with TSP_MAGIC stays framed.
+        let bare = !client.wantsInfo && socket.remoteAddress != nil
+        // CLOCK_REALTIME minus CLOCK_MONOTONIC, once per flush: turns arrival instants into SO_TIMESTAMP's time.
+        let wallClockOffset = wallClockNanoseconds(at: .zero)
+        while true {
+            var count: UInt32 = 0
+            var failed: SocketError?
+            do throws(SocketError) {
+                count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
+                    UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
+                }, receivedInfo: { index, info in
+                    let slot = tsv_batch_slot(batch, UInt32(index))!
+                    let kept = min(info.length, slotSize - headerSize)
+                    if bare && (kept < 4 || (slot + headerSize).loadUnaligned(as: UInt32.self) != TSP_MAGIC) {
+                        slot.copyMemory(from: slot + headerSize, byteCount: kept)
+                        tsv_batch_set_length(batch, UInt32(index), UInt32(kept))
+                        return
+                    }
+                    var header = tsp_datagram_header()
+                    header.magic = TSP_MAGIC
+                    header.address = info.source.rawValue.bigEndian
+                    header.port = info.sourcePort
+                    header.local_address = info.destination.rawValue.bigEndian
+                    header.ttl = info.timeToLive
+                    header.tos = info.typeOfService
+                    header.timestamp_ns = wallClockOffset &+ info.receivedAt.nanoseconds
+                    slot.storeBytes(of: header, as: tsp_datagram_header.self)
+                    tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + kept))
+                }))
+            } catch {
+                if error != .wouldBlock && error != .closed { failed = error }
+            }
+            if count > 0 {
+                let sent = max(0, Int(tsv_batch_send(client.data, toClients, 0, count)))
+                counters.datagramsReceived.add(UInt64(sent), ordering: .relaxed)
+                if sent < count {
+                    if errno != EAGAIN {
+                        // The client is gone or no longer reads (its hang-up,
+                        // if any, follows): what it did not take is lost.
+                        // Keep draining: the stack socket's readiness fires
+                        // again only once it is empty.
+                        counters.droppedClientGone.add(UInt64(count) - UInt64(sent), ordering: .relaxed)
+                        if count < Self.batchCount { return }
+                        continue
+                    }
+                    for index in UInt32(sent)..<count {
+                        let slot = UnsafeRawPointer(tsv_batch_slot(toClients, index)!)
+                        client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(toClients, index)))))
+                    }
+                    if let failed { queueError(failed, for: client) }
+                    setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
+                    return
+                }
+            }
+            if let failed {
+                queueError(failed, for: client)
+                return
+            }
+            if count < Self.batchCount { return }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp igmp describe offload stack"}
+TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp igmp ipv6 describe offload stack"}
 OUT=${OUT:-/tmp/tapstack-fuzz}
 SCRATCH=.build-fuzz
 rm -rf "$OUT"
@@ -32,7 +32,15 @@ for path in files:
         _, _, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
         frames.append(data[offset + 16:offset + 16 + caplen])
         offset += 16 + caplen
-layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "igmp": [], "describe": [], "offload": [], "stack": []}
+layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "igmp": [], "ipv6": [], "describe": [], "offload": [], "stack": []}
+# IPv6: a neighbour solicitation for the stack's link-local address and an echo request to it (checksums left to the target).
+ll = bytes.fromhex("fe800000000000000000 00fffe000002".replace(" ", ""))
+peer = bytes.fromhex("fe80000000000000bc5e63fffe13bd1b")
+snm = bytes.fromhex("ff020000000000000000 0001ff000002".replace(" ", ""))
+ns = bytes([135, 0, 0, 0, 0, 0, 0, 0]) + ll + bytes([1, 1, 0xbe, 0x5e, 0x63, 0x13, 0xbd, 0x1b])
+echo = bytes([128, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"ping six"
+layers["ipv6"] += [bytes([0x60, 0, 0, 0, 0, len(ns), 58, 255]) + peer + snm + ns,
+                   bytes([0x60, 0, 0, 0, 0, len(echo), 58, 64]) + peer + ll + echo]
 # IGMP: v1, v2 and v3 queries (general, group- and source-specific) and reports, checksums left to the target.
 layers["igmp"] += [bytes([0x11, 0, 0, 0, 0, 0, 0, 0]), bytes([0x11, 100, 0, 0, 0, 0, 0, 0]),
                    bytes([0x11, 10, 0, 0, 239, 1, 2, 3]), bytes([0x11, 20, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0]),

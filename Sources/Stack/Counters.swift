@@ -86,6 +86,31 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     /// ICMP errors not sent because of the rate limit.
     case icmpTxErrorsRateLimited
 
+    // IPv6 (first steps: link-local, neighbour discovery for it, echo)
+    case ipv6RxPackets
+    case ipv6DropTruncated
+    case ipv6DropBadVersion
+    /// Not our link-local address, all-nodes or our solicited-node group.
+    case ipv6DropNotForUs
+    /// A next header other than ICMPv6 (extension headers and UDP over IPv6 are not handled yet).
+    case ipv6DropUnsupportedNextHeader
+    case ipv6TxPackets
+
+    // ICMPv6
+    case icmpv6RxMessages
+    case icmpv6DropTruncated
+    case icmpv6DropBadChecksum
+    case icmpv6DropUnhandledType
+    case icmpv6RxEchoRequests
+    case icmpv6TxEchoReplies
+    case icmpv6RxNeighborSolicitations
+    /// A solicitation RFC 4861 7.1.1 says to discard (hop limit not 255, code not 0, too short, bad option).
+    case icmpv6DropInvalidNeighborDiscovery
+    /// A solicitation for an address that is not ours.
+    case icmpv6DropNotOurTarget
+    case icmpv6TxNeighborAdvertisements
+    case icmpv6TxDropTooBig
+
     // UDP
     case udpRxDatagrams
     case udpDropTruncated
@@ -127,7 +152,7 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     /// `ipv4DropBadChecksum` → `ipv4.drop_bad_checksum`.
     public var name: String {
         let raw = String(describing: self)
-        let layers = ["ethernet", "arp", "ipv4", "icmp", "igmp", "udp"]
+        let layers = ["ethernet", "arp", "ipv4", "ipv6", "icmpv6", "icmp", "igmp", "udp"]
         let layer = layers.first { raw.hasPrefix($0) } ?? ""
         var rest = ""
         for ch in raw.dropFirst(layer.count) {

@@ -119,12 +119,14 @@ public final class NetworkStack {
         do { ethernet = try EthernetFrameView(frame) } catch { return drop(.ethernetDropTruncated) }
         let destination = ethernet.destination
         let addressed = configuration.resolvesLinkAddresses
-        guard !addressed || destination == mac || destination.isBroadcast || acceptsMulticast(destination) else {
+        guard !addressed || destination == mac || destination.isBroadcast || acceptsMulticast(destination)
+                || acceptsIPv6Multicast(destination) else {
             return drop(.ethernetDropNotForUs)
         }
         switch ethernet.etherType {
         case .arp where addressed: receiveARP(ethernet.payload, now: now)
         case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: addressed && (destination.isBroadcast || destination.isMulticast), now: now)
+        case .ipv6: receiveIPv6(ethernet.payload, from: ethernet.source, now: now)
         default: drop(.ethernetDropUnknownEtherType)
         }
     }

@@ -1,6 +1,6 @@
 // libFuzzer entry points: every wire parser and the whole stack core.
 // Built only by `make fuzz` (TAPSTACK_FUZZ=1, -sanitize=fuzzer,address);
-// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, igmp, describe,
+// FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, igmp, ipv6, describe,
 // offload (a virtio-net header and the frame after it, as the TAP device
 // hands them over: checksum completion, GSO cutting, run checks), stack.
 import Glibc
@@ -26,6 +26,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "icmp": fuzzICMP(bytes)
     case "udp": fuzzUDP(bytes)
     case "igmp": fuzzIGMP(bytes)
+    case "ipv6": fuzzIPv6(bytes)
     case "describe": _ = FrameDescription.describe(bytes)
     case "offload": fuzzOffload(bytes)
     default: fuzzStack(bytes)
@@ -113,6 +114,50 @@ func fuzzIGMP(_ bytes: UnsafeRawBufferPointer) {
     stack.close(member)
     stack.advance(to: now + .seconds(600))
     precondition(stack.joinedGroups.isEmpty, "groups left after the last socket closed")
+}
+
+/// An IPv6 packet: the view's fields, then the packet fed to a stack (to
+/// its MAC and to its solicited-node group's), with the ICMPv6 checksum
+/// fixed so the message is not just dropped; what it sends must be IPv6
+/// with a valid ICMPv6 checksum.
+func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
+    if let view = try? IPv6PacketView(bytes) {
+        _ = (view.trafficClass, view.nextHeader, view.hopLimit, view.source.description, view.destination.isMulticast, view.payload.count)
+    }
+    guard bytes.count <= 1500 else { return }
+    var packet = Array(bytes)
+    if packet.count >= IPv6PacketView.headerLength + 4, packet[6] == ICMPv6Type.nextHeader,
+       let view = try? packet.withUnsafeBytes({ try IPv6PacketView($0) }) {
+        let source = view.source, destination = view.destination, length = view.payload.count
+        packet[42] = 0; packet[43] = 0
+        let sum = packet.withUnsafeBytes { ICMPv6Type.checksum(UnsafeRawBufferPointer(rebasing: $0[40..<(40 + length)]),
+                                                                 source: source, destination: destination) }
+        packet[42] = UInt8(sum >> 8); packet[43] = UInt8(sum & 0xFF)
+    }
+    let sink = IPv6CheckingSink()
+    let stack = try! NetworkStack(configuration: .standard, sink: sink)
+    for mac in [stack.mac, stack.linkLocalAddress.solicitedNode.multicastMAC] {
+        var frame = [UInt8](repeating: 0, count: EthernetHeader.length) + packet
+        frame.withUnsafeMutableBytes { frame in
+            EthernetHeader(destination: mac, source: MACAddress(2, 0, 0, 0, 0, 0xFE), etherType: .ipv6).emit(into: frame)
+            stack.receive(frame: UnsafeRawBufferPointer(frame), now: .seconds(1))
+        }
+    }
+}
+
+final class IPv6CheckingSink: FrameSink {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+    var completesChecksums: Bool { false }
+    var maximumFrameLength: Int { buffer.count }
+    func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
+    func hasRoom(for frames: Int) -> Bool { true }
+    func commitFrame(length: Int, checksum: ChecksumOffload) {
+        let frame = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv6,
+              let ip = try? IPv6PacketView(ethernet.payload), ip.nextHeader == ICMPv6Type.nextHeader,
+              ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0
+        else { preconditionFailure("the stack sent a malformed IPv6 frame") }
+    }
 }
 
 /// Checks that everything the stack sends during the IGMP fuzz is an IPv4

@@ -35,8 +35,12 @@ import TestSupport
 
     @Test func unknownEtherTypeIsDropped() {
         let h = Harness()
-        h.receive(FrameBuilder.ethernet(type: .ipv6, payload: [UInt8](repeating: 0, count: 40)))
+        // 0x88B5: IEEE 802's local experimental EtherType, which nobody speaks.
+        h.receive(FrameBuilder.ethernet(type: EtherType(rawValue: 0x88B5), payload: [UInt8](repeating: 0, count: 40)))
         #expect(h.counter(.ethernetDropUnknownEtherType) == 1)
+        // IPv6 is parsed now: an all-zero packet is a bad version, not an unknown type.
+        h.receive(FrameBuilder.ethernet(type: .ipv6, payload: [UInt8](repeating: 0, count: 40)))
+        #expect(h.counter(.ethernetDropUnknownEtherType) == 1 && h.counter(.ipv6DropBadVersion) == 1)
     }
 
     @Test func badHeaderChecksumIsDropped() {

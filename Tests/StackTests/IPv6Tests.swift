@@ -1,0 +1,100 @@
+import SocketAPI
+import Testing
+import TestSupport
+@testable import Stack
+@testable import Wire
+
+/// IPv6 first steps: the link-local address, neighbour solicitation for it
+/// (RFC 4861 7.2.4), echo (RFC 4443 4.1).
+@Suite struct IPv6Tests {
+    static let peerLinkLocal = IPv6Address.linkLocal(from: FrameBuilder.peerMAC)
+
+    static func frame(to destination: IPv6Address, mac: MACAddress, icmp type: UInt8, body: [UInt8],
+                      hopLimit: UInt8 = 255, source: IPv6Address = peerLinkLocal, corrupt: Bool = false) -> [UInt8] {
+        var message = [type, 0, 0, 0] + body
+        let checksum = message.withUnsafeBytes { ICMPv6Type.checksum($0, source: source, destination: destination) }
+        message[2] = UInt8(checksum >> 8)
+        message[3] = UInt8(checksum & 0xFF) ^ (corrupt ? 1 : 0)
+        var packet = [UInt8](repeating: 0, count: IPv6Header.length) + message
+        packet.withUnsafeMutableBytes {
+            IPv6Header(payloadLength: message.count, nextHeader: ICMPv6Type.nextHeader, hopLimit: hopLimit,
+                       source: source, destination: destination).emit(into: $0)
+        }
+        return FrameBuilder.ethernet(destination: mac, type: .ipv6, payload: packet)
+    }
+
+    static func bytes(_ address: IPv6Address) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        out.withUnsafeMutableBytes { address.write(to: $0, at: 0) }
+        return out
+    }
+
+    @Test func theLinkLocalAddressComesFromTheMAC() {
+        let h = Harness()
+        #expect(h.stack.linkLocalAddress.description == "fe80::ff:fe00:2")
+        #expect(h.stack.linkLocalAddress.solicitedNode.description == "ff02::1:ff00:2")
+        #expect(h.stack.linkLocalAddress.solicitedNode.multicastMAC == MACAddress("33:33:ff:00:00:02")!)
+        #expect(IPv6Address.linkLocal(from: MACAddress("be:5e:63:13:bd:1b")!).description == "fe80::bc5e:63ff:fe13:bd1b")
+    }
+
+    @Test func aSolicitationForOurAddressGetsASolicitedAdvertisementByteForByte() throws {
+        let h = Harness()
+        let ours = h.stack.linkLocalAddress
+        let option: [UInt8] = [1, 1] + FrameBuilder.peerMAC.octets
+        h.receive(Self.frame(to: ours.solicitedNode, mac: ours.solicitedNode.multicastMAC, icmp: ICMPv6Type.neighborSolicitation,
+                             body: [0, 0, 0, 0] + Self.bytes(ours) + option))
+        let sent = h.sent()
+        #expect(sent.count == 1)
+        let answer = try #require(sent.first)
+        // To the sender's MAC and address, hop limit 255, flags S and O, target, our MAC as option 2.
+        var expected = FrameBuilder.peerMAC.octets + FrameBuilder.stackMAC.octets + [0x86, 0xDD]
+        expected += [0x60, 0, 0, 0, 0, 32, 58, 255] + Self.bytes(ours) + Self.bytes(Self.peerLinkLocal)
+        expected += [136, 0, answer[56], answer[57], 0x60, 0, 0, 0] + Self.bytes(ours) + [2, 1] + FrameBuilder.stackMAC.octets
+        #expect(answer == expected)
+        answer.withUnsafeBytes { bytes in
+            #expect(ICMPv6Type.checksum(UnsafeRawBufferPointer(rebasing: bytes[54...]), source: ours, destination: Self.peerLinkLocal) == 0)
+        }
+        #expect(h.counter(.icmpv6TxNeighborAdvertisements) == 1)
+    }
+
+    @Test func aDuplicateAddressProbeIsAnsweredToAllNodesWithoutTheSolicitedFlag() throws {
+        let h = Harness()
+        let ours = h.stack.linkLocalAddress
+        h.receive(Self.frame(to: ours.solicitedNode, mac: ours.solicitedNode.multicastMAC, icmp: ICMPv6Type.neighborSolicitation,
+                             body: [0, 0, 0, 0] + Self.bytes(ours), source: .unspecified))
+        let answer = try #require(h.sent().first)
+        #expect(Array(answer[0..<6]) == [0x33, 0x33, 0, 0, 0, 1])
+        #expect(Array(answer[38..<54]) == Self.bytes(.allNodes) && answer[58] == 0x20)
+    }
+
+    @Test func invalidSolicitationsAreDroppedAndCounted() {
+        let h = Harness()
+        let ours = h.stack.linkLocalAddress
+        let mac = ours.solicitedNode.multicastMAC
+        h.receive(Self.frame(to: ours.solicitedNode, mac: mac, icmp: ICMPv6Type.neighborSolicitation,
+                             body: [0, 0, 0, 0] + Self.bytes(ours), hopLimit: 64))  // forwarded: not from the link
+        h.receive(Self.frame(to: ours.solicitedNode, mac: mac, icmp: ICMPv6Type.neighborSolicitation,
+                             body: [0, 0, 0, 0] + Self.bytes(ours) + [1, 0, 0, 0, 0, 0, 0, 0]))  // an option of length 0
+        h.receive(Self.frame(to: ours.solicitedNode, mac: mac, icmp: ICMPv6Type.neighborSolicitation,
+                             body: [0, 0, 0, 0] + Self.bytes(Self.peerLinkLocal)))  // someone else's address
+        h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: [0, 1, 0, 1], corrupt: true))
+        #expect(h.counter(.icmpv6DropInvalidNeighborDiscovery) == 2)
+        #expect(h.counter(.icmpv6DropNotOurTarget) == 1)
+        #expect(h.counter(.icmpv6DropBadChecksum) == 1)
+        #expect(h.sent().isEmpty)
+    }
+
+    @Test func anEchoRequestGetsItsDataBack() throws {
+        let h = Harness()
+        let ours = h.stack.linkLocalAddress
+        let body: [UInt8] = [0x12, 0x34, 0, 7] + Array("ping six".utf8)
+        h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body, hopLimit: 64))
+        let answer = try #require(h.sent().first)
+        #expect(Array(answer[0..<6]) == FrameBuilder.peerMAC.octets && answer[20] == 58)
+        #expect(answer[54] == ICMPv6Type.echoReply && Array(answer[58...]) == body)
+        #expect(h.counter(.icmpv6TxEchoReplies) == 1)
+        // Another destination, or UDP over IPv6: counted drops for now.
+        h.receive(Self.frame(to: Self.peerLinkLocal, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body))
+        #expect(h.counter(.ipv6DropNotForUs) == 1)
+    }
+}

@@ -95,6 +95,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     /// A next header other than ICMPv6 (extension headers and UDP over IPv6 are not handled yet).
     case ipv6DropUnsupportedNextHeader
     case ipv6TxPackets
+    /// Addresses found in use by another node while being checked (never used).
+    case ipv6DadConflicts
 
     // ICMPv6
     case icmpv6RxMessages
@@ -109,6 +111,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     /// A solicitation for an address that is not ours.
     case icmpv6DropNotOurTarget
     case icmpv6TxNeighborAdvertisements
+    case icmpv6TxNeighborSolicitations
+    case icmpv6RxNeighborAdvertisements
     case icmpv6TxDropTooBig
 
     // UDP

@@ -1,17 +1,80 @@
 import SocketAPI
 import Wire
 
-// IPv6, first steps (RFC 8200, RFC 4443, RFC 4861): the link-local address
-// made from the MAC, neighbour solicitations for it answered, echo requests
-// to it answered. Nothing else yet: no global addresses, DAD, neighbour
-// cache, extension headers, fragments or UDP (issue 17).
+/// Where an IPv6 address of the stack stands (RFC 4862 5.4).
+public enum IPv6AddressState: Equatable, Sendable {
+    /// Duplicate address detection runs: solicitations left to send, and when the next step is due.
+    case tentative(probesLeft: Int, nextAt: StackInstant)
+    /// In use.
+    case preferred
+    /// Another node holds it: never used (a log line and `ipv6.dad_conflicts` say so).
+    case duplicate
+}
+
+// IPv6, first steps (RFC 8200, RFC 4443, RFC 4861, RFC 4862): the link-local
+// address made from the MAC and any configured ones, each checked unique
+// (DAD) before use; neighbour solicitations for them answered, echo
+// requests to them answered. Nothing else yet: no SLAAC, neighbour cache,
+// extension headers, fragments or UDP (issue 17).
 extension NetworkStack {
     /// The stack's link-local address (fe80:: and the MAC's modified EUI-64).
     public var linkLocalAddress: IPv6Address { IPv6Address.linkLocal(from: mac) }
 
-    /// The IPv6 multicast MACs the stack listens on: all-nodes and its solicited-node group.
+    /// Addresses in use (preferred).
+    public var ipv6Addresses: [IPv6Address] {
+        ipv6AddressStates.filter { $0.value == .preferred }.keys.sorted { ($0.high, $0.low) < ($1.high, $1.low) }
+    }
+
+    func isOurIPv6Address(_ address: IPv6Address) -> Bool { ipv6AddressStates[address] == .preferred }
+
+    /// The IPv6 multicast MACs the stack listens on: all-nodes and its addresses' solicited-node groups.
     func acceptsIPv6Multicast(_ destination: MACAddress) -> Bool {
-        destination == IPv6Address.allNodes.multicastMAC || destination == linkLocalAddress.solicitedNode.multicastMAC
+        destination == IPv6Address.allNodes.multicastMAC
+            || ipv6AddressStates.keys.contains { $0.solicitedNode.multicastMAC == destination }
+    }
+
+    /// Takes the link-local and configured addresses: tentative while a
+    /// solicitation from :: asks whether anyone holds them (RFC 4862 5.4.2);
+    /// at once without DAD (configured off, or a link without neighbour discovery).
+    func startIPv6(now: StackInstant) {
+        let probes = configuration.resolvesLinkAddresses ? configuration.duplicateAddressDetectionTransmits : 0
+        for address in [linkLocalAddress] + configuration.ipv6Addresses where ipv6AddressStates[address] == nil {
+            ipv6AddressStates[address] = probes > 0 ? .tentative(probesLeft: probes, nextAt: now) : .preferred
+        }
+        runDuplicateAddressDetection(now: now)
+    }
+
+    func runDuplicateAddressDetection(now: StackInstant) {
+        for (address, state) in ipv6AddressStates {
+            guard case .tentative(let probesLeft, let nextAt) = state else { continue }
+            guard nextAt <= now else { schedule(nextAt); continue }
+            if probesLeft == 0 {
+                ipv6AddressStates[address] = .preferred  // nobody answered within RetransTimer
+                continue
+            }
+            sendNeighborSolicitation(for: address)
+            let next = now + configuration.duplicateAddressDetectionInterval
+            ipv6AddressStates[address] = .tentative(probesLeft: probesLeft - 1, nextAt: next)
+            schedule(next)
+        }
+    }
+
+    /// A DAD probe: from ::, to the target's solicited-node group, no options (RFC 4862 5.4.2).
+    func sendNeighborSolicitation(for target: IPv6Address) {
+        var body = [UInt8](repeating: 0, count: 20)
+        body.withUnsafeMutableBytes { target.write(to: $0, at: 4) }
+        body.withUnsafeBytes { body in
+            sendICMPv6(type: ICMPv6Type.neighborSolicitation, from: .unspecified, to: target.solicitedNode,
+                       mac: target.solicitedNode.multicastMAC, body: body, hopLimit: 255)
+        }
+        count(.icmpv6TxNeighborSolicitations)
+    }
+
+    /// Someone else holds a tentative address (RFC 4862 5.4.5): never use it.
+    func addressConflict(_ address: IPv6Address) {
+        ipv6AddressStates[address] = .duplicate
+        count(.ipv6DadConflicts)
+        onAddressConflict?(address)
     }
 
     /// `source`: the Ethernet sender, where answers go (there is no neighbour cache yet).
@@ -24,9 +87,9 @@ extension NetworkStack {
             default: return drop(.ipv6DropTruncated)
             }
         }
-        let ours = linkLocalAddress
         let destination = packet.destination
-        guard destination == ours || destination == .allNodes || destination == ours.solicitedNode else {
+        guard ipv6AddressStates[destination] != nil || destination == .allNodes
+                || ipv6AddressStates.keys.contains(where: { $0.solicitedNode == destination }) else {
             return drop(.ipv6DropNotForUs)
         }
         guard packet.nextHeader == ICMPv6Type.nextHeader else { return drop(.ipv6DropUnsupportedNextHeader) }
@@ -44,10 +107,17 @@ extension NetworkStack {
         case ICMPv6Type.echoRequest:
             count(.icmpv6RxEchoRequests)
             // RFC 4443 4.1: answer echoes to our unicast address; multicast ones may be ignored, as Linux does by default.
-            guard packet.destination == linkLocalAddress, message.count >= 8 else { return drop(.icmpv6DropUnhandledType) }
-            sendICMPv6(type: ICMPv6Type.echoReply, to: packet.source, mac: sourceMAC, body: UnsafeRawBufferPointer(rebasing: message[4...]))
+            guard isOurIPv6Address(packet.destination), message.count >= 8 else { return drop(.icmpv6DropUnhandledType) }
+            sendICMPv6(type: ICMPv6Type.echoReply, from: packet.destination, to: packet.source, mac: sourceMAC,
+                       body: UnsafeRawBufferPointer(rebasing: message[4...]))
         case ICMPv6Type.neighborSolicitation:
             receiveNeighborSolicitation(packet, from: sourceMAC)
+        case ICMPv6Type.neighborAdvertisement:
+            // RFC 4862 5.4.4: an advertisement for a tentative address means it is taken.
+            count(.icmpv6RxNeighborAdvertisements)
+            guard packet.hopLimit == 255, message.count >= 24 else { return drop(.icmpv6DropInvalidNeighborDiscovery) }
+            let target = IPv6Address(reading: message, at: 8)
+            if case .tentative = ipv6AddressStates[target] { addressConflict(target) }
         default:
             drop(.icmpv6DropUnhandledType)
         }
@@ -62,7 +132,12 @@ extension NetworkStack {
         guard packet.hopLimit == 255, message[1] == 0, message.count >= 24,
               !IPv6Address(reading: message, at: 8).isMulticast else { return drop(.icmpv6DropInvalidNeighborDiscovery) }
         let target = IPv6Address(reading: message, at: 8)
-        guard target == linkLocalAddress else { return drop(.icmpv6DropNotOurTarget) }
+        guard let state = ipv6AddressStates[target], state != .duplicate else { return drop(.icmpv6DropNotOurTarget) }
+        if case .tentative = state {
+            // RFC 4862 5.4.3: another node probing the same tentative address means a duplicate; others are not answered yet.
+            if packet.source.isUnspecified { addressConflict(target) } else { drop(.icmpv6DropNotOurTarget) }
+            return
+        }
         // Options in 8-byte units, none of length 0; a source link-layer address names where to answer.
         var answerMAC = sourceMAC
         var offset = 24
@@ -84,18 +159,17 @@ extension NetworkStack {
             mac.write(to: bytes, at: 22)
         }
         body.withUnsafeBytes { body in
-            sendICMPv6(type: ICMPv6Type.neighborAdvertisement, to: destination,
+            sendICMPv6(type: ICMPv6Type.neighborAdvertisement, from: target, to: destination,
                        mac: fromUnspecified ? IPv6Address.allNodes.multicastMAC : answerMAC, body: body, hopLimit: 255)
         }
         count(.icmpv6TxNeighborAdvertisements)
     }
 
     /// Sends an ICMPv6 message of `type` (code 0) whose bytes after the checksum are `body`.
-    func sendICMPv6(type: UInt8, to destination: IPv6Address, mac destinationMAC: MACAddress,
+    func sendICMPv6(type: UInt8, from source: IPv6Address, to destination: IPv6Address, mac destinationMAC: MACAddress,
                     body: UnsafeRawBufferPointer, hopLimit: UInt8 = 64) {
         let messageLength = 4 + body.count
         guard IPv6Header.length + messageLength <= configuration.mtu else { return drop(.icmpv6TxDropTooBig) }
-        let source = linkLocalAddress
         let sent = transmitFrame { frame in
             EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv6).emit(into: frame)
             let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length...])

@@ -46,6 +46,11 @@ public final class NetworkStack {
     @exclusivity(unchecked) var igmpVersion2Until: StackInstant?
     /// IGMP's timer randomness (see `randomDelay`).
     @exclusivity(unchecked) var randomState: UInt64
+    /// The stack's IPv6 addresses and their state (RFC 4862 5.4): tentative
+    /// while duplicate address detection runs, then preferred, or duplicate.
+    @exclusivity(unchecked) public internal(set) var ipv6AddressStates: [IPv6Address: IPv6AddressState] = [:]
+    /// Called when duplicate address detection finds an address in use (for a log line).
+    @exclusivity(unchecked) public var onAddressConflict: ((IPv6Address) -> Void)?
     /// The latest instant a caller passed in: the time for calls that take none (close).
     @exclusivity(unchecked) var latestInstant = StackInstant.zero
     /// Earliest instant at which `advance` has work; nil when no timer runs.
@@ -90,6 +95,7 @@ public final class NetworkStack {
     /// one now and the rest at `arpAnnounceInterval`, so neighbours whose
     /// link came up late still hear one.
     public func start(now: StackInstant) {
+        startIPv6(now: now)
         guard configuration.resolvesLinkAddresses else { return }  // nobody to announce to without ARP
         announcementsLeft = configuration.arpAnnouncements
         nextAnnouncementAt = now
@@ -144,6 +150,7 @@ public final class NetworkStack {
             runARPTimers(now: now)
             runReassemblyTimers(now: now)
             runIGMPTimers(now: now)
+            runDuplicateAddressDetection(now: now)
         }
         return nextTimerDeadline
     }

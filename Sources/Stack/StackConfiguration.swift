@@ -14,6 +14,15 @@ public struct StackConfiguration: Sendable {
     /// every neighbour is reachable at once, and received frames are taken
     /// whatever their (made-up) Ethernet destination.
     public var resolvesLinkAddresses = true
+    /// IPv6 addresses beside the link-local one the MAC gives (`--address6`).
+    public var ipv6Addresses: [IPv6Address] = []
+    /// Neighbour solicitations sent to check an IPv6 address is unique before
+    /// using it (RFC 4862 5.1 DupAddrDetectTransmits; 0 uses it at once).
+    /// `tapstack run` sends RFC 4862's default of 1; a stack made in code
+    /// (tests, a memory link) uses its addresses at once unless it asks.
+    public var duplicateAddressDetectionTransmits = 0
+    /// Time between those solicitations, and after the last (RFC 4861 RetransTimer).
+    public var duplicateAddressDetectionInterval = StackDuration.seconds(1)
 
     /// Neighbours remembered at most; the least recently confirmed is evicted beyond.
     public var arpCacheCapacity = 512

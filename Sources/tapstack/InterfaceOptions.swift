@@ -26,6 +26,10 @@ struct InterfaceOptions: ParsableArguments {
             transform: parseGateway)
     var gateway: IPv4Address?
 
+    @Option(name: .long, help: ArgumentHelp("An IPv6 address of the stack beside its link-local one (repeatable), checked unique on the link before use.", valueName: "x:x::x[/len]"),
+            transform: parseIPv6Address)
+    var address6: [IPv6Address] = []
+
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
     var mtu: Int = 1500
 
@@ -74,6 +78,8 @@ struct InterfaceOptions: ParsableArguments {
         var configuration = StackConfiguration(mac: mac, interface: address, gateway: gateway)
         configuration.mtu = mtu
         configuration.resolvesLinkAddresses = mode == .tap
+        configuration.ipv6Addresses = address6
+        configuration.duplicateAddressDetectionTransmits = 1
         return configuration
     }
 }
@@ -114,6 +120,19 @@ func parseCPUList(_ text: String) -> [Int]? {
         cpus += Array(low...high)
     }
     return cpus.isEmpty ? nil : Array(Set(cpus)).sorted()
+}
+
+/// `--address6`: an IPv6 address (a prefix length, if given, is accepted and
+/// not used yet: the stack answers only for its own addresses).
+func parseIPv6Address(_ text: String) throws -> IPv6Address {
+    let address = text.split(separator: "/", maxSplits: 1).first.map(String.init) ?? text
+    var raw = in6_addr()
+    guard inet_pton(AF_INET6, address, &raw) == 1 else {
+        throw ValidationError("'\(text)' is not an IPv6 address, like 2001:db8::2/64")
+    }
+    let parsed = withUnsafeBytes(of: &raw) { IPv6Address(reading: $0, at: 0) }
+    guard !parsed.isMulticast, !parsed.isUnspecified else { throw ValidationError("'\(text)' is not a usable host address") }
+    return parsed
 }
 
 /// `--address`: the stack's IPv4 address with its prefix length.

@@ -39,6 +39,11 @@ struct StackSession {
         do { host = try NetworkHost(configuration: configuration, link: link, options: options.executorOptions) } catch {
             throw CleanFailure(error.description)
         }
+        host.withStack { stack in
+            stack.onAddressConflict = { address in
+                logger.warning("IPv6 address \(address) is in use on the link (duplicate address detection): not using it")
+            }
+        }
         let debug = logger.logLevel <= .debug
         if debug || capture != nil {
             let link = self.link

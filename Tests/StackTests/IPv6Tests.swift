@@ -23,6 +23,14 @@ import TestSupport
         return FrameBuilder.ethernet(destination: mac, type: .ipv6, payload: packet)
     }
 
+    /// A started stack whose addresses are in use (no DAD), its announcement drained.
+    static func ready(_ configure: (inout StackConfiguration) -> Void = { _ in }) -> Harness {
+        let h = Harness(configure)
+        h.stack.start(now: h.now)
+        _ = h.sent()
+        return h
+    }
+
     static func bytes(_ address: IPv6Address) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 16)
         out.withUnsafeMutableBytes { address.write(to: $0, at: 0) }
@@ -38,7 +46,7 @@ import TestSupport
     }
 
     @Test func aSolicitationForOurAddressGetsASolicitedAdvertisementByteForByte() throws {
-        let h = Harness()
+        let h = Self.ready()
         let ours = h.stack.linkLocalAddress
         let option: [UInt8] = [1, 1] + FrameBuilder.peerMAC.octets
         h.receive(Self.frame(to: ours.solicitedNode, mac: ours.solicitedNode.multicastMAC, icmp: ICMPv6Type.neighborSolicitation,
@@ -58,7 +66,7 @@ import TestSupport
     }
 
     @Test func aDuplicateAddressProbeIsAnsweredToAllNodesWithoutTheSolicitedFlag() throws {
-        let h = Harness()
+        let h = Self.ready()
         let ours = h.stack.linkLocalAddress
         h.receive(Self.frame(to: ours.solicitedNode, mac: ours.solicitedNode.multicastMAC, icmp: ICMPv6Type.neighborSolicitation,
                              body: [0, 0, 0, 0] + Self.bytes(ours), source: .unspecified))
@@ -68,7 +76,7 @@ import TestSupport
     }
 
     @Test func invalidSolicitationsAreDroppedAndCounted() {
-        let h = Harness()
+        let h = Self.ready()
         let ours = h.stack.linkLocalAddress
         let mac = ours.solicitedNode.multicastMAC
         h.receive(Self.frame(to: ours.solicitedNode, mac: mac, icmp: ICMPv6Type.neighborSolicitation,
@@ -85,7 +93,7 @@ import TestSupport
     }
 
     @Test func anEchoRequestGetsItsDataBack() throws {
-        let h = Harness()
+        let h = Self.ready()
         let ours = h.stack.linkLocalAddress
         let body: [UInt8] = [0x12, 0x34, 0, 7] + Array("ping six".utf8)
         h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body, hopLimit: 64))
@@ -96,5 +104,46 @@ import TestSupport
         // Another destination, or UDP over IPv6: counted drops for now.
         h.receive(Self.frame(to: Self.peerLinkLocal, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body))
         #expect(h.counter(.ipv6DropNotForUs) == 1)
+    }
+
+    static let global = IPv6Address(high: 0x2001_0DB8_0000_0000, low: 2)
+
+    @Test func addressesAreCheckedUniqueBeforeUse() throws {
+        let h = Harness { $0.duplicateAddressDetectionTransmits = 1; $0.ipv6Addresses = [Self.global] }
+        h.stack.start(now: h.now)
+        let probes = h.sent().filter { $0[12] == 0x86 && $0[13] == 0xDD }
+        // One probe per address: from ::, to its solicited-node group, hop limit 255, no options.
+        #expect(probes.count == 2)
+        #expect(probes.allSatisfy { Array($0[22..<38]) == [UInt8](repeating: 0, count: 16) && $0[21] == 255 && $0[54] == 135 && $0.count == 78 })
+        #expect(h.stack.ipv6Addresses.isEmpty)
+        // While tentative, an echo to it is not answered.
+        h.receive(Self.frame(to: Self.global, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: [0, 1, 0, 1]))
+        #expect(h.sent().isEmpty)
+        h.advance(seconds: 1.1)
+        #expect(h.stack.ipv6Addresses == [Self.global, h.stack.linkLocalAddress].sorted { ($0.high, $0.low) < ($1.high, $1.low) })
+        h.receive(Self.frame(to: Self.global, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: [0, 1, 0, 1]))
+        #expect(h.sent().count == 1)
+    }
+
+    @Test func anAddressSomeoneElseHoldsIsRefused() throws {
+        let h = Harness { $0.duplicateAddressDetectionTransmits = 1; $0.ipv6Addresses = [Self.global] }
+        var conflicts: [IPv6Address] = []
+        h.stack.onAddressConflict = { conflicts.append($0) }
+        h.stack.start(now: h.now)
+        _ = h.sent()
+        // The holder answers the probe: an advertisement for the tentative address.
+        let advertisement: [UInt8] = [0x20, 0, 0, 0] + Self.bytes(Self.global) + [2, 1] + FrameBuilder.peerMAC.octets
+        h.receive(Self.frame(to: .allNodes, mac: IPv6Address.allNodes.multicastMAC, icmp: ICMPv6Type.neighborAdvertisement,
+                             body: advertisement))
+        #expect(conflicts == [Self.global])
+        #expect(h.counter(.ipv6DadConflicts) == 1)
+        h.advance(seconds: 2)
+        #expect(h.stack.ipv6Addresses == [h.stack.linkLocalAddress])
+        #expect(h.stack.ipv6AddressStates[Self.global] == .duplicate)
+        _ = h.sent()  // the second ARP announcement
+        // Never answered for, afterwards.
+        h.receive(Self.frame(to: Self.global.solicitedNode, mac: Self.global.solicitedNode.multicastMAC,
+                             icmp: ICMPv6Type.neighborSolicitation, body: [0, 0, 0, 0] + Self.bytes(Self.global)))
+        #expect(h.sent().isEmpty)
     }
 }

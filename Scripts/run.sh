@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the stack on tap0 inside network namespace `tapstack`, in the
-# foreground, with the kernel side of the tap at 192.0.2.1/24. Ctrl-C stops it.
+# foreground, with the kernel side of the tap at 192.0.2.1/24 and
+# 2001:db8::1/64. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS=${NS:-tapstack}
@@ -28,16 +29,16 @@ ip -n "$NS" link set lo up
         ip -n "$NS" link show "$TAP" >/dev/null 2>&1 && break
         sleep 0.05
     done
-    # The stack speaks no IPv6 yet: keep the kernel side from flooding it
-    # (and its debug log) with router and neighbour solicitations.
-    ip netns exec "$NS" sysctl -qw "net.ipv6.conf.$TAP.disable_ipv6=1" || true
+    ip -n "$NS" -6 addr add 2001:db8::1/64 dev "$TAP" nodad
     ip -n "$NS" link set "$TAP" up
     ip -n "$NS" addr add 192.0.2.1/24 dev "$TAP"
     cat >&2 <<TXT
 
-tapstack is up in network namespace '$NS' on $TAP: 192.0.2.2/24, MAC 02:00:00:00:00:02.
+tapstack is up in network namespace '$NS' on $TAP: 192.0.2.2/24 and 2001:db8::2/64 (fe80::ff:fe00:2), MAC 02:00:00:00:00:02.
 In another shell:
     ip netns exec $NS ping -c 3 192.0.2.2
+    ip netns exec $NS ping -6 -c 3 2001:db8::2       # IPv6: neighbour discovery and echo so far
+    ip netns exec $NS ping -6 -c 3 fe80::ff:fe00:2%$TAP
     echo hello | ip netns exec $NS nc -u -w1 192.0.2.2 7
     ip netns exec $NS nc -u -l 9000             # the kernel listens on 192.0.2.1; then, in a third shell,
     echo hi | ip netns exec $NS $ABS_BIN exec -- nc -u -w1 192.0.2.1 9000   # nc over the stack, from 192.0.2.2
@@ -51,7 +52,7 @@ TXT
 ) &
 
 status=0
-ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 --echo-port 7 "$@" || status=$?
+ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --address6 2001:db8::2/64 --mac 02:00:00:00:00:02 --echo-port 7 "$@" || status=$?
 wait
 echo "tapstack exited with status $status" >&2
 exit $status

@@ -66,7 +66,15 @@ extension SocketService {
                 case TSP_OPT_BROADCAST.rawValue: socket.allowsBroadcast = request.value != 0
                 case TSP_OPT_REUSEADDR.rawValue: socket.reuseAddress = request.value != 0
                 case TSP_OPT_DONTFRAG.rawValue: socket.dontFragment = request.value != 0
-                case TSP_OPT_RCVBUF.rawValue: socket.receiveBufferSize = Int(max(request.value, 0))
+                case TSP_OPT_RCVBUF.rawValue:
+                    socket.receiveBufferSize = Int(max(request.value, 0))
+                    // What waits in the channel counts against the receive
+                    // buffer too: bound the service's end to the same size,
+                    // so a program that asks for a small buffer and does not
+                    // read loses datagrams (counted) as on Linux, instead of
+                    // having the channel's default 200 KiB besides.
+                    var size = Int32(clamping: socket.receiveBufferSize)
+                    _ = setsockopt(client.data, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
                 case TSP_OPT_TTL.rawValue:
                     // Linux: -1 restores the default; 1 to 255 otherwise.
                     guard request.value == -1 || (1...255).contains(request.value) else { return EINVAL }

@@ -59,6 +59,10 @@ stop_stack TERM
 # Two stacks on one device: the second says the device is busy, after its retry.
 start_stack --socket "$WORK/c.sock" || { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
 first=$STACK_PID
+# The device is persistent, so it exists before this stack holds it: wait
+# for its socket, which it serves only once attached (else the second stack
+# below could win the device).
+wait_for test -S "$WORK/c.sock"
 busy_is_named() {
     local out
     out=$(in_ns timeout 10 "$BIN" run --interface "$TAP" --no-socket 2>&1)

@@ -98,68 +98,77 @@ public final class UDPSocket: DatagramSocket {
 
     // MARK: Options
 
+    /// An option of the stack's socket, read or set under the stack's lock.
+    private func option<Value>(_ key: KeyPath<UDPEndpoint, Value>) -> Value {
+        host.withStack { _ in endpoint[keyPath: key] }
+    }
+
+    private func setOption<Value>(_ key: ReferenceWritableKeyPath<UDPEndpoint, Value>, _ value: Value) {
+        host.withStack { _ in endpoint[keyPath: key] = value }
+    }
+
     /// Lets the socket send to broadcast addresses (SO_BROADCAST).
     public var allowsBroadcast: Bool {
-        get { host.withStack { _ in endpoint.allowsBroadcast } }
-        set { host.withStack { _ in endpoint.allowsBroadcast = newValue } }
+        get { option(\.allowsBroadcast) }
+        set { setOption(\.allowsBroadcast, newValue) }
     }
 
     /// Lets several sockets bind one port when all set it (SO_REUSEADDR); set before `bind`.
     public var reuseAddress: Bool {
-        get { host.withStack { _ in endpoint.reuseAddress } }
-        set { host.withStack { _ in endpoint.reuseAddress = newValue } }
+        get { option(\.reuseAddress) }
+        set { setOption(\.reuseAddress, newValue) }
     }
 
     /// Payload bytes the stack queues for this socket before dropping
     /// (SO_RCVBUF), clamped to `UDPEndpoint.receiveBufferLimits`.
     public var receiveBufferSize: Int {
-        get { host.withStack { _ in endpoint.receiveBufferBytes } }
-        set { host.withStack { _ in endpoint.receiveBufferBytes = newValue } }
+        get { option(\.receiveBufferBytes) }
+        set { setOption(\.receiveBufferBytes, newValue) }
     }
 
     /// Sets DF and refuses datagrams over the MTU with `.messageTooLong`
     /// instead of fragmenting them (IP_MTU_DISCOVER = IP_PMTUDISC_DO).
     public var dontFragment: Bool {
-        get { host.withStack { _ in endpoint.dontFragment } }
-        set { host.withStack { _ in endpoint.dontFragment = newValue } }
+        get { option(\.dontFragment) }
+        set { setOption(\.dontFragment, newValue) }
     }
 
     /// TTL of unicast and broadcast datagrams (IP_TTL; 64 by default).
     public var timeToLive: UInt8 {
-        get { host.withStack { _ in endpoint.timeToLive } }
-        set { host.withStack { _ in endpoint.timeToLive = newValue } }
+        get { option(\.timeToLive) }
+        set { setOption(\.timeToLive, newValue) }
     }
 
     /// TOS byte of the datagrams sent (IP_TOS).
     public var typeOfService: UInt8 {
-        get { host.withStack { _ in endpoint.typeOfService } }
-        set { host.withStack { _ in endpoint.typeOfService = newValue } }
+        get { option(\.typeOfService) }
+        set { setOption(\.typeOfService, newValue) }
     }
 
     /// TTL of multicast datagrams (IP_MULTICAST_TTL; 1 by default: the link only).
     public var multicastTimeToLive: UInt8 {
-        get { host.withStack { _ in endpoint.multicastTimeToLive } }
-        set { host.withStack { _ in endpoint.multicastTimeToLive = newValue } }
+        get { option(\.multicastTimeToLive) }
+        set { setOption(\.multicastTimeToLive, newValue) }
     }
 
     /// Whether our own sockets in a group receive the multicast datagrams
     /// this socket sends to it (IP_MULTICAST_LOOP; on by default).
     public var multicastLoop: Bool {
-        get { host.withStack { _ in endpoint.multicastLoop } }
-        set { host.withStack { _ in endpoint.multicastLoop = newValue } }
+        get { option(\.multicastLoop) }
+        set { setOption(\.multicastLoop, newValue) }
     }
 
     /// Allows `bind` to an address that is not the stack's (IP_FREEBIND).
     public var freeBind: Bool {
-        get { host.withStack { _ in endpoint.freeBind } }
-        set { host.withStack { _ in endpoint.freeBind = newValue } }
+        get { option(\.freeBind) }
+        set { setOption(\.freeBind, newValue) }
     }
 
     /// Queues the details of ICMP errors about this socket's datagrams,
     /// connected or not, for `takeQueuedError` (IP_RECVERR).
     public var receivesErrors: Bool {
-        get { host.withStack { _ in endpoint.receivesErrors } }
-        set { host.withStack { _ in endpoint.receivesErrors = newValue } }
+        get { option(\.receivesErrors) }
+        set { setOption(\.receivesErrors, newValue) }
     }
 
     /// Takes the oldest queued ICMP error (recvmsg with MSG_ERRQUEUE), or nil.

@@ -88,7 +88,15 @@ func fuzzIGMP(_ bytes: UnsafeRawBufferPointer) {
     message[2] = UInt8(sum >> 8); message[3] = UInt8(sum & 0xFF)
     var configuration = StackConfiguration.standard
     configuration.multicastMaximumGroups = 8
-    let sink = ReportCheckingSink()
+    // Everything the stack sends is IPv4, and IGMP only as a well-formed report or leave.
+    let sink = CheckingSink { frame in
+        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv4,
+              let ip = try? IPv4PacketView(ethernet.payload), ip.checksumIsValid else { preconditionFailure("not an IPv4 frame") }
+        guard ip.proto == .igmp else { return }
+        guard let message = try? IGMPMessageView(ip.payload), message.checksumIsValid,
+              [IGMPType.version1Report, IGMPType.version2Report, IGMPType.leaveGroup, IGMPType.version3Report].contains(message.type)
+        else { preconditionFailure("the stack sent a malformed IGMP message") }
+    }
     let stack = try! NetworkStack(configuration: configuration, sink: sink)
     var now = StackInstant.seconds(1)
     let member = stack.openUDP()
@@ -134,7 +142,12 @@ func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
                                                                  source: source, destination: destination) }
         packet[42] = UInt8(sum >> 8); packet[43] = UInt8(sum & 0xFF)
     }
-    let sink = IPv6CheckingSink()
+    let sink = CheckingSink { frame in
+        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv6,
+              let ip = try? IPv6PacketView(ethernet.payload), ip.nextHeader == ICMPv6Type.nextHeader,
+              ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0
+        else { preconditionFailure("the stack sent a malformed IPv6 frame") }
+    }
     let stack = try! NetworkStack(configuration: .standard, sink: sink)
     for mac in [stack.mac, stack.linkLocalAddress.solicitedNode.multicastMAC] {
         var frame = [UInt8](repeating: 0, count: EthernetHeader.length) + packet
@@ -145,38 +158,16 @@ func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
     }
 }
 
-final class IPv6CheckingSink: FrameSink {
+/// A sink that hands every frame the stack sends to `check` (which traps on a bad one).
+final class CheckingSink: FrameSink {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
+    let check: (UnsafeRawBufferPointer) -> Void
+    init(_ check: @escaping (UnsafeRawBufferPointer) -> Void) { self.check = check }
     var completesChecksums: Bool { false }
     var maximumFrameLength: Int { buffer.count }
     func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
     func hasRoom(for frames: Int) -> Bool { true }
-    func commitFrame(length: Int, checksum: ChecksumOffload) {
-        let frame = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
-        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv6,
-              let ip = try? IPv6PacketView(ethernet.payload), ip.nextHeader == ICMPv6Type.nextHeader,
-              ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0
-        else { preconditionFailure("the stack sent a malformed IPv6 frame") }
-    }
-}
-
-/// Checks that everything the stack sends during the IGMP fuzz is an IPv4
-/// IGMP report or leave with a valid checksum.
-final class ReportCheckingSink: FrameSink {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1514, alignment: 16)
-    var completesChecksums: Bool { false }
-    var maximumFrameLength: Int { buffer.count }
-    func reserveFrame() -> UnsafeMutableRawBufferPointer? { buffer }
-    func hasRoom(for frames: Int) -> Bool { true }
-    func commitFrame(length: Int, checksum: ChecksumOffload) {
-        let frame = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
-        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv4,
-              let ip = try? IPv4PacketView(ethernet.payload), ip.checksumIsValid else { preconditionFailure("not an IPv4 frame") }
-        guard ip.proto == .igmp else { return }
-        guard let message = try? IGMPMessageView(ip.payload), message.checksumIsValid,
-              [IGMPType.version1Report, IGMPType.version2Report, IGMPType.leaveGroup, IGMPType.version3Report].contains(message.type)
-        else { preconditionFailure("the stack sent a malformed IGMP message") }
-    }
+    func commitFrame(length: Int, checksum: ChecksumOffload) { check(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) }
 }
 
 /// What the TAP link does with a frame the kernel hands over: its virtio

@@ -29,13 +29,14 @@ public final class UDPSocket: DatagramSocket {
     /// The stack's number for this socket (`UDPEndpoint.id`, as `tapstack ss` lists it).
     public var endpointID: Int { endpoint.id }
 
-    /// Opens an unbound socket.
-    public init(host: NetworkHost) {
+    /// Opens an unbound socket: IPv4 (AF_INET) by default; `.ipv6` takes
+    /// IPv6 and IPv4 both unless `v6Only` is set before binding (AF_INET6).
+    public init(host: NetworkHost, family: AddressFamily = .ipv4) {
         self.host = host
         let waiters = self.waiters
         let event = self.event
         endpoint = host.withStack { stack in
-            let endpoint = stack.openUDP()
+            let endpoint = stack.openUDP(family: family)
             endpoint.onEvent = { events in waiters.notify(events) }
             return endpoint
         }
@@ -59,14 +60,29 @@ public final class UDPSocket: DatagramSocket {
         try host.withStack { stack throws(SocketError) in try stack.bind(endpoint, address: address, port: port) }
     }
 
+    /// Binds to a socket address of either family (an IPv6 one on an IPv6 socket only).
+    public func bind(to address: SocketAddress) throws(SocketError) {
+        try host.withStack { stack throws(SocketError) in try stack.bind(endpoint, to: address) }
+    }
+
+    /// The socket's family.
+    public var family: AddressFamily { endpoint.family }
+
+    /// Takes IPv6 only (IPV6_V6ONLY); an IPv6 socket's setting, before binding.
+    public var v6Only: Bool {
+        get { host.withStack { _ in endpoint.v6Only } }
+        set { host.withStack { _ in endpoint.v6Only = newValue } }
+    }
+
     /// Sets the peer: `send(_:)` goes to it and only its datagrams are
     /// received; ICMP errors about datagrams to it come back as errors
     /// (e.g. `.connectionRefused`). Binds an ephemeral port if unbound.
     /// - Throws: `.invalidArgument` (port 0), `.networkUnreachable`,
     ///   `.permissionDenied` (broadcast without `allowsBroadcast`), `.closed`.
     public func connect(to peer: SocketAddress) throws(SocketError) {
-        guard !peer.address.isUnspecified else { throw .invalidArgument }
-        try host.withStack { stack throws(SocketError) in try stack.connect(endpoint, to: peer.address, port: peer.port) }
+        guard !peer.address.isUnspecified || !(peer.ipv6?.isUnspecified ?? true) else { throw .invalidArgument }
+        let now = monotonicNow()
+        try host.withStack { stack throws(SocketError) in try stack.connect(endpoint, to: peer, now: now) }
     }
 
     /// Forgets the peer (like `connect` to AF_UNSPEC).
@@ -80,6 +96,11 @@ public final class UDPSocket: DatagramSocket {
     public var localAddress: SocketAddress? {
         host.withStack { stack in
             guard endpoint.localPort != 0 else { return nil }
+            if endpoint.family == .ipv6 && (endpoint.remote == nil || !endpoint.localAddress6.isUnspecified) {
+                let address = endpoint.localAddress6.isUnspecified
+                    ? endpoint.remote6.flatMap { stack.sourceAddress(for: $0.address) } ?? .unspecified : endpoint.localAddress6
+                return SocketAddress(address, endpoint.localPort)
+            }
             let address = endpoint.localAddress.isUnspecified && endpoint.remote != nil ? stack.address : endpoint.localAddress
             return SocketAddress(address, endpoint.localPort)
         }
@@ -87,7 +108,9 @@ public final class UDPSocket: DatagramSocket {
 
     /// The peer, or nil when not connected (`getpeername`).
     public var remoteAddress: SocketAddress? {
-        host.withStack { _ in endpoint.remote.map { SocketAddress($0.address, $0.port) } }
+        host.withStack { _ in
+            endpoint.remote6.map { SocketAddress($0.address, $0.port) } ?? endpoint.remote.map { SocketAddress($0.address, $0.port) }
+        }
     }
 
     /// Takes the pending asynchronous error, if any (getsockopt SO_ERROR):
@@ -232,7 +255,7 @@ public final class UDPSocket: DatagramSocket {
             var taken = 0
             while let (payload, destination) = next() {
                 do throws(SocketError) {
-                    try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
+                    try stack.send(payload, from: endpoint, toPeerOr: destination, now: now)
                 } catch .wouldBlock {
                     return (taken, true)
                 } catch {
@@ -253,7 +276,7 @@ public final class UDPSocket: DatagramSocket {
             var taken = 0
             while let (payload, destination, options) = next() {
                 do throws(SocketError) {
-                    try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, options: options, now: now)
+                    try stack.send(payload, from: endpoint, toPeerOr: destination, options: options, now: now)
                 } catch .wouldBlock {
                     return (taken, true)
                 } catch {
@@ -278,7 +301,7 @@ public final class UDPSocket: DatagramSocket {
                           options: DatagramSendOptions = DatagramSendOptions()) throws(SocketError) -> Int {
         let now = monotonicNow()
         try host.withStack { stack throws(SocketError) in
-            try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, options: options, now: now)
+            try stack.send(payload, from: endpoint, toPeerOr: destination, options: options, now: now)
         }
         return payload.count
     }
@@ -302,7 +325,7 @@ public final class UDPSocket: DatagramSocket {
     ///   error (reported once); `.closed`.
     public func receive() throws(SocketError) -> Datagram {
         let received = try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint) }
-        return Datagram(payload: received.payload, source: SocketAddress(received.source, received.sourcePort))
+        return Datagram(payload: received.payload, source: received.sourceAddress)
     }
 
     /// Copies the oldest queued datagram into `buffer` without waiting and
@@ -310,7 +333,7 @@ public final class UDPSocket: DatagramSocket {
     /// is its full length (like MSG_TRUNC). Throws as `receive()`.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
         let info = try host.withStack { stack throws(SocketError) in try stack.receive(from: endpoint, into: buffer) }
-        return (info.length, SocketAddress(info.source, info.sourcePort))
+        return (info.length, info.sourceAddress)
     }
 
     /// Copies the oldest queued datagram into `buffer` as `receive(into:)`,
@@ -352,7 +375,7 @@ public final class UDPSocket: DatagramSocket {
     public func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
                         received: (Int, Int, SocketAddress) -> Void) throws(SocketError) -> Int {
         try receive(upTo: maximum, into: buffer, receivedInfo: { index, info in
-            received(index, info.length, SocketAddress(info.source, info.sourcePort))
+            received(index, info.length, info.sourceAddress)
         })
     }
 
@@ -472,7 +495,7 @@ public struct SocketBatch {
     /// As `UDPSocket.receive(into:)`.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
         let info = try stack.receive(from: endpoint, into: buffer)
-        return (info.length, SocketAddress(info.source, info.sourcePort))
+        return (info.length, info.sourceAddress)
     }
 
     /// Lends the oldest queued datagram to `body` in place, with its
@@ -482,11 +505,23 @@ public struct SocketBatch {
     /// - Throws: as `receive(into:)`.
     @discardableResult
     public func receive(_ body: (UnsafeRawBufferPointer, SocketAddress) -> Bool) throws(SocketError) -> Bool {
-        try stack.receive(from: endpoint) { bytes, info in body(bytes, SocketAddress(info.source, info.sourcePort)) }
+        try stack.receive(from: endpoint) { bytes, info in body(bytes, info.sourceAddress) }
     }
 
     /// As `UDPSocket.send(_:to:)`.
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) {
-        try stack.send(payload, from: endpoint, to: destination.map { ($0.address, $0.port) }, now: now)
+        try stack.send(payload, from: endpoint, toPeerOr: destination, now: now)
+    }
+}
+
+extension NetworkStack {
+    /// Sends to `destination` (either family), or to the peer when nil.
+    func send(_ payload: UnsafeRawBufferPointer, from endpoint: UDPEndpoint, toPeerOr destination: SocketAddress?,
+              options: DatagramSendOptions = DatagramSendOptions(), now: StackInstant) throws(SocketError) {
+        if let destination {
+            try send(payload, from: endpoint, to: destination, options: options, now: now)
+        } else {
+            try send(payload, from: endpoint, to: nil, options: options, now: now)
+        }
     }
 }

@@ -86,33 +86,89 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     /// ICMP errors not sent because of the rate limit.
     case icmpTxErrorsRateLimited
 
-    // IPv6 (first steps: link-local, neighbour discovery for it, echo)
+    // IPv6 (RFC 8200)
     case ipv6RxPackets
     case ipv6DropTruncated
     case ipv6DropBadVersion
-    /// Not our link-local address, all-nodes or our solicited-node group.
+    /// Not one of our addresses, all-nodes or one of their solicited-node groups.
     case ipv6DropNotForUs
-    /// A next header other than ICMPv6 (extension headers and UDP over IPv6 are not handled yet).
+    /// A multicast source address (RFC 4291 2.7).
+    case ipv6DropBadSource
+    /// A next header the stack does not know (parameter problem code 1 sent).
     case ipv6DropUnsupportedNextHeader
+    /// An extension header cut short or with malformed options, or hop-by-hop not first.
+    case ipv6DropBadExtensionHeader
+    /// An option of unknown type whose high bits say discard (RFC 8200 4.2).
+    case ipv6DropUnknownOption
+    /// A routing header with segments left: the stack does not forward (parameter problem sent).
+    case ipv6DropRoutingHeader
+    /// Next header 59: nothing follows.
+    case ipv6DropNoNextHeader
+    case ipv6RxFragments
+    case ipv6Reassembled
+    /// Not the last fragment and not a multiple of 8 bytes (parameter problem sent).
+    case ipv6DropFragmentBadLength
+    /// Would reassemble beyond 65 535 bytes (parameter problem sent).
+    case ipv6DropReassemblyOversize
+    case ipv6DropFragmentInconsistent
+    case ipv6DropFragmentDuplicate
+    /// Overlapping fragments: the whole datagram is discarded (RFC 5722).
+    case ipv6DropReassemblyOverlap
+    case ipv6DropReassemblyNoRoom
+    case ipv6DropReassemblyEvicted
+    /// Given up after 60 s (time exceeded sent if the first fragment came).
+    case ipv6DropReassemblyTimeout
+    case ipv6RxDelivered
     case ipv6TxPackets
+    /// Datagrams sent in fragments.
+    case ipv6TxFragmented
+    /// No route: off-link with no router, or no source address for the destination.
+    case ipv6TxDropNoRoute
+    /// Packets the neighbour cache could not park (queue or byte bound full).
+    case ipv6TxDropPendingQueueFull
+    /// Parked packets dropped because the neighbour never answered.
+    case ipv6TxDropResolutionFailed
     /// Addresses found in use by another node while being checked (never used).
     case ipv6DadConflicts
+    /// Addresses formed from advertised prefixes (SLAAC).
+    case ipv6AddressesAutoconfigured
+    /// Advertised prefixes ignored because `ipv6MaximumAddresses` are held.
+    case ipv6DropAddressLimit
+    /// Path MTUs lowered by packet too big messages.
+    case ipv6PathMTUUpdates
 
-    // ICMPv6
+    // ICMPv6 (RFC 4443) and neighbour discovery (RFC 4861)
     case icmpv6RxMessages
     case icmpv6DropTruncated
     case icmpv6DropBadChecksum
     case icmpv6DropUnhandledType
     case icmpv6RxEchoRequests
+    case icmpv6RxEchoReplies
     case icmpv6TxEchoReplies
+    case icmpv6RxErrors
+    /// Errors about datagrams we sent that reached a socket or the path MTU table.
+    case icmpv6RxErrorsDelivered
+    case icmpv6RxErrorsUnmatched
+    case icmpv6RxPacketTooBig
+    case icmpv6TxDestinationUnreachable
+    case icmpv6TxParameterProblems
+    case icmpv6TxTimeExceeded
+    /// Errors not sent: about an error, a multicast, an unspecified or multicast source (RFC 4443 2.4 e).
+    case icmpv6TxErrorsSuppressed
+    /// Errors not sent because of the rate limit (RFC 4443 2.4 f).
+    case icmpv6TxErrorsRateLimited
     case icmpv6RxNeighborSolicitations
-    /// A solicitation RFC 4861 7.1.1 says to discard (hop limit not 255, code not 0, too short, bad option).
+    /// A neighbour discovery message RFC 4861 says to discard (hop limit not 255, code not 0, too short, bad option).
     case icmpv6DropInvalidNeighborDiscovery
     /// A solicitation for an address that is not ours.
     case icmpv6DropNotOurTarget
     case icmpv6TxNeighborAdvertisements
     case icmpv6TxNeighborSolicitations
     case icmpv6RxNeighborAdvertisements
+    case icmpv6RxRouterAdvertisements
+    case icmpv6TxRouterSolicitations
+    case icmpv6NeighborCacheEvictions
+    case icmpv6ResolutionFailures
     case icmpv6TxDropTooBig
 
     // UDP
@@ -120,6 +176,8 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case udpDropTruncated
     case udpDropBadLength
     case udpDropBadChecksum
+    /// IPv6 UDP with checksum 0, which RFC 8200 8.1 forbids.
+    case udpDropZeroChecksum
     case udpDropNoPort
     case udpDropQueueFull
     case udpRxDelivered
@@ -169,10 +227,10 @@ public enum StackCounter: Int, CaseIterable, Sendable {
 /// Counter values, indexed by `StackCounter`. A plain value: the core owns one.
 public struct StackCounters: Sendable, Equatable {
     /// Inline, not an array: an increment is an add, with no copy-on-write check.
-    private var values: InlineArray<128, UInt64>
+    private var values: InlineArray<192, UInt64>
 
     public init() {
-        precondition(StackCounter.allCases.count <= 128)
+        precondition(StackCounter.allCases.count <= 192)
         values = InlineArray(repeating: 0)
     }
 

@@ -1,3 +1,4 @@
+import SocketAPI
 import Wire
 
 /// Facts about a received datagram, without its payload.
@@ -16,6 +17,16 @@ public struct DatagramInfo: Sendable, Equatable {
     /// When the frame carrying it was handled, on the stack's monotonic
     /// clock (SO_TIMESTAMP converts it to wall-clock time).
     public var receivedAt: StackInstant
+    /// For a datagram that came over IPv6: its source and destination
+    /// (`source` and `destination` are then unspecified), the hop limit
+    /// being in `timeToLive` and the traffic class in `typeOfService`.
+    public var source6: IPv6Address?
+    public var destination6: IPv6Address?
+
+    /// The sender as a socket address of its family.
+    public var sourceAddress: SocketAddress {
+        source6.map { SocketAddress($0, sourcePort) } ?? SocketAddress(source, sourcePort)
+    }
 
     public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, length: Int,
                 timeToLive: UInt8 = 64, typeOfService: UInt8 = 0, receivedAt: StackInstant = .zero) {

@@ -24,16 +24,27 @@ extension NetworkStack {
 
         count(.ipv4RxFragments)
         var evicted = 0
-        let outcome = reassembly.insert(packet, quotable: shouldSendICMPError(about: packet, linkBroadcast: linkBroadcast),
+        let fragment = ReassemblyTable<IPv4Header>.Fragment(
+            key: .init(source: IPv6Address(mapping: packet.source), destination: IPv6Address(mapping: packet.destination),
+                       identification: UInt32(packet.identification), proto: packet.proto.rawValue),
+            offset: packet.fragmentOffset, data: packet.payload, moreFragments: packet.moreFragments,
+            headerLength: packet.headerLength)
+        let quotable = shouldSendICMPError(about: packet, linkBroadcast: linkBroadcast)
+        let outcome = reassembly.insert(fragment, header: { try? IPv4Header(packet) },
+                                        quote: { quotable ? Array(packet.packet.prefix(packet.headerLength + 8)) : nil },
                                         now: now, evicted: &evicted)
         for _ in 0..<evicted { drop(.ipv4DropReassemblyEvicted) }
         switch outcome {
         case .stored:
-            if let deadline = reassembly.nextDeadline { schedule(deadline) }
-        case .dropped(let reason):
-            drop(reason)
-        case .complete(let header, let payload):
+            if let deadline = nextReassemblyDeadline { schedule(deadline) }
+        case .dropped(let failure):
+            drop(Self.ipv4Counter(for: failure))
+        case .complete(var header, let payload):
             count(.ipv4Reassembled)
+            // The first fragment's fields (options dropped), now whole.
+            header.payloadLength = payload.count
+            header.moreFragments = false
+            header.fragmentOffset = 0
             var whole = [UInt8](repeating: 0, count: IPv4Header.length)
             whole += payload
             whole.withUnsafeMutableBytes { header.emit(into: $0) }
@@ -41,6 +52,17 @@ extension NetworkStack {
                 guard let reassembled = try? IPv4PacketView(buffer) else { return }
                 deliver(reassembled, linkBroadcast: linkBroadcast, now: now)
             }
+        }
+    }
+
+    static func ipv4Counter(for failure: ReassemblyTable<IPv4Header>.Failure) -> StackCounter {
+        switch failure {
+        case .badLength: .ipv4DropFragmentBadLength
+        case .oversize: .ipv4DropReassemblyOversize
+        case .inconsistent: .ipv4DropFragmentInconsistent
+        case .duplicate: .ipv4DropFragmentDuplicate
+        case .overlap: .ipv4DropReassemblyOverlap
+        case .noRoom: .ipv4DropReassemblyNoRoom
         }
     }
 
@@ -213,12 +235,13 @@ extension NetworkStack {
     func runReassemblyTimers(now: StackInstant) {
         for expired in reassembly.expire(now: now) {
             drop(.ipv4DropReassemblyTimeout)
-            guard let quote = expired.quote else { continue }
+            guard let quote = expired.quote, let source = expired.source.mappedIPv4 else { continue }
             quote.withUnsafeBytes { bytes in
-                sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quoting: bytes, to: expired.source, now: now)
+                sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quoting: bytes, to: source, now: now)
             }
         }
-        if let deadline = reassembly.nextDeadline { schedule(deadline) }
+        runIPv6ReassemblyTimers(now: now)
+        if let deadline = nextReassemblyDeadline { schedule(deadline) }
     }
 }
 
@@ -232,16 +255,22 @@ extension NetworkStack {
                   timeToLive: UInt8, now: StackInstant, fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) {
         let header = IPv4Header(typeOfService: typeOfService, payloadLength: payloadLength, identification: takeIdentification(),
                                 ttl: timeToLive, proto: proto, source: address, destination: destination)
-        var frame = [UInt8](repeating: 0, count: EthernetHeader.length + IPv4Header.length + payloadLength)
-        frame.withUnsafeMutableBytes { bytes in
-            EthernetHeader(destination: mac, source: mac, etherType: .ipv4).emit(into: bytes)
-            let ip = UnsafeMutableRawBufferPointer(rebasing: bytes[EthernetHeader.length...])
+        var packet = [UInt8](repeating: 0, count: IPv4Header.length + payloadLength)
+        packet.withUnsafeMutableBytes { ip in
             fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]), false)
             header.emit(into: ip)
         }
         count(.ipv4TxPackets)
         count(.ipv4TxLoopedBack)
-        loopedBack.append(frame)
+        loopBack(packet, etherType: .ipv4, now: now)
+    }
+
+    /// Receives a packet we sent ourselves, in a frame from our MAC to our
+    /// MAC, after the frame being handled (either family).
+    func loopBack(_ packet: [UInt8], etherType: EtherType, now: StackInstant) {
+        var frame = [UInt8](repeating: 0, count: EthernetHeader.length)
+        frame.withUnsafeMutableBytes { EthernetHeader(destination: mac, source: mac, etherType: etherType).emit(into: $0) }
+        loopedBack.append(frame + packet)
         guard !deliveringLoopedBack else { return }
         deliveringLoopedBack = true
         let (frameBeingHandled, checksumBeingHandled) = (currentFrame, receivedChecksum)

@@ -67,7 +67,7 @@ extension NetworkStack {
             return last.endpoint
         }
         guard let candidates = udpEndpoints[port] else { return nil }
-        if candidates.count == 1, candidates[0].remote == nil {
+        if candidates.count == 1, candidates[0].remote == nil, candidates[0].takesIPv4 {
             lastDelivery = (port, candidates[0], endpointsVersion)
         }
         var best: UDPEndpoint?
@@ -83,6 +83,7 @@ extension NetworkStack {
     }
 
     func accepts(_ endpoint: UDPEndpoint, _ datagram: UDPDatagramView, _ packet: IPv4PacketView) -> Bool {
+        if !endpoint.takesIPv4 { return false }
         if !endpoint.localAddress.isUnspecified && endpoint.localAddress != packet.destination { return false }
         if let remote = endpoint.remote, remote.address != packet.source || remote.port != datagram.sourcePort { return false }
         return true
@@ -112,10 +113,11 @@ extension NetworkStack {
 
     // MARK: Socket operations
 
-    /// Creates an unbound UDP endpoint.
-    public func openUDP() -> UDPEndpoint {
+    /// Creates an unbound UDP endpoint: IPv4 (AF_INET), or IPv6 and, unless
+    /// its `v6Only` is set, IPv4 too (AF_INET6).
+    public func openUDP(family: AddressFamily = .ipv4) -> UDPEndpoint {
         defer { nextEndpointID += 1 }
-        return UDPEndpoint(id: nextEndpointID, queueDatagrams: configuration.udpReceiveQueueDatagrams,
+        return UDPEndpoint(id: nextEndpointID, family: family, queueDatagrams: configuration.udpReceiveQueueDatagrams,
                            queueBytes: configuration.udpReceiveQueueBytes)
     }
 
@@ -132,17 +134,25 @@ extension NetworkStack {
         if port == 0 {
             chosen = try allocateEphemeralPort()
         } else {
-            let others = udpEndpoints[port] ?? []
-            let conflict = others.contains { other in
-                !(other.reuseAddress && endpoint.reuseAddress)
-                    && (other.localAddress.isUnspecified || requested.isUnspecified || other.localAddress == requested)
+            endpoint.localAddress = requested  // what the conflict check compares
+            do { try checkPortFree(port, for: endpoint) } catch {
+                endpoint.localAddress = .any
+                throw error
             }
-            guard !conflict else { throw .addressInUse }
             chosen = port
         }
         endpoint.localAddress = requested
         endpoint.localPort = chosen
         udpEndpoints[chosen, default: []].append(endpoint)
+    }
+
+    /// `.addressInUse` when a socket on `port` could take the same datagrams
+    /// (either family), unless both set `reuseAddress`.
+    func checkPortFree(_ port: UInt16, for endpoint: UDPEndpoint) throws(SocketError) {
+        let conflict = (udpEndpoints[port] ?? []).contains { other in
+            !(other.reuseAddress && endpoint.reuseAddress) && other.overlaps(endpoint)
+        }
+        if conflict { throw .addressInUse }
     }
 
     func allocateEphemeralPort() throws(SocketError) -> UInt16 {
@@ -193,7 +203,12 @@ extension NetworkStack {
             endpoint.pendingError = nil
             throw error
         }
+        if destination == nil, let remote6 = endpoint.remote6 {
+            return try sendIPv6(payload, from: endpoint, to: remote6, options: options, now: now)
+        }
         guard let (target, port) = destination ?? endpoint.remote else { throw .notConnected }
+        // An IPv6 socket bound to an IPv6 address cannot send IPv4 (Linux: ENETUNREACH).
+        guard endpoint.family == .ipv4 || endpoint.localAddress6.isUnspecified else { throw .networkUnreachable }
         guard port != 0, !target.isUnspecified else { throw .invalidArgument }
         guard !isBroadcast(target) || endpoint.allowsBroadcast else { throw .permissionDenied }
         guard UDPHeader.length + payload.count <= 0xFFFF - IPv4Header.length else { throw .messageTooLong }
@@ -276,7 +291,8 @@ extension NetworkStack {
             throw error
         }
         guard let (info, payload) = endpoint.receiveQueue.pop() else { throw .wouldBlock }
-        return ReceivedDatagram(source: info.source, sourcePort: info.sourcePort, destination: info.destination, payload: payload)
+        return ReceivedDatagram(source: info.source, sourcePort: info.sourcePort, destination: info.destination, payload: payload,
+                                source6: info.source6)
     }
 
     /// Copies the oldest queued datagram into `buffer` without allocating;

@@ -13,7 +13,7 @@ public final class NetworkStack {
     let subnetBroadcast: IPv4Address
     @exclusivity(unchecked) public private(set) var counters = StackCounters()
     @exclusivity(unchecked) public internal(set) var arpCache: ARPCache
-    @exclusivity(unchecked) public internal(set) var reassembly: ReassemblyTable
+    @exclusivity(unchecked) public internal(set) var reassembly: ReassemblyTable<IPv4Header>
 
     let sink: FrameSink
     /// Bound sockets by local port; several share a port only with reuseAddress.
@@ -49,6 +49,17 @@ public final class NetworkStack {
     /// The stack's IPv6 addresses and their state (RFC 4862 5.4): tentative
     /// while duplicate address detection runs, then preferred, or duplicate.
     @exclusivity(unchecked) public internal(set) var ipv6AddressStates: [IPv6Address: IPv6AddressState] = [:]
+    @exclusivity(unchecked) public internal(set) var neighborCache: NeighborCache
+    @exclusivity(unchecked) public internal(set) var reassembly6: ReassemblyTable<[UInt8]>
+    /// Path MTUs lowered by packet too big messages, until they expire (RFC 8201).
+    @exclusivity(unchecked) var pathMTUs: [IPv6Address: (mtu: Int, validUntil: StackInstant)] = [:]
+    /// The router of the latest advertisement with a lifetime (RFC 4861 6.3.4: one default router is enough here).
+    @exclusivity(unchecked) public internal(set) var defaultRouter: (address: IPv6Address, validUntil: StackInstant)?
+    /// Prefixes advertised as on-link, until their valid lifetime ends.
+    @exclusivity(unchecked) var onLinkPrefixes: [(prefix: IPv6Address, length: Int, validUntil: StackInstant)] = []
+    @exclusivity(unchecked) var routerSolicitationsLeft = 0
+    @exclusivity(unchecked) var nextRouterSolicitationAt = StackInstant.zero
+    @exclusivity(unchecked) var ipv6Identification: UInt32
     /// Called when duplicate address detection finds an address in use (for a log line).
     @exclusivity(unchecked) public var onAddressConflict: ((IPv6Address) -> Void)?
     /// The latest instant a caller passed in: the time for calls that take none (close).
@@ -84,6 +95,11 @@ public final class NetworkStack {
         reassembly = ReassemblyTable(maximumDatagrams: configuration.reassemblyMaximumDatagrams,
                                      maximumBytes: configuration.reassemblyMaximumBytes,
                                      timeout: configuration.reassemblyTimeout)
+        neighborCache = NeighborCache(capacity: configuration.neighborCacheCapacity)
+        reassembly6 = ReassemblyTable(maximumDatagrams: configuration.reassemblyMaximumDatagrams,
+                                      maximumBytes: configuration.reassemblyMaximumBytes,
+                                      timeout: configuration.ipv6ReassemblyTimeout)
+        ipv6Identification = UInt32(truncatingIfNeeded: configuration.mac.rawValue &* 0x9E37_79B9_7F4A_7C15 >> 32)
         icmpErrorTokens = Double(configuration.icmpErrorBurst)
         randomState = (configuration.mac.rawValue ^ UInt64(configuration.interface.address.rawValue) << 16) | 1
     }
@@ -132,7 +148,7 @@ public final class NetworkStack {
         switch ethernet.etherType {
         case .arp where addressed: receiveARP(ethernet.payload, now: now)
         case .ipv4: receiveIPv4(ethernet.payload, linkBroadcast: addressed && (destination.isBroadcast || destination.isMulticast), now: now)
-        case .ipv6: receiveIPv6(ethernet.payload, from: ethernet.source, now: now)
+        case .ipv6: receiveIPv6(ethernet.payload, linkMulticast: addressed && destination.isMulticast, now: now)
         default: drop(.ethernetDropUnknownEtherType)
         }
     }
@@ -151,6 +167,8 @@ public final class NetworkStack {
             runReassemblyTimers(now: now)
             runIGMPTimers(now: now)
             runDuplicateAddressDetection(now: now)
+            runNeighborTimers(now: now)
+            runRouterSolicitations(now: now)
         }
         return nextTimerDeadline
     }
@@ -173,6 +191,12 @@ public final class NetworkStack {
 
     @inline(__always)
     func count(_ counter: StackCounter) { counters.increment(counter) }
+
+    /// The Ethernet source of the frame being handled (.zero outside one).
+    var frameSourceMAC: MACAddress {
+        guard let frame = currentFrame, frame.count >= EthernetHeader.length else { return .zero }
+        return MACAddress(reading: frame, at: 6)
+    }
 
     func schedule(_ deadline: StackInstant) {
         if let current = nextTimerDeadline, current <= deadline { return }

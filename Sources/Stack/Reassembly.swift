@@ -1,17 +1,50 @@
 import Wire
 
-/// IPv4 fragment reassembly (RFC 791 3.2, RFC 815), bounded in concurrent
-/// datagrams and in buffered bytes, with the overlap policy of modern stacks:
-/// a fragment wholly within data already held is a duplicate and ignored, any
-/// partial overlap discards the whole datagram (as Linux does since 2018, and
-/// RFC 5722 requires for IPv6), which defeats overlap-based evasion.
-public struct ReassemblyTable {
-    /// Identifies the datagram a fragment belongs to (RFC 791).
+/// Fragment reassembly for IPv4 (RFC 791 3.2, RFC 815) and IPv6 (RFC 8200
+/// 4.5), bounded in concurrent datagrams and in buffered bytes, with the
+/// overlap policy of modern stacks: a fragment wholly within data already
+/// held is a duplicate and ignored, any partial overlap discards the whole
+/// datagram (as Linux does since 2018, and RFC 5722 requires for IPv6),
+/// which defeats overlap-based evasion. `Header` is what the first fragment
+/// contributes to the whole datagram (its IPv4 header, or IPv6's
+/// unfragmentable part); the protocol rules for it stay with each family.
+public struct ReassemblyTable<Header> {
+    /// Identifies the datagram a fragment belongs to (RFC 791, RFC 8200
+    /// 4.5); IPv4 addresses as v4-mapped ones, the protocol 0 for IPv6.
     struct Key: Hashable {
-        var source: IPv4Address
-        var destination: IPv4Address
-        var identification: UInt16
+        var source: IPv6Address
+        var destination: IPv6Address
+        var identification: UInt32
         var proto: UInt8
+    }
+
+    /// One fragment as the family's rules read it.
+    struct Fragment {
+        var key: Key
+        /// Byte offset of `data` in the datagram's fragmentable part.
+        var offset: Int
+        var data: UnsafeRawBufferPointer
+        var moreFragments: Bool
+        /// Bytes the whole datagram carries besides the reassembled data
+        /// within the 65 535 its length field can say (IPv4's header, IPv6's
+        /// unfragmentable extension headers).
+        var headerLength: Int
+    }
+
+    /// Why a fragment was dropped.
+    enum Failure: Equatable {
+        /// Not the last fragment and not a multiple of 8 bytes (or empty).
+        case badLength
+        /// The whole datagram would exceed 65 535 bytes ("ping of death").
+        case oversize
+        /// Data beyond the known end, or a second, different end.
+        case inconsistent
+        /// Wholly within data already held: ignored, the first copy wins.
+        case duplicate
+        /// A partial overlap: the whole datagram is discarded.
+        case overlap
+        /// No room within the byte bound even after eviction.
+        case noRoom
     }
 
     /// One datagram being reassembled.
@@ -22,9 +55,9 @@ public struct ReassemblyTable {
         var ranges: [Range<Int>] = []
         /// Payload length, known once the last fragment (MF = 0) arrived.
         var totalLength: Int?
-        /// Header fields of the fragment at offset 0, and its IP header plus
-        /// first 8 payload bytes (quoted by ICMP time exceeded).
-        var firstHeader: IPv4Header?
+        /// What the fragment at offset 0 gave (see `Header`), and what an
+        /// ICMP time exceeded quotes of it.
+        var firstHeader: Header?
         var firstQuote: [UInt8]?
         let deadline: StackInstant
         let createdAt: StackInstant
@@ -39,17 +72,16 @@ public struct ReassemblyTable {
     enum Outcome {
         /// Stored; the datagram is not complete yet.
         case stored
-        /// The datagram is complete: its header (offset 0 fragment's fields, no
-        /// options, not a fragment) and payload.
-        case complete(IPv4Header, [UInt8])
-        /// Dropped, with the counter that says why.
-        case dropped(StackCounter)
+        /// The datagram is complete: its first fragment's header and the data.
+        case complete(Header, [UInt8])
+        /// Dropped, and why.
+        case dropped(Failure)
     }
 
     /// A datagram given up on at its deadline; `quote` is set when its first
     /// fragment had arrived (so ICMP time exceeded may be sent, RFC 792).
     struct Expired {
-        var source: IPv4Address
+        var source: IPv6Address
         var quote: [UInt8]?
     }
 
@@ -73,22 +105,23 @@ public struct ReassemblyTable {
     var nextDeadline: StackInstant? { entries.values.map(\.deadline).min() }
 
     /// Adds a fragment. `evicted` counts datagrams pushed out to make room.
-    /// `quotable`: an ICMP error may be sent about this fragment's datagram.
-    mutating func insert(_ fragment: IPv4PacketView, quotable: Bool, now: StackInstant, evicted: inout Int) -> Outcome {
-        let key = Key(source: fragment.source, destination: fragment.destination,
-                      identification: fragment.identification, proto: fragment.proto.rawValue)
-        let data = fragment.payload
-        let start = fragment.fragmentOffset
+    /// `header` and `quote` are asked for only for the first fragment
+    /// (`quote` nil: no ICMP error may be sent about the datagram).
+    mutating func insert(_ fragment: Fragment, header: () -> Header?, quote: () -> [UInt8]?,
+                         now: StackInstant, evicted: inout Int) -> Outcome {
+        let key = fragment.key
+        let data = fragment.data
+        let start = fragment.offset
         let end = start + data.count
-        // Every fragment but the last carries a multiple of 8 bytes (RFC 791).
+        // Every fragment but the last carries a multiple of 8 bytes (RFC 791, RFC 8200 4.5).
         if fragment.moreFragments && (data.count % 8 != 0 || data.isEmpty) {
-            return .dropped(.ipv4DropFragmentBadLength)
+            return .dropped(.badLength)
         }
         // The reassembled datagram must fit in 65535 bytes with its header
         // ("ping of death").
         if end + fragment.headerLength > 0xFFFF {
             discard(key)
-            return .dropped(.ipv4DropReassemblyOversize)
+            return .dropped(.oversize)
         }
 
         if entries[key] == nil {
@@ -102,11 +135,11 @@ public struct ReassemblyTable {
 
         // The last fragment fixes the length; nothing may lie beyond it, and it may not change.
         if !fragment.moreFragments {
-            if let known = entry.totalLength, known != end { return .dropped(.ipv4DropFragmentInconsistent) }
-            if let last = entry.ranges.last, last.upperBound > end { return .dropped(.ipv4DropFragmentInconsistent) }
+            if let known = entry.totalLength, known != end { return .dropped(.inconsistent) }
+            if let last = entry.ranges.last, last.upperBound > end { return .dropped(.inconsistent) }
             entry.totalLength = end
         } else if let known = entry.totalLength, end > known {
-            return .dropped(.ipv4DropFragmentInconsistent)
+            return .dropped(.inconsistent)
         }
 
         // A fragment wholly inside what we hold is a duplicate: ignored, and
@@ -116,9 +149,9 @@ public struct ReassemblyTable {
         if let holder = entry.ranges.first(where: { $0.overlaps(incoming) || $0.contains(start) && incoming.isEmpty }) {
             if holder.lowerBound <= start && end <= holder.upperBound {
                 restore(key, entry)
-                return .dropped(.ipv4DropFragmentDuplicate)
+                return .dropped(.duplicate)
             }
-            return .dropped(.ipv4DropReassemblyOverlap)
+            return .dropped(.overlap)
         }
 
         // Grow the buffer only within the byte budget; evict others to make room.
@@ -126,7 +159,7 @@ public struct ReassemblyTable {
             let growth = end - entry.payload.count
             while bufferedBytes + entry.payload.count + growth > maximumBytes, evictOldest() { evicted += 1 }
             guard bufferedBytes + entry.payload.count + growth <= maximumBytes else {
-                return .dropped(.ipv4DropReassemblyNoRoom)
+                return .dropped(.noRoom)
             }
             entry.payload.append(contentsOf: repeatElement(0, count: growth))
         }
@@ -135,15 +168,12 @@ public struct ReassemblyTable {
         }
         insertRange(incoming, into: &entry.ranges)
         if start == 0 {
-            entry.firstHeader = try? IPv4Header(fragment)
-            entry.firstQuote = quotable ? Array(fragment.packet.prefix(fragment.headerLength + 8)) : nil
+            entry.firstHeader = header()
+            entry.firstQuote = quote()
         }
 
-        if entry.isComplete, var header = entry.firstHeader {
+        if entry.isComplete, let header = entry.firstHeader {
             let total = entry.totalLength!
-            header.payloadLength = total
-            header.moreFragments = false
-            header.fragmentOffset = 0
             let payload = entry.payload.count == total ? entry.payload : Array(entry.payload[0..<total])
             return .complete(header, payload)
         }
@@ -156,7 +186,7 @@ public struct ReassemblyTable {
         var expired: [Expired] = []
         // In a fixed order (creation time, then key), so replays are byte-identical.
         let due = entries.filter { $0.value.deadline <= now }.sorted {
-            ($0.value.createdAt, $0.key.source, $0.key.identification) < ($1.value.createdAt, $1.key.source, $1.key.identification)
+            ($0.value.createdAt, $0.key.source.high, $0.key.source.low, $0.key.identification) < ($1.value.createdAt, $1.key.source.high, $1.key.source.low, $1.key.identification)
         }
         for (key, entry) in due {
             expired.append(Expired(source: key.source, quote: entry.firstQuote))
@@ -177,7 +207,7 @@ public struct ReassemblyTable {
     /// Forgets the oldest datagram; false when there is none.
     private mutating func evictOldest() -> Bool {
         guard let oldest = entries.min(by: {
-            ($0.value.createdAt, $0.key.source, $0.key.identification) < ($1.value.createdAt, $1.key.source, $1.key.identification)
+            ($0.value.createdAt, $0.key.source.high, $0.key.source.low, $0.key.identification) < ($1.value.createdAt, $1.key.source.high, $1.key.source.low, $1.key.identification)
         })?.key else { return false }
         discard(oldest)
         return true

@@ -24,6 +24,31 @@ public struct StackConfiguration: Sendable {
     /// Time between those solicitations, and after the last (RFC 4861 RetransTimer).
     public var duplicateAddressDetectionInterval = StackDuration.seconds(1)
 
+    /// Takes addresses from routers' advertisements (SLAAC, RFC 4862 5.5):
+    /// router solicitations at start, and an address for each advertised
+    /// /64 prefix with the autonomous flag (`--address6 auto`).
+    public var ipv6Autoconfiguration = false
+    /// Router solicitations at start and the time between them (RFC 4861 10:
+    /// MAX_RTR_SOLICITATIONS, RTR_SOLICITATION_INTERVAL).
+    public var routerSolicitations = 3
+    public var routerSolicitationInterval = StackDuration.seconds(4)
+    /// IPv6 addresses held at most (link-local, configured and autoconfigured);
+    /// advertised prefixes beyond are ignored and counted.
+    public var ipv6MaximumAddresses = 16
+    /// IPv6 neighbours remembered at most (RFC 4861 neighbour cache).
+    public var neighborCacheCapacity = 256
+    /// RFC 4861 10: REACHABLE_TIME, DELAY_FIRST_PROBE_TIME, RetransTimer, MAX_MULTICAST_SOLICIT / MAX_UNICAST_SOLICIT.
+    public var neighborReachableTime = StackDuration.seconds(30)
+    public var neighborDelayFirstProbe = StackDuration.seconds(5)
+    public var neighborRetransmitInterval = StackDuration.seconds(1)
+    public var neighborMaxSolicitations = 3
+    /// Path MTUs learned from packet too big messages: destinations remembered
+    /// at most, and for how long (RFC 8201 5.3 suggests 10 minutes).
+    public var pathMTUCapacity = 64
+    public var pathMTUTimeout = StackDuration.seconds(600)
+    /// How long an incomplete IPv6 datagram is kept (RFC 8200 4.5: 60 s).
+    public var ipv6ReassemblyTimeout = StackDuration.seconds(60)
+
     /// Neighbours remembered at most; the least recently confirmed is evicted beyond.
     public var arpCacheCapacity = 512
     /// How long a confirmed neighbour is used before it must be re-confirmed (RFC 1122 2.3.2.1).

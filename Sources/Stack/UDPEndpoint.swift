@@ -11,8 +11,16 @@ public struct ReceivedDatagram: Sendable, Equatable {
     public var destination: IPv4Address
     /// The payload.
     public var payload: [UInt8]
+    /// The sender over IPv6 (then `source` is unspecified).
+    public var source6: IPv6Address?
 
-    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, payload: [UInt8]) {
+    /// The sender as a socket address of its family.
+    public var sourceAddress: SocketAddress {
+        source6.map { SocketAddress($0, sourcePort) } ?? SocketAddress(source, sourcePort)
+    }
+
+    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, payload: [UInt8], source6: IPv6Address? = nil) {
+        self.source6 = source6
         self.source = source
         self.sourcePort = sourcePort
         self.destination = destination
@@ -52,6 +60,12 @@ public struct ICMPErrorReport: Sendable, Equatable {
     }
 }
 
+/// The address family of a socket.
+public enum AddressFamily: Sendable, Equatable {
+    case ipv4
+    case ipv6
+}
+
 /// The stack's side of a UDP socket: its addresses and bounded receive queue.
 ///
 /// Owned by `NetworkStack`; touched only by whoever holds the stack (one
@@ -59,6 +73,14 @@ public struct ICMPErrorReport: Sendable, Equatable {
 public final class UDPEndpoint {
     /// A number unique within the stack, for logs.
     public let id: Int
+    /// IPv4 only, or IPv6 and (unless `v6Only`) IPv4 too (an AF_INET6 socket).
+    public let family: AddressFamily
+    /// An IPv6 socket takes IPv6 only (IPV6_V6ONLY); set before binding.
+    @exclusivity(unchecked) public var v6Only = false
+    /// The IPv6 address bound (unspecified: any); IPv6 sockets only.
+    @exclusivity(unchecked) public internal(set) var localAddress6: IPv6Address = .unspecified
+    /// The IPv6 peer set by connect, nil when not connected to one.
+    @exclusivity(unchecked) public internal(set) var remote6: (address: IPv6Address, port: UInt16)?
     @exclusivity(unchecked) public internal(set) var localAddress: IPv4Address = .any
     /// 0 until bound (explicitly or by the first send).
     @exclusivity(unchecked) public internal(set) var localPort: UInt16 = 0
@@ -117,8 +139,9 @@ public final class UDPEndpoint {
         return true
     }
 
-    init(id: Int, queueDatagrams: Int, queueBytes: Int) {
+    init(id: Int, family: AddressFamily, queueDatagrams: Int, queueBytes: Int) {
         self.id = id
+        self.family = family
         receiveQueue = DatagramQueue(capacity: queueDatagrams, maximumBytes: queueBytes)
     }
 
@@ -168,6 +191,21 @@ public final class UDPEndpoint {
 
     /// Datagrams waiting.
     public var queuedDatagrams: Int { receiveQueue.count }
+
+    /// Takes IPv4 datagrams: an IPv4 socket, or an IPv6 one open to both
+    /// families and bound and connected to nothing IPv6-only.
+    var takesIPv4: Bool {
+        family == .ipv4 || (!v6Only && localAddress6.isUnspecified && remote6 == nil)
+    }
+
+    /// Could a datagram reach both this socket and `other` (so they may not
+    /// bind one port without SO_REUSEADDR)?
+    func overlaps(_ other: UDPEndpoint) -> Bool {
+        if takesIPv4 && other.takesIPv4 && (localAddress.isUnspecified || other.localAddress.isUnspecified
+                                            || localAddress == other.localAddress) { return true }
+        return family == .ipv6 && other.family == .ipv6
+            && (localAddress6.isUnspecified || other.localAddress6.isUnspecified || localAddress6 == other.localAddress6)
+    }
 
 
     /// The events true right now, except `.writable`, which depends on the

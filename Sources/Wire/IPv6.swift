@@ -26,7 +26,26 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
     /// ff02::1, every node on the link.
     public static let allNodes = IPv6Address(high: 0xFF02_0000_0000_0000, low: 1)
 
+    /// ff02::2, every router on the link.
+    public static let allRouters = IPv6Address(high: 0xFF02_0000_0000_0000, low: 2)
+
     public var isUnspecified: Bool { high == 0 && low == 0 }
+    public var isLoopback: Bool { high == 0 && low == 1 }
+    /// ::ffff:a.b.c.d, an IPv4 address as an IPv6 one (RFC 4291 2.5.5.2).
+    public var isIPv4Mapped: Bool { high == 0 && low >> 32 == 0xFFFF }
+    /// The IPv4 address of a v4-mapped address.
+    public var mappedIPv4: IPv4Address? { isIPv4Mapped ? IPv4Address(rawValue: UInt32(truncatingIfNeeded: low)) : nil }
+    /// ::ffff:a.b.c.d for an IPv4 address.
+    public init(mapping address: IPv4Address) { self.init(high: 0, low: 0xFFFF_0000_0000 | UInt64(address.rawValue)) }
+
+    /// Whether the first `prefixLength` bits equal `prefix`'s.
+    public func hasPrefix(_ prefix: IPv6Address, length prefixLength: Int) -> Bool {
+        func mask(_ bits: Int) -> UInt64 { bits <= 0 ? 0 : bits >= 64 ? .max : ~(UInt64.max >> UInt64(bits)) }
+        return (high ^ prefix.high) & mask(prefixLength) == 0 && (low ^ prefix.low) & mask(prefixLength - 64) == 0
+    }
+
+    /// `prefix`'s first 64 bits with an interface identifier (RFC 4862 5.5.3 d).
+    public init(prefix: IPv6Address, interfaceIdentifier: UInt64) { self.init(high: prefix.high, low: interfaceIdentifier) }
     public var isMulticast: Bool { high >> 56 == 0xFF }
     public var isLinkLocal: Bool { high >> 54 == 0xFE80 >> 6 }
 
@@ -47,6 +66,37 @@ public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
 
     /// The Ethernet address of a multicast address: 33:33 and its low 32 bits (RFC 2464 7).
     public var multicastMAC: MACAddress { MACAddress(rawValue: 0x3333_0000_0000 | (low & 0xFFFF_FFFF)) }
+
+    /// Parses RFC 4291 2.2 text: eight hex groups, one `::` for a run of
+    /// zero groups, optionally a dotted IPv4 address as the last 32 bits.
+    public init?(_ text: String) {
+        let halves = text.split(separator: "::", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard !text.isEmpty, halves.count <= 2, !(halves.count == 2 && halves[1].contains("::")) else { return nil }
+        func groups(_ part: String, last: Bool) -> [UInt16]? {
+            guard !part.isEmpty else { return [] }
+            var result: [UInt16] = []
+            let pieces = part.split(separator: ":", omittingEmptySubsequences: false)
+            for (index, piece) in pieces.enumerated() {
+                if last, index == pieces.count - 1, piece.contains(".") {
+                    guard let v4 = IPv4Address(String(piece)) else { return nil }
+                    result += [UInt16(v4.rawValue >> 16), UInt16(truncatingIfNeeded: v4.rawValue)]
+                } else {
+                    guard (1...4).contains(piece.count), let value = UInt16(piece, radix: 16) else { return nil }
+                    result.append(value)
+                }
+            }
+            return result
+        }
+        guard let head = groups(halves[0], last: halves.count == 1) else { return nil }
+        var all = head
+        if halves.count == 2 {
+            guard let tail = groups(halves[1], last: true), head.count + tail.count <= 7 else { return nil }
+            all += [UInt16](repeating: 0, count: 8 - head.count - tail.count) + tail
+        }
+        guard all.count == 8 else { return nil }
+        let fold = { (slice: ArraySlice<UInt16>) in slice.reduce(UInt64(0)) { $0 << 16 | UInt64($1) } }
+        self.init(high: fold(all[0..<4]), low: fold(all[4..<8]))
+    }
 
     /// Eight groups of hex with the longest run of zero groups as `::` (RFC 5952).
     public var description: String {
@@ -110,7 +160,11 @@ public struct IPv6Header: Equatable, Sendable {
     public var source: IPv6Address
     public var destination: IPv6Address
 
-    public init(payloadLength: Int, nextHeader: UInt8, hopLimit: UInt8 = 64, source: IPv6Address, destination: IPv6Address) {
+    public var trafficClass: UInt8
+
+    public init(payloadLength: Int, nextHeader: UInt8, hopLimit: UInt8 = 64, trafficClass: UInt8 = 0,
+                source: IPv6Address, destination: IPv6Address) {
+        self.trafficClass = trafficClass
         self.payloadLength = payloadLength
         self.nextHeader = nextHeader
         self.hopLimit = hopLimit
@@ -120,10 +174,24 @@ public struct IPv6Header: Equatable, Sendable {
 
     public static let length = 40
 
+    /// The upper-layer checksum's starting sum over the pseudo-header (RFC 8200 8.1).
+    @inlinable
+    public static func pseudoHeaderSum(source: IPv6Address, destination: IPv6Address, length: Int, nextHeader: UInt8) -> InternetChecksum {
+        var sum = InternetChecksum()
+        // Each 64-bit half as two 32-bit words (no array: this runs per datagram).
+        sum.add(UInt32(truncatingIfNeeded: source.high >> 32)); sum.add(UInt32(truncatingIfNeeded: source.high))
+        sum.add(UInt32(truncatingIfNeeded: source.low >> 32)); sum.add(UInt32(truncatingIfNeeded: source.low))
+        sum.add(UInt32(truncatingIfNeeded: destination.high >> 32)); sum.add(UInt32(truncatingIfNeeded: destination.high))
+        sum.add(UInt32(truncatingIfNeeded: destination.low >> 32)); sum.add(UInt32(truncatingIfNeeded: destination.low))
+        sum.add(UInt32(length))
+        sum.add(UInt32(nextHeader))
+        return sum
+    }
+
     /// Writes the 40-byte header at the start of `buffer`.
     public func emit(into buffer: UnsafeMutableRawBufferPointer) {
         precondition(buffer.count >= Self.length && payloadLength <= 0xFFFF)
-        buffer.setU32(0x6000_0000, at: 0)
+        buffer.setU32(0x6000_0000 | UInt32(trafficClass) << 20, at: 0)
         buffer.setU16(UInt16(payloadLength), at: 4)
         buffer[6] = nextHeader
         buffer[7] = hopLimit
@@ -137,19 +205,37 @@ public enum ICMPv6Type {
     public static let nextHeader: UInt8 = 58
     public static let echoRequest: UInt8 = 128
     public static let echoReply: UInt8 = 129
+    public static let destinationUnreachable: UInt8 = 1
+    public static let packetTooBig: UInt8 = 2
+    public static let timeExceeded: UInt8 = 3
+    public static let parameterProblem: UInt8 = 4
+    public static let routerSolicitation: UInt8 = 133
+    public static let routerAdvertisement: UInt8 = 134
     public static let neighborSolicitation: UInt8 = 135
     public static let neighborAdvertisement: UInt8 = 136
+
+    /// Types below 128 are errors (RFC 4443 2.1).
+    @inlinable public static func isError(_ type: UInt8) -> Bool { type < 128 }
+
+    /// Destination unreachable codes (RFC 4443 3.1).
+    public enum UnreachableCode {
+        public static let noRoute: UInt8 = 0
+        public static let address: UInt8 = 3
+        public static let port: UInt8 = 4
+    }
+
+    /// Parameter problem codes (RFC 4443 3.4, RFC 7112).
+    public enum ParameterProblemCode {
+        public static let erroneousHeaderField: UInt8 = 0
+        public static let unrecognizedNextHeader: UInt8 = 1
+        public static let unrecognizedOption: UInt8 = 2
+        public static let incompleteHeaderChain: UInt8 = 3
+    }
 
     /// The checksum over the pseudo-header (RFC 8200 8.1) and `message`;
     /// 0 when a message's own checksum field verifies.
     public static func checksum(_ message: UnsafeRawBufferPointer, source: IPv6Address, destination: IPv6Address) -> UInt16 {
-        var sum = InternetChecksum()
-        for half in [source.high, source.low, destination.high, destination.low] {
-            sum.add(UInt32(truncatingIfNeeded: half >> 32))
-            sum.add(UInt32(truncatingIfNeeded: half))
-        }
-        sum.add(UInt32(message.count))
-        sum.add(UInt32(nextHeader))
+        var sum = IPv6Header.pseudoHeaderSum(source: source, destination: destination, length: message.count, nextHeader: nextHeader)
         sum.add(message)
         return sum.value
     }

@@ -34,8 +34,19 @@ public struct UDPDatagramView {
     /// over the pseudo-header and datagram.
     @inlinable
     public func checksumIsValid(source: IPv4Address, destination: IPv4Address) -> Bool {
-        if checksum == 0 { return true }
-        var sum = UDPHeader.pseudoHeaderSum(source: source, destination: destination, length: length)
+        checksum == 0 || checksumVerifies(pseudoHeader: UDPHeader.pseudoHeaderSum(source: source, destination: destination, length: length))
+    }
+
+    /// True when the checksum verifies over IPv6's pseudo-header (RFC 8200
+    /// 8.1); a zero checksum is invalid there, and fails.
+    @inlinable
+    public func checksumIsValid(source: IPv6Address, destination: IPv6Address) -> Bool {
+        checksum != 0 && checksumVerifies(pseudoHeader: UDPHeader.pseudoHeaderSum(source: source, destination: destination, length: length))
+    }
+
+    @inlinable
+    func checksumVerifies(pseudoHeader: InternetChecksum) -> Bool {
+        var sum = pseudoHeader
         sum.add(datagram)
         return sum.verifies
     }
@@ -74,18 +85,31 @@ public struct UDPHeader: Hashable, Sendable {
         return sum
     }
 
+    /// The checksum's starting sum over the IPv6 pseudo-header (RFC 8200 8.1).
+    @inlinable
+    public static func pseudoHeaderSum(source: IPv6Address, destination: IPv6Address, length: Int) -> InternetChecksum {
+        IPv6Header.pseudoHeaderSum(source: source, destination: destination, length: length, nextHeader: IPProtocol.udp.rawValue)
+    }
+
     /// Writes the header into the first 8 bytes of `datagram`, whose remainder
     /// already holds the payload, with the checksum always computed
     /// (a computed 0 is sent as 0xFFFF, RFC 768).
     @inlinable
     public func emit(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
-        let length = Self.length + payloadLength
-        precondition(datagram.count >= length && length <= 0xFFFF)
-        datagram.setU16(sourcePort, at: 0)
-        datagram.setU16(destinationPort, at: 2)
-        datagram.setU16(UInt16(length), at: 4)
+        emit(intoDatagram: datagram, pseudoHeader: Self.pseudoHeaderSum(source: source, destination: destination, length: Self.length + payloadLength))
+    }
+
+    /// The same over IPv6.
+    @inlinable
+    public func emit(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address) {
+        emit(intoDatagram: datagram, pseudoHeader: Self.pseudoHeaderSum(source: source, destination: destination, length: Self.length + payloadLength))
+    }
+
+    @inlinable
+    func emit(intoDatagram datagram: UnsafeMutableRawBufferPointer, pseudoHeader: InternetChecksum) {
+        let length = emitFields(into: datagram)
         datagram.setU16(0, at: 6)
-        var sum = Self.pseudoHeaderSum(source: source, destination: destination, length: length)
+        var sum = pseudoHeader
         sum.add(UnsafeRawBufferPointer(rebasing: datagram[0..<length]))
         let checksum = sum.value
         datagram.setU16(checksum == 0 ? 0xFFFF : checksum, at: 6)
@@ -97,11 +121,25 @@ public struct UDPHeader: Hashable, Sendable {
     /// The payload is not read.
     @inlinable
     public func emitPartial(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv4Address, destination: IPv4Address) {
+        emitFields(into: datagram)
+        datagram.setU16(~Self.pseudoHeaderSum(source: source, destination: destination, length: Self.length + payloadLength).value, at: 6)
+    }
+
+    /// The same over IPv6.
+    @inlinable
+    public func emitPartial(intoDatagram datagram: UnsafeMutableRawBufferPointer, source: IPv6Address, destination: IPv6Address) {
+        emitFields(into: datagram)
+        datagram.setU16(~Self.pseudoHeaderSum(source: source, destination: destination, length: Self.length + payloadLength).value, at: 6)
+    }
+
+    /// Ports and length; returns the datagram's length.
+    @inlinable @discardableResult
+    func emitFields(into datagram: UnsafeMutableRawBufferPointer) -> Int {
         let length = Self.length + payloadLength
         precondition(datagram.count >= length && length <= 0xFFFF)
         datagram.setU16(sourcePort, at: 0)
         datagram.setU16(destinationPort, at: 2)
         datagram.setU16(UInt16(length), at: 4)
-        datagram.setU16(~Self.pseudoHeaderSum(source: source, destination: destination, length: length).value, at: 6)
+        return length
     }
 }

@@ -23,7 +23,7 @@ final class EchoService: @unchecked Sendable {
     init(host: NetworkHost, port: UInt16, logger: Logger) throws(SocketError) {
         self.host = host
         self.logger = logger
-        socket = UDPSocket(host: host)
+        socket = UDPSocket(host: host, family: .ipv6)  // dual-stack: answers IPv4 and IPv6
         try socket.bind(port: port)
         // Strong captures (a weak one makes every retain of the service take
         // the slow path); `stop` breaks the cycles.

@@ -26,9 +26,9 @@ struct InterfaceOptions: ParsableArguments {
             transform: parseGateway)
     var gateway: IPv4Address?
 
-    @Option(name: .long, help: ArgumentHelp("An IPv6 address of the stack beside its link-local one (repeatable), checked unique on the link before use.", valueName: "x:x::x[/len]"),
-            transform: parseIPv6Address)
-    var address6: [IPv6Address] = []
+    @Option(name: .long, help: ArgumentHelp("An IPv6 address of the stack beside its link-local one (repeatable), checked unique on the link before use; 'auto' takes addresses from routers' advertisements (SLAAC).", valueName: "x:x::x[/len]|auto"),
+            transform: parseIPv6Option)
+    var address6: [IPv6AddressOption] = []
 
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
     var mtu: Int = 1500
@@ -78,7 +78,8 @@ struct InterfaceOptions: ParsableArguments {
         var configuration = StackConfiguration(mac: mac, interface: address, gateway: gateway)
         configuration.mtu = mtu
         configuration.resolvesLinkAddresses = mode == .tap
-        configuration.ipv6Addresses = address6
+        configuration.ipv6Addresses = address6.compactMap { if case .address(let address) = $0 { address } else { nil } }
+        configuration.ipv6Autoconfiguration = address6.contains(.automatic)
         configuration.duplicateAddressDetectionTransmits = 1
         return configuration
     }
@@ -120,6 +121,16 @@ func parseCPUList(_ text: String) -> [Int]? {
         cpus += Array(low...high)
     }
     return cpus.isEmpty ? nil : Array(Set(cpus)).sorted()
+}
+
+/// `--address6`: an address, or `auto` for SLAAC.
+enum IPv6AddressOption: Equatable {
+    case address(IPv6Address)
+    case automatic
+}
+
+func parseIPv6Option(_ text: String) throws -> IPv6AddressOption {
+    text == "auto" ? .automatic : .address(try parseIPv6Address(text))
 }
 
 /// `--address6`: an IPv6 address (a prefix length, if given, is accepted and

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# IPv6 first steps (issue 17): the kernel pings the stack's link-local
-# address (fe80:: from its MAC) and a configured global one, learning its
-# MAC through neighbour discovery; both show in the capture. An address the
-# kernel side already holds is refused by duplicate address detection.
+# IPv6 (issue 17): the kernel pings the stack's link-local address (fe80::
+# from its MAC) and a configured global one at sizes 0 to 4000 (fragmented
+# both ways), learning its MAC through neighbour discovery; nc -6 -u talks to
+# the echo service; a closed port answers port unreachable; an address the
+# kernel side already holds is refused by duplicate address detection; a
+# router advertisement from the kernel side gives the stack an address
+# (SLAAC); ipv6_blackbox.py checks RFC 8200/4443/4861 rules with raw frames,
+# each with the counter it must move.
 source "$(dirname "$0")/lib.sh"
 
 # The kernel side holds 2001:db8::1 and, to provoke a conflict, 2001:db8::99:
 # added (nodad: at once) before the link comes up, so that the stack's probe,
 # sent when it does, finds 2001:db8::99 taken.
 launch ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 \
-    --pcap "$WORK/run.pcap" --address6 2001:db8::2/64 --address6 2001:db8::99/64 --log-level notice
+    --pcap "$WORK/run.pcap" --address6 2001:db8::2/64 --address6 2001:db8::99/64 --address6 auto --log-level notice
 wait_for_tap || { echo "FAIL $TEST_NAME: stack did not start"; cat "$WORK/stack.err"; finish; exit 1; }
 in_ns ip -6 addr add 2001:db8::1/64 dev "$TAP" nodad
 in_ns ip -6 addr add 2001:db8::99/64 dev "$TAP" nodad
+in_ns ip -6 addr add 2001:db8:1::1/64 dev "$TAP" nodad
 in_ns ip link set "$TAP" up
 in_ns ip addr add 192.0.2.1/24 dev "$TAP"
 # The kernel's own link-local address must finish its duplicate address detection first.
@@ -46,6 +51,121 @@ duplicate_refused() {
 }
 check "2001:db8::99, held by the kernel side, is refused with a log line and a counter" duplicate_refused
 
+ping6_sizes() {
+    local size out ok=0
+    for size in 0 56 1452 4000; do
+        out=$(in_ns ping -6 -c 2 -i 0.2 -W 2 -s "$size" 2001:db8::2 2>&1)
+        echo "size $size: $(grep -E 'received' <<<"$out")"
+        grep -q "2 received" <<<"$out" && ok=$((ok + 1))
+    done
+    [ "$ok" = 4 ]
+}
+check "ping -6 -s 0, 56, 1452 and 4000 to 2001:db8::2: every one answered" ping6_sizes
+
+nc6_echo() {
+    local out
+    out=$(printf 'hello over six\n' | in_ns timeout 5 nc -6 -u -w 1 2001:db8::2 7)
+    echo "nc -6 -u got: $out"
+    [ "$out" = "hello over six" ]
+}
+check "nc -6 -u 2001:db8::2 7: the echo service answers over IPv6" nc6_echo
+
+nc4_echo_still() {
+    local out
+    out=$(printf 'hello over four\n' | in_ns timeout 5 nc -u -w 1 192.0.2.2 7)
+    echo "nc -u got: $out"
+    [ "$out" = "hello over four" ]
+}
+check "nc -u 192.0.2.2 7: the same (dual-stack) echo socket answers IPv4" nc4_echo_still
+
+port_unreachable6() {
+    local out
+    out=$(in_ns timeout 5 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect(("2001:db8::2", 9))
+s.send(b"anyone?")
+try:
+    s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+' 2>&1)
+    echo "$out"
+    [ "$out" = refused ]
+}
+check "UDP to a closed port over IPv6: the kernel's socket gets ECONNREFUSED (port unreachable)" port_unreachable6
+
+slaac() {
+    local out
+    # A router advertisement from the kernel side: prefix 2001:db8:1::/64, on-link and autonomous.
+    in_ns python3 - "$TAP" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+prefix = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 3600, 1800, 0) + socket.inet_pton(socket.AF_INET6, "2001:db8:1::")
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 0, 0, 0) + prefix  # router lifetime 0: not a default router
+s.sendto(ra, ("ff02::1", 0, 0, socket.if_nametoindex(sys.argv[1])))
+PY
+    # The address is checked unique (a second) before it answers.
+    wait_for bash -c "ip netns exec $NS ping -6 -c 1 -W 1 2001:db8:1::ff:fe00:2 >/dev/null 2>&1" || return 1
+    out=$(in_ns ping -6 -c 2 -i 0.2 -W 2 2001:db8:1::ff:fe00:2 2>&1)
+    echo "$out" | tail -n 2
+    echo "ipv6.addresses_autoconfigured $(stack_counter ipv6.addresses_autoconfigured)"
+    grep -q "2 received" <<<"$out" && [ "$(stack_counter ipv6.addresses_autoconfigured)" = 1 ]
+}
+check "SLAAC: a router advertisement for 2001:db8:1::/64 gives the stack 2001:db8:1::ff:fe00:2, which answers ping" slaac
+
+router_solicited() {
+    local sent
+    sent=$(stack_counter icmpv6.tx_router_solicitations)
+    echo "icmpv6.tx_router_solicitations $sent"
+    [ "${sent:-0}" -ge 1 ]
+}
+check "--address6 auto solicits routers at start" router_solicited
+
+blackbox6() {
+    in_ns timeout 120 python3 "$(dirname "$0")/ipv6_blackbox.py" "$TAP" >"$WORK/blackbox6.out" 2>&1
+    local status=$?
+    cat "$WORK/blackbox6.out"
+    [ "$status" = 0 ]
+}
+check "ipv6_blackbox.py: RFC 8200, 4443 and 4861 checks from raw frames" blackbox6
+
+blackbox_counters() {
+    local name value ok=0
+    for name in ipv6.drop_unsupported_next_header ipv6.drop_unknown_option ipv6.drop_bad_extension_header \
+            ipv6.drop_routing_header ipv6.drop_fragment_bad_length ipv6.drop_reassembly_oversize \
+            ipv6.drop_reassembly_overlap ipv6.reassembled ipv6.tx_fragmented udp.drop_zero_checksum \
+            icmpv6.tx_parameter_problems icmpv6.tx_destination_unreachable icmpv6.tx_errors_suppressed \
+            icmpv6.drop_invalid_neighbor_discovery; do
+        value=$(stack_counter "$name")
+        echo "$name ${value:-0}"
+        [ "${value:-0}" -ge 1 ] || ok=1
+    done
+    return $ok
+}
+check "each black-box check moved its counter" blackbox_counters
+
+ns_flood() {
+    local before after entries
+    before=$(awk '/^VmRSS/ {print $2}' "/proc/$STACK_PID/status")
+    # 5000 solicitations from 5000 sources, each with its MAC, and 5000 first fragments never completed.
+    in_ns timeout 60 python3 "$(dirname "$0")/ipv6_flood.py" "$TAP" 5000
+    drained() { [ "$(stack_counter link.rx_frames)" = "$(stack_counter device.tx_packets)" ]; }
+    wait_for drained || echo "the stack did not work off the flood within 10 s"
+    after=$(awk '/^VmRSS/ {print $2}' "/proc/$STACK_PID/status")
+    entries=$(stack_counter icmpv6.neighbor_cache_evictions)
+    echo "RSS $before → $after KiB; icmpv6.neighbor_cache_evictions $entries; ipv6.drop_reassembly_evicted $(stack_counter ipv6.drop_reassembly_evicted); device.tx_dropped $(stack_counter device.tx_dropped)"
+    # Bounds: 256 neighbours, reassembly 64 datagrams and 1 MiB; the IPv4 flood test allows 64 MiB for all of its floods.
+    [ "${entries:-0}" -ge 1000 ] && [ "$(stack_counter ipv6.drop_reassembly_evicted)" -ge 1000 ] && [ $((after - before)) -lt 65536 ]
+}
+check "a flood of solicitations from 5000 sources and 5000 incomplete fragment sets: caches evict at their bounds, RSS within the IPv4 flood bound" ns_flood
+
 neighbour_learned() {
     local out
     out=$(in_ns ip -6 neigh show dev "$TAP")
@@ -67,10 +187,17 @@ stop_stack TERM
 capture_shows_it() {
     local out
     out=$(tcpdump -n -r "$WORK/run.pcap" ip6 2>/dev/null)
-    echo "$out" | head -n 12
+    echo "$out" | grep -E "frag \(0\||UDP|router solicitation" | head -n 8
     grep -qE "fe80::ff:fe00:2 > fe80::[0-9a-f:]+: ICMP6, neighbor advertisement, tgt is fe80::ff:fe00:2" <<<"$out" &&
-        grep -qE "fe80::ff:fe00:2 > fe80::[0-9a-f:]+: ICMP6, echo reply" <<<"$out"
+        grep -qE "fe80::ff:fe00:2 > fe80::[0-9a-f:]+: ICMP6, echo reply" <<<"$out" &&
+        grep -qE "2001:db8::[0-9a-f]+ > 2001:db8::2: frag \(0\|" <<<"$out" &&
+        grep -qE "2001:db8::2 > 2001:db8::[0-9a-f]+: frag \(0\|" <<<"$out" &&
+        grep -qE "2001:db8::2\.7 > 2001:db8::[0-9a-f]+\.[0-9]+: UDP" <<<"$out" &&
+        grep -qE "ICMP6, router solicitation" <<<"$out"
 }
-check "the capture shows the advertisement and the echo replies" capture_shows_it
-check "the capture is clean" capture_is_clean "$WORK/run.pcap"
+check "the capture shows the advertisement, echo replies, fragments both ways, the UDP echo and the router solicitation" capture_shows_it
+# The black-box frames are malformed on purpose, and so are the quotes of
+# them in the errors they earn: what the stack sent to anyone else is judged.
+tcpdump -n -r "$WORK/run.pcap" -w "$WORK/sent.pcap" "ether src 02:00:00:00:00:02 and not ip6 dst 2001:db8::77" 2>/dev/null
+check "what the stack sent is clean (tcpdump and tshark find nothing malformed)" capture_is_clean "$WORK/sent.pcap"
 finish

@@ -92,16 +92,30 @@ import TestSupport
         #expect(h.sent().isEmpty)
     }
 
-    @Test func anEchoRequestGetsItsDataBack() throws {
+    @Test func anEchoRequestFromAnUnknownNeighbourIsAnsweredOnceItsMACIsResolved() throws {
         let h = Self.ready()
         let ours = h.stack.linkLocalAddress
         let body: [UInt8] = [0x12, 0x34, 0, 7] + Array("ping six".utf8)
         h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body, hopLimit: 64))
+        // RFC 4861 7.2.2: the reply waits while a multicast solicitation asks for the sender's MAC.
+        let solicitation = try #require(h.sent().first)
+        #expect(Array(solicitation[0..<6]) == Self.peerLinkLocal.solicitedNode.multicastMAC.octets)
+        #expect(solicitation[21] == 255 && solicitation[54] == ICMPv6Type.neighborSolicitation)
+        #expect(Array(solicitation[62..<78]) == Self.bytes(Self.peerLinkLocal))
+        #expect(Array(solicitation[78..<86]) == [1, 1] + FrameBuilder.stackMAC.octets)
+        #expect(h.stack.neighborCache[Self.peerLinkLocal]?.state == .incomplete)
+        // The solicited advertisement resolves it and the parked reply leaves.
+        let advertisement: [UInt8] = [0x60, 0, 0, 0] + Self.bytes(Self.peerLinkLocal) + [2, 1] + FrameBuilder.peerMAC.octets
+        h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.neighborAdvertisement, body: advertisement))
+        #expect(h.stack.neighborCache[Self.peerLinkLocal]?.state == .reachable)
         let answer = try #require(h.sent().first)
         #expect(Array(answer[0..<6]) == FrameBuilder.peerMAC.octets && answer[20] == 58)
         #expect(answer[54] == ICMPv6Type.echoReply && Array(answer[58...]) == body)
         #expect(h.counter(.icmpv6TxEchoReplies) == 1)
-        // Another destination, or UDP over IPv6: counted drops for now.
+        // Now resolved: the next echo is answered at once.
+        h.receive(Self.frame(to: ours, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body, hopLimit: 64))
+        #expect(h.sent().map { $0[54] } == [ICMPv6Type.echoReply])
+        // Another destination: not for us.
         h.receive(Self.frame(to: Self.peerLinkLocal, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: body))
         #expect(h.counter(.ipv6DropNotForUs) == 1)
     }
@@ -122,7 +136,7 @@ import TestSupport
         h.advance(seconds: 1.1)
         #expect(h.stack.ipv6Addresses == [Self.global, h.stack.linkLocalAddress].sorted { ($0.high, $0.low) < ($1.high, $1.low) })
         h.receive(Self.frame(to: Self.global, mac: FrameBuilder.stackMAC, icmp: ICMPv6Type.echoRequest, body: [0, 1, 0, 1]))
-        #expect(h.sent().count == 1)
+        #expect(h.counter(.icmpv6RxEchoRequests) == 2 && h.counter(.ipv6DropNotForUs) == 1)  // the first, while tentative
     }
 
     @Test func anAddressSomeoneElseHoldsIsRefused() throws {

@@ -121,7 +121,7 @@ if ProcessInfo.processInfo.environment["TAPSTACK_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(
             name: "tapstack-fuzz",
-            dependencies: ["Stack", "Wire"],
+            dependencies: ["Stack", "Wire", "SocketAPI"],
             path: "Sources/tapstack-fuzz",
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }

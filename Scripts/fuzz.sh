@@ -41,6 +41,17 @@ ns = bytes([135, 0, 0, 0, 0, 0, 0, 0]) + ll + bytes([1, 1, 0xbe, 0x5e, 0x63, 0x1
 echo = bytes([128, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"ping six"
 layers["ipv6"] += [bytes([0x60, 0, 0, 0, 0, len(ns), 58, 255]) + peer + snm + ns,
                    bytes([0x60, 0, 0, 0, 0, len(echo), 58, 64]) + peer + ll + echo]
+# UDP to the dual-stack socket on port 7, behind destination options and in a first fragment; a router advertisement with a prefix.
+udp6 = struct.pack("!HHHH", 5000, 7, 12, 0) + b"six!"
+dest = bytes([17, 0, 0x1e, 2, 0, 0, 1, 0])
+frag = bytes([17, 0, 0, 1, 0, 0, 0, 9])
+prefix = bytes([3, 4, 64, 0xc0, 0, 0, 14, 16, 0, 0, 7, 8, 0, 0, 0, 0]) + bytes.fromhex("20010db8000500000000000000000000")
+ra = bytes([134, 0, 0, 0, 64, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]) + prefix
+allnodes = bytes.fromhex("ff020000000000000000000000000001")
+layers["ipv6"] += [bytes([0x60, 0, 0, 0, 0, len(udp6), 17, 64]) + peer + ll + udp6,
+                   bytes([0x60, 0, 0, 0, 0, 8 + len(udp6), 60, 64]) + peer + ll + dest + udp6,
+                   bytes([0x60, 0, 0, 0, 0, 8 + 16, 44, 64]) + peer + ll + frag + udp6 + bytes(4),
+                   bytes([0x60, 0, 0, 0, 0, len(ra), 58, 255]) + peer + allnodes + ra]
 # IGMP: v1, v2 and v3 queries (general, group- and source-specific) and reports, checksums left to the target.
 layers["igmp"] += [bytes([0x11, 0, 0, 0, 0, 0, 0, 0]), bytes([0x11, 100, 0, 0, 0, 0, 0, 0]),
                    bytes([0x11, 10, 0, 0, 239, 1, 2, 3]), bytes([0x11, 20, 0, 0, 0, 0, 0, 0, 2, 125, 0, 0]),

@@ -106,33 +106,11 @@ extension NetworkStack {
         if (datagram.destination.isMulticast || datagram.linkMulticast) && !evenToMulticast { return false }
         let source = datagram.source
         if source.isUnspecified || source.isMulticast || source.isLoopback || isOurIPv6Address(source) { return false }
-        if let (next, offset) = Self.upperLayer(of: datagram.packet), next == IPv6NextHeader.icmpv6, offset < datagram.packet.count {
+        if let (next, offset) = IPv6NextHeader.upperLayer(of: datagram.packet), next == IPv6NextHeader.icmpv6, offset < datagram.packet.count {
             let type = datagram.packet[offset]
             if ICMPv6Type.isError(type) || type == 137 { return false }
         }
         return true
-    }
-
-    /// The upper-layer protocol of a packet and where it starts, past the
-    /// extension headers (nil when they are cut short, or a later fragment
-    /// hides it): what the error rules need to know of a packet being refused.
-    static func upperLayer(of packet: UnsafeRawBufferPointer) -> (UInt8, Int)? {
-        var next = packet[IPv6PacketView.Field.nextHeader]
-        var offset = IPv6Header.length
-        while true {
-            switch next {
-            case IPv6NextHeader.hopByHopOptions, IPv6NextHeader.destinationOptions, IPv6NextHeader.routing:
-                guard offset + 2 <= packet.count else { return nil }
-                next = packet[offset]
-                offset += (Int(packet[offset + 1]) + 1) * 8
-            case IPv6NextHeader.fragment:
-                guard let fragment = IPv6FragmentHeader(reading: packet, at: offset), fragment.offset == 0 else { return nil }
-                next = fragment.nextHeader
-                offset += IPv6FragmentHeader.length
-            default:
-                return (next, offset)
-            }
-        }
     }
 
     /// Sends an error about `datagram` (the invoking packet quoted as far as

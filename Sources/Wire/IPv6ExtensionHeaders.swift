@@ -8,6 +8,28 @@ public enum IPv6NextHeader {
     public static let destinationOptions: UInt8 = 60
     public static let udp: UInt8 = 17
     public static let icmpv6: UInt8 = 58
+
+    /// The upper-layer protocol of an IPv6 packet and where it starts, past the
+    /// extension headers (nil when they are cut short, or a later fragment
+    /// hides it): what the error rules need to know of a packet being refused.
+    public static func upperLayer(of packet: UnsafeRawBufferPointer) -> (UInt8, Int)? {
+        var next = packet[IPv6PacketView.Field.nextHeader]
+        var offset = IPv6Header.length
+        while true {
+            switch next {
+            case IPv6NextHeader.hopByHopOptions, IPv6NextHeader.destinationOptions, IPv6NextHeader.routing:
+                guard offset + 2 <= packet.count else { return nil }
+                next = packet[offset]
+                offset += (Int(packet[offset + 1]) + 1) * 8
+            case IPv6NextHeader.fragment:
+                guard let fragment = IPv6FragmentHeader(reading: packet, at: offset), fragment.offset == 0 else { return nil }
+                next = fragment.nextHeader
+                offset += IPv6FragmentHeader.length
+            default:
+                return (next, offset)
+            }
+        }
+    }
 }
 
 /// The fragment header (RFC 8200 4.5): 8 bytes, offset in 8-byte units.

@@ -4,6 +4,7 @@
 // offload (a virtio-net header and the frame after it, as the TAP device
 // hands them over: checksum completion, GSO cutting, run checks), stack.
 import Glibc
+import SocketAPI
 import Stack
 import Wire
 
@@ -124,38 +125,80 @@ func fuzzIGMP(_ bytes: UnsafeRawBufferPointer) {
     precondition(stack.joinedGroups.isEmpty, "groups left after the last socket closed")
 }
 
-/// An IPv6 packet: the view's fields, then the packet fed to a stack (to
-/// its MAC and to its solicited-node group's), with the ICMPv6 checksum
-/// fixed so the message is not just dropped; what it sends must be IPv6
-/// with a valid ICMPv6 checksum.
+/// An IPv6 packet: the view's fields, then the packet fed to a stack with
+/// a global address, SLAAC on and a dual-stack UDP socket on port 7 (to its
+/// MAC and to its solicited-node group's), with the upper-layer checksum
+/// (ICMPv6 or UDP, past any extension headers) fixed so the message is not
+/// just dropped; then again as if it were every other fragment, and the
+/// clock run past the reassembly and neighbour timers. What the stack sends
+/// must be IPv6 with a valid ICMPv6 or UDP checksum, or a fragment; its
+/// caches stay within their bounds.
 func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
     if let view = try? IPv6PacketView(bytes) {
         _ = (view.trafficClass, view.nextHeader, view.hopLimit, view.source.description, view.destination.isMulticast, view.payload.count)
     }
     guard bytes.count <= 1500 else { return }
     var packet = Array(bytes)
-    if packet.count >= IPv6PacketView.headerLength + 4, packet[6] == ICMPv6Type.nextHeader,
-       let view = try? packet.withUnsafeBytes({ try IPv6PacketView($0) }) {
-        let source = view.source, destination = view.destination, length = view.payload.count
-        packet[42] = 0; packet[43] = 0
-        let sum = packet.withUnsafeBytes { ICMPv6Type.checksum(UnsafeRawBufferPointer(rebasing: $0[40..<(40 + length)]),
-                                                                 source: source, destination: destination) }
-        packet[42] = UInt8(sum >> 8); packet[43] = UInt8(sum & 0xFF)
+    if let view = try? packet.withUnsafeBytes({ try IPv6PacketView($0) }),
+       let (next, offset) = IPv6NextHeader.upperLayer(of: view.packet), next == IPv6NextHeader.icmpv6 || next == IPv6NextHeader.udp {
+        let field = offset + (next == IPv6NextHeader.udp ? 6 : 2)
+        let source = view.source, destination = view.destination, end = view.packet.count
+        if field + 2 <= end {
+            packet[field] = 0; packet[field + 1] = 0
+            let sum = packet.withUnsafeBytes { bytes in
+                var sum = IPv6Header.pseudoHeaderSum(source: source, destination: destination, length: end - offset, nextHeader: next)
+                sum.add(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+                return sum.value
+            }
+            packet[field] = UInt8(sum >> 8); packet[field + 1] = UInt8(sum & 0xFF)
+        }
     }
     let sink = CheckingSink { frame in
-        guard let ethernet = try? EthernetFrameView(frame), ethernet.etherType == .ipv6,
-              let ip = try? IPv6PacketView(ethernet.payload), ip.nextHeader == ICMPv6Type.nextHeader,
-              ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0
-        else { preconditionFailure("the stack sent a malformed IPv6 frame") }
+        guard let ethernet = try? EthernetFrameView(frame) else { preconditionFailure("the stack sent a runt frame") }
+        guard ethernet.etherType == .ipv6 else { return }  // its ARP announcement at start
+        guard let ip = try? IPv6PacketView(ethernet.payload) else { preconditionFailure("the stack sent a malformed IPv6 frame") }
+        switch ip.nextHeader {
+        case IPv6NextHeader.fragment: break
+        case IPv6NextHeader.udp:
+            guard let udp = try? UDPDatagramView(ip.payload), udp.checksumIsValid(source: ip.source, destination: ip.destination) else {
+                preconditionFailure("the stack sent a bad UDP datagram over IPv6")
+            }
+        default:
+            guard ip.nextHeader == ICMPv6Type.nextHeader, ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0 else {
+                preconditionFailure("the stack sent a malformed ICMPv6 message")
+            }
+        }
     }
-    let stack = try! NetworkStack(configuration: .standard, sink: sink)
-    for mac in [stack.mac, stack.linkLocalAddress.solicitedNode.multicastMAC] {
+    var configuration = StackConfiguration.standard
+    configuration.ipv6Addresses = [IPv6Address("2001:db8::2")!]
+    configuration.ipv6Autoconfiguration = true
+    let stack = try! NetworkStack(configuration: configuration, sink: sink)
+    stack.start(now: .seconds(1))
+    let socket = stack.openUDP(family: .ipv6)
+    try! stack.bind(socket, to: SocketAddress(IPv6Address.unspecified, 7))
+    func feed(_ packet: [UInt8], to mac: MACAddress, at now: StackInstant) {
         var frame = [UInt8](repeating: 0, count: EthernetHeader.length) + packet
         frame.withUnsafeMutableBytes { frame in
             EthernetHeader(destination: mac, source: MACAddress(2, 0, 0, 0, 0, 0xFE), etherType: .ipv6).emit(into: frame)
-            stack.receive(frame: UnsafeRawBufferPointer(frame), now: .seconds(1))
+            stack.receive(frame: UnsafeRawBufferPointer(frame), now: now)
         }
     }
+    for mac in [stack.mac, stack.linkLocalAddress.solicitedNode.multicastMAC] { feed(packet, to: mac, at: .seconds(1)) }
+    // Anything queued is answered back (a datagram to an address the stack may not know how to reach).
+    while let datagram = try? stack.receive(from: socket) {
+        try? datagram.payload.withUnsafeBytes { try stack.send($0, from: socket, to: datagram.sourceAddress, now: .seconds(1)) }
+    }
+    // The same packet as the later fragments of a datagram its own fragment header may have started.
+    if packet.count > 48, packet[6] == IPv6NextHeader.fragment {
+        for offset in stride(from: 8, to: 64, by: 8) {
+            packet[42] = UInt8(offset >> 8); packet[43] = UInt8(offset & 0xF8) | (offset < 56 ? 1 : 0)
+            feed(packet, to: stack.mac, at: .seconds(2))
+        }
+    }
+    stack.advance(to: .seconds(90))
+    precondition(stack.reassembly6.count <= configuration.reassemblyMaximumDatagrams, "IPv6 reassembly over its bound")
+    precondition(stack.neighborCache.count <= configuration.neighborCacheCapacity, "neighbour cache over its bound")
+    precondition(stack.ipv6AddressStates.count <= configuration.ipv6MaximumAddresses, "addresses over their bound")
 }
 
 /// A sink that hands every frame the stack sends to `check` (which traps on a bad one).

@@ -46,8 +46,10 @@ let package = Package(
         .target(name: "TapstackPreload", dependencies: ["CTapstackChannel"],
                 linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Sockets", dependencies: ["Host", "Stack", "SocketAPI", "Wire"]),
-        .target(name: "SocketService", dependencies: ["Sockets", "Host", "Stack", "SocketAPI", "Wire", "CTapstackChannel"]),
-        .target(name: "TapstackClient", dependencies: ["SocketAPI", "Wire", "CTapstackChannel"]),
+        // The service protocol's Swift side shared by the service and the client.
+        .target(name: "TapstackProtocol", dependencies: ["SocketAPI", "Wire", "CTapstackChannel"]),
+        .target(name: "SocketService", dependencies: ["Sockets", "Host", "Stack", "SocketAPI", "Wire", "CTapstackChannel", "TapstackProtocol"]),
+        .target(name: "TapstackClient", dependencies: ["SocketAPI", "Wire", "CTapstackChannel", "TapstackProtocol"]),
         .target(name: "TapstackNIO", dependencies: [
             "Sockets", "TapstackClient", "SocketAPI", "Wire", .product(name: "NIOCore", package: "swift-nio"),
         ]),
@@ -96,7 +98,7 @@ let package = Package(
             "TapstackMetrics", "Sockets", "TestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),
         ]),
-        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "TapstackProtocol", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -124,13 +124,16 @@ int tsc_query(const char *path, int what, int *fd, size_t *length) {
     return 0;
 }
 
-int tsc_open(tsc_socket *s, const char *path, int data_flags) {
+int tsc_open(tsc_socket *s, const char *path, int family, int data_flags) {
     memset(s, 0, sizeof *s);
+    if (family != AF_INET && family != AF_INET6) { errno = EAFNOSUPPORT; return -1; }
+    s->family = family;
     s->data_fd = s->control_fd = -1;
     int control = connect_control(path);
     if (control < 0) return -1;
     tsp_request open = request(TSP_OPEN);
     open.value = data_flags & SOCK_NONBLOCK ? 1 : 0;
+    open.option = family;
     tsp_reply reply;
     int data = -1;
     int called = call(control, &s->sequence, &open, &reply, &data, data_flags & SOCK_CLOEXEC);
@@ -152,28 +155,28 @@ void tsc_close(tsc_socket *s) {
     s->data_fd = s->control_fd = -1;
 }
 
-int tsc_bind(tsc_socket *s, uint32_t address, uint16_t port) {
+int tsc_bind(tsc_socket *s, const tsp_address *address, uint16_t port) {
     tsp_request r = request(TSP_BIND);
-    r.address = address;
+    r.address = *address;
     r.port = port;
     tsp_reply reply;
     return call(s->control_fd, &s->sequence, &r, &reply, NULL, 0);
 }
 
-int tsc_connect(tsc_socket *s, uint32_t address, uint16_t port) {
+int tsc_connect(tsc_socket *s, const tsp_address *address, uint16_t port) {
     tsp_request r = request(TSP_CONNECT);
-    r.address = address;
+    r.address = *address;
     r.port = port;
     tsp_reply reply;
     if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
     s->connected = reply.connected;
-    s->peer_address = reply.connected ? reply.remote_address : 0;
+    if (reply.connected) s->peer_address = reply.remote_address; else memset(&s->peer_address, 0, sizeof s->peer_address);
     s->peer_port = reply.connected ? reply.remote_port : 0;
     return 0;
 }
 
-int tsc_names(tsc_socket *s, uint32_t *local_address, uint16_t *local_port,
-              int *connected, uint32_t *remote_address, uint16_t *remote_port) {
+int tsc_names(tsc_socket *s, tsp_address *local_address, uint16_t *local_port,
+              int *connected, tsp_address *remote_address, uint16_t *remote_port) {
     tsp_request r = request(TSP_NAMES);
     tsp_reply reply;
     if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
@@ -197,7 +200,7 @@ int tsc_setopt(tsc_socket *s, int option, int value) {
     return 0;
 }
 
-int tsc_errqueue(tsc_socket *s, tsp_queued_error *queued, int *error, uint32_t *address, uint16_t *port) {
+int tsc_errqueue(tsc_socket *s, tsp_queued_error *queued, int *error, tsp_address *address, uint16_t *port) {
     tsp_request r = request(TSP_ERRQUEUE);
     tsp_reply reply;
     if (call(s->control_fd, &s->sequence, &r, &reply, NULL, 0) < 0) return -1;
@@ -222,8 +225,8 @@ int tsc_errqueue(tsc_socket *s, tsp_queued_error *queued, int *error, uint32_t *
 int tsc_membership(tsc_socket *s, int option, uint32_t group, uint32_t source) {
     tsp_request r = request(TSP_SETOPT);
     r.option = option;
-    r.address = group;
-    r.source = source;
+    r.address = tsp_address_v4(group);
+    r.source = tsp_address_v4(source);
     tsp_reply reply;
     return call(s->control_fd, &s->sequence, &r, &reply, NULL, 0);
 }
@@ -237,10 +240,16 @@ int tsc_getopt(tsc_socket *s, int option, int *value) {
     return 0;
 }
 
-int tsc_check_destination(const tsc_socket *s, uint32_t address, uint16_t port, size_t length) {
+int tsc_check_destination(const tsc_socket *s, const tsp_address *address, uint16_t port, size_t length) {
+    if (!tsp_address_is_v4(address)) {
+        /* IPv6: only an AF_INET6 socket; the stack knows its routes (an error comes back as ENETUNREACH). */
+        if (s->family != AF_INET6) return EAFNOSUPPORT;
+        if (port == 0 || tsp_address_is_unspecified(address)) return EINVAL;
+        return length > TSP_MAX_PAYLOAD6 ? EMSGSIZE : 0;
+    }
     if (length > TSP_MAX_PAYLOAD) return EMSGSIZE;
     if (s->dont_fragment && length + 28 > s->interface.mtu) return EMSGSIZE;
-    uint32_t host = ntohl(address), ours = ntohl(s->interface.address), mask = ntohl(s->interface.netmask);
+    uint32_t host = ntohl(tsp_address_get_v4(address)), ours = ntohl(s->interface.address), mask = ntohl(s->interface.netmask);
     if (port == 0 || host == 0) return EINVAL;
     int broadcast = host == 0xFFFFFFFFu || (mask < 0xFFFFFFFEu && host == ((ours & mask) | ~mask));
     if (broadcast) return s->broadcast ? 0 : EACCES;
@@ -252,33 +261,35 @@ int tsc_check_destination(const tsc_socket *s, uint32_t address, uint16_t port, 
 }
 
 ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
-                  int has_address, uint32_t address, uint16_t port, int flags) {
-    return tsc_sendv_info(s, iov, iovcnt, has_address, address, port, flags, NULL);
+                  const tsp_address *address, uint16_t port, int flags) {
+    return tsc_sendv_info(s, iov, iovcnt, address, port, flags, NULL);
 }
 
 ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
-                       int has_address, uint32_t address, uint16_t port, int flags, const tsc_message_info *info) {
+                       const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info) {
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EMSGSIZE; return -1; }
     size_t length = 0;
     for (int i = 0; i < iovcnt; i++) length += iov[i].iov_len;
     tsp_datagram_header header = { .magic = TSP_MAGIC, .kind = TSP_DATAGRAM };
     if (info) {
-        /* Only the stack's own address can be a source (Linux: EINVAL). */
-        if (info->source && info->source != s->interface.address) { errno = EINVAL; return -1; }
+        /* Only the stack's own address can be a source (Linux: EINVAL); the stack checks an IPv6 one. */
+        if (tsp_address_is_v4(&info->source) && !tsp_address_is_unspecified(&info->source)
+            && tsp_address_get_v4(&info->source) != s->interface.address) { errno = EINVAL; return -1; }
         header.local_address = info->source;
         header.ttl = info->ttl;
         header.tos = info->tos;
         header.flags = info->flags & (TSP_SEND_TTL | TSP_SEND_TOS);
     }
-    if (has_address) {
+    if (address) {
         int error = tsc_check_destination(s, address, port, length);
         if (error) { errno = error; return -1; }
-        header.address = address;
+        header.address = *address;
         header.port = port;
     } else if (!s->connected) {
         errno = EDESTADDRREQ;
         return -1;
-    } else if (length > TSP_MAX_PAYLOAD || (s->dont_fragment && length + 28 > s->interface.mtu)) {
+    } else if (length > (tsp_address_is_v4(&s->peer_address) ? TSP_MAX_PAYLOAD : TSP_MAX_PAYLOAD6)
+               || (s->dont_fragment && length + 28 > s->interface.mtu)) {
         errno = EMSGSIZE;
         return -1;
     }
@@ -293,12 +304,12 @@ ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
 }
 
 ssize_t tsc_recvv(tsc_socket *s, const struct iovec *iov, int iovcnt,
-                  uint32_t *address, uint16_t *port, int flags, int *truncated) {
+                  tsp_address *address, uint16_t *port, int flags, int *truncated) {
     return tsc_recvv_info(s, iov, iovcnt, address, port, flags, truncated, NULL);
 }
 
 ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
-                       uint32_t *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info) {
+                       tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info) {
     if (info) memset(info, 0, sizeof *info);
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
     tsp_datagram_header header;
@@ -348,7 +359,7 @@ ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
             /* Sent before the client asked for facts: what is known. */
             struct timespec now;
             clock_gettime(CLOCK_REALTIME, &now);
-            info->destination = s->interface.address;
+            info->destination = tsp_address_v4(s->interface.address);
             info->ttl = 64;
             info->timestamp_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
         }

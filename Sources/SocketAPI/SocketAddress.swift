@@ -41,3 +41,11 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { ipv6.map { "[\($0)]:\(port)" } ?? "\(address):\(port)" }
 }
+
+/// The address family of a socket.
+public enum AddressFamily: Sendable, Equatable {
+    /// AF_INET.
+    case ipv4
+    /// AF_INET6: IPv6, and IPv4 too unless IPv6-only.
+    case ipv6
+}

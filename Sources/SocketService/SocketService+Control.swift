@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import FoundationEssentials
 import Glibc
 import Host
@@ -48,19 +49,20 @@ extension SocketService {
     func perform(_ request: tsp_request, for client: RemoteSocket, reply: inout tsp_reply,
                          passing passed: inout Int32) -> Int32 {
         if UInt32(request.op) == TSP_OPEN.rawValue {
-            return open(client, nonblocking: request.value != 0, reply: &reply, passing: &passed)
+            return open(client, family: request.option, nonblocking: request.value != 0, reply: &reply, passing: &passed)
         }
         if UInt32(request.op) == TSP_QUERY.rawValue {
             return answer(query: request.option, reply: &reply, passing: &passed)
         }
         guard let socket = client.socket else { return EBADF }
-        let address = SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: request.address)), request.port)
+        var requested = request.address
+        let address = requested.socketAddress(port: request.port)
         do throws(SocketError) {
             switch UInt32(request.op) {
             case TSP_BIND.rawValue:
-                try socket.bind(address: address.address, port: address.port)
+                try socket.bind(to: address)
             case TSP_CONNECT.rawValue:
-                if request.address == 0 && request.port == 0 { socket.disconnect() } else { try socket.connect(to: address) }
+                if tsp_address_is_unspecified(&requested) != 0 && request.port == 0 { socket.disconnect() } else { try socket.connect(to: address) }
             case TSP_SETOPT.rawValue:
                 switch UInt32(bitPattern: request.option) {
                 case TSP_OPT_BROADCAST.rawValue: socket.allowsBroadcast = request.value != 0
@@ -87,6 +89,11 @@ extension SocketService {
                 case TSP_OPT_FREEBIND.rawValue: socket.freeBind = request.value != 0
                 case TSP_OPT_WANT_INFO.rawValue: client.wantsInfo = request.value != 0
                 case TSP_OPT_RECVERR.rawValue: socket.receivesErrors = request.value != 0
+                case TSP_OPT_V6ONLY.rawValue:
+                    // Linux: an AF_INET socket has no such option; a bound one may not change it.
+                    guard socket.family == .ipv6 else { return ENOPROTOOPT }
+                    guard socket.localAddress == nil else { return EINVAL }
+                    socket.v6Only = request.value != 0
                 case TSP_OPT_ADD_MEMBERSHIP.rawValue, TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue,
                      TSP_OPT_DROP_MEMBERSHIP.rawValue, TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue:
                     try changeMembership(of: socket, option: UInt32(bitPattern: request.option), request)
@@ -106,6 +113,9 @@ extension SocketService {
                 case TSP_OPT_FREEBIND.rawValue: reply.value = socket.freeBind ? 1 : 0
                 case TSP_OPT_WANT_INFO.rawValue: reply.value = client.wantsInfo ? 1 : 0
                 case TSP_OPT_RECVERR.rawValue: reply.value = socket.receivesErrors ? 1 : 0
+                case TSP_OPT_V6ONLY.rawValue:
+                    guard socket.family == .ipv6 else { return ENOPROTOOPT }
+                    reply.value = socket.v6Only ? 1 : 0
                 default: return ENOPROTOOPT
                 }
             case TSP_NAMES.rawValue:
@@ -113,12 +123,12 @@ extension SocketService {
             case TSP_ERRQUEUE.rawValue:
                 guard let queued = socket.takeQueuedError() else { return EAGAIN }
                 reply.value = queued.error.errno
-                reply.remote_address = queued.destination.rawValue.bigEndian
+                reply.remote_address = tsp_address(queued.destination)
                 reply.remote_port = queued.destinationPort
                 reply.queued.type = queued.type
                 reply.queued.code = queued.code
                 reply.queued.info = queued.info
-                reply.queued.offender = queued.offender.rawValue.bigEndian
+                reply.queued.offender = tsp_address(queued.offender)
                 let count = min(queued.payload.count, MemoryLayout.size(ofValue: reply.queued.data))
                 withUnsafeMutableBytes(of: &reply.queued.data) { data in
                     for index in 0..<count { data[index] = queued.payload[index] }
@@ -137,9 +147,10 @@ extension SocketService {
     }
 
     func changeMembership(of socket: UDPSocket, option: UInt32, _ request: tsp_request) throws(SocketError) {
-        let group = IPv4Address(rawValue: UInt32(bigEndian: request.address))
+        // IPv4 groups only (IPv6 multicast listener discovery is not built).
+        guard let group = request.address.ipv6Address.mappedIPv4 else { throw .invalidArgument }
         let sources: [IPv4Address]? = option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue || option == TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue
-            ? [IPv4Address(rawValue: UInt32(bigEndian: request.source))] : nil
+            ? [request.source.ipv6Address.mappedIPv4 ?? .any] : nil
         if option == TSP_OPT_ADD_MEMBERSHIP.rawValue || option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue {
             try socket.join(group: group, sources: sources)
         } else {
@@ -192,18 +203,19 @@ extension SocketService {
 
     func fillNames(of socket: UDPSocket, into reply: inout tsp_reply) {
         if let local = socket.localAddress {
-            reply.local_address = local.address.rawValue.bigEndian
+            reply.local_address = tsp_address(local)
             reply.local_port = local.port
         }
         if let remote = socket.remoteAddress {
             reply.connected = 1
-            reply.remote_address = remote.address.rawValue.bigEndian
+            reply.remote_address = tsp_address(remote)
             reply.remote_port = remote.port
         }
     }
 
-    func open(_ client: RemoteSocket, nonblocking: Bool, reply: inout tsp_reply, passing passed: inout Int32) -> Int32 {
+    func open(_ client: RemoteSocket, family: Int32, nonblocking: Bool, reply: inout tsp_reply, passing passed: inout Int32) -> Int32 {
         guard client.socket == nil else { return EINVAL }
+        guard family == 0 || family == AF_INET || family == AF_INET6 else { return EAFNOSUPPORT }  // 0: AF_INET
         guard openCount.load(ordering: .relaxed) < maximumSockets else {
             counters.refusedTooMany.add(1, ordering: .relaxed)
             return EMFILE
@@ -217,7 +229,7 @@ extension SocketService {
             if error == EMFILE || error == ENFILE { counters.refusedNoDescriptor.add(1, ordering: .relaxed) }
             return error
         }
-        let socket = UDPSocket(host: host)
+        let socket = UDPSocket(host: host, family: family == AF_INET6 ? .ipv6 : .ipv4)
         client.socket = socket
         client.data = fds.0
         client.dataInterest = UInt32(TSV_IN)

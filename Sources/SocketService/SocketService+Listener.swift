@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import FoundationEssentials
 import Glibc
 import Host

@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import FoundationEssentials
 import Glibc
 import Host
@@ -81,9 +82,9 @@ extension SocketService {
                     }
                     var header = tsp_datagram_header()
                     header.magic = TSP_MAGIC
-                    header.address = info.source.rawValue.bigEndian
+                    header.address = info.source6.map(tsp_address.init) ?? tsp_address(info.source)
                     header.port = info.sourcePort
-                    header.local_address = info.destination.rawValue.bigEndian
+                    header.local_address = info.destination6.map(tsp_address.init) ?? tsp_address(info.destination)
                     header.ttl = info.timeToLive
                     header.tos = info.typeOfService
                     header.timestamp_ns = wallClockOffset &+ info.receivedAt.nanoseconds

@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import FoundationEssentials
 import Glibc
 import Host
@@ -86,10 +87,13 @@ extension SocketService {
         }
         let header = slot.loadUnaligned(as: tsp_datagram_header.self)
         guard header.kind == UInt8(TSP_DATAGRAM.rawValue) else { return nil }
-        let destination = header.address == 0 && header.port == 0
-            ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: header.address)), header.port)
+        var address = header.address, localAddress = header.local_address
+        let destination = tsp_address_is_unspecified(&address) != 0 && header.port == 0 ? nil : address.socketAddress(port: header.port)
         var options = DatagramSendOptions()
-        if header.local_address != 0 { options.source = IPv4Address(rawValue: UInt32(bigEndian: header.local_address)) }
+        if tsp_address_is_unspecified(&localAddress) == 0 {
+            let source = localAddress.ipv6Address
+            if let v4 = source.mappedIPv4 { options.source = v4 } else { options.source6 = source }
+        }
         if header.flags & UInt8(TSP_SEND_TTL.rawValue) != 0 { options.timeToLive = header.ttl }
         if header.flags & UInt8(TSP_SEND_TOS.rawValue) != 0 { options.typeOfService = header.tos }
         return (UnsafeRawBufferPointer(start: slot + headerSize, count: length - headerSize), destination, options)

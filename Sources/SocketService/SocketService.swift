@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import FoundationEssentials
 import Glibc
 import Host
@@ -107,7 +108,7 @@ public final class SocketService: @unchecked Sendable {
         guard lstat(path, &status) == 0 else { return }
         guard status.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path: path) }
         var probe = tsc_socket()
-        if tsc_open(&probe, path, 0) == 0 || errno != ECONNREFUSED {
+        if tsc_open(&probe, path, AF_INET, 0) == 0 || errno != ECONNREFUSED {
             tsc_close(&probe)
             throw .inUse(path: path)
         }

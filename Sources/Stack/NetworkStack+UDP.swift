@@ -5,6 +5,8 @@ import Wire
 public struct DatagramSendOptions: Sendable, Equatable {
     /// The source address (IP_PKTINFO's ipi_spec_dst): ours or unspecified.
     public var source: IPv4Address?
+    /// The IPv6 source address (IPV6_PKTINFO's ipi6_addr): ours or unspecified.
+    public var source6: IPv6Address?
     /// The TTL (IP_TTL control message).
     public var timeToLive: UInt8?
     /// The TOS byte (IP_TOS control message).

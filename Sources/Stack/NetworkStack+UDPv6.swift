@@ -140,7 +140,9 @@ extension NetworkStack {
         guard destination.port != 0, !destination.address.isUnspecified else { throw .invalidArgument }
         guard UDPHeader.length + payload.count <= 0xFFFF else { throw .messageTooLong }
         if endpoint.localPort == 0 { try bind(endpoint, to: SocketAddress(IPv6Address.unspecified, 0)) }
-        let source = endpoint.localAddress6.isUnspecified ? sourceAddress(for: destination.address) : endpoint.localAddress6
+        if let requested = options.source6, !requested.isUnspecified, !isOurIPv6Address(requested) { throw .invalidArgument }
+        let chosen = options.source6.flatMap { $0.isUnspecified ? nil : $0 } ?? endpoint.localAddress6
+        let source = chosen.isUnspecified ? sourceAddress(for: destination.address) : chosen
         guard let source else { throw .networkUnreachable }
         let header = UDPHeader(sourcePort: endpoint.localPort, destinationPort: destination.port, payloadLength: payload.count)
         func fill(_ buffer: UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) {

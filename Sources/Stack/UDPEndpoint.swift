@@ -60,12 +60,6 @@ public struct ICMPErrorReport: Sendable, Equatable {
     }
 }
 
-/// The address family of a socket.
-public enum AddressFamily: Sendable, Equatable {
-    case ipv4
-    case ipv6
-}
-
 /// The stack's side of a UDP socket: its addresses and bounded receive queue.
 ///
 /// Owned by `NetworkStack`; touched only by whoever holds the stack (one

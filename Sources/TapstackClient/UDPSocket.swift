@@ -1,4 +1,5 @@
 import CTapstackChannel
+import TapstackProtocol
 import Glibc
 import SocketAPI
 import Synchronization
@@ -32,14 +33,16 @@ public final class UDPSocket: DatagramSocket {
     /// The service path: $TAPSTACK_SOCKET, else /run/tapstack/tap0.sock.
     public static var defaultServicePath: String { String(cString: tsc_socket_path()) }
 
-    /// Opens an unbound socket on the stack serving `servicePath`.
+    /// Opens an unbound socket on the stack serving `servicePath`: IPv4, or
+    /// with `.ipv6` an AF_INET6 socket that takes IPv4 too (v4-mapped).
     /// - Throws: `.serviceUnavailable` when no service answers at
     ///   `servicePath`; `.noPortsAvailable` when it serves as many sockets
     ///   as it allows (or this process has no descriptor left);
     ///   `.permissionDenied` when the path may not be opened.
-    public init(servicePath: String = UDPSocket.defaultServicePath) throws(SocketError) {
+    public init(servicePath: String = UDPSocket.defaultServicePath, family: AddressFamily = .ipv4) throws(SocketError) {
         var socket = tsc_socket()
-        guard tsc_open(&socket, servicePath, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) == 0 else {
+        let domain = family == .ipv6 ? AF_INET6 : AF_INET
+        guard tsc_open(&socket, servicePath, domain, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue)) == 0 else {
             switch errno {
             case EMFILE, ENFILE: throw .noPortsAvailable
             case EACCES, EPERM: throw .permissionDenied
@@ -72,30 +75,39 @@ public final class UDPSocket: DatagramSocket {
     /// Binds to `port` on `address` (the stack's, a broadcast address, or
     /// `.any`); port 0 picks an ephemeral port.
     public func bind(address: IPv4Address = .any, port: UInt16) throws(SocketError) {
-        try control { tsc_bind(&$0, address.rawValue.bigEndian, port) }
+        var protocolAddress = tsp_address(address)
+        try control { tsc_bind(&$0, &protocolAddress, port) }
+    }
+
+    /// Binds to a socket address of either family (IPv6 on an IPv6 socket).
+    public func bind(to address: SocketAddress) throws(SocketError) {
+        var protocolAddress = tsp_address(address)
+        try control { tsc_bind(&$0, &protocolAddress, address.port) }
     }
 
     /// Sets the peer: `send(_:)` goes to it and only its datagrams are received.
     public func connect(to peer: SocketAddress) throws(SocketError) {
-        guard !peer.address.isUnspecified else { throw .invalidArgument }
-        try control { tsc_connect(&$0, peer.address.rawValue.bigEndian, peer.port) }
+        var protocolAddress = tsp_address(peer)
+        guard tsp_address_is_unspecified(&protocolAddress) == 0 else { throw .invalidArgument }
+        try control { tsc_connect(&$0, &protocolAddress, peer.port) }
     }
 
     /// Forgets the peer.
     public func disconnect() {
-        try? control { tsc_connect(&$0, 0, 0) }
+        var any = tsp_address()
+        try? control { tsc_connect(&$0, &any, 0) }
     }
 
     private func names() -> (local: SocketAddress?, remote: SocketAddress?) {
-        var localAddress: UInt32 = 0, localPort: UInt16 = 0, connected: Int32 = 0
-        var remoteAddress: UInt32 = 0, remotePort: UInt16 = 0
+        var localAddress = tsp_address(), localPort: UInt16 = 0, connected: Int32 = 0
+        var remoteAddress = tsp_address(), remotePort: UInt16 = 0
         do {
             try control { tsc_names(&$0, &localAddress, &localPort, &connected, &remoteAddress, &remotePort) }
         } catch {
             return (nil, nil)
         }
-        return (localPort == 0 ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: localAddress)), localPort),
-                connected == 0 ? nil : SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: remoteAddress)), remotePort))
+        return (localPort == 0 ? nil : localAddress.socketAddress(port: localPort),
+                connected == 0 ? nil : remoteAddress.socketAddress(port: remotePort))
     }
 
     /// The bound local address, or nil when unbound (`getsockname`).
@@ -204,10 +216,11 @@ public final class UDPSocket: DatagramSocket {
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
         var socket = state.withLock { $0 }
         var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+        var address = destination.map { tsp_address($0) } ?? tsp_address()
         let n = try channel.use { fd in
             socket.data_fd = fd
-            return tsc_sendv(&socket, &part, 1, destination == nil ? 0 : 1, destination?.address.rawValue.bigEndian ?? 0,
-                             destination?.port ?? 0, Int32(MSG_DONTWAIT))
+            return destination == nil ? tsc_sendv(&socket, &part, 1, nil, 0, Int32(MSG_DONTWAIT))
+                : tsc_sendv(&socket, &part, 1, &address, destination!.port, Int32(MSG_DONTWAIT))
         }
         guard n >= 0 else { throw Self.error(errno) }
         return n
@@ -222,13 +235,13 @@ public final class UDPSocket: DatagramSocket {
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
         var socket = state.withLock { $0 }
         var part = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-        var address: UInt32 = 0, port: UInt16 = 0, truncated: Int32 = 0
+        var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
         let n = try channel.use { fd in
             socket.data_fd = fd
             return tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
         }
         guard n >= 0 else { throw Self.error(errno) }
-        return (n, SocketAddress(IPv4Address(rawValue: UInt32(bigEndian: address)), port))
+        return (n, address.socketAddress(port: port))
     }
 
     /// Takes the oldest datagram without waiting; throws as `receive(into:)`.

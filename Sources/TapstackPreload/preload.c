@@ -24,7 +24,8 @@
 
 /* One stack socket; shared by the descriptors dup() made of it. */
 /* What recvmsg reports in control messages (flags of the socket). */
-enum { WANT_PKTINFO = 1, WANT_TTL = 2, WANT_TOS = 4, WANT_TIMESTAMP = 8, WANT_TIMESTAMPNS = 16 };
+enum { WANT_PKTINFO = 1, WANT_TTL = 2, WANT_TOS = 4, WANT_TIMESTAMP = 8, WANT_TIMESTAMPNS = 16,
+       WANT_PKTINFO6 = 32, WANT_HOPLIMIT = 64, WANT_TCLASS = 128 };
 
 typedef struct shared_socket {
     tsc_socket socket;          /* control_fd and the flags; data_fd unused */
@@ -140,12 +141,12 @@ static void warn_unreachable(const char *path, int error) {
 
 int socket(int domain, int type, int protocol) {
     int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (domain != AF_INET || kind != SOCK_DGRAM || (protocol != 0 && protocol != IPPROTO_UDP)) {
+    if ((domain != AF_INET && domain != AF_INET6) || kind != SOCK_DGRAM || (protocol != 0 && protocol != IPPROTO_UDP)) {
         return REAL(socket)(domain, type, protocol);
     }
     tsc_socket s;
     const char *path = tsc_socket_path();
-    if (tsc_open(&s, path, type & (SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
+    if (tsc_open(&s, path, domain, type & (SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
         int error = errno;
         if (error != EMFILE && error != ENFILE) warn_unreachable(path, error);  /* EMFILE speaks for itself */
         errno = error == EMFILE ? EMFILE : error == ENOENT || error == ECONNREFUSED ? ENETDOWN : error;
@@ -237,18 +238,39 @@ int ioctl(int fd, unsigned long request, ...) {
 
 /* ---- addresses ---- */
 
-static int inet_address(const struct sockaddr *address, socklen_t length, uint32_t *ip, uint16_t *port) {
-    if (!address || length < (socklen_t)sizeof(struct sockaddr_in)) { errno = EINVAL; return -1; }
+/* A sockaddr of the socket's family as the protocol's address: an AF_INET
+ * socket takes sockaddr_in; an AF_INET6 one sockaddr_in6 (IPv4 as
+ * ::ffff:a.b.c.d) and, as Linux allows, sockaddr_in. */
+static int inet_address(const tsc_socket *s, const struct sockaddr *address, socklen_t length, tsp_address *ip, uint16_t *port) {
+    if (!address || length < (socklen_t)sizeof(sa_family_t)) { errno = EINVAL; return -1; }
+    if (address->sa_family == AF_INET6 && s->family == AF_INET6) {
+        if (length < (socklen_t)sizeof(struct sockaddr_in6)) { errno = EINVAL; return -1; }
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+        memcpy(ip->bytes, &in6->sin6_addr, 16);
+        *port = ntohs(in6->sin6_port);
+        return 0;
+    }
     if (address->sa_family != AF_INET) { errno = EAFNOSUPPORT; return -1; }
+    if (length < (socklen_t)sizeof(struct sockaddr_in)) { errno = EINVAL; return -1; }
     const struct sockaddr_in *in = (const struct sockaddr_in *)address;
-    *ip = in->sin_addr.s_addr;
+    *ip = tsp_address_v4(in->sin_addr.s_addr);
     *port = ntohs(in->sin_port);
     return 0;
 }
 
-static void fill_address(struct sockaddr *address, socklen_t *length, uint32_t ip, uint16_t port) {
+/* The protocol's address as the socket's family shows it. */
+static void fill_address(const tsc_socket *s, struct sockaddr *address, socklen_t *length, const tsp_address *ip, uint16_t port) {
     if (!address || !length) return;
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip };
+    if (s->family == AF_INET6) {
+        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+        memcpy(&in6.sin6_addr, ip->bytes, 16);
+        /* A link-local peer's scope is the stack's interface. */
+        if (ip->bytes[0] == 0xFE && (ip->bytes[1] & 0xC0) == 0x80) in6.sin6_scope_id = (uint32_t)s->interface.index;
+        memcpy(address, &in6, *length < sizeof in6 ? *length : sizeof in6);
+        *length = sizeof in6;
+        return;
+    }
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = tsp_address_get_v4(ip) };
     memcpy(address, &in, *length < sizeof in ? *length : sizeof in);
     *length = sizeof in;
 }
@@ -256,11 +278,11 @@ static void fill_address(struct sockaddr *address, socklen_t *length, uint32_t i
 int bind(int fd, const struct sockaddr *address, socklen_t length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(bind)(fd, address, length);
-    uint32_t ip;
+    tsp_address ip;
     uint16_t port;
-    if (inet_address(address, length, &ip, &port) < 0) return -1;
+    if (inet_address(&shared->socket, address, length, &ip, &port) < 0) return -1;
     pthread_mutex_lock(&shared->lock);
-    int result = tsc_bind(&shared->socket, ip, port);
+    int result = tsc_bind(&shared->socket, &ip, port);
     int error = errno;
     pthread_mutex_unlock(&shared->lock);
     errno = error;
@@ -270,22 +292,22 @@ int bind(int fd, const struct sockaddr *address, socklen_t length) {
 int connect(int fd, const struct sockaddr *address, socklen_t length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(connect)(fd, address, length);
-    uint32_t ip = 0;
+    tsp_address ip = { { 0 } };
     uint16_t port = 0;
     if (!(address && length >= (socklen_t)sizeof(sa_family_t) && address->sa_family == AF_UNSPEC)) {
-        if (inet_address(address, length, &ip, &port) < 0) return -1;
-        if (ip == 0 && port == 0) { errno = EINVAL; return -1; }
+        if (inet_address(&shared->socket, address, length, &ip, &port) < 0) return -1;
+        if (tsp_address_is_unspecified(&ip) && port == 0) { errno = EINVAL; return -1; }
     }
     pthread_mutex_lock(&shared->lock);
-    int result = tsc_connect(&shared->socket, ip, port);
+    int result = tsc_connect(&shared->socket, &ip, port);
     int error = errno;
     pthread_mutex_unlock(&shared->lock);
     errno = error;
     return result;
 }
 
-static int names(shared_socket *shared, uint32_t *local_ip, uint16_t *local_port, int *connected,
-                 uint32_t *remote_ip, uint16_t *remote_port) {
+static int names(shared_socket *shared, tsp_address *local_ip, uint16_t *local_port, int *connected,
+                 tsp_address *remote_ip, uint16_t *remote_port) {
     pthread_mutex_lock(&shared->lock);
     int result = tsc_names(&shared->socket, local_ip, local_port, connected, remote_ip, remote_port);
     int error = errno;
@@ -297,23 +319,23 @@ static int names(shared_socket *shared, uint32_t *local_ip, uint16_t *local_port
 int getsockname(int fd, struct sockaddr *address, socklen_t *length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(getsockname)(fd, address, length);
-    uint32_t local_ip, remote_ip;
+    tsp_address local_ip, remote_ip;
     uint16_t local_port, remote_port;
     int connected;
     if (names(shared, &local_ip, &local_port, &connected, &remote_ip, &remote_port) < 0) return -1;
-    fill_address(address, length, local_ip, local_port);
+    fill_address(&shared->socket, address, length, &local_ip, local_port);
     return 0;
 }
 
 int getpeername(int fd, struct sockaddr *address, socklen_t *length) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(getpeername)(fd, address, length);
-    uint32_t local_ip, remote_ip;
+    tsp_address local_ip, remote_ip;
     uint16_t local_port, remote_port;
     int connected;
     if (names(shared, &local_ip, &local_port, &connected, &remote_ip, &remote_port) < 0) return -1;
     if (!connected) { errno = ENOTCONN; return -1; }
-    fill_address(address, length, remote_ip, remote_port);
+    fill_address(&shared->socket, address, length, &remote_ip, remote_port);
     return 0;
 }
 
@@ -350,6 +372,18 @@ static int option_for(int level, int name) {
         case IP_FREEBIND: return TSP_OPT_FREEBIND;
         }
     }
+    if (level == IPPROTO_IPV6) {
+        /* The IPv6 names of the same settings (hop limit is the TTL, traffic class the TOS). */
+        switch (name) {
+        case IPV6_V6ONLY: return TSP_OPT_V6ONLY;
+        case IPV6_UNICAST_HOPS: return TSP_OPT_TTL;
+        case IPV6_TCLASS: return TSP_OPT_TOS;
+        case IPV6_MULTICAST_HOPS: return TSP_OPT_MULTICAST_TTL;
+        case IPV6_MULTICAST_LOOP: return TSP_OPT_MULTICAST_LOOP;
+        case IPV6_FREEBIND: return TSP_OPT_FREEBIND;
+        case IPV6_RECVERR: return TSP_OPT_RECVERR;
+        }
+    }
     return 0;
 }
 
@@ -359,6 +393,11 @@ static int want_for(int level, int name) {
         if (name == IP_PKTINFO) return WANT_PKTINFO;
         if (name == IP_RECVTTL) return WANT_TTL;
         if (name == IP_RECVTOS) return WANT_TOS;
+    }
+    if (level == IPPROTO_IPV6) {
+        if (name == IPV6_RECVPKTINFO) return WANT_PKTINFO6;
+        if (name == IPV6_RECVHOPLIMIT) return WANT_HOPLIMIT;
+        if (name == IPV6_RECVTCLASS) return WANT_TCLASS;
     }
     if (level == SOL_SOCKET) {
         if (name == SO_TIMESTAMP) return WANT_TIMESTAMP;
@@ -533,7 +572,7 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
     } else if (level == SOL_SOCKET && name == SO_TYPE) {
         v = SOCK_DGRAM;
     } else if (level == SOL_SOCKET && name == SO_DOMAIN) {
-        v = AF_INET;
+        v = shared->socket.family;
     } else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
         v = IPPROTO_UDP;
     } else if (level == SOL_SOCKET && name == SO_ACCEPTCONN) {
@@ -565,26 +604,45 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
 static ssize_t send_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
                        const struct sockaddr *to, socklen_t to_length, int flags, const tsc_message_info *info) {
     tsc_socket s = view(shared, fd);
-    if (!to) return tsc_sendv_info(&s, iov, iovcnt, 0, 0, 0, flags, info);
-    uint32_t ip;
+    if (!to) return tsc_sendv_info(&s, iov, iovcnt, NULL, 0, flags, info);
+    tsp_address ip;
     uint16_t port;
-    if (inet_address(to, to_length, &ip, &port) < 0) return -1;
-    return tsc_sendv_info(&s, iov, iovcnt, 1, ip, port, flags, info);
+    if (inet_address(&s, to, to_length, &ip, &port) < 0) return -1;
+    return tsc_sendv_info(&s, iov, iovcnt, &ip, port, flags, info);
 }
 
-/* sendmsg's control messages: IP_PKTINFO (source address), IP_TTL, IP_TOS.
- * Others are refused with EINVAL, as Linux refuses unknown ones. */
+/* sendmsg's control messages: IP_PKTINFO (source address), IP_TTL, IP_TOS,
+ * and IPv6's IPV6_PKTINFO, IPV6_HOPLIMIT, IPV6_TCLASS. Others are refused
+ * with EINVAL, as Linux refuses unknown ones. */
 static int send_info(shared_socket *shared, const struct msghdr *message, tsc_message_info *info) {
     memset(info, 0, sizeof *info);
     if (!message->msg_control || message->msg_controllen == 0) return 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)message); c; c = CMSG_NXTHDR((struct msghdr *)message, c)) {
         size_t data = c->cmsg_len - CMSG_LEN(0);
+        if (c->cmsg_level == IPPROTO_IPV6 && shared->socket.family == AF_INET6) {
+            int v = 0;
+            if (c->cmsg_type == IPV6_PKTINFO && data >= sizeof(struct in6_pktinfo)) {
+                struct in6_pktinfo pktinfo;
+                memcpy(&pktinfo, CMSG_DATA(c), sizeof pktinfo);
+                if (pktinfo.ipi6_ifindex != 0 && (int)pktinfo.ipi6_ifindex != shared->socket.interface.index) { errno = ENODEV; return -1; }
+                memcpy(info->source.bytes, &pktinfo.ipi6_addr, 16);
+            } else if ((c->cmsg_type == IPV6_HOPLIMIT || c->cmsg_type == IPV6_TCLASS) && data >= sizeof(int)) {
+                memcpy(&v, CMSG_DATA(c), sizeof v);
+                if (v < -1 || v > 255) { errno = EINVAL; return -1; }
+                if (v >= 0 && c->cmsg_type == IPV6_HOPLIMIT) { info->ttl = (uint8_t)v; info->flags |= TSP_SEND_TTL; }
+                if (v >= 0 && c->cmsg_type == IPV6_TCLASS) { info->tos = (uint8_t)v; info->flags |= TSP_SEND_TOS; }
+            } else {
+                errno = EINVAL;
+                return -1;
+            }
+            continue;
+        }
         if (c->cmsg_level != IPPROTO_IP) { errno = EINVAL; return -1; }
         if (c->cmsg_type == IP_PKTINFO && data >= sizeof(struct in_pktinfo)) {
             struct in_pktinfo pktinfo;
             memcpy(&pktinfo, CMSG_DATA(c), sizeof pktinfo);
             if (pktinfo.ipi_ifindex != 0 && pktinfo.ipi_ifindex != shared->socket.interface.index) { errno = ENODEV; return -1; }
-            info->source = pktinfo.ipi_spec_dst.s_addr;
+            info->source = tsp_address_v4(pktinfo.ipi_spec_dst.s_addr);
         } else if (c->cmsg_type == IP_TTL && data >= sizeof(int)) {
             int ttl;
             memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
@@ -660,12 +718,12 @@ static ssize_t receive_on(shared_socket *shared, int fd, const struct iovec *iov
                           struct sockaddr *from, socklen_t *from_length, int flags, int *truncated,
                           tsc_message_info *info) {
     tsc_socket s = view(shared, fd);
-    uint32_t ip = 0;
+    tsp_address ip = { { 0 } };
     uint16_t port = 0;
     int cut = 0;
     ssize_t n = tsc_recvv_info(&s, iov, iovcnt, &ip, &port, flags, &cut, info);
     if (n < 0) return -1;
-    fill_address(from, from_length, ip, port);
+    fill_address(&s, from, from_length, &ip, port);
     if (truncated) *truncated = cut;
     return n;
 }
@@ -726,7 +784,7 @@ static void put_control(struct msghdr *message, size_t *used, int level, int typ
 static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *message) {
     tsp_queued_error queued;
     int error;
-    uint32_t address;
+    tsp_address address;
     uint16_t port;
     tsc_socket s = view(shared, fd);
     if (tsc_errqueue(&s, &queued, &error, &address, &port) < 0) return -1;
@@ -738,7 +796,7 @@ static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *messa
     }
     if (message->msg_name) {
         socklen_t name_length = message->msg_namelen;
-        fill_address(message->msg_name, &name_length, address, port);
+        fill_address(&s, message->msg_name, &name_length, &address, port);
         message->msg_namelen = name_length;
     }
     message->msg_flags = MSG_ERRQUEUE | (copied < queued.length ? MSG_TRUNC : 0);
@@ -749,8 +807,9 @@ static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *messa
     report.extended.ee_type = queued.type;
     report.extended.ee_code = queued.code;
     report.extended.ee_info = queued.info;
+    /* Queued errors are ICMP (IPv4) ones: IP_RECVERR with an IPv4 offender, as Linux gives a dual-stack socket. */
     report.offender.sin_family = AF_INET;
-    report.offender.sin_addr.s_addr = queued.offender;
+    report.offender.sin_addr.s_addr = tsp_address_get_v4(&queued.offender);
     size_t used = 0;
     put_control(message, &used, IPPROTO_IP, IP_RECVERR, &report, sizeof report);
     message->msg_controllen = used;
@@ -786,8 +845,21 @@ ssize_t recvmsg(int fd, struct msghdr *message, int flags) {
         tsc_socket s = view(shared, fd);
         struct in_pktinfo pktinfo = { .ipi_ifindex = s.interface.index };
         pktinfo.ipi_spec_dst.s_addr = s.interface.address;
-        pktinfo.ipi_addr.s_addr = info.destination;
+        pktinfo.ipi_addr.s_addr = tsp_address_get_v4(&info.destination);
         put_control(message, &used, IPPROTO_IP, IP_PKTINFO, &pktinfo, sizeof pktinfo);
+    }
+    if (wants & WANT_PKTINFO6) {
+        struct in6_pktinfo pktinfo = { .ipi6_ifindex = (unsigned)view(shared, fd).interface.index };
+        memcpy(&pktinfo.ipi6_addr, info.destination.bytes, 16);
+        put_control(message, &used, IPPROTO_IPV6, IPV6_PKTINFO, &pktinfo, sizeof pktinfo);
+    }
+    if (wants & WANT_HOPLIMIT) {
+        int hops = info.ttl;
+        put_control(message, &used, IPPROTO_IPV6, IPV6_HOPLIMIT, &hops, sizeof hops);
+    }
+    if (wants & WANT_TCLASS) {
+        int tclass = info.tos;
+        put_control(message, &used, IPPROTO_IPV6, IPV6_TCLASS, &tclass, sizeof tclass);
     }
     if (wants & WANT_TTL) {
         int ttl = info.ttl;

@@ -13,7 +13,8 @@ source "$(dirname "$0")/lib.sh"
 # added (nodad: at once) before the link comes up, so that the stack's probe,
 # sent when it does, finds 2001:db8::99 taken.
 launch ip netns exec "$NS" "$BIN" run --interface "$TAP" --address 192.0.2.2/24 --mac 02:00:00:00:00:02 \
-    --pcap "$WORK/run.pcap" --address6 2001:db8::2/64 --address6 2001:db8::99/64 --address6 auto --log-level notice
+    --pcap "$WORK/run.pcap" --address6 2001:db8::2/64 --address6 2001:db8::99/64 --address6 auto --log-level notice \
+    --socket "$WORK/tapstack.sock"
 wait_for_tap || { echo "FAIL $TEST_NAME: stack did not start"; cat "$WORK/stack.err"; finish; exit 1; }
 in_ns ip -6 addr add 2001:db8::1/64 dev "$TAP" nodad
 in_ns ip -6 addr add 2001:db8::99/64 dev "$TAP" nodad
@@ -98,6 +99,55 @@ except socket.timeout:
     [ "$out" = refused ]
 }
 check "UDP to a closed port over IPv6: the kernel's socket gets ECONNREFUSED (port unreachable)" port_unreachable6
+
+EXEC=("$BIN" exec --socket "$WORK/tapstack.sock" --)
+
+python_inet6_under_exec() {
+    # A dual-stack AF_INET6 program under exec: bound to [::]:9600, it echoes
+    # one datagram from each family and reports what the socket API showed it.
+    in_ns timeout 20 "${EXEC[@]}" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+print("v6only", s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), flush=True)
+s.bind(("::", 9600))
+print("bound", s.getsockname()[:2], flush=True)
+s.settimeout(10)
+for _ in range(2):
+    data, peer = s.recvfrom(100)
+    print("from", peer[:2], data, flush=True)
+    s.sendto(b"echo:" + data, peer)
+' >"$WORK/inet6.out" 2>&1 &
+    local program=$!
+    wait_for grep -q bound "$WORK/inet6.out"
+    local six four
+    six=$(in_ns timeout 5 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b"six", ("2001:db8::2", 9600)); print(s.recvfrom(100)[0].decode())')
+    four=$(in_ns timeout 5 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b"four", ("192.0.2.2", 9600)); print(s.recvfrom(100)[0].decode())')
+    wait "$program"
+    cat "$WORK/inet6.out"; echo "kernel side got: '$six' '$four'"
+    [ "$six" = "echo:six" ] && [ "$four" = "echo:four" ] &&
+        grep -q "^v6only 0" "$WORK/inet6.out" && grep -q "^bound ('::', 9600)" "$WORK/inet6.out" &&
+        grep -qE "^from \('2001:db8::[0-9a-f]+', [0-9]+\) b'six'" "$WORK/inet6.out" &&
+        grep -qE "^from \('::ffff:192.0.2.1', [0-9]+\) b'four'" "$WORK/inet6.out"
+}
+check "python AF_INET6 under tapstack exec: bound to [::]:9600, echoes IPv6 and (v4-mapped) IPv4 from the kernel side" python_inet6_under_exec
+
+nc6_under_exec() {
+    in_ns timeout 10 nc -6 -n -u -l 2001:db8::1 9700 >"$WORK/listener6.out" 2>&1 &
+    local listener=$!
+    wait_for bash -c "ip netns exec $NS ss -u -l -n | grep -q '\[2001:db8::1\]:9700'"
+    echo "hello over six from exec" | in_ns timeout 10 "${EXEC[@]}" nc -6 -u -w1 2001:db8::1 9700
+    wait_for grep -q "hello over six from exec" "$WORK/listener6.out"
+    kill "$listener" 2>/dev/null; wait "$listener" 2>/dev/null
+    echo "listener got '$(cat "$WORK/listener6.out")'"
+    [ "$(cat "$WORK/listener6.out")" = "hello over six from exec" ]
+}
+check "nc -6 -u under tapstack exec reaches a kernel listener at [2001:db8::1]:9700" nc6_under_exec
 
 slaac() {
     local out

@@ -4,6 +4,7 @@ import SocketService
 import Sockets
 import Stack
 import CTapstackChannel
+import TapstackProtocol
 @testable import TapstackClient
 import Synchronization
 import Testing
@@ -387,13 +388,14 @@ extension SocketServiceTests {
         #expect(Array(inProcess[42..<54]) == query)
 
         var client = tsc_socket()
-        #expect(tsc_open(&client, served.path, 0) == 0)
+        #expect(tsc_open(&client, served.path, AF_INET, 0) == 0)
         defer { tsc_close(&client) }
         #expect(tsc_setopt(&client, Int32(TSP_OPT_REUSEADDR.rawValue), 1) == 0)
         #expect(tsc_setopt(&client, Int32(TSP_OPT_REUSEADDR.rawValue), 0) == 0)
         #expect(tsc_setopt(&client, Int32(TSP_OPT_DONTFRAG.rawValue), 0) == 0)
-        #expect(tsc_bind(&client, 0, 0) == 0)
-        #expect(tsc_connect(&client, IPv4Address(192, 0, 2, 1).rawValue.bigEndian, 53) == 0)
+        var any = tsp_address(IPv4Address.any), dnsServer = tsp_address(IPv4Address(192, 0, 2, 1))
+        #expect(tsc_bind(&client, &any, 0) == 0)
+        #expect(tsc_connect(&client, &dnsServer, 53) == 0)
         // One sendmmsg of the bare query, as libuv makes it (tsv_batch_send is sendmmsg(2)).
         let batch = try #require(tsv_batch_create(1, 512))
         defer { tsv_batch_destroy(batch) }

@@ -1,9 +1,11 @@
 import CTapstackChannel
+import TapstackProtocol
 import Glibc
 import SocketAPI
 import Synchronization
 import TapstackClient
 import Testing
+import Wire
 
 /// A service that answers control requests as the test scripts it: the
 /// client's side of the protocol under timing the real service never shows.
@@ -68,7 +70,7 @@ final class ScriptedService: @unchecked Sendable {
                 _ = bindTimedOut.wait(timeoutMilliseconds: 10_000)
                 reply.error = EADDRINUSE
             case TSP_NAMES.rawValue:
-                reply.local_address = UInt32(0xC000_0202).bigEndian
+                reply.local_address = tsp_address(IPv4Address(192, 0, 2, 2))
                 reply.local_port = 4321
             default: break
             }
@@ -79,15 +81,16 @@ final class ScriptedService: @unchecked Sendable {
             service.stop()
         }
         var socket = tsc_socket()
-        try #require(tsc_open(&socket, service.path, 0) == 0)
+        try #require(tsc_open(&socket, service.path, AF_INET, 0) == 0)
         defer { tsc_close(&socket) }
         // The service's patience, shortened for the test.
         var patience = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(socket.control_fd, SOL_SOCKET, SO_RCVTIMEO, &patience, socklen_t(MemoryLayout<timeval>.size))
 
-        #expect(tsc_bind(&socket, 0, 4321) == -1 && errno == ETIMEDOUT)
+        var any = tsp_address(IPv4Address.any)
+        #expect(tsc_bind(&socket, &any, 4321) == -1 && errno == ETIMEDOUT)
         bindTimedOut.signal()  // the late EADDRINUSE reply is now on its way
-        var address: UInt32 = 0, port: UInt16 = 0, connected: Int32 = 0, remoteAddress: UInt32 = 0, remotePort: UInt16 = 0
+        var address = tsp_address(), port: UInt16 = 0, connected: Int32 = 0, remoteAddress = tsp_address(), remotePort: UInt16 = 0
         let names = tsc_names(&socket, &address, &port, &connected, &remoteAddress, &remotePort)
         let error = errno
         #expect(names == 0, "names failed with errno \(error): the late bind reply was taken for its answer")

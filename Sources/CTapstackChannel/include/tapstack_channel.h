@@ -14,8 +14,10 @@
  * one request, one reply. The service releases the stack socket when either
  * connection is closed: closing the descriptor or dying is enough.
  *
- * All integers are in host byte order except IPv4 addresses (network order,
- * as in sockaddr_in). Both ends are on one machine.
+ * All integers are in host byte order except addresses: a tsp_address is an
+ * IPv6 address in network order, an IPv4 one written as ::ffff:a.b.c.d (RFC
+ * 4291 2.5.5.2), as a dual-stack socket shows it; the interface's IPv4
+ * fields are network order as in sockaddr_in. Both ends are on one machine.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +25,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define TSP_VERSION 3
+#define TSP_VERSION 4
 /// Opens every framed message on the data channel. A message without it is a
 /// bare payload: what a program wrote with a raw system call the preload shim
 /// cannot see (libuv's `syscall(__NR_sendmmsg)`), sent to the connected peer;
@@ -40,9 +42,39 @@
 #define TSP_REPLY_TIMEOUT_SECONDS 5
 /// The largest UDP payload over IPv4 (65535 - 20 - 8).
 #define TSP_MAX_PAYLOAD 65507
+/// The largest UDP payload over IPv6 without jumbograms (65535 - 8).
+#define TSP_MAX_PAYLOAD6 65527
+
+/// An address of either family (see the top of this file).
+typedef struct {
+    uint8_t bytes[16];
+} tsp_address;
+
+/// ::ffff:a.b.c.d for an IPv4 address in network order.
+static inline tsp_address tsp_address_v4(uint32_t network_order) {
+    tsp_address a = { { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF } };
+    __builtin_memcpy(a.bytes + 12, &network_order, 4);
+    return a;
+}
+/// 1 when `a` is an IPv4 address (v4-mapped).
+static inline int tsp_address_is_v4(const tsp_address *a) {
+    static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF };
+    return __builtin_memcmp(a->bytes, prefix, 12) == 0;
+}
+/// The IPv4 address (network order) of a v4-mapped address.
+static inline uint32_t tsp_address_get_v4(const tsp_address *a) {
+    uint32_t v;
+    __builtin_memcpy(&v, a->bytes + 12, 4);
+    return v;
+}
+/// 1 for :: and for 0.0.0.0 (v4-mapped): "any".
+static inline int tsp_address_is_unspecified(const tsp_address *a) {
+    static const uint8_t zero[16];
+    return __builtin_memcmp(a->bytes, zero, 16) == 0 || (tsp_address_is_v4(a) && tsp_address_get_v4(a) == 0);
+}
 
 enum tsp_op {
-    TSP_OPEN = 1,       ///< open a socket; reply carries the data channel
+    TSP_OPEN = 1,       ///< open a socket (option: AF_INET, AF_INET6, or 0 for AF_INET); reply carries the data channel
     TSP_BIND = 2,       ///< address, port
     TSP_CONNECT = 3,    ///< address, port; address 0 and port 0 disconnect
     TSP_SETOPT = 4,     ///< option, value
@@ -79,6 +111,7 @@ enum tsp_option {
     TSP_OPT_WANT_INFO = 15, ///< 1: frame every datagram to the client, with its tsp_datagram_header facts
                             ///< (set while IP_PKTINFO, IP_RECVTTL, IP_RECVTOS or a timestamp option is on)
     TSP_OPT_RECVERR = 16,   ///< IP_RECVERR: queue ICMP errors for TSP_ERRQUEUE
+    TSP_OPT_V6ONLY = 17,    ///< IPV6_V6ONLY: an AF_INET6 socket takes IPv6 only (before bind)
 };
 
 /// A control request, client to service.
@@ -87,11 +120,11 @@ typedef struct {
     uint16_t op;        ///< enum tsp_op
     int32_t option;     ///< enum tsp_option
     int32_t value;      ///< TSP_SETOPT's value
-    uint32_t address;   ///< TSP_BIND / TSP_CONNECT: IPv4, network order
+    tsp_address address; ///< TSP_BIND / TSP_CONNECT; the group of TSP_OPT_*_MEMBERSHIP
     uint16_t port;      ///< TSP_BIND / TSP_CONNECT
     uint16_t sequence;  ///< echoed in the reply: a late reply to a request
                         ///< that timed out is never taken for a later one's
-    uint32_t source;    ///< TSP_OPT_*_SOURCE_MEMBERSHIP: the source (network order)
+    tsp_address source; ///< TSP_OPT_*_SOURCE_MEMBERSHIP: the source
 } tsp_request;
 
 /// The stack's interface, sent with TSP_OPEN's reply so that the client can
@@ -113,7 +146,7 @@ typedef struct {
     uint8_t length;     ///< bytes of the failed datagram's payload in `data`
     uint8_t reserved;
     uint32_t info;      ///< ee_info: the next-hop MTU of "fragmentation needed"
-    uint32_t offender;  ///< who sent the ICMP error (network order)
+    tsp_address offender; ///< who sent the ICMP error
     uint8_t data[64];
 } tsp_queued_error;
 
@@ -121,10 +154,10 @@ typedef struct {
 typedef struct {
     int32_t error;          ///< 0, or an errno
     int32_t value;          ///< TSP_GETOPT's value
-    uint32_t local_address; ///< TSP_NAMES, TSP_BIND, TSP_CONNECT (network order)
+    tsp_address local_address; ///< TSP_NAMES, TSP_BIND, TSP_CONNECT
     uint16_t local_port;    ///< 0 when unbound
     uint16_t connected;     ///< 1 when the socket has a peer
-    uint32_t remote_address;
+    tsp_address remote_address;
     uint16_t remote_port;
     uint16_t sequence;       ///< the request's
     tsp_interface interface; ///< TSP_OPEN
@@ -144,14 +177,14 @@ enum tsp_kind {
 /// when it begins with TSP_MAGIC.
 typedef struct {
     uint32_t magic;     ///< TSP_MAGIC
-    uint32_t address;   ///< network order
+    tsp_address address;
     uint16_t port;
     uint8_t kind;       ///< enum tsp_kind
     uint8_t error;      ///< TSP_ERROR's errno
     /// From the service: the address the datagram was sent to (IP_PKTINFO's
     /// ipi_addr). To it: the source to send from (IP_PKTINFO's
-    /// ipi_spec_dst), 0 to let the stack choose.
-    uint32_t local_address;
+    /// ipi_spec_dst), unspecified to let the stack choose.
+    tsp_address local_address;
     uint8_t ttl;        ///< from: the TTL received; to: with TSP_SEND_TTL, the TTL to send with
     uint8_t tos;        ///< from: the TOS received; to: with TSP_SEND_TOS, the TOS to send with
     uint8_t flags;      ///< to the service: TSP_SEND_*
@@ -168,12 +201,12 @@ enum tsp_send_flags {
 /// What the client wants to know of a received datagram beyond its source,
 /// and what a send overrides: the control messages of recvmsg and sendmsg.
 typedef struct {
-    uint32_t destination;   ///< receive: the address it was sent to (network order)
+    tsp_address destination; ///< receive: the address it was sent to
     uint8_t ttl;
     uint8_t tos;
     uint8_t flags;          ///< send: TSP_SEND_*
     uint64_t timestamp_ns;  ///< receive: CLOCK_REALTIME nanoseconds; 0 when unknown (a bare payload)
-    uint32_t source;        ///< send: the source address (network order), 0 for the stack's choice
+    tsp_address source;     ///< send: the source address, unspecified (all zero) for the stack's choice
 } tsc_message_info;
 
 /* ---- The client side, used by TapstackClient and the preload shim. ----
@@ -190,7 +223,8 @@ typedef struct {
     int broadcast;       ///< SO_BROADCAST as last set
     int dont_fragment;   ///< IP_PMTUDISC_DO as last set
     int connected;       ///< 1 when connected (sends without address go to the peer)
-    uint32_t peer_address; ///< the connected peer (network order): the source of bare payloads
+    int family;          ///< AF_INET or AF_INET6, as opened
+    tsp_address peer_address; ///< the connected peer: the source of bare payloads
     uint16_t peer_port;
     uint16_t sequence;   ///< the last control request's
     int want_info;       ///< TSP_OPT_WANT_INFO as last set
@@ -199,42 +233,44 @@ typedef struct {
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
 const char *tsc_socket_path(void);
 
-/// Opens a stack socket through the service at `path`. `data_flags` may hold
+/// Opens a stack socket of `family` (AF_INET, or AF_INET6: dual-stack unless
+/// TSP_OPT_V6ONLY) through the service at `path`. `data_flags` may hold
 /// SOCK_NONBLOCK and SOCK_CLOEXEC for the data descriptor.
-int tsc_open(tsc_socket *socket, const char *path, int data_flags);
+int tsc_open(tsc_socket *socket, const char *path, int family, int data_flags);
 /// Closes both descriptors (the service then releases the socket).
 void tsc_close(tsc_socket *socket);
 
-int tsc_bind(tsc_socket *socket, uint32_t address, uint16_t port);
-/// Connects; address 0 with port 0 disconnects.
-int tsc_connect(tsc_socket *socket, uint32_t address, uint16_t port);
+int tsc_bind(tsc_socket *socket, const tsp_address *address, uint16_t port);
+/// Connects; an unspecified address with port 0 disconnects.
+int tsc_connect(tsc_socket *socket, const tsp_address *address, uint16_t port);
 /// Local and remote address; `*connected` 0 when there is no peer.
-int tsc_names(tsc_socket *socket, uint32_t *local_address, uint16_t *local_port,
-              int *connected, uint32_t *remote_address, uint16_t *remote_port);
+int tsc_names(tsc_socket *socket, tsp_address *local_address, uint16_t *local_port,
+              int *connected, tsp_address *remote_address, uint16_t *remote_port);
 int tsc_setopt(tsc_socket *socket, int option, int value);
 /// Takes the oldest queued ICMP error: its errno in `*error`, the failed
 /// datagram's destination in `*address`:`*port`. -1 with EAGAIN when none.
-int tsc_errqueue(tsc_socket *socket, tsp_queued_error *queued, int *error, uint32_t *address, uint16_t *port);
-/// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) `group` (for `source` with the source-specific ones).
+int tsc_errqueue(tsc_socket *socket, tsp_queued_error *queued, int *error, tsp_address *address, uint16_t *port);
+/// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) the IPv4 `group` (for
+/// `source` with the source-specific ones; network order).
 int tsc_membership(tsc_socket *socket, int option, uint32_t group, uint32_t source);
 int tsc_getopt(tsc_socket *socket, int option, int *value);
 
-/// Sends one datagram of the bytes in `iov` to `address`:`port` (network
-/// order address; `has_address` 0 sends to the peer). `flags` as send(2)
-/// (MSG_DONTWAIT). Returns the payload length sent.
+/// Sends one datagram of the bytes in `iov` to `address`:`port` (NULL
+/// `address` sends to the peer). `flags` as send(2) (MSG_DONTWAIT).
+/// Returns the payload length sent.
 ssize_t tsc_sendv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
-                  int has_address, uint32_t address, uint16_t port, int flags);
+                  const tsp_address *address, uint16_t port, int flags);
 /// As tsc_sendv, with `info` (may be NULL) giving the source, TTL and TOS of this datagram.
 ssize_t tsc_sendv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
-                       int has_address, uint32_t address, uint16_t port, int flags, const tsc_message_info *info);
+                       const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info);
 /// Receives one datagram into `iov`; fills the source. `flags` as recv(2)
 /// (MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC). Returns the payload length (the
 /// full length with MSG_TRUNC); `*truncated` is set when it did not fit.
 ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
-                  uint32_t *address, uint16_t *port, int flags, int *truncated);
+                  tsp_address *address, uint16_t *port, int flags, int *truncated);
 /// As tsc_recvv, filling `info` (may be NULL) with the datagram's facts.
 ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
-                       uint32_t *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
+                       tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
 /// Bytes of the next datagram's payload (FIONREAD), 0 when none.
 int tsc_pending_bytes(tsc_socket *socket);
 
@@ -245,6 +281,6 @@ int tsc_query(const char *path, int what, int *fd, size_t *length);
 
 /// The checks POSIX makes on the call (no route, too long, broadcast):
 /// 0 or an errno. Exposed for tests.
-int tsc_check_destination(const tsc_socket *socket, uint32_t address, uint16_t port, size_t length);
+int tsc_check_destination(const tsc_socket *socket, const tsp_address *address, uint16_t port, size_t length);
 
 #endif

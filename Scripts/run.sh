@@ -37,9 +37,10 @@ ip -n "$NS" link set lo up
 tapstack is up in network namespace '$NS' on $TAP: 192.0.2.2/24 and 2001:db8::2/64 (fe80::ff:fe00:2), MAC 02:00:00:00:00:02.
 In another shell:
     ip netns exec $NS ping -c 3 192.0.2.2
-    ip netns exec $NS ping -6 -c 3 2001:db8::2       # IPv6: neighbour discovery and echo so far
-    ip netns exec $NS ping -6 -c 3 fe80::ff:fe00:2%$TAP
+    ip netns exec $NS ping -6 -c 3 2001:db8::2
+    ip netns exec $NS ping -6 -c 3 -s 4000 fe80::ff:fe00:2%$TAP   # fragmented both ways
     echo hello | ip netns exec $NS nc -u -w1 192.0.2.2 7
+    echo hello | ip netns exec $NS nc -6 -u -w1 2001:db8::2 7     # the same echo socket, over IPv6
     ip netns exec $NS nc -u -l 9000             # the kernel listens on 192.0.2.1; then, in a third shell,
     echo hi | ip netns exec $NS $ABS_BIN exec -- nc -u -w1 192.0.2.1 9000   # nc over the stack, from 192.0.2.2
     ip netns exec $NS tcpdump -n -i $TAP

@@ -10,7 +10,7 @@ import Wire
 /// that never wait, and a way to hear when waiting would end. Both socket
 /// types provide the calls; they differ in how readiness reaches the channel.
 protocol DatagramBackend: AnyObject, Sendable {
-    func bind(address: IPv4Address, port: UInt16) throws(SocketError)
+    func bind(to address: SocketAPI.SocketAddress) throws(SocketError)
     func connect(to peer: SocketAPI.SocketAddress) throws(SocketError)
     func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int
     func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAPI.SocketAddress)
@@ -87,9 +87,9 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
     let socket: Sockets.UDPSocket
     private var token: Int?
 
-    init(host: NetworkHost) { socket = Sockets.UDPSocket(host: host) }
+    init(host: NetworkHost, family: AddressFamily) { socket = Sockets.UDPSocket(host: host, family: family) }
 
-    func bind(address: IPv4Address, port: UInt16) throws(SocketError) { try socket.bind(address: address, port: port) }
+    func bind(to address: SocketAPI.SocketAddress) throws(SocketError) { try socket.bind(to: address) }
     func connect(to peer: SocketAPI.SocketAddress) throws(SocketError) { try socket.connect(to: peer) }
     func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int {
         try socket.send(payload, to: destination)
@@ -144,9 +144,11 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
     /// not reach a channel, or an event loop, that is gone.
     private let handler = Locked<(@Sendable (ReadinessEvents) -> Void)?>(nil)
 
-    init(servicePath: String) throws(SocketError) { socket = try TapstackClient.UDPSocket(servicePath: servicePath) }
+    init(servicePath: String, family: AddressFamily) throws(SocketError) {
+        socket = try TapstackClient.UDPSocket(servicePath: servicePath, family: family)
+    }
 
-    func bind(address: IPv4Address, port: UInt16) throws(SocketError) { try socket.bind(address: address, port: port) }
+    func bind(to address: SocketAPI.SocketAddress) throws(SocketError) { try socket.bind(to: address) }
     func connect(to peer: SocketAPI.SocketAddress) throws(SocketError) { try socket.connect(to: peer) }
     func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAPI.SocketAddress?) throws(SocketError) -> Int {
         try socket.send(payload, to: destination)
@@ -188,6 +190,14 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
 extension NIOCore.SocketAddress {
     /// The NIO form of a tapstack address.
     init(_ address: SocketAPI.SocketAddress) {
+        if let ipv6 = address.ipv6 {
+            var storage = sockaddr_in6()
+            storage.sin6_family = sa_family_t(AF_INET6)
+            storage.sin6_port = address.port.bigEndian
+            withUnsafeMutableBytes(of: &storage.sin6_addr) { ipv6.write(to: $0, at: 0) }
+            self.init(storage, host: ipv6.description)
+            return
+        }
         var storage = sockaddr_in()
         storage.sin_family = sa_family_t(AF_INET)
         storage.sin_port = address.port.bigEndian
@@ -197,10 +207,18 @@ extension NIOCore.SocketAddress {
 }
 
 extension SocketAPI.SocketAddress {
-    /// The tapstack form of a NIO IPv4 address; nil for any other family.
+    /// The tapstack form of a NIO IP address (a v4-mapped IPv6 one becomes
+    /// IPv4); nil for a Unix one.
     init?(_ address: NIOCore.SocketAddress) {
-        guard case .v4(let v4) = address else { return nil }
-        self.init(IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)), UInt16(bigEndian: v4.address.sin_port))
+        switch address {
+        case .v4(let v4):
+            self.init(IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)), UInt16(bigEndian: v4.address.sin_port))
+        case .v6(let v6):
+            let ipv6 = withUnsafeBytes(of: v6.address.sin6_addr) { IPv6Address(reading: $0, at: 0) }
+            self.init(ipv6, UInt16(bigEndian: v6.address.sin6_port))
+        default:
+            return nil
+        }
     }
 }
 

@@ -83,13 +83,19 @@ public final class TapstackDatagramBootstrap {
         let loop = group.next()
         let address: NIOCore.SocketAddress
         do { address = try NIOCore.SocketAddress(ipAddress: host, port: port) } catch { return loop.makeFailedFuture(error) }
-        guard case .v4 = address else { return loop.makeFailedFuture(IOError(errnoCode: EAFNOSUPPORT, reason: "socket")) }
+        // The channel's family follows the address, as NIO's own bootstraps open theirs.
+        let family: AddressFamily
+        switch address {
+        case .v4: family = .ipv4
+        case .v6: family = .ipv6
+        default: return loop.makeFailedFuture(IOError(errnoCode: EAFNOSUPPORT, reason: "socket"))
+        }
         let socketBackend: DatagramBackend
         switch backend {
         case .inProcess(let host):
-            socketBackend = InProcessBackend(host: host)
+            socketBackend = InProcessBackend(host: host, family: family)
         case .service(let path):
-            do throws(SocketError) { socketBackend = try ServiceBackend(servicePath: path) } catch {
+            do throws(SocketError) { socketBackend = try ServiceBackend(servicePath: path, family: family) } catch {
                 return loop.makeFailedFuture(error.ioError("socket"))
             }
         }

@@ -198,7 +198,7 @@ public final class TapstackDatagramChannel: Channel, ChannelCore, MulticastChann
             promise?.fail(IOError(errnoCode: EAFNOSUPPORT, reason: "bind"))
             return
         }
-        control(promise, "bind") { backend throws(SocketError) in try backend.bind(address: local.address, port: local.port) }
+        control(promise, "bind") { backend throws(SocketError) in try backend.bind(to: local) }
     }
 
     public func connect0(to address: NIOCore.SocketAddress, promise: EventLoopPromise<Void>?) {

@@ -7,6 +7,7 @@ public enum FrameDescription {
         switch ethernet.etherType {
         case .arp: return describeARP(ethernet.payload)
         case .ipv4: return describeIPv4(ethernet.payload)
+        case .ipv6: return describeIPv6(ethernet.payload)
         default:
             return "\(ethernet.source) > \(ethernet.destination), ethertype \(ethernet.etherType), length \(frame.count)"
         }
@@ -53,6 +54,49 @@ public enum FrameDescription {
             return "IP \(ip.source) > \(ip.destination): ICMP \(what), length \(ip.payload.count)\(notes)"
         default:
             return "IP \(ip.source) > \(ip.destination): \(ip.proto), length \(ip.payload.count)\(notes)"
+        }
+    }
+
+    static func describeIPv6(_ bytes: UnsafeRawBufferPointer) -> String {
+        let ip: IPv6PacketView
+        do { ip = try IPv6PacketView(bytes) } catch { return "IP6, malformed (\(error)), length \(bytes.count)" }
+        let (source, destination) = (ip.source, ip.destination)
+        guard let (next, offset) = IPv6NextHeader.upperLayer(of: ip.packet) else {
+            // A later fragment, or headers cut short: say what the first header is.
+            if ip.nextHeader == IPv6NextHeader.fragment, let fragment = IPv6FragmentHeader(reading: ip.packet, at: IPv6PacketView.headerLength) {
+                return "IP6 \(source) > \(destination): frag (\(fragment.offset)|\(ip.payload.count - IPv6FragmentHeader.length))\(fragment.moreFragments ? " [+]" : ""), id \(fragment.identification)"
+            }
+            return "IP6 \(source) > \(destination): extension headers cut short, length \(ip.payload.count)"
+        }
+        guard offset <= ip.packet.count else { return "IP6 \(source) > \(destination): truncated, length \(ip.payload.count)" }
+        let upper = UnsafeRawBufferPointer(rebasing: ip.packet[offset...])
+        var notes = ""
+        switch next {
+        case IPv6NextHeader.udp:
+            guard let udp = try? UDPDatagramView(upper) else { return "IP6 \(source) > \(destination): UDP, bad length" }
+            if !udp.checksumIsValid(source: source, destination: destination) { notes += " [bad udp cksum]" }
+            return "IP6 \(source).\(udp.sourcePort) > \(destination).\(udp.destinationPort): UDP, length \(udp.payload.count)\(notes)"
+        case IPv6NextHeader.icmpv6:
+            guard upper.count >= 4 else { return "IP6 \(source) > \(destination): ICMP6, truncated" }
+            if ICMPv6Type.checksum(upper, source: source, destination: destination) != 0 { notes += " [bad icmp6 cksum]" }
+            let what: String
+            switch (upper[0], upper[1]) {
+            case (ICMPv6Type.echoRequest, _): what = "echo request"
+            case (ICMPv6Type.echoReply, _): what = "echo reply"
+            case (ICMPv6Type.neighborSolicitation, _): what = "neighbor solicitation"
+            case (ICMPv6Type.neighborAdvertisement, _): what = "neighbor advertisement"
+            case (ICMPv6Type.routerSolicitation, _): what = "router solicitation"
+            case (ICMPv6Type.routerAdvertisement, _): what = "router advertisement"
+            case (ICMPv6Type.destinationUnreachable, ICMPv6Type.UnreachableCode.port): what = "destination unreachable, unreachable port"
+            case (ICMPv6Type.destinationUnreachable, let code): what = "destination unreachable, code \(code)"
+            case (ICMPv6Type.packetTooBig, _): what = "packet too big"
+            case (ICMPv6Type.timeExceeded, let code): what = "time exceeded, code \(code)"
+            case (ICMPv6Type.parameterProblem, let code): what = "parameter problem, code \(code)"
+            case (let type, let code): what = "type \(type), code \(code)"
+            }
+            return "IP6 \(source) > \(destination): ICMP6, \(what), length \(upper.count)\(notes)"
+        default:
+            return "IP6 \(source) > \(destination): next header \(next), length \(ip.payload.count)"
         }
     }
 }

@@ -46,7 +46,8 @@ struct Recv: ParsableCommand {
         let logger = makeLogger(level: logging.logLevel)
         let chosen = socket ?? environmentServicePath
         let path = chosen ?? defaultServicePath(interface: link.interface)
-        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture) {
+        // Dual-stack: datagrams of either family reach the port.
+        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture, family: .ipv6) {
             defer { remote.close() }
             do throws(SocketError) { try remote.bind(port: port) } catch {
                 throw CleanFailure("cannot bind UDP port \(port) on the stack at \(path): \(error)")
@@ -62,7 +63,7 @@ struct Recv: ParsableCommand {
         }
         let signals = SignalWaiter()
         let session = try StackSession(options: link, capture: capture, logger: logger, noServiceAt: path)
-        let socket = UDPSocket(host: session.host)
+        let socket = UDPSocket(host: session.host, family: .ipv6)
         do { try socket.bind(port: port) } catch {
             session.stop()
             throw CleanFailure("cannot bind UDP port \(port): \(error)")

@@ -45,6 +45,10 @@ struct Replay: ParsableCommand {
             transform: parseGateway)
     var gateway: IPv4Address?
 
+    @Option(name: .long, help: ArgumentHelp("An IPv6 address of the stack beside its link-local one (repeatable), as the run had; 'auto' takes them from router advertisements in the capture.", valueName: "x:x::x[/len]|auto"),
+            transform: parseIPv6Option)
+    var address6: [IPv6AddressOption] = []
+
     @Option(name: .long, help: "IP MTU of the link, 576 to 1500.")
     var mtu: Int = 1500
 
@@ -120,6 +124,8 @@ struct Replay: ParsableCommand {
         var configuration = StackConfiguration(mac: mac ?? captured.mac ?? MACAddress("02:00:00:00:00:02")!, interface: interface, gateway: gateway)
         configuration.mtu = mtu
         configuration.reassemblyTimeout = .seconds(Double(reassemblyTimeout))
+        configuration.ipv6Addresses = address6.compactMap { if case .address(let address) = $0 { address } else { nil } }
+        configuration.ipv6Autoconfiguration = address6.contains(.automatic)
         return (configuration, echoPort ?? captured.echoPort ?? 7)
     }
 
@@ -140,7 +146,7 @@ struct Replay: ParsableCommand {
         do { stack = try NetworkStack(configuration: configuration, sink: sink) } catch { throw CleanFailure(error.description) }
         var echo: UDPEndpoint?
         if echoPort != 0 {
-            let endpoint = stack.openUDP()
+            let endpoint = stack.openUDP(family: .ipv6)  // dual-stack, as the run's echo service
             try stack.bind(endpoint, port: echoPort)
             echo = endpoint
         }
@@ -161,7 +167,7 @@ struct Replay: ParsableCommand {
             // The stack's own frames in the input are what it sent then, not
             // input: by their source MAC, or for raw IP their source address.
             let own = rawIP
-                ? frame.bytes.count >= 16 && frame.bytes[12..<16].elementsEqual(configuration.interface.address.octets)
+                ? isOwnPacket(frame.bytes, configuration)
                 : frame.bytes.count >= 12 && MACAddress(rawValue: frame.bytes[6..<12].reduce(0) { $0 << 8 | UInt64($1) }) == ownMAC
             if own {
                 skipped += 1
@@ -187,6 +193,16 @@ struct Replay: ParsableCommand {
             + changed.joined(separator: "\n") + "\n")
     }
 
+    /// A raw IP packet from one of the stack's own addresses (IPv4, link-local or configured IPv6).
+    private func isOwnPacket(_ bytes: [UInt8], _ configuration: StackConfiguration) -> Bool {
+        if bytes.first.map({ $0 >> 4 }) == 6 {
+            guard bytes.count >= 24 else { return false }
+            let source = bytes.withUnsafeBytes { IPv6Address(reading: $0, at: 8) }
+            return source == IPv6Address.linkLocal(from: configuration.mac) || configuration.ipv6Addresses.contains(source)
+        }
+        return bytes.count >= 16 && bytes[12..<16].elementsEqual(configuration.interface.address.octets)
+    }
+
     /// Runs every timer due up to `end`, each at its own deadline.
     private func runTimers(_ stack: NetworkStack, _ sink: ReplaySink, until end: StackInstant) {
         while let deadline = stack.nextDeadline, deadline <= end {
@@ -199,7 +215,7 @@ struct Replay: ParsableCommand {
     private func serveEcho(_ stack: NetworkStack, _ echo: UDPEndpoint, now: StackInstant) {
         while let datagram = try? stack.receive(from: echo) {
             datagram.payload.withUnsafeBytes { payload in
-                try? stack.send(payload, from: echo, to: datagram.source, port: datagram.sourcePort, now: now)
+                try? stack.send(payload, from: echo, to: datagram.sourceAddress, now: now)
             }
         }
     }

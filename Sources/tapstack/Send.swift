@@ -22,12 +22,15 @@ struct Send: ParsableCommand {
         """
     )
 
-    @Argument(help: ArgumentHelp("Destination IPv4 address.", valueName: "host"),
+    @Argument(help: ArgumentHelp("Destination IPv4 or IPv6 address.", valueName: "host"),
               transform: { text in
-                  guard let address = IPv4Address(text) else { throw ValidationError("'\(text)' is not an IPv4 address") }
-                  return address
+                  if let address = IPv4Address(text) { return SocketAddress(address, 0) }
+                  // A link-local address may name its interface (fe80::1%tap0): the stack has one.
+                  let bare = text.split(separator: "%", maxSplits: 1).first.map(String.init) ?? text
+                  guard let address = IPv6Address(bare) else { throw ValidationError("'\(text)' is not an IPv4 or IPv6 address") }
+                  return SocketAddress(address, 0)
               })
-    var host: IPv4Address
+    var host: SocketAddress
 
     @Argument(help: ArgumentHelp("Destination UDP port.", valueName: "port"))
     var port: UInt16
@@ -50,19 +53,20 @@ struct Send: ParsableCommand {
         let logger = makeLogger(level: logging.logLevel)
         let chosen = socket ?? environmentServicePath
         let path = chosen ?? defaultServicePath(interface: link.interface)
-        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture) {
+        let family: AddressFamily = host.isIPv6 ? .ipv6 : .ipv4
+        if let remote = try connectToRunningStack(at: path, explicit: chosen != nil, capture: capture, family: family) {
             try send(through: remote, path: path, logger: logger)
             return
         }
         let signals = SignalWaiter()
         let session = try StackSession(options: link, capture: capture, logger: logger, noServiceAt: path)
-        let socket = UDPSocket(host: session.host)
+        let socket = UDPSocket(host: session.host, family: family)
         do {
             try socket.bind(port: sourcePort)
-            try socket.connect(to: SocketAddress(host, port))
+            try socket.connect(to: destination)
         } catch {
             session.stop()
-            throw CleanFailure("cannot send to \(host):\(port): \(error)")
+            throw CleanFailure("cannot send to \(destination): \(error)")
         }
 
         let outcome = SendOutcome()
@@ -95,9 +99,16 @@ struct Send: ParsableCommand {
         _ = session.waitUntilDrained(timeout: .seconds(5))
         session.stop()
         if let error = outcome.error ?? socket.takeError() {
-            throw CleanFailure("sending to \(host):\(port) failed: \(error)")
+            throw CleanFailure("sending to \(destination) failed: \(error)")
         }
-        logger.info("sent \(outcome.sent) datagrams to \(host):\(port)")
+        logger.info("sent \(outcome.sent) datagrams to \(destination)")
+    }
+
+    /// HOST and PORT as one socket address.
+    var destination: SocketAddress {
+        var address = host
+        address.port = port
+        return address
     }
 }
 
@@ -108,21 +119,21 @@ extension Send {
         var sent = 0
         do throws(SocketError) {
             try remote.bind(port: sourcePort)
-            try remote.connect(to: SocketAddress(host, port))
+            try remote.connect(to: destination)
             while let line = readLine(strippingNewline: false) {
                 try remote.send(Array(line.utf8), timeout: nil)
                 sent += 1
             }
         } catch {
-            throw CleanFailure("sending to \(host):\(port) through the stack at \(path) failed: \(error)")
+            throw CleanFailure("sending to \(destination) through the stack at \(path) failed: \(error)")
         }
         // The service takes what is still in the channel even after we exit;
         // waiting lets an error it reports reach us.
         guard remote.waitUntilSent(timeout: .seconds(5)) else {
             throw CleanFailure("the stack at \(path) did not take the last datagrams within 5 s")
         }
-        if let error = remote.takeError() { throw CleanFailure("sending to \(host):\(port) failed: \(error)") }
-        logger.info("sent \(sent) datagrams to \(host):\(port) through the stack serving \(path)")
+        if let error = remote.takeError() { throw CleanFailure("sending to \(destination) failed: \(error)") }
+        logger.info("sent \(sent) datagrams to \(destination) through the stack serving \(path)")
     }
 }
 
@@ -130,10 +141,11 @@ extension Send {
 /// path was named: then the caller brings up a stack of its own).
 /// - Throws: `CleanFailure` when a named service is missing, refuses us, or
 ///   capture options were given (a running stack captures with its own --pcap).
-func connectToRunningStack(at path: String, explicit: Bool, capture: CaptureOptions) throws -> TapstackClient.UDPSocket? {
+func connectToRunningStack(at path: String, explicit: Bool, capture: CaptureOptions,
+                           family: AddressFamily) throws -> TapstackClient.UDPSocket? {
     let remote: TapstackClient.UDPSocket
     do throws(SocketError) {
-        remote = try TapstackClient.UDPSocket(servicePath: path)
+        remote = try TapstackClient.UDPSocket(servicePath: path, family: family)
     } catch .serviceUnavailable {
         if explicit { throw CleanFailure("no tapstack serves \(path) (start one with 'tapstack run --socket \(path)')") }
         return nil

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # TUN mode (`tapstack run --mode tun`): the stack on an IFF_TUN device,
-# IPv4 packets without Ethernet and no ARP, as VPNs and overlays run it.
-# The kernel pings it, echoes through it with nc -u, a program under
-# tapstack exec talks through it, and tcpdump reads its raw-IP capture.
+# IP packets without Ethernet and no ARP or neighbour discovery, as VPNs and
+# overlays run it. The kernel pings it over IPv4 and IPv6, echoes through it
+# with nc -u and nc -6 -u, programs under tapstack exec talk through it in
+# both families, and tcpdump reads its raw-IP capture.
 source "$(dirname "$0")/lib.sh"
 TAP=tun0
 
 SOCK=$WORK/tapstack.sock
-start_stack --mode tun --socket "$SOCK" --pcap "$WORK/run.pcap" || { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
+start_stack --mode tun --socket "$SOCK" --pcap "$WORK/run.pcap" --address6 2001:db8::2/64 ||
+    { echo "FAIL $TEST_NAME: stack did not start"; finish; exit 1; }
 wait_for test -S "$SOCK"
+in_ns ip -6 addr add 2001:db8::1/64 dev "$TAP" nodad
 
 device_is_tun() {
     local flags
@@ -51,6 +54,49 @@ print(data.decode(), peer)' 2>&1)
 }
 check "a program under tapstack exec talks to the kernel side through the TUN device" exec_program_talks
 
+ping6_answers() {
+    local out ok=0 size
+    for size in 56 3000; do
+        out=$(in_ns ping -6 -c 2 -i 0.2 -W 2 -s "$size" 2001:db8::2 2>&1)
+        echo "size $size: $(grep received <<<"$out")"
+        grep -q "2 received" <<<"$out" && ok=$((ok + 1))
+    done
+    [ "$ok" = 2 ]
+}
+check "ping -6 2001:db8::2 through the TUN device, 56 and 3000 bytes (fragmented): answered" ping6_answers
+
+nc6_echo() {
+    local out
+    out=$(echo "hello over tun six" | in_ns timeout 5 nc -6 -u -w1 2001:db8::2 7)
+    echo "echo: '$out'"
+    [ "$out" = "hello over tun six" ]
+}
+check "nc -6 -u to the stack's echo port gets its line back" nc6_echo
+
+# A kernel-side IPv6 echo, started here (not in a check, whose pipe it would hold).
+ip netns exec "$NS" timeout 60 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("2001:db8::1", 9101))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)' </dev/null >/dev/null 2>&1 &
+disown $!   # cleanup kills it (by PID, in the namespace) without a "Killed" line
+exec_program_talks6() {
+    wait_for bash -c "ip netns exec $NS ss -u -l -n | grep -q '\[2001:db8::1\]:9101'"
+    local out
+    out=$(in_ns timeout 10 "$BIN" exec --socket "$SOCK" -- python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b"through exec six", ("2001:db8::1", 9101))
+data, peer = s.recvfrom(100)
+print(data.decode(), peer[:2])' 2>&1)
+    echo "$out"
+    grep -q "through exec six ('2001:db8::1', 9101)" <<<"$out"
+}
+check "an AF_INET6 program under tapstack exec talks to the kernel side through the TUN device" exec_program_talks6
+
 no_arp_sent() {
     local arp
     arp=$(stack_counter arp.tx_requests)
@@ -65,21 +111,23 @@ capture_reads_as_raw_ip() {
     out=$(tcpdump -n -r "$WORK/run.pcap" 2>&1)
     echo "$out" | head -n 12
     grep -q "link-type RAW" <<<"$out" && grep -qE "IP 192\.0\.2\.1 > 192\.0\.2\.2: ICMP echo request" <<<"$out" &&
+        grep -qE "IP6 2001:db8::2 > 2001:db8::1: ICMP6, echo reply" <<<"$out" &&
+        grep -qE "IP6 2001:db8::2 > 2001:db8::1: frag \(0\|" <<<"$out" &&
         grep -qE "IP 192\.0\.2\.2 > 192\.0\.2\.1: ICMP echo reply" <<<"$out" &&
         grep -qE "IP 192\.0\.2\.2\.7 > 192\.0\.2\.1\.[0-9]+: UDP, length 15" <<<"$out"
 }
-check "tcpdump reads the capture as raw IP (LINKTYPE_RAW): pings and the echo" capture_reads_as_raw_ip
+check "tcpdump reads the capture as raw IP (LINKTYPE_RAW): pings of both families, fragments and the echo" capture_reads_as_raw_ip
 check "the capture is clean" capture_is_clean "$WORK/run.pcap"
 
 replay_answers_the_same() {
     local out
-    out=$("$BIN" replay "$WORK/run.pcap" --address 192.0.2.2/24 --out "$WORK/replayed.pcap" 2>&1) || { echo "$out"; return 1; }
+    out=$("$BIN" replay "$WORK/run.pcap" --address 192.0.2.2/24 --address6 2001:db8::2/64 --out "$WORK/replayed.pcap" 2>&1) || { echo "$out"; return 1; }
     echo "$out" | head -n 3
     local original replayed
-    original=$(tcpdump -n -r "$WORK/run.pcap" src 192.0.2.2 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP echo reply|\.7 > ")
-    replayed=$(tcpdump -n -r "$WORK/replayed.pcap" 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP echo reply|\.7 > ")
+    original=$(tcpdump -n -r "$WORK/run.pcap" src 192.0.2.2 or src 2001:db8::2 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP6?,? echo reply|\.7 > ")
+    replayed=$(tcpdump -n -r "$WORK/replayed.pcap" 2>/dev/null | cut -d' ' -f2- | grep -E "ICMP6?,? echo reply|\.7 > ")
     echo "original:"; echo "$original"; echo "replayed:"; echo "$replayed"
     [ -n "$original" ] && [ "$original" = "$replayed" ] && ! grep -qE "^arp\.tx_requests [1-9]" <<<"$out"
 }
-check "tapstack replay of the raw-IP capture answers the pings and the echo as the run did, without ARP" replay_answers_the_same
+check "tapstack replay of the raw-IP capture answers the pings and the echoes of both families as the run did, without ARP" replay_answers_the_same
 finish

@@ -133,6 +133,38 @@ let peerAddress = try! SocketAddress(ipAddress: "192.0.2.1", port: 35789)
         #expect(fixture.host.withStack { $0.udpSockets.isEmpty } || backend == .service)
     }
 
+    @Test(arguments: Backend.allCases) func aChannelBoundToTheIPv6AnyAddressServesBothFamilies(_ backend: Backend) throws {
+        let fixture = try NIOFixture(backend)
+        defer { fixture.stop() }
+        // The peer solicits the stack (so the stack knows its MAC); the advertisement is the answer.
+        fixture.link.inject(FrameBuilder.neighborSolicitation())
+        let advertisement = try #require(fixture.link.nextTransmitted(timeoutMilliseconds: 3000))
+        #expect(advertisement[12] == 0x86 && advertisement[13] == 0xDD && advertisement[54] == ICMPv6Type.neighborAdvertisement)
+        let recorder = Recorder()
+        let channel = try fixture.bootstrap
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(recorder) }
+            }
+            .bind(host: "::", port: 9066).wait()
+        defer { try? channel.close().wait() }
+        #expect(channel.localAddress == (try SocketAddress(ipAddress: "::", port: 9066)))
+
+        fixture.link.inject(FrameBuilder.udp6Frame(sourcePort: 35789, destinationPort: 9066, payload: Array("six".utf8)))
+        fixture.inject(Array("four".utf8), to: 9066)
+        #expect(eventually { recorder.reads.count == 2 })
+        let peer6 = try SocketAddress(ipAddress: FrameBuilder.peerLinkLocal.description, port: 35789)
+        #expect(recorder.reads.map(\.remoteAddress) == [peer6, peerAddress])
+        #expect(recorder.reads.map { Array($0.data.readableBytesView) } == [Array("six".utf8), Array("four".utf8)])
+
+        // Answered over IPv6 from the link-local address and port 9066, byte for byte.
+        try channel.writeAndFlush(AddressedEnvelope(remoteAddress: peer6, data: channel.allocator.buffer(bytes: [6, 6]))).wait()
+        let frame = try #require(fixture.link.nextTransmitted(timeoutMilliseconds: 3000))
+        var expected = FrameBuilder.udp6Frame(sourcePort: 9066, destinationPort: 35789, payload: [6, 6],
+                                              source: FrameBuilder.stackLinkLocal, destination: FrameBuilder.peerLinkLocal)
+        expected.replaceSubrange(0..<12, with: FrameBuilder.peerMAC.octets + FrameBuilder.stackMAC.octets)
+        #expect(frame == expected)
+    }
+
     @Test(arguments: Backend.allCases) func aMulticastChannelJoinsReceivesTheGroupAndLeaves(_ backend: Backend) throws {
         let fixture = try NIOFixture(backend)
         defer { fixture.stop() }

@@ -12,6 +12,19 @@ import TestSupport
         #expect(describe(Captured.udpRequest) == "IP 192.0.2.1.35789 > 192.0.2.2.7: UDP, length 6")
     }
 
+    @Test func ipv6LinesReadLikeTcpdump() {
+        #expect(describe(FrameBuilder.udp6Frame(sourcePort: 35789, destinationPort: 7, payload: [1, 2]))
+                == "IP6 fe80::bc5e:63ff:fe13:bd1b.35789 > fe80::ff:fe00:2.7: UDP, length 2")
+        #expect(describe(FrameBuilder.neighborSolicitation())
+                == "IP6 fe80::bc5e:63ff:fe13:bd1b > ff02::1:ff00:2: ICMP6, neighbor solicitation, length 32")
+        // A later fragment: its offset and size; a cut-short header chain: said so, never a trap.
+        let fragment = FrameBuilder.ipv6Frame(next: IPv6NextHeader.fragment, payload: [17, 0, 0x05, 0xA9, 0, 0, 0, 9] + [UInt8](repeating: 0, count: 16))
+        #expect(describe(fragment) == "IP6 fe80::bc5e:63ff:fe13:bd1b > fe80::ff:fe00:2: frag (1448|16) [+], id 9")
+        #expect(describe(FrameBuilder.ipv6Frame(next: IPv6NextHeader.destinationOptions, payload: [17]))
+                == "IP6 fe80::bc5e:63ff:fe13:bd1b > fe80::ff:fe00:2: extension headers cut short, length 1")
+        #expect(describe(Array(FrameBuilder.neighborSolicitation()[0..<30])).hasPrefix("IP6, malformed"))
+    }
+
     @Test func badChecksumsAreFlagged() {
         var frame = Captured.udpRequest
         frame[47] ^= 1

@@ -53,15 +53,17 @@ duplicate_refused() {
 check "2001:db8::99, held by the kernel side, is refused with a log line and a counter" duplicate_refused
 
 ping6_sizes() {
-    local size out ok=0
-    for size in 0 56 1452 4000; do
-        out=$(in_ns ping -6 -c 2 -i 0.2 -W 2 -s "$size" 2001:db8::2 2>&1)
-        echo "size $size: $(grep -E 'received' <<<"$out")"
-        grep -q "2 received" <<<"$out" && ok=$((ok + 1))
+    local size out ok=0 target
+    for target in 2001:db8::2 "fe80::ff:fe00:2%$TAP"; do
+        for size in 0 56 1452 4000; do
+            out=$(in_ns ping -6 -c 2 -i 0.2 -W 2 -s "$size" "$target" 2>&1)
+            echo "$target size $size: $(grep -E 'received' <<<"$out")"
+            grep -q "2 received" <<<"$out" && ok=$((ok + 1))
+        done
     done
-    [ "$ok" = 4 ]
+    [ "$ok" = 8 ]
 }
-check "ping -6 -s 0, 56, 1452 and 4000 to 2001:db8::2: every one answered" ping6_sizes
+check "ping -6 -s 0, 56, 1452 and 4000 to 2001:db8::2 and fe80::ff:fe00:2%tap0: every one answered" ping6_sizes
 
 nc6_echo() {
     local out
@@ -179,12 +181,12 @@ router_solicited() {
 check "--address6 auto solicits routers at start" router_solicited
 
 blackbox6() {
-    in_ns timeout 120 python3 "$(dirname "$0")/ipv6_blackbox.py" "$TAP" >"$WORK/blackbox6.out" 2>&1
+    in_ns timeout 180 python3 "$(dirname "$0")/ipv6_blackbox.py" "$TAP" "$STACK_PID" "$WORK/stack.err" >"$WORK/blackbox6.out" 2>&1
     local status=$?
     cat "$WORK/blackbox6.out"
     [ "$status" = 0 ]
 }
-check "ipv6_blackbox.py: RFC 8200, 4443 and 4861 checks from raw frames" blackbox6
+check "ipv6_blackbox.py: RFC 8200, 4443, 4861 and 4862 checks from raw frames, each moving its counter" blackbox6
 
 blackbox_counters() {
     local name value ok=0

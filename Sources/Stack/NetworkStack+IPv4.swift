@@ -152,17 +152,8 @@ extension NetworkStack {
         if packetLength <= configuration.mtu, let destinationMAC {
             guard sink.hasRoom(for: 1 + reserve) else { throw .wouldBlock }
             header.identification = takeIdentification()
-            var offload = ChecksumOffload.none
-            if let transportChecksumOffset, sink.completesChecksums {
-                offload = .partial(start: UInt16(EthernetHeader.length + IPv4Header.length), offset: UInt16(transportChecksumOffset))
-            }
-            _ = transmitFrame(checksum: offload) { frame in
-                EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv4).emit(into: frame)
-                let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
-                fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv4Header.length...]), offload != .none)
-                header.emit(into: ip)
-                return EthernetHeader.length + packetLength
-            }
+            transmitInPlace(to: destinationMAC, etherType: .ipv4, headerLength: IPv4Header.length, packetLength: packetLength,
+                            transportChecksumOffset: transportChecksumOffset, emitHeader: { header.emit(into: $0) }, fill: fill)
             count(.ipv4TxPackets)
             return
         }

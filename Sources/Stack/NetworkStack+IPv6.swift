@@ -247,9 +247,18 @@ extension NetworkStack {
             let high = (a.high ^ destination.high).leadingZeroBitCount
             return high < 64 ? high : 64 + (a.low ^ destination.low).leadingZeroBitCount
         }
-        let global = ipv6AddressStates.filter { $0.value == .preferred && !$0.key.isLinkLocal }.keys
-            .max { (commonPrefix($0), $1.high, $1.low) < (commonPrefix($1), $0.high, $0.low) }
-        return global ?? usable
+        // A plain loop, not filter/max: this runs per datagram and must not allocate.
+        var best: IPv6Address?
+        var bestLength = -1
+        for (address, state) in ipv6AddressStates where state == .preferred && !address.isLinkLocal {
+            let length = commonPrefix(address)
+            // Ties go to the lower address, so the choice never depends on hashing.
+            if length > bestLength || (length == bestLength && (address.high, address.low) < (best!.high, best!.low)) {
+                best = address
+                bestLength = length
+            }
+        }
+        return best ?? usable
     }
 
     /// The next hop for `destination` (RFC 4861 5.2): itself when on-link
@@ -317,17 +326,8 @@ extension NetworkStack {
 
         if packetLength <= mtu, let destinationMAC {
             guard sink.hasRoom(for: 1 + reserve) else { throw .wouldBlock }
-            var offload = ChecksumOffload.none
-            if let transportChecksumOffset, sink.completesChecksums {
-                offload = .partial(start: UInt16(EthernetHeader.length + IPv6Header.length), offset: UInt16(transportChecksumOffset))
-            }
-            _ = transmitFrame(checksum: offload) { frame in
-                EthernetHeader(destination: destinationMAC, source: mac, etherType: .ipv6).emit(into: frame)
-                let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
-                header.emit(into: ip)
-                fill(UnsafeMutableRawBufferPointer(rebasing: ip[IPv6Header.length...]), offload != .none)
-                return EthernetHeader.length + packetLength
-            }
+            transmitInPlace(to: destinationMAC, etherType: .ipv6, headerLength: IPv6Header.length, packetLength: packetLength,
+                            transportChecksumOffset: transportChecksumOffset, emitHeader: { header.emit(into: $0) }, fill: fill)
             count(.ipv6TxPackets)
             return
         }

@@ -234,22 +234,31 @@ extension NetworkStack {
         let multicast = target.isMulticast
         let timeToLive = options.timeToLive ?? (multicast ? endpoint.multicastTimeToLive : endpoint.timeToLive)
         let typeOfService = options.typeOfService ?? endpoint.typeOfService
-        do {
+        try countingSend(from: endpoint) { () throws(SocketError) in
             try sendIPv4(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count, typeOfService: typeOfService,
                          timeToLive: timeToLive, dontFragment: endpoint.dontFragment, owner: endpoint,
                          transportChecksumOffset: UDPDatagramView.Field.checksum, now: now, fill: fill)
-        } catch .wouldBlock {
-            endpoint.wantsWritable = true
-            throw .wouldBlock
         }
-        count(.udpTxDatagrams)
-        endpoint.sentDatagrams &+= 1
         // IP_MULTICAST_LOOP: our own sockets in the group hear it too, as on Linux.
         if multicast && endpoint.multicastLoop && multicastGroups[target] != nil {
             count(.udpTxMulticastLoopedBack)
             loopBack(proto: .udp, to: target, payloadLength: UDPHeader.length + payload.count, typeOfService: typeOfService,
                      timeToLive: timeToLive, now: now, fill: fill)
         }
+    }
+
+    /// Runs one datagram's send for `endpoint` (either family): a full link
+    /// asks for a `.writable` event; a datagram sent is counted.
+    @inline(__always)
+    func countingSend(from endpoint: UDPEndpoint, _ send: () throws(SocketError) -> Void) throws(SocketError) {
+        do {
+            try send()
+        } catch .wouldBlock {
+            endpoint.wantsWritable = true
+            throw .wouldBlock
+        }
+        count(.udpTxDatagrams)
+        endpoint.sentDatagrams &+= 1
     }
 
     /// Every bound socket, by local port, then in the order they were opened

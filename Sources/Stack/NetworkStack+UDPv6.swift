@@ -156,16 +156,11 @@ extension NetworkStack {
             }
         }
         let hopLimit = options.timeToLive ?? (destination.address.isMulticast ? endpoint.multicastTimeToLive : endpoint.timeToLive)
-        do {
+        try countingSend(from: endpoint) { () throws(SocketError) in
             try sendIPv6(nextHeader: IPv6NextHeader.udp, from: source, to: destination.address,
                          payloadLength: UDPHeader.length + payload.count, hopLimit: hopLimit,
                          trafficClass: options.typeOfService ?? endpoint.typeOfService, owner: endpoint,
                          transportChecksumOffset: UDPDatagramView.Field.checksum, now: now, fill: fill)
-        } catch .wouldBlock {
-            endpoint.wantsWritable = true
-            throw .wouldBlock
         }
-        count(.udpTxDatagrams)
-        endpoint.sentDatagrams &+= 1
     }
 }

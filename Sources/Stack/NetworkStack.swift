@@ -203,6 +203,28 @@ public final class NetworkStack {
         nextTimerDeadline = deadline
     }
 
+    /// Builds one IP packet of either family in the link's next frame: the
+    /// Ethernet header, the payload `fill` writes (told to leave the transport
+    /// checksum partial when the sink completes checksums), then the IP header
+    /// `emitHeader` writes over the first `headerLength` bytes. The caller
+    /// has checked the link has room.
+    @inline(__always)
+    func transmitInPlace(to destinationMAC: MACAddress, etherType: EtherType, headerLength: Int, packetLength: Int,
+                         transportChecksumOffset: Int?, emitHeader: (UnsafeMutableRawBufferPointer) -> Void,
+                         fill: (UnsafeMutableRawBufferPointer, _ partialChecksum: Bool) -> Void) {
+        var offload = ChecksumOffload.none
+        if let transportChecksumOffset, sink.completesChecksums {
+            offload = .partial(start: UInt16(EthernetHeader.length + headerLength), offset: UInt16(transportChecksumOffset))
+        }
+        _ = transmitFrame(checksum: offload) { frame in
+            EthernetHeader(destination: destinationMAC, source: mac, etherType: etherType).emit(into: frame)
+            let ip = UnsafeMutableRawBufferPointer(rebasing: frame[EthernetHeader.length..<(EthernetHeader.length + packetLength)])
+            fill(UnsafeMutableRawBufferPointer(rebasing: ip[headerLength...]), offload != .none)
+            emitHeader(ip)
+            return EthernetHeader.length + packetLength
+        }
+    }
+
     /// Reserves a frame, lets `fill` write it and return its length, commits
     /// it with `checksum` (`.partial` when `fill` left it to the link).
     /// Returns false (nothing sent) when the link is full.

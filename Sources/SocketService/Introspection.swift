@@ -16,6 +16,9 @@ public struct SocketRecord: Codable, Sendable, Equatable {
 
     /// The stack's number for the socket.
     public var id: Int
+    /// `ipv4`, or `ipv6` (which takes IPv4 too unless `v6only` is among the options).
+    public var family: String
+    /// The bound address (IPv6 without brackets; `::` or `0.0.0.0` for any).
     public var localAddress: String
     public var localPort: UInt16
     /// The connected peer; nil when not connected.
@@ -37,10 +40,12 @@ public struct SocketRecord: Codable, Sendable, Equatable {
 
     init(_ endpoint: UDPEndpoint, owner: Owner) {
         id = endpoint.id
-        localAddress = endpoint.localAddress.description
+        family = endpoint.family == .ipv6 ? "ipv6" : "ipv4"
+        localAddress = endpoint.family == .ipv6 && !(endpoint.localAddress6.isUnspecified && !endpoint.localAddress.isUnspecified)
+            ? endpoint.localAddress6.description : endpoint.localAddress.description
         localPort = endpoint.localPort
-        remoteAddress = endpoint.remote.map { $0.address.description }
-        remotePort = endpoint.remote?.port
+        remoteAddress = endpoint.remote6.map { $0.address.description } ?? endpoint.remote.map { $0.address.description }
+        remotePort = endpoint.remote6?.port ?? endpoint.remote?.port
         queuedDatagrams = endpoint.queuedDatagrams
         queuedBytes = endpoint.queuedBytes
         receiveBufferBytes = endpoint.receiveBufferBytes
@@ -54,6 +59,7 @@ public struct SocketRecord: Codable, Sendable, Equatable {
         if endpoint.timeToLive != 64 { options.append("ttl=\(endpoint.timeToLive)") }
         if endpoint.typeOfService != 0 { options.append("tos=\(endpoint.typeOfService)") }
         if endpoint.freeBind { options.append("freebind") }
+        if endpoint.family == .ipv6 && endpoint.v6Only { options.append("v6only") }
         for group in endpoint.memberships.keys.sorted(by: { $0.rawValue < $1.rawValue }) { options.append("join=\(group)") }
         self.owner = owner
     }

@@ -3,13 +3,22 @@ public enum SocketTable {
     public static let header = ["State", "Recv-Q", "Bytes", "Rcvbuf", "Local Address:Port", "Peer Address:Port",
                                 "Rx", "Drops", "Tx", "Options", "Process"]
 
+    /// As `ss` shows it: `*` for a dual-stack socket bound to any address,
+    /// an IPv6 address in brackets.
+    static func localColumn(_ record: SocketRecord) -> String {
+        if record.family == "ipv6" && record.localAddress == "::" && !record.options.contains("v6only") { return "*" }
+        return bracketed(record.localAddress)
+    }
+
+    static func bracketed(_ address: String) -> String { address.contains(":") ? "[\(address)]" : address }
+
     /// The table with its header; every line ends with a newline.
     public static func render(_ records: [SocketRecord]) -> String {
         let rows = [header] + records.map { record in
             [record.remoteAddress == nil ? "UNCONN" : "ESTAB",
              "\(record.queuedDatagrams)", "\(record.queuedBytes)", "\(record.receiveBufferBytes)",
-             "\(record.localAddress):\(record.localPort)",
-             record.remoteAddress.map { "\($0):\(record.remotePort ?? 0)" } ?? "*:*",
+             "\(localColumn(record)):\(record.localPort)",
+             record.remoteAddress.map { "\(bracketed($0)):\(record.remotePort ?? 0)" } ?? "*:*",
              "\(record.receivedDatagrams)", "\(record.droppedDatagrams)", "\(record.sentDatagrams)",
              record.options.isEmpty ? "-" : record.options.joined(separator: ","),
              "\(record.owner.kind):((\"\(record.owner.command)\",pid=\(record.owner.pid),uid=\(record.owner.uid)))"]

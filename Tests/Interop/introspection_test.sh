@@ -27,7 +27,8 @@ ss_lists_echo_and_client() {
     local out
     out=$("${SS[@]}") || return 1
     echo "$out"
-    grep -qE '^UNCONN +0 +0 +[0-9]+ +0\.0\.0\.0:7 +\*:\* .*in-process:\(\("tapstack",pid=[0-9]+' <<<"$out" &&
+    # The echo socket is dual-stack: `*:7`, as ss shows an AF_INET6 socket bound to [::].
+    grep -qE '^UNCONN +0 +0 +[0-9]+ +\*:7 +\*:\* .*in-process:\(\("tapstack",pid=[0-9]+' <<<"$out" &&
         grep -qE "^ESTAB .* 0\.0\.0\.0:5353 +192\.0\.2\.1:9 .*client:\(\(\"python3\",pid=$HOLDER_PID," <<<"$out"
 }
 check "ss lists the echo socket on port 7 (in-process) and the exec'd program's socket with its pid" ss_lists_echo_and_client
@@ -36,7 +37,7 @@ ss_listening_only() {
     local out
     out=$("${SS[@]}" -l) || return 1
     echo "$out"
-    grep -q '0.0.0.0:7 ' <<<"$out" && ! grep -q ':5353' <<<"$out"
+    grep -q '\*:7 ' <<<"$out" && ! grep -q ':5353' <<<"$out"
 }
 check "ss -l leaves out connected sockets" ss_listening_only
 

@@ -55,6 +55,26 @@ import Wire
         #expect(lines[2].contains("192.0.2.1:35789") && lines[2].hasPrefix("ESTAB "))
     }
 
+    @Test func ipv6SocketsAreListedAsSsShowsThem() throws {
+        let served = try ServedHost()
+        defer { served.stop() }
+        let dual = Sockets.UDPSocket(host: served.host, family: .ipv6)
+        try dual.bind(port: 7)
+        let only = Sockets.UDPSocket(host: served.host, family: .ipv6)
+        only.v6Only = true
+        try only.bind(to: SocketAddress(IPv6Address.unspecified, 8))
+        let client = try TapstackClient.UDPSocket(servicePath: served.path, family: .ipv6)
+        try client.connect(to: SocketAddress(IPv6Address("fe80::1")!, 53))
+        let records = try IntrospectionFormat.decoder().decode([SocketRecord].self, from: Data(try query(served.path, TSP_QUERY_SOCKETS)))
+        try #require(records.count == 3)
+        #expect(records.map(\.family) == ["ipv6", "ipv6", "ipv6"])
+        #expect(records[0].localAddress == "::" && records[1].options == ["v6only"])
+        #expect(records[2].remoteAddress == "fe80::1" && records[2].remotePort == 53 && records[2].localAddress == "::")
+        let lines = SocketTable.render(records).split(separator: "\n")
+        #expect(lines[1].contains(" *:7 ") && lines[2].contains(" [::]:8 "))
+        #expect(lines[3].hasPrefix("ESTAB ") && lines[3].contains(" [fe80::1]:53 "))
+    }
+
     @Test func aFullQueueCountsItsDropsOnTheSocket() throws {
         let served = try ServedHost()
         defer { served.stop() }

@@ -167,6 +167,11 @@ public enum StackCounter: Int, CaseIterable, Sendable {
     case icmpv6RxNeighborAdvertisements
     case icmpv6RxRouterAdvertisements
     case icmpv6TxRouterSolicitations
+    /// MLDv2 reports for the solicited-node groups (RFC 3810), and queries heard.
+    case icmpv6TxMldReports
+    case icmpv6RxMldQueries
+    /// A query not from a link-local router at hop limit 1, or too short.
+    case icmpv6DropInvalidMld
     case icmpv6NeighborCacheEvictions
     case icmpv6ResolutionFailures
     case icmpv6TxDropTooBig

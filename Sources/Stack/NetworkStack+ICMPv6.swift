@@ -31,6 +31,10 @@ extension NetworkStack {
             receiveNeighborAdvertisement(datagram)
         case ICMPv6Type.routerAdvertisement:
             receiveRouterAdvertisement(datagram, now: now)
+        case Self.mldQueryType:
+            receiveMLDQuery(datagram, now: now)
+        case Self.mldReportType, 131, 132:
+            break  // other listeners' reports and dones: nothing to do (MLDv2 hosts do not suppress theirs)
         case let type where ICMPv6Type.isError(type):
             count(.icmpv6RxErrors)
             receiveICMPv6Error(datagram, now: now)

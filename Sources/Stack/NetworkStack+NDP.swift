@@ -24,7 +24,10 @@ extension NetworkStack {
 
     func addIPv6Address(_ address: IPv6Address, now: StackInstant) {
         let probes = configuration.resolvesLinkAddresses ? configuration.duplicateAddressDetectionTransmits : 0
+        let joins = !listenedGroups.contains(address.solicitedNode)
         ipv6AddressStates[address] = probes > 0 ? .tentative(probesLeft: probes, nextAt: now) : .preferred
+        // Joining its solicited-node group comes before the probe (RFC 4862 5.4.2).
+        if joins { mldStateChanged(address.solicitedNode, joined: true, now: now) }
     }
 
     func runDuplicateAddressDetection(now: StackInstant) {
@@ -45,6 +48,9 @@ extension NetworkStack {
     /// Someone else holds a tentative address (RFC 4862 5.4.5): never use it.
     func addressConflict(_ address: IPv6Address) {
         ipv6AddressStates[address] = .duplicate
+        if !listenedGroups.contains(address.solicitedNode) {
+            mldStateChanged(address.solicitedNode, joined: false, now: latestInstant)
+        }
         count(.ipv6DadConflicts)
         onAddressConflict?(address)
     }

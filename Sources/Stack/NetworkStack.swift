@@ -60,6 +60,10 @@ public final class NetworkStack {
     @exclusivity(unchecked) var routerSolicitationsLeft = 0
     @exclusivity(unchecked) var nextRouterSolicitationAt = StackInstant.zero
     @exclusivity(unchecked) var ipv6Identification: UInt32
+    /// MLD: state-change reports still to repeat per group, and a query's pending answer (nil group: all).
+    @exclusivity(unchecked) var mldPendingChanges: [IPv6Address: (joined: Bool, left: Int, dueAt: StackInstant)] = [:]
+    @exclusivity(unchecked) var mldQueryAnswerAt: StackInstant?
+    @exclusivity(unchecked) var mldQueriedGroup: IPv6Address?
     /// Called when duplicate address detection finds an address in use (for a log line).
     @exclusivity(unchecked) public var onAddressConflict: ((IPv6Address) -> Void)?
     /// The latest instant a caller passed in: the time for calls that take none (close).
@@ -168,6 +172,7 @@ public final class NetworkStack {
             runIGMPTimers(now: now)
             runDuplicateAddressDetection(now: now)
             runNeighborTimers(now: now)
+            runMLDTimers(now: now)
             runRouterSolicitations(now: now)
         }
         return nextTimerDeadline

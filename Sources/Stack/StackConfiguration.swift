@@ -24,6 +24,11 @@ public struct StackConfiguration: Sendable {
     /// Time between those solicitations, and after the last (RFC 4861 RetransTimer).
     public var duplicateAddressDetectionInterval = StackDuration.seconds(1)
 
+    /// Reports the solicited-node groups with MLDv2 (RFC 3810) so that
+    /// switches snooping MLD forward neighbour solicitations to the stack.
+    /// `tapstack run` does; a stack made in code stays quiet unless it asks
+    /// (as with duplicate address detection).
+    public var reportsMulticastListening = false
     /// Takes addresses from routers' advertisements (SLAAC, RFC 4862 5.5):
     /// router solicitations at start, and an address for each advertised
     /// /64 prefix with the autonomous flag (`--address6 auto`).

@@ -81,6 +81,7 @@ struct InterfaceOptions: ParsableArguments {
         configuration.ipv6Addresses = address6.compactMap { if case .address(let address) = $0 { address } else { nil } }
         configuration.ipv6Autoconfiguration = address6.contains(.automatic)
         configuration.duplicateAddressDetectionTransmits = 1
+        configuration.reportsMulticastListening = true
         return configuration
     }
 }

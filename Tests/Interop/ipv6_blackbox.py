@@ -335,5 +335,22 @@ run("RFC 4861 6.1.2: an advertisement at hop limit 64 → discarded, configures 
     router_advertisement("2001:db8:65::", hop_limit=64), lambda: address_not_taken("2001:db8:65::ff:fe00:2"),
     "icmpv6.drop_invalid_neighbor_discovery")
 
+# RFC 3810 5.1, 6.2: a general MLD query (hop limit 1, Router Alert) is
+# answered within its maximum response delay with an MLDv2 report to
+# ff02::16 naming the stack's solicited-node groups.
+router = socket.inet_pton(socket.AF_INET6, "fe80::bb")
+query = icmpv6(130, 0, struct.pack("!HH", 500, 0) + bytes(16) + bytes(4), src=router, dst=ALL_NODES)
+hop_by_hop = bytes([58, 0, 5, 2, 0, 0, 1, 0])
+def mld_report():
+    for frame in frames_from_stack(2):
+        ip = frame[14:]
+        if ip[24:40] == socket.inet_pton(socket.AF_INET6, "ff02::16") and ip[6] == 0 and ip[48] == 143:
+            groups = {ip[48 + 8 + 20 * i + 4:48 + 8 + 20 * i + 20] for i in range(struct.unpack("!H", ip[54:56])[0])}
+            return (ip[7] == 1 and socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:2") in groups,
+                    f"{len(groups)} group record(s), hop limit {ip[7]}")
+    return False, "no report"
+run("RFC 3810 6.2: a general MLD query is answered with an MLDv2 report of the solicited-node groups",
+    ipv6(hop_by_hop + query, 0, src=router, dst=ALL_NODES, hop_limit=1), mld_report, "icmpv6.rx_mld_queries")
+
 print(f"{results['passed']} passed, {results['failed']} failed")
 sys.exit(1 if results["failed"] else 0)

@@ -239,15 +239,16 @@ stop_stack TERM
 capture_shows_it() {
     local out
     out=$(tcpdump -n -r "$WORK/run.pcap" ip6 2>/dev/null)
-    echo "$out" | grep -E "frag \(0\||UDP|router solicitation" | head -n 8
+    echo "$out" | grep -E "frag \(0\||UDP|router solicitation|listener report" | head -n 10
     grep -qE "fe80::ff:fe00:2 > fe80::[0-9a-f:]+: ICMP6, neighbor advertisement, tgt is fe80::ff:fe00:2" <<<"$out" &&
         grep -qE "fe80::ff:fe00:2 > fe80::[0-9a-f:]+: ICMP6, echo reply" <<<"$out" &&
         grep -qE "2001:db8::[0-9a-f]+ > 2001:db8::2: frag \(0\|" <<<"$out" &&
         grep -qE "2001:db8::2 > 2001:db8::[0-9a-f]+: frag \(0\|" <<<"$out" &&
         grep -qE "2001:db8::2\.7 > 2001:db8::[0-9a-f]+\.[0-9]+: UDP" <<<"$out" &&
-        grep -qE "ICMP6, router solicitation" <<<"$out"
+        grep -qE "ICMP6, router solicitation" <<<"$out" &&
+        grep -qE ":: > ff02::16: HBH .*ICMP6, multicast listener report v2, 1 group record\(s\)" <<<"$out"
 }
-check "the capture shows the advertisement, echo replies, fragments both ways, the UDP echo and the router solicitation" capture_shows_it
+check "the capture shows the advertisement, echo replies, fragments both ways, the UDP echo, the router solicitation and the MLDv2 report" capture_shows_it
 # The black-box frames are malformed on purpose, and so are the quotes of
 # them in the errors they earn: what the stack sent to anyone else is judged.
 tcpdump -n -r "$WORK/run.pcap" -w "$WORK/sent.pcap" "ether src 02:00:00:00:00:02 and not ip6 dst 2001:db8::77" 2>/dev/null

@@ -222,11 +222,11 @@ int tsc_errqueue(tsc_socket *s, tsp_queued_error *queued, int *error, tsp_addres
     return 0;
 }
 
-int tsc_membership(tsc_socket *s, int option, uint32_t group, uint32_t source) {
+int tsc_membership(tsc_socket *s, int option, const tsp_address *group, const tsp_address *source) {
     tsp_request r = request(TSP_SETOPT);
     r.option = option;
-    r.address = tsp_address_v4(group);
-    r.source = tsp_address_v4(source);
+    r.address = *group;
+    if (source) r.source = *source;
     tsp_reply reply;
     return call(s->control_fd, &s->sequence, &r, &reply, NULL, 0);
 }

@@ -147,8 +147,13 @@ extension SocketService {
     }
 
     func changeMembership(of socket: UDPSocket, option: UInt32, _ request: tsp_request) throws(SocketError) {
-        // IPv4 groups only (IPv6 multicast listener discovery is not built).
-        guard let group = request.address.ipv6Address.mappedIPv4 else { throw .invalidArgument }
+        guard let group = request.address.ipv6Address.mappedIPv4 else {
+            // An IPv6 group: any source only (IPV6_JOIN_GROUP / IPV6_LEAVE_GROUP).
+            guard option == TSP_OPT_ADD_MEMBERSHIP.rawValue || option == TSP_OPT_DROP_MEMBERSHIP.rawValue else { throw .invalidArgument }
+            let group = request.address.ipv6Address
+            if option == TSP_OPT_ADD_MEMBERSHIP.rawValue { try socket.join(group: group) } else { try socket.leave(group: group) }
+            return
+        }
         let sources: [IPv4Address]? = option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue || option == TSP_OPT_DROP_SOURCE_MEMBERSHIP.rawValue
             ? [request.source.ipv6Address.mappedIPv4 ?? .any] : nil
         if option == TSP_OPT_ADD_MEMBERSHIP.rawValue || option == TSP_OPT_ADD_SOURCE_MEMBERSHIP.rawValue {

@@ -213,6 +213,22 @@ public final class UDPSocket: DatagramSocket {
         try host.withStack { stack throws(SocketError) in try stack.join(group, for: endpoint, sources: sources, now: now) }
     }
 
+    /// Joins IPv6 multicast `group` on an IPv6 socket (IPV6_JOIN_GROUP): the
+    /// stack reports it with MLDv2 and receives the group's frames.
+    /// - Throws: `.invalidArgument` (an IPv4 socket, or not a multicast
+    ///   address), `.addressInUse` (already joined), `.noBufferSpace`, `.closed`.
+    public func join(group: IPv6Address) throws(SocketError) {
+        let now = monotonicNow()
+        try host.withStack { stack throws(SocketError) in try stack.join(group, for: endpoint, now: now) }
+    }
+
+    /// Leaves IPv6 multicast `group` (IPV6_LEAVE_GROUP).
+    /// - Throws: `.addressNotAvailable` when not joined.
+    public func leave(group: IPv6Address) throws(SocketError) {
+        let now = monotonicNow()
+        try host.withStack { stack throws(SocketError) in try stack.leave(group, for: endpoint, now: now) }
+    }
+
     /// Leaves `group` (IP_DROP_MEMBERSHIP), or stops receiving from `sources`
     /// (IP_DROP_SOURCE_MEMBERSHIP). The stack sends IGMP's leave when its
     /// last socket leaves.

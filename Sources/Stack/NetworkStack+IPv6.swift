@@ -43,7 +43,7 @@ extension NetworkStack {
 
     /// The IPv6 multicast MACs the stack listens on: all-nodes and its addresses' solicited-node groups.
     func acceptsIPv6Multicast(_ destination: MACAddress) -> Bool {
-        destination == IPv6Address.allNodes.multicastMAC
+        destination == IPv6Address.allNodes.multicastMAC || ipv6MulticastMACs.contains(destination)
             || ipv6AddressStates.keys.contains { $0.solicitedNode.multicastMAC == destination }
     }
 
@@ -58,7 +58,7 @@ extension NetworkStack {
         }
         guard !packet.source.isMulticast else { return drop(.ipv6DropBadSource) }
         let destination = packet.destination
-        guard ipv6AddressStates[destination] != nil || destination == .allNodes
+        guard ipv6AddressStates[destination] != nil || destination == .allNodes || ipv6GroupMembers[destination] != nil
                 || ipv6AddressStates.keys.contains(where: { $0.solicitedNode == destination }) else {
             return drop(.ipv6DropNotForUs)
         }

@@ -20,9 +20,11 @@ extension NetworkStack {
         case changeToExclude = 4
     }
 
-    /// The solicited-node groups the stack listens on: one per address held (tentative or in use).
+    /// The groups the stack listens on and reports: one solicited-node group
+    /// per address held (tentative or in use), and those its sockets joined.
     var listenedGroups: [IPv6Address] {
         Set(ipv6AddressStates.filter { $0.value != .duplicate }.keys.map(\.solicitedNode))
+            .union(ipv6GroupMembers.keys.filter(Self.isReportable))
             .sorted { ($0.high, $0.low) < ($1.high, $1.low) }
     }
 

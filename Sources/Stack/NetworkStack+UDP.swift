@@ -340,6 +340,7 @@ extension NetworkStack {
             if udpEndpoints[endpoint.localPort]?.isEmpty == true { udpEndpoints[endpoint.localPort] = nil }
         }
         leaveAll(for: endpoint, now: latestInstant)
+        leaveAllIPv6(for: endpoint, now: latestInstant)
         endpoint.isClosed = true
         endpoint.receiveQueue.removeAll()
         endpoint.pendingError = nil

@@ -17,13 +17,22 @@ extension NetworkStack {
                 || udp.checksumIsValid(source: datagram.source, destination: datagram.destination) else {
             return drop(.udpDropBadChecksum)
         }
-        // No IPv6 multicast memberships yet: only all-nodes reaches here, and nobody listens on it.
-        guard !datagram.destination.isMulticast, let endpoint = bestEndpoint(for: udp, from: datagram) else {
+        if datagram.destination.isMulticast {
+            // Never answered with an ICMPv6 error (RFC 4443 2.4 e.3).
+            guard deliverMulticast(udp, from: datagram, now: now) else { return drop(.udpDropMulticastNoMember) }
+            return count(.udpRxMulticastDelivered)
+        }
+        guard let endpoint = bestEndpoint(for: udp, from: datagram) else {
             drop(.udpDropNoPort)
             // RFC 4443 3.1: port unreachable for a port nobody listens on.
             return sendICMPv6Error(type: ICMPv6Type.destinationUnreachable, code: ICMPv6Type.UnreachableCode.port,
                                    info: 0, about: datagram, now: now)
         }
+        enqueue(udp, from: datagram, on: endpoint, now: now)
+    }
+
+    /// Queues a datagram on a socket, within its bounds (as for IPv4).
+    func enqueue(_ udp: UDPDatagramView, from datagram: IPv6Datagram, on endpoint: UDPEndpoint, now: StackInstant) {
         let payload = udp.payload
         guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
             endpoint.droppedDatagrams &+= 1
@@ -155,12 +164,23 @@ extension NetworkStack {
                 header.emit(intoDatagram: buffer, source: source, destination: destination.address)
             }
         }
-        let hopLimit = options.timeToLive ?? (destination.address.isMulticast ? endpoint.multicastTimeToLive : endpoint.timeToLive)
+        let multicast = destination.address.isMulticast
+        let hopLimit = options.timeToLive ?? (multicast ? endpoint.multicastTimeToLive : endpoint.timeToLive)
+        let trafficClass = options.typeOfService ?? endpoint.typeOfService
         try countingSend(from: endpoint) { () throws(SocketError) in
             try sendIPv6(nextHeader: IPv6NextHeader.udp, from: source, to: destination.address,
                          payloadLength: UDPHeader.length + payload.count, hopLimit: hopLimit,
-                         trafficClass: options.typeOfService ?? endpoint.typeOfService, owner: endpoint,
+                         trafficClass: trafficClass, owner: endpoint,
                          transportChecksumOffset: UDPDatagramView.Field.checksum, now: now, fill: fill)
+        }
+        // IPV6_MULTICAST_LOOP: our own sockets in the group hear it too, as on Linux.
+        if multicast && endpoint.multicastLoop && ipv6GroupMembers[destination.address] != nil {
+            var datagram = [UInt8](repeating: 0, count: UDPHeader.length + payload.count)
+            datagram.withUnsafeMutableBytes { fill($0, false) }
+            let header = IPv6Header(payloadLength: datagram.count, nextHeader: IPv6NextHeader.udp, hopLimit: hopLimit,
+                                    trafficClass: trafficClass, source: source, destination: destination.address)
+            count(.udpTxMulticastLoopedBack)
+            loopBack(header.packet(with: datagram), etherType: .ipv6, now: now)
         }
     }
 }

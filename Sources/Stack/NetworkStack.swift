@@ -64,6 +64,9 @@ public final class NetworkStack {
     @exclusivity(unchecked) var mldPendingChanges: [IPv6Address: (joined: Bool, left: Int, dueAt: StackInstant)] = [:]
     @exclusivity(unchecked) var mldQueryAnswerAt: StackInstant?
     @exclusivity(unchecked) var mldQueriedGroup: IPv6Address?
+    /// IPv6 groups sockets joined, with their member counts, and their Ethernet addresses.
+    @exclusivity(unchecked) var ipv6GroupMembers: [IPv6Address: Int] = [:]
+    @exclusivity(unchecked) var ipv6MulticastMACs: Set<MACAddress> = []
     /// Called when duplicate address detection finds an address in use (for a log line).
     @exclusivity(unchecked) public var onAddressConflict: ((IPv6Address) -> Void)?
     /// The latest instant a caller passed in: the time for calls that take none (close).

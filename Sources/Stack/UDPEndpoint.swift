@@ -108,6 +108,8 @@ public final class UDPEndpoint {
     public static let errorQueueLimit = 16
     /// Groups joined: nil for every source, else the sources asked for.
     @exclusivity(unchecked) public internal(set) var memberships: [IPv4Address: Set<IPv4Address>?] = [:]
+    /// IPv6 groups joined (IPV6_JOIN_GROUP; any source).
+    @exclusivity(unchecked) public internal(set) var memberships6: Set<IPv6Address> = []
 
     let receiveQueue: DatagramQueue
 

@@ -196,13 +196,32 @@ public final class UDPSocket: DatagramSocket {
     /// its datagrams (IP_ADD_SOURCE_MEMBERSHIP); see `Sockets.UDPSocket.join`.
     public func join(group: IPv4Address, source: IPv4Address? = nil) throws(SocketError) {
         let option = source == nil ? TSP_OPT_ADD_MEMBERSHIP : TSP_OPT_ADD_SOURCE_MEMBERSHIP
-        try control { tsc_membership(&$0, Int32(option.rawValue), group.rawValue.bigEndian, source?.rawValue.bigEndian ?? 0) }
+        try membership(option, tsp_address(group), source.map(tsp_address.init))
+    }
+
+    /// Joins IPv6 multicast `group` on an IPv6 socket (IPV6_JOIN_GROUP).
+    public func join(group: IPv6Address) throws(SocketError) {
+        try membership(TSP_OPT_ADD_MEMBERSHIP, tsp_address(group), nil)
+    }
+
+    /// Leaves IPv6 multicast `group` (IPV6_LEAVE_GROUP).
+    public func leave(group: IPv6Address) throws(SocketError) {
+        try membership(TSP_OPT_DROP_MEMBERSHIP, tsp_address(group), nil)
+    }
+
+    private func membership(_ option: tsp_option, _ group: tsp_address, _ source: tsp_address?) throws(SocketError) {
+        var group = group, given = source ?? tsp_address()
+        if source == nil {
+            try control { tsc_membership(&$0, Int32(option.rawValue), &group, nil) }
+        } else {
+            try control { tsc_membership(&$0, Int32(option.rawValue), &group, &given) }
+        }
     }
 
     /// Leaves `group` (IP_DROP_MEMBERSHIP), or stops hearing `source` in it.
     public func leave(group: IPv4Address, source: IPv4Address? = nil) throws(SocketError) {
         let option = source == nil ? TSP_OPT_DROP_MEMBERSHIP : TSP_OPT_DROP_SOURCE_MEMBERSHIP
-        try control { tsc_membership(&$0, Int32(option.rawValue), group.rawValue.bigEndian, source?.rawValue.bigEndian ?? 0) }
+        try membership(option, tsp_address(group), source.map(tsp_address.init))
     }
 
     // MARK: Sending

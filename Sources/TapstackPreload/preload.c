@@ -33,6 +33,7 @@ typedef struct shared_socket {
     int recverr;                /* IP_RECVERR as last set */
     int bound_to_device;        /* SO_BINDTODEVICE named the stack's interface */
     uint32_t multicast_if;      /* IP_MULTICAST_IF as last set (network order) */
+    int multicast_if6;          /* IPV6_MULTICAST_IF as last set (an interface index) */
     int references;             /* descriptors naming it */
     pthread_mutex_t lock;       /* one control request at a time */
     struct shared_socket *next_free;
@@ -114,6 +115,7 @@ static shared_socket *make_shared(const tsc_socket *socket) {
     shared->recverr = 0;
     shared->bound_to_device = 0;
     shared->multicast_if = 0;
+    shared->multicast_if6 = 0;
     shared->references = 0;
     shared->next_free = NULL;
     return shared;
@@ -465,8 +467,28 @@ static int membership(shared_socket *shared, int name, const void *value, sockle
         option = name == IP_ADD_MEMBERSHIP ? TSP_OPT_ADD_MEMBERSHIP : TSP_OPT_DROP_MEMBERSHIP;
     }
     if (!is_our_interface(&shared->socket, interface, index)) { errno = ENODEV; return -1; }
+    tsp_address group_address = tsp_address_v4(group), source_address = tsp_address_v4(source);
     pthread_mutex_lock(&shared->lock);
-    int result = tsc_membership(&shared->socket, option, group, source);
+    int result = tsc_membership(&shared->socket, option, &group_address,
+                                option == TSP_OPT_ADD_SOURCE_MEMBERSHIP || option == TSP_OPT_DROP_SOURCE_MEMBERSHIP ? &source_address : NULL);
+    int error = errno;
+    pthread_mutex_unlock(&shared->lock);
+    errno = error;
+    return result;
+}
+
+/* IPV6_JOIN_GROUP / IPV6_LEAVE_GROUP: an ipv6_mreq on the stack's interface (index 0: any). */
+static int membership6(shared_socket *shared, int name, const void *value, socklen_t length) {
+    if (!value) { errno = EFAULT; return -1; }
+    if (length < (socklen_t)sizeof(struct ipv6_mreq)) { errno = EINVAL; return -1; }
+    struct ipv6_mreq request;
+    memcpy(&request, value, sizeof request);
+    if (request.ipv6mr_interface != 0 && (int)request.ipv6mr_interface != shared->socket.interface.index) { errno = ENODEV; return -1; }
+    tsp_address group;
+    memcpy(group.bytes, &request.ipv6mr_multiaddr, 16);
+    int option = name == IPV6_JOIN_GROUP ? TSP_OPT_ADD_MEMBERSHIP : TSP_OPT_DROP_MEMBERSHIP;
+    pthread_mutex_lock(&shared->lock);
+    int result = tsc_membership(&shared->socket, option, &group, NULL);
     int error = errno;
     pthread_mutex_unlock(&shared->lock);
     errno = error;
@@ -523,6 +545,20 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         }
         }
     }
+    if (level == IPPROTO_IPV6 && shared->socket.family == AF_INET6) {
+        switch (name) {
+        case IPV6_JOIN_GROUP: case IPV6_LEAVE_GROUP:
+            return membership6(shared, name, value, length);
+        case IPV6_MULTICAST_IF: {
+            /* An interface index: only the stack's exists (0: the default). */
+            int index;
+            if (read_value(value, length, &index) < 0) return -1;
+            if (index != 0 && index != shared->socket.interface.index) { errno = ENODEV; return -1; }
+            shared->multicast_if6 = index;
+            return 0;
+        }
+        }
+    }
     if (level == SOL_SOCKET && name == SO_BINDTODEVICE) {
         /* Only the stack's own interface exists for its sockets; "" unbinds. */
         char wanted[IFNAMSIZ] = { 0 };
@@ -564,6 +600,8 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
         v = (shared->wants & want) != 0;
     } else if (level == IPPROTO_IP && name == IP_RECVERR) {
         v = shared->recverr;
+    } else if (level == IPPROTO_IPV6 && name == IPV6_MULTICAST_IF && shared->socket.family == AF_INET6) {
+        v = shared->multicast_if6;
     } else if (level == IPPROTO_IP && name == IP_MULTICAST_IF) {
         if (*length < (socklen_t)sizeof(struct in_addr)) { errno = EINVAL; return -1; }
         memcpy(value, &shared->multicast_if, sizeof shared->multicast_if);

@@ -151,6 +151,33 @@ nc6_under_exec() {
 }
 check "nc -6 -u under tapstack exec reaches a kernel listener at [2001:db8::1]:9700" nc6_under_exec
 
+multicast6_under_exec() {
+    # An AF_INET6 program under exec joins ff12::1234 (IPV6_JOIN_GROUP); the kernel side sends to the group.
+    in_ns timeout 20 "${EXEC[@]}" python3 -c '
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 9800))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, "ff12::1234") + struct.pack("@I", 0))
+print("joined", flush=True)
+s.settimeout(10)
+data, peer = s.recvfrom(100)
+print("got", data, peer[0], flush=True)
+' >"$WORK/mcast6.out" 2>&1 &
+    local program=$!
+    wait_for grep -q joined "$WORK/mcast6.out"
+    in_ns python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(sys.argv[1]))
+s.sendto(b"to the group", ("ff12::1234", 9800))' "$TAP"
+    wait "$program"
+    cat "$WORK/mcast6.out"
+    grep -qE "^got b'to the group' (fe80|2001:db8)" "$WORK/mcast6.out" &&
+        tcpdump -n -r "$WORK/run.pcap" ip6 2>/dev/null | grep -qE "> ff02::16: HBH .*multicast listener report v2" &&
+        tcpdump -n -v -r "$WORK/run.pcap" ip6 2>/dev/null | grep -q "ff12::1234"
+}
+check "an AF_INET6 program under exec joins ff12::1234 (IPV6_JOIN_GROUP, MLDv2 report) and receives the kernel side's datagram to it" multicast6_under_exec
+
 slaac() {
     local out
     # A router advertisement from the kernel side: prefix 2001:db8:1::/64, on-link and autonomous.
@@ -194,6 +221,7 @@ blackbox_counters() {
             ipv6.drop_routing_header ipv6.drop_fragment_bad_length ipv6.drop_reassembly_oversize \
             ipv6.drop_reassembly_overlap ipv6.reassembled ipv6.tx_fragmented udp.drop_zero_checksum \
             icmpv6.tx_parameter_problems icmpv6.tx_destination_unreachable icmpv6.tx_errors_suppressed \
+            udp.drop_multicast_no_member icmpv6.rx_mld_queries icmpv6.tx_mld_reports \
             icmpv6.drop_invalid_neighbor_discovery; do
         value=$(stack_counter "$name")
         echo "$name ${value:-0}"

@@ -104,7 +104,7 @@ enum tsp_option {
     TSP_OPT_MULTICAST_TTL = 8,  ///< IP_MULTICAST_TTL
     TSP_OPT_MULTICAST_LOOP = 9, ///< IP_MULTICAST_LOOP
     TSP_OPT_FREEBIND = 10,  ///< IP_FREEBIND
-    TSP_OPT_ADD_MEMBERSHIP = 11,         ///< IP_ADD_MEMBERSHIP: `address` the group (set only)
+    TSP_OPT_ADD_MEMBERSHIP = 11,         ///< IP_ADD_MEMBERSHIP or IPV6_JOIN_GROUP: `address` the group (set only)
     TSP_OPT_DROP_MEMBERSHIP = 12,        ///< IP_DROP_MEMBERSHIP
     TSP_OPT_ADD_SOURCE_MEMBERSHIP = 13,  ///< IP_ADD_SOURCE_MEMBERSHIP: `address` the group, `source` the source
     TSP_OPT_DROP_SOURCE_MEMBERSHIP = 14, ///< IP_DROP_SOURCE_MEMBERSHIP
@@ -250,9 +250,9 @@ int tsc_setopt(tsc_socket *socket, int option, int value);
 /// Takes the oldest queued ICMP error: its errno in `*error`, the failed
 /// datagram's destination in `*address`:`*port`. -1 with EAGAIN when none.
 int tsc_errqueue(tsc_socket *socket, tsp_queued_error *queued, int *error, tsp_address *address, uint16_t *port);
-/// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) the IPv4 `group` (for
-/// `source` with the source-specific ones; network order).
-int tsc_membership(tsc_socket *socket, int option, uint32_t group, uint32_t source);
+/// Joins or leaves (`option` TSP_OPT_*_MEMBERSHIP) `group` (for `source`
+/// with the source-specific ones, IPv4 only; NULL otherwise).
+int tsc_membership(tsc_socket *socket, int option, const tsp_address *group, const tsp_address *source);
 int tsc_getopt(tsc_socket *socket, int option, int *value);
 
 /// Sends one datagram of the bytes in `iov` to `address`:`port` (NULL

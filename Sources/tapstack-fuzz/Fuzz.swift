@@ -126,7 +126,8 @@ func fuzzIGMP(_ bytes: UnsafeRawBufferPointer) {
 }
 
 /// An IPv6 packet: the view's fields, then the packet fed to a stack with
-/// a global address, SLAAC on and a dual-stack UDP socket on port 7 (to its
+/// a global address, SLAAC and MLD on and a dual-stack UDP socket on port 7
+/// that joined ff12::7 (to its
 /// MAC and to its solicited-node group's), with the upper-layer checksum
 /// (ICMPv6 or UDP, past any extension headers) fixed so the message is not
 /// just dropped; then again as if it were every other fragment, and the
@@ -157,14 +158,19 @@ func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
         guard let ethernet = try? EthernetFrameView(frame) else { preconditionFailure("the stack sent a runt frame") }
         guard ethernet.etherType == .ipv6 else { return }  // its ARP announcement at start
         guard let ip = try? IPv6PacketView(ethernet.payload) else { preconditionFailure("the stack sent a malformed IPv6 frame") }
-        switch ip.nextHeader {
-        case IPv6NextHeader.fragment: break
+        if ip.nextHeader == IPv6NextHeader.fragment { return }
+        // Past its extension headers (MLD reports carry a hop-by-hop Router Alert).
+        guard let (next, offset) = IPv6NextHeader.upperLayer(of: ip.packet), offset <= ip.packet.count else {
+            preconditionFailure("the stack sent a cut-short header chain")
+        }
+        let upper = UnsafeRawBufferPointer(rebasing: ip.packet[offset...])
+        switch next {
         case IPv6NextHeader.udp:
-            guard let udp = try? UDPDatagramView(ip.payload), udp.checksumIsValid(source: ip.source, destination: ip.destination) else {
+            guard let udp = try? UDPDatagramView(upper), udp.checksumIsValid(source: ip.source, destination: ip.destination) else {
                 preconditionFailure("the stack sent a bad UDP datagram over IPv6")
             }
         default:
-            guard ip.nextHeader == ICMPv6Type.nextHeader, ICMPv6Type.checksum(ip.payload, source: ip.source, destination: ip.destination) == 0 else {
+            guard next == ICMPv6Type.nextHeader, ICMPv6Type.checksum(upper, source: ip.source, destination: ip.destination) == 0 else {
                 preconditionFailure("the stack sent a malformed ICMPv6 message")
             }
         }
@@ -172,10 +178,12 @@ func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
     var configuration = StackConfiguration.standard
     configuration.ipv6Addresses = [IPv6Address("2001:db8::2")!]
     configuration.ipv6Autoconfiguration = true
+    configuration.reportsMulticastListening = true
     let stack = try! NetworkStack(configuration: configuration, sink: sink)
     stack.start(now: .seconds(1))
     let socket = stack.openUDP(family: .ipv6)
     try! stack.bind(socket, to: SocketAddress(IPv6Address.unspecified, 7))
+    try! stack.join(IPv6Address("ff12::7")!, for: socket, now: .seconds(1))
     func feed(_ packet: [UInt8], to mac: MACAddress, at now: StackInstant) {
         var frame = [UInt8](repeating: 0, count: EthernetHeader.length) + packet
         frame.withUnsafeMutableBytes { frame in

@@ -628,7 +628,8 @@ public final class TapLink: LinkEndpoint {
         }
         counters.add(.rxSegmentedFrames)
         let scratch = io.segment!
-        let start = UInt16(EthernetHeader.length + Int(frame.bytes[EthernetHeader.length] & 0x0F) * 4)
+        let version = frame.bytes[EthernetHeader.length] >> 4
+        let start = UInt16(EthernetHeader.length + (version == 6 ? IPv6Header.length : Int(frame.bytes[EthernetHeader.length] & 0x0F) * 4))
         for index in 0..<count {
             guard let length = UDPSegmentation.writeSegment(index, of: frame.bytes, segmentSize: frame.segmentSize, into: scratch) else {
                 counters.add(.rxDropBadSegmentation)

@@ -89,7 +89,8 @@ public enum UDPSegmentation {
     // MARK: Segments (receiving)
 
     /// The datagrams a received GSO frame carries at `segmentSize` payload
-    /// bytes each, or nil when it is not an IPv4 UDP frame with a payload.
+    /// bytes each, or nil when it is not a UDP frame with a payload (IPv4,
+    /// or IPv6 with UDP right after its header, as the kernel's USO6 sends).
     /// Lengths are taken from the frame itself, never from the virtio header.
     @inlinable
     public static func segmentCount(of frame: UnsafeRawBufferPointer, segmentSize: Int) -> Int? {
@@ -101,6 +102,11 @@ public enum UDPSegmentation {
     @inlinable
     static func segmentedPayloadRange(_ frame: UnsafeRawBufferPointer) -> Range<Int>? {
         let ip = EthernetHeader.length
+        if frame.count > ip + IPv6Header.length + UDPHeader.length,
+           frame.u16(at: EthernetFrameView.Field.etherType) == EtherType.ipv6.rawValue, frame[ip] >> 4 == 6 {
+            guard frame[ip + IPv6PacketView.Field.nextHeader] == IPv6NextHeader.udp else { return nil }
+            return (ip + IPv6Header.length + UDPHeader.length)..<frame.count
+        }
         guard frame.count > ip + IPv4Header.length,
               frame.u16(at: EthernetFrameView.Field.etherType) == EtherType.ipv4.rawValue,
               frame[ip] >> 4 == 4 else { return nil }
@@ -129,6 +135,16 @@ public enum UDPSegmentation {
         UnsafeMutableRawBufferPointer(rebasing: out[headers..<(headers + chunk)])
             .copyMemory(from: UnsafeRawBufferPointer(rebasing: frame[first..<(first + chunk)]))
         let ip = UnsafeMutableRawBufferPointer(rebasing: out[EthernetHeader.length..<(headers + chunk)])
+        if ip[0] >> 4 == 6 {
+            ip.setU16(UInt16(ip.count - IPv6Header.length), at: IPv6PacketView.Field.payloadLength)
+            let udp = UnsafeMutableRawBufferPointer(rebasing: ip[IPv6Header.length...])
+            let source = IPv6Address(reading: UnsafeRawBufferPointer(ip), at: IPv6PacketView.Field.source)
+            let destination = IPv6Address(reading: UnsafeRawBufferPointer(ip), at: IPv6PacketView.Field.destination)
+            UDPHeader(sourcePort: udp.u16(at: UDPDatagramView.Field.sourcePort),
+                      destinationPort: udp.u16(at: UDPDatagramView.Field.destinationPort), payloadLength: chunk)
+                .emit(intoDatagram: udp, source: source, destination: destination)
+            return headers + chunk
+        }
         let headerLength = Int(ip[0] & 0x0F) * 4
         ip.setU16(UInt16(ip.count), at: IPv4PacketView.Field.totalLength)
         ip.setU16(ip.u16(at: IPv4PacketView.Field.identification) &+ UInt16(truncatingIfNeeded: index),

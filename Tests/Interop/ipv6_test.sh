@@ -81,6 +81,26 @@ nc4_echo_still() {
 }
 check "nc -u 192.0.2.2 7: the same (dual-stack) echo socket answers IPv4" nc4_echo_still
 
+uso6_echoed() {
+    # The kernel's UDP segmentation offload over IPv6: one sendmsg with
+    # UDP_SEGMENT 64 reaches the tap as one GSO frame (USO6 granted), which
+    # the link cuts into its 4 datagrams; the echo answers each.
+    local before out
+    before=$(stack_counter link.rx_segmented_frames)
+    out=$(in_ns timeout 10 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 64)  # UDP_SEGMENT
+s.settimeout(3)
+s.connect(("2001:db8::2", 7))
+s.send(b"a" * 64 + b"b" * 64 + b"c" * 64 + b"d" * 20)
+print(sorted(s.recv(100) for _ in range(4)))' 2>&1)
+    echo "$out; link.rx_segmented_frames $before -> $(stack_counter link.rx_segmented_frames)"
+    [ "$out" = "[b'$(printf 'a%.0s' {1..64})', b'$(printf 'b%.0s' {1..64})', b'$(printf 'c%.0s' {1..64})', b'dddddddddddddddddddd']" ] &&
+        [ "$(stack_counter link.rx_segmented_frames)" -gt "${before:-0}" ]
+}
+check "a UDP_SEGMENT send over IPv6 arrives as one GSO frame, is cut into its 4 datagrams and each is echoed" uso6_echoed
+
 port_unreachable6() {
     local out
     out=$(in_ns timeout 5 python3 -c '

@@ -123,12 +123,12 @@ extension SocketService {
             case TSP_ERRQUEUE.rawValue:
                 guard let queued = socket.takeQueuedError() else { return EAGAIN }
                 reply.value = queued.error.errno
-                reply.remote_address = tsp_address(queued.destination)
+                reply.remote_address = queued.destination6.map(tsp_address.init) ?? tsp_address(queued.destination)
                 reply.remote_port = queued.destinationPort
                 reply.queued.type = queued.type
                 reply.queued.code = queued.code
                 reply.queued.info = queued.info
-                reply.queued.offender = tsp_address(queued.offender)
+                reply.queued.offender = queued.offender6.map(tsp_address.init) ?? tsp_address(queued.offender)
                 let count = min(queued.payload.count, MemoryLayout.size(ofValue: reply.queued.data))
                 withUnsafeMutableBytes(of: &reply.queued.data) { data in
                     for index in 0..<count { data[index] = queued.payload[index] }

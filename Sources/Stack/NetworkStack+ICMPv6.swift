@@ -74,21 +74,37 @@ extension NetworkStack {
         let quotedSource = IPv6Address(reading: quote, at: IPv6PacketView.Field.source)
         let quotedDestination = IPv6Address(reading: quote, at: IPv6PacketView.Field.destination)
         guard ipv6AddressStates[quotedSource] != nil else { return count(.icmpv6RxErrorsUnmatched) }
-        if message[0] == ICMPv6Type.packetTooBig {
+        let tooBig = message[0] == ICMPv6Type.packetTooBig
+        if tooBig {
             count(.icmpv6RxPacketTooBig)
             learnPathMTU(Int(message.u32(at: 4)), to: quotedDestination, now: now)
-            return count(.icmpv6RxErrorsDelivered)
         }
         // The quoted UDP header, when it follows the IPv6 header directly.
         guard quote[IPv6PacketView.Field.nextHeader] == IPv6NextHeader.udp, quote.count >= IPv6Header.length + 4,
-              let error = socketError(forICMPv6Type: message[0], code: message[1]) else { return count(.icmpv6RxErrorsUnmatched) }
+              let error = socketError(forICMPv6Type: message[0], code: message[1]) else {
+            return count(tooBig ? .icmpv6RxErrorsDelivered : .icmpv6RxErrorsUnmatched)
+        }
         let localPort = quote.u16(at: IPv6Header.length)
         let remotePort = quote.u16(at: IPv6Header.length + 2)
-        guard let endpoint = udpEndpoints[localPort]?.first(where: {
-            $0.remote6?.address == quotedDestination && $0.remote6?.port == remotePort
-        }) else { return count(.icmpv6RxErrorsUnmatched) }
+        // As for IPv4: the connected socket the datagram came from, and any
+        // unconnected one on the port that asked for its errors (IPV6_RECVERR);
+        // packet too big is news only for the latter (the path MTU took it).
+        let connected = udpEndpoints[localPort]?.first { $0.remote6?.address == quotedDestination && $0.remote6?.port == remotePort }
+        let listening = (udpEndpoints[localPort] ?? []).filter { $0.family == .ipv6 && $0.receivesErrors && $0.remote6 == nil }
+        var targets = listening
+        if let connected {
+            if connected.receivesErrors { targets.append(connected) } else if !tooBig { connected.report(error) }
+        }
+        guard connected != nil || !targets.isEmpty else { return count(tooBig ? .icmpv6RxErrorsDelivered : .icmpv6RxErrorsUnmatched) }
         count(.icmpv6RxErrorsDelivered)
-        endpoint.report(error)
+        let after = IPv6Header.length + UDPHeader.length
+        let payload = quote.count > after ? Array(quote[after..<min(quote.count, after + ICMPErrorReport.quotedPayloadLimit)]) : []
+        var details = ICMPErrorReport(error: error, type: message[0], code: message[1],
+                                      info: tooBig || message[0] == ICMPv6Type.parameterProblem ? message.u32(at: 4) : 0,
+                                      offender: .any, destination: .any, destinationPort: remotePort, payload: payload)
+        details.offender6 = datagram.source
+        details.destination6 = quotedDestination
+        for endpoint in targets where !endpoint.queue(details) { drop(.udpDropErrorQueueFull) }
     }
 
     /// The POSIX error an ICMPv6 error means to a socket, as Linux maps them (icmpv6_err_convert).
@@ -98,6 +114,7 @@ extension NetworkStack {
         case (ICMPv6Type.destinationUnreachable, ICMPv6Type.UnreachableCode.noRoute): .networkUnreachable
         case (ICMPv6Type.destinationUnreachable, _): .hostUnreachable
         case (ICMPv6Type.timeExceeded, _): .hostUnreachable
+        case (ICMPv6Type.packetTooBig, _): .messageTooLong
         default: nil
         }
     }

@@ -44,6 +44,10 @@ public struct ICMPErrorReport: Sendable, Equatable {
     public var destinationPort: UInt16
     /// The failed datagram's payload as far as the error quoted it (at most `quotedPayloadLimit` bytes).
     public var payload: [UInt8]
+    /// For an ICMPv6 error: the offender and the failed datagram's
+    /// destination (then `offender` and `destination` are unspecified).
+    public var offender6: IPv6Address?
+    public var destination6: IPv6Address?
 
     public static let quotedPayloadLimit = 64
 

@@ -171,6 +171,31 @@ nc6_under_exec() {
 }
 check "nc -6 -u under tapstack exec reaches a kernel listener at [2001:db8::1]:9700" nc6_under_exec
 
+recverr6_under_exec() {
+    # IPV6_RECVERR: the kernel side's port unreachable for a datagram the
+    # program sent, read with MSG_ERRQUEUE as Linux gives it.
+    local out
+    out=$(in_ns timeout 10 "${EXEC[@]}" python3 -c '
+import socket, struct, select
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+s.sendto(b"anyone?", ("2001:db8::1", 9))
+for _ in range(50):
+    try:
+        data, ancillary, flags, name = s.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+        break
+    except BlockingIOError:
+        select.select([s], [], [], 0.1)
+level, kind, blob = ancillary[0]
+errno, origin, icmp_type, code = struct.unpack("=IBBB", blob[:7])
+offender = socket.inet_ntop(socket.AF_INET6, blob[16 + 8:16 + 24])
+print(level == socket.IPPROTO_IPV6, kind == 25, errno, origin, icmp_type, code, offender, name[0], name[1], data)
+' 2>&1)
+    echo "$out"
+    [ "$out" = "True True 111 3 1 4 2001:db8::1 2001:db8::1 9 b'anyone?'" ]
+}
+check "IPV6_RECVERR under exec: the kernel's port unreachable comes back on MSG_ERRQUEUE (ECONNREFUSED, origin ICMP6, type 1 code 4, offender)" recverr6_under_exec
+
 multicast6_under_exec() {
     # An AF_INET6 program under exec joins ff12::1234 (IPV6_JOIN_GROUP); the kernel side sends to the group.
     in_ns timeout 20 "${EXEC[@]}" python3 -c '

@@ -275,6 +275,24 @@ import TestSupport
         #expect(h.counter(.icmpv6DropInvalidNeighborDiscovery) == 1)
     }
 
+    @Test func anICMPv6ErrorIsQueuedForASocketThatAsksForErrors() throws {
+        let h = Self.ready()
+        let socket = h.stack.openUDP(family: .ipv6)
+        socket.receivesErrors = true
+        try send(h, Array("knock".utf8), from: socket, to: SocketAddress(Self.peer, 4000))
+        let sent = try #require(h.sent().first)
+        // The peer's port unreachable, quoting what we sent.
+        var message = [ICMPv6Type.destinationUnreachable, 4, 0, 0, 0, 0, 0, 0] + Array(sent[14...])
+        let sum = message.withUnsafeBytes { ICMPv6Type.checksum($0, source: Self.peer, destination: Self.ours) }
+        message[2] = UInt8(sum >> 8); message[3] = UInt8(sum & 0xFF)
+        h.receive(Self.packet(ICMPv6Type.nextHeader, message))
+        let report = try #require(socket.takeQueuedError())
+        #expect(report.error == .connectionRefused && report.type == 1 && report.code == 4)
+        #expect(report.offender6 == Self.peer && report.destination6 == Self.peer && report.destinationPort == 4000)
+        #expect(report.payload == Array("knock".utf8))
+        #expect(h.counter(.icmpv6RxErrorsDelivered) == 1)
+    }
+
     @Test func textFormsOfAddressesParse() {
         #expect(IPv6Address("2001:db8::2")?.description == "2001:db8::2")
         #expect(IPv6Address("::")?.isUnspecified == true)

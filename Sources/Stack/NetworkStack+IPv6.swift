@@ -278,7 +278,7 @@ extension NetworkStack {
     /// too big said so (RFC 8201), never below 1280.
     func pathMTU(to destination: IPv6Address, now: StackInstant) -> Int {
         if let learned = pathMTUs[destination], learned.validUntil > now { return learned.mtu }
-        return configuration.mtu
+        return ipv6LinkMTU ?? configuration.mtu
     }
 
     /// A fresh fragment identification (RFC 7739 asks that it be hard to
@@ -383,7 +383,7 @@ extension NetworkStack {
     /// Lowers the path MTU to `destination` (RFC 8201 4): never below 1280,
     /// never above the link's; bounded, the entry expiring first evicted.
     func learnPathMTU(_ reported: Int, to destination: IPv6Address, now: StackInstant) {
-        let mtu = max(Self.ipv6MinimumMTU, min(reported, configuration.mtu))
+        let mtu = max(Self.ipv6MinimumMTU, min(reported, ipv6LinkMTU ?? configuration.mtu))
         guard mtu < pathMTU(to: destination, now: now) else { return }
         if pathMTUs[destination] == nil, pathMTUs.count >= configuration.pathMTUCapacity,
            let oldest = pathMTUs.min(by: { ($0.value.validUntil, $0.key.high, $0.key.low) < ($1.value.validUntil, $1.key.high, $1.key.low) }) {

@@ -317,12 +317,15 @@ extension NetworkStack {
             return drop(.icmpv6DropInvalidNeighborDiscovery)
         }
         var routerMAC: MACAddress?
+        var advertisedMTU: Int?
         var prefixes: [(prefix: IPv6Address, length: Int, onLink: Bool, autonomous: Bool, valid: UInt32, preferred: UInt32)] = []
         var malformed = false
         guard forEachNDPOption(message, from: 16, { type, option in
             switch type {
             case 1 where option.count >= 8:
                 routerMAC = MACAddress(reading: option, at: 2)
+            case 5 where option.count == 8:
+                advertisedMTU = Int(option.u32(at: 4))
             case 3:
                 guard option.count == 32 else { malformed = true; return }
                 let prefix = IPv6Address(reading: option, at: 16)
@@ -333,6 +336,10 @@ extension NetworkStack {
             }
         }), !malformed else { return drop(.icmpv6DropInvalidNeighborDiscovery) }
 
+        // RFC 4861 6.3.4: an MTU option within what IPv6 needs and the link carries sets the link's MTU for IPv6.
+        if let advertisedMTU {
+            if (Self.ipv6MinimumMTU...configuration.mtu).contains(advertisedMTU) { ipv6LinkMTU = advertisedMTU } else { drop(.icmpv6DropInvalidNeighborDiscovery) }
+        }
         let lifetime = StackDuration.seconds(Double(message.u16(at: 6)))
         if lifetime.nanoseconds == 0 {
             if defaultRouter?.address == datagram.source { defaultRouter = nil }

@@ -60,6 +60,8 @@ public final class NetworkStack {
     @exclusivity(unchecked) var routerSolicitationsLeft = 0
     @exclusivity(unchecked) var nextRouterSolicitationAt = StackInstant.zero
     @exclusivity(unchecked) var ipv6Identification: UInt32
+    /// The link MTU a router advertised for IPv6 (RFC 4861 4.6.4), within 1280 and the configured MTU.
+    @exclusivity(unchecked) public internal(set) var ipv6LinkMTU: Int?
     /// MLD: state-change reports still to repeat per group, and a query's pending answer (nil group: all).
     @exclusivity(unchecked) var mldPendingChanges: [IPv6Address: (joined: Bool, left: Int, dueAt: StackInstant)] = [:]
     @exclusivity(unchecked) var mldQueryAnswerAt: StackInstant?

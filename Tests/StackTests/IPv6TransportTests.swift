@@ -269,10 +269,21 @@ import TestSupport
         try send(h, [1], from: socket, to: SocketAddress(IPv6Address("2001:db8:99::1")!, 53))
         let out = try #require(h.sent().first)
         #expect(Array(out[0..<6]) == FrameBuilder.peerMAC.octets && Array(out[22..<38]) == IPv6Tests.bytes(address))
+        // An MTU option lowers IPv6's link MTU; one below 1280 is refused.
+        let withMTU: [UInt8] = [64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0] + [5, 1, 0, 0, 0, 0, 0x05, 0x14]
+        h.receive(IPv6Tests.frame(to: .allNodes, mac: IPv6Address.allNodes.multicastMAC, icmp: ICMPv6Type.routerAdvertisement,
+                                  body: withMTU, source: router))
+        #expect(h.stack.ipv6LinkMTU == 1300)
+        try send(h, [UInt8](repeating: 0, count: 1400), from: socket, to: SocketAddress(IPv6Address("2001:db8:99::1")!, 53))
+        #expect(h.sent().map(\.count).max() == 14 + 1296)  // fragments: 1300 less the 8-byte fragment header's rounding
+        let tooSmall: [UInt8] = [64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0] + [5, 1, 0, 0, 0, 0, 0x03, 0xE8]
+        h.receive(IPv6Tests.frame(to: .allNodes, mac: IPv6Address.allNodes.multicastMAC, icmp: ICMPv6Type.routerAdvertisement,
+                                  body: tooSmall, source: router))
+        #expect(h.stack.ipv6LinkMTU == 1300 && h.counter(.icmpv6DropInvalidNeighborDiscovery) == 1)
         // An advertisement with a bad hop limit is ignored.
         h.receive(IPv6Tests.frame(to: .allNodes, mac: IPv6Address.allNodes.multicastMAC, icmp: ICMPv6Type.routerAdvertisement,
                                   body: advertisement, hopLimit: 64, source: router))
-        #expect(h.counter(.icmpv6DropInvalidNeighborDiscovery) == 1)
+        #expect(h.counter(.icmpv6DropInvalidNeighborDiscovery) == 2)
     }
 
     @Test func anICMPv6ErrorIsQueuedForASocketThatAsksForErrors() throws {

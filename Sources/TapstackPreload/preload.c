@@ -838,33 +838,29 @@ static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *messa
         message->msg_namelen = name_length;
     }
     message->msg_flags = MSG_ERRQUEUE | (copied < queued.length ? MSG_TRUNC : 0);
-    size_t used = 0;
-    if (!tsp_address_is_v4(&queued.offender)) {
-        /* An ICMPv6 error: IPV6_RECVERR with an IPv6 offender, as Linux gives it. */
-        struct { struct sock_extended_err extended; struct sockaddr_in6 offender; } report6;
-        memset(&report6, 0, sizeof report6);
-        report6.extended.ee_errno = (uint32_t)error;
-        report6.extended.ee_origin = SO_EE_ORIGIN_ICMP6;
-        report6.extended.ee_type = queued.type;
-        report6.extended.ee_code = queued.code;
-        report6.extended.ee_info = queued.info;
-        report6.offender.sin6_family = AF_INET6;
-        memcpy(&report6.offender.sin6_addr, queued.offender.bytes, 16);
-        put_control(message, &used, IPPROTO_IPV6, IPV6_RECVERR, &report6, sizeof report6);
-        message->msg_controllen = used;
-        return (ssize_t)copied;
-    }
-    struct { struct sock_extended_err extended; struct sockaddr_in offender; } report;
+    /* ICMP errors come as IP_RECVERR with an IPv4 offender, ICMPv6 ones as
+     * IPV6_RECVERR with an IPv6 one, as Linux gives them. */
+    int v6 = !tsp_address_is_v4(&queued.offender);
+    struct {
+        struct sock_extended_err extended;
+        union { struct sockaddr_in v4; struct sockaddr_in6 v6; } offender;
+    } report;
     memset(&report, 0, sizeof report);
     report.extended.ee_errno = (uint32_t)error;
-    report.extended.ee_origin = SO_EE_ORIGIN_ICMP;
+    report.extended.ee_origin = v6 ? SO_EE_ORIGIN_ICMP6 : SO_EE_ORIGIN_ICMP;
     report.extended.ee_type = queued.type;
     report.extended.ee_code = queued.code;
     report.extended.ee_info = queued.info;
-    /* Queued errors are ICMP (IPv4) ones: IP_RECVERR with an IPv4 offender, as Linux gives a dual-stack socket. */
-    report.offender.sin_family = AF_INET;
-    report.offender.sin_addr.s_addr = tsp_address_get_v4(&queued.offender);
-    put_control(message, &used, IPPROTO_IP, IP_RECVERR, &report, sizeof report);
+    if (v6) {
+        report.offender.v6.sin6_family = AF_INET6;
+        memcpy(&report.offender.v6.sin6_addr, queued.offender.bytes, 16);
+    } else {
+        report.offender.v4.sin_family = AF_INET;
+        report.offender.v4.sin_addr.s_addr = tsp_address_get_v4(&queued.offender);
+    }
+    size_t used = 0;
+    size_t length = sizeof report.extended + (v6 ? sizeof report.offender.v6 : sizeof report.offender.v4);
+    put_control(message, &used, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_RECVERR : IP_RECVERR, &report, length);
     message->msg_controllen = used;
     return (ssize_t)copied;
 }

@@ -22,13 +22,7 @@ public struct DatagramSendOptions: Sendable, Equatable {
 // UDP (RFC 768, RFC 1122 4.1) and the socket-facing operations.
 extension NetworkStack {
     func receiveUDP(_ packet: IPv4PacketView, linkBroadcast: Bool, now: StackInstant) {
-        count(.udpRxDatagrams)
-        let datagram: UDPDatagramView
-        do {
-            datagram = try UDPDatagramView(packet.payload)
-        } catch {
-            return drop(error == .badLength ? .udpDropBadLength : .udpDropTruncated)
-        }
+        guard let datagram = udpDatagram(in: packet.payload) else { return }
         // A checksum the link vouches for (a local sender left it partial) is not checked.
         let checksumStart = EthernetHeader.length + packet.headerLength
         guard receivedChecksum.vouches(start: checksumStart, offset: UDPDatagramView.Field.checksum)
@@ -98,16 +92,33 @@ extension NetworkStack {
 
     /// Queues a datagram on a socket, within its datagram and byte bounds.
     func enqueue(_ datagram: UDPDatagramView, from packet: IPv4PacketView, on endpoint: UDPEndpoint, now: StackInstant) {
-        let payload = datagram.payload
+        enqueue(datagram.payload, info: DatagramInfo(source: packet.source, sourcePort: datagram.sourcePort,
+                                                     destination: packet.destination, length: datagram.payload.count,
+                                                     timeToLive: packet.ttl, typeOfService: packet.typeOfService,
+                                                     receivedAt: now), on: endpoint)
+    }
+
+    /// Counts a UDP datagram in and checks its header (either family); nil
+    /// when it is cut short or its length field is impossible (counted drops).
+    @inline(__always)
+    func udpDatagram(in bytes: UnsafeRawBufferPointer) -> UDPDatagramView? {
+        count(.udpRxDatagrams)
+        do { return try UDPDatagramView(bytes) } catch {
+            drop(error == .badLength ? .udpDropBadLength : .udpDropTruncated)
+            return nil
+        }
+    }
+
+    /// Queues a payload and its facts on a socket (either family), within
+    /// its datagram and byte bounds; the first one waiting makes it readable.
+    @inline(__always)
+    func enqueue(_ payload: UnsafeRawBufferPointer, info: DatagramInfo, on endpoint: UDPEndpoint) {
         guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
             endpoint.droppedDatagrams &+= 1
             return drop(.udpDropQueueFull)
         }
         let wasEmpty = endpoint.receiveQueue.isEmpty
-        endpoint.receiveQueue.push(payload, info: DatagramInfo(source: packet.source, sourcePort: datagram.sourcePort,
-                                                               destination: packet.destination, length: payload.count,
-                                                               timeToLive: packet.ttl, typeOfService: packet.typeOfService,
-                                                               receivedAt: now))
+        endpoint.receiveQueue.push(payload, info: info)
         count(.udpRxDelivered)
         endpoint.receivedDatagrams &+= 1
         if wasEmpty { endpoint.onEvent?(.readable) }

@@ -6,11 +6,7 @@ import Wire
 // both families unless it is IPv6-only (RFC 3493 5.3).
 extension NetworkStack {
     func receiveUDP(_ datagram: IPv6Datagram, now: StackInstant) {
-        count(.udpRxDatagrams)
-        let udp: UDPDatagramView
-        do { udp = try UDPDatagramView(datagram.payload) } catch {
-            return drop(error == .badLength ? .udpDropBadLength : .udpDropTruncated)
-        }
+        guard let udp = udpDatagram(in: datagram.payload) else { return }
         guard udp.checksum != 0 else { return drop(.udpDropZeroChecksum) }
         let checksumStart = EthernetHeader.length + datagram.payloadOffset
         guard receivedChecksum.vouches(start: checksumStart, offset: UDPDatagramView.Field.checksum)
@@ -33,20 +29,11 @@ extension NetworkStack {
 
     /// Queues a datagram on a socket, within its bounds (as for IPv4).
     func enqueue(_ udp: UDPDatagramView, from datagram: IPv6Datagram, on endpoint: UDPEndpoint, now: StackInstant) {
-        let payload = udp.payload
-        guard !endpoint.receiveQueue.wouldOverflow(adding: payload.count) else {
-            endpoint.droppedDatagrams &+= 1
-            return drop(.udpDropQueueFull)
-        }
-        let wasEmpty = endpoint.receiveQueue.isEmpty
-        var info = DatagramInfo(source: .any, sourcePort: udp.sourcePort, destination: .any, length: payload.count,
+        var info = DatagramInfo(source: .any, sourcePort: udp.sourcePort, destination: .any, length: udp.payload.count,
                                 timeToLive: datagram.hopLimit, typeOfService: datagram.trafficClass, receivedAt: now)
         info.source6 = datagram.source
         info.destination6 = datagram.destination
-        endpoint.receiveQueue.push(payload, info: info)
-        count(.udpRxDelivered)
-        endpoint.receivedDatagrams &+= 1
-        if wasEmpty { endpoint.onEvent?(.readable) }
+        enqueue(udp.payload, info: info, on: endpoint)
     }
 
     /// As for IPv4: a socket connected to this peer, then one bound to this

@@ -73,7 +73,8 @@ static int next_record(tsr_end *end, uint32_t *offset, uint32_t *length, uint32_
         memcpy(&value, end->data, sizeof value);
     }
     /* The length, read once: within what was published and before the end. */
-    if (value == 0 || value == TSR_WRAP || padded(value) > available - skipped || at + padded(value) > end->capacity) return -1;
+    if (value == 0 || value > end->capacity / 2 - TSR_RECORD_HEADER  /* no producer writes longer */
+        || padded(value) > available - skipped || at + padded(value) > end->capacity) return -1;
     *offset = at;
     *length = value;
     *advance = skipped + padded(value);

@@ -123,7 +123,7 @@ if ProcessInfo.processInfo.environment["TAPSTACK_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(
             name: "tapstack-fuzz",
-            dependencies: ["Stack", "Wire", "SocketAPI"],
+            dependencies: ["Stack", "Wire", "SocketAPI", "CTapstackChannel"],
             path: "Sources/tapstack-fuzz",
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }

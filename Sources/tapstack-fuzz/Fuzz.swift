@@ -3,6 +3,7 @@
 // FUZZ_TARGET picks the target: ethernet, arp, ipv4, icmp, udp, igmp, ipv6, describe,
 // offload (a virtio-net header and the frame after it, as the TAP device
 // hands them over: checksum completion, GSO cutting, run checks), stack.
+import CTapstackChannel
 import Glibc
 import SocketAPI
 import Stack
@@ -30,6 +31,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "ipv6": fuzzIPv6(bytes)
     case "describe": _ = FrameDescription.describe(bytes)
     case "offload": fuzzOffload(bytes)
+    case "ring": fuzzRing(bytes)
     default: fuzzStack(bytes)
     }
     return 0
@@ -207,6 +209,30 @@ func fuzzIPv6(_ bytes: UnsafeRawBufferPointer) {
     precondition(stack.reassembly6.count <= configuration.reassemblyMaximumDatagrams, "IPv6 reassembly over its bound")
     precondition(stack.neighborCache.count <= configuration.neighborCacheCapacity, "neighbour cache over its bound")
     precondition(stack.ipv6AddressStates.count <= configuration.ipv6MaximumAddresses, "addresses over their bound")
+}
+
+/// A shared ring whose producer is hostile (issue 18): the input is the
+/// producer's tail index and the ring's bytes. The consumer must take only
+/// records within the ring, of lengths it can hold, and stop for good at an
+/// inconsistency; then a record of its own still round-trips in a fresh ring.
+func fuzzRing(_ bytes: UnsafeRawBufferPointer) {
+    let capacity: UInt32 = 256
+    let size = tsr_ring_size(capacity)
+    let memory = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    defer { memory.deallocate() }
+    memory.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+    var consumer = tsr_end()
+    precondition(tsr_attach(&consumer, memory, capacity, 0) == 0)
+    let shared = memory.assumingMemoryBound(to: tsr_shared.self)
+    if bytes.count >= 4 { shared.pointee.tail = bytes.loadUnaligned(as: UInt32.self) }
+    let data = memory + MemoryLayout<tsr_shared>.size
+    if bytes.count > 4 { data.copyMemory(from: bytes.baseAddress! + 4, byteCount: min(Int(capacity), bytes.count - 4)) }
+    var out = [UInt8](repeating: 0, count: 64)
+    for _ in 0..<Int(capacity) {
+        let n = out.withUnsafeMutableBytes { tsr_pop(&consumer, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        precondition(n <= Int(capacity) / 2, "a record longer than the ring can hold")
+    }
 }
 
 /// A sink that hands every frame the stack sends to `check` (which traps on a bad one).

@@ -5,6 +5,7 @@
  * failure. */
 #include <stdint.h>
 #include "tapstack_channel.h"
+#include "tapstack_ring.h"
 
 /// A bound, listening SOCK_SEQPACKET socket at `path` with mode `mode`,
 /// non-blocking and close-on-exec.

@@ -1,0 +1,73 @@
+#ifndef TAPSTACK_RING_H
+#define TAPSTACK_RING_H
+/*
+ * A single-producer single-consumer ring of variable-length records in
+ * memory two processes share (issue 18: the socket service's datagrams
+ * without a system call each). One ring per direction of a socket.
+ *
+ * Trust: the two ends are different processes, and the client may be
+ * hostile. Each end keeps its own index privately and only publishes it;
+ * the other end's index is read once per call, checked (never more than
+ * `capacity` bytes apart), and a record's length is read once and checked
+ * before any byte is copied. A ring found inconsistent is reported
+ * (EBADMSG) and never read again by the caller; nothing a peer writes can
+ * make the reader touch memory outside the ring.
+ *
+ * Layout of one ring's shared part: the producer's tail and the consumer's
+ * head (free-running byte counts, 32-bit, on separate cache lines), a flag
+ * the consumer raises before it sleeps, then `capacity` bytes of records.
+ * A record is a 32-bit length and that many bytes, padded to 8; one that
+ * would not fit before the end is preceded by a wrap marker (length
+ * TSR_WRAP) and starts at offset 0.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define TSR_WRAP 0xFFFFFFFFu
+/// Bytes of a record's length field.
+#define TSR_RECORD_HEADER 8u
+
+/// The shared indices of one ring (first in its shared part).
+typedef struct {
+    uint32_t tail;              ///< written by the producer (release)
+    uint8_t pad0[60];
+    uint32_t head;              ///< written by the consumer (release)
+    uint8_t pad1[60];
+    uint32_t consumer_sleeping; ///< 1 while the consumer waits to be woken
+    uint8_t pad2[60];
+} tsr_shared;
+
+/// One end of a ring, private to its process.
+typedef struct {
+    tsr_shared *shared;
+    uint8_t *data;
+    uint32_t capacity;  ///< a power of two, at least 64
+    uint32_t index;     ///< this end's own index (tail for the producer, head for the consumer)
+    int broken;         ///< set once the ring was found inconsistent
+} tsr_end;
+
+/// Bytes one ring of `capacity` takes in shared memory.
+size_t tsr_ring_size(uint32_t capacity);
+/// Sets up an end over `memory` (`tsr_ring_size(capacity)` bytes). `producer`
+/// picks which index is this end's; it starts from the shared value (0 in a
+/// fresh region). Returns 0, or -1 with EINVAL for a bad capacity.
+int tsr_attach(tsr_end *end, void *memory, uint32_t capacity, int producer);
+
+/// Producer: appends one record of the bytes in `iov`. Returns 0; -1 with
+/// EAGAIN when it does not fit now, EMSGSIZE when it never would, EBADMSG
+/// when the consumer's index is impossible. `*was_empty` tells whether the
+/// consumer had taken everything before this record (so may need waking).
+int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty);
+
+/// Consumer: copies the oldest record into `out` (at most `size` bytes) and
+/// removes it unless `peek`. Returns its full length (which may exceed
+/// `size`: the rest is cut), 0 when the ring is empty (records are never
+/// empty), or -1 with EBADMSG when the ring is inconsistent.
+ssize_t tsr_pop(tsr_end *end, void *out, size_t size, int peek);
+
+/// Consumer: 1 when a record waits (the producer's index read once).
+int tsr_has_record(tsr_end *end);
+
+#endif

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "tapstack_channel.h"
+#include "channel_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +12,8 @@
 #include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "tapstack_ring.h"
 
 /* System calls made directly, so that the preload shim's wrappers of the
  * same names are never re-entered from here. */
@@ -79,6 +81,11 @@ static int call(int control_fd, uint16_t *sequence, tsp_request *request, tsp_re
     }
     if (reply->error) { errno = reply->error; return -1; }
     return 0;
+}
+
+int tsc_call(tsc_socket *s, tsp_request *r, int *fd) {
+    tsp_reply reply;
+    return call(s->control_fd, &s->sequence, r, &reply, fd, 1);
 }
 
 static tsp_request request(uint16_t op) {
@@ -298,7 +305,8 @@ ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
     parts[0].iov_len = sizeof header;
     if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
     struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
-    ssize_t n = sys_sendmsg(s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    ssize_t n = s->ring ? tsc_ring_send(s, parts, iovcnt + 1, flags)
+                        : sys_sendmsg(s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
     if (n < 0) { errno = channel_errno(errno); return -1; }
     return n - (ssize_t)sizeof header;
 }
@@ -318,9 +326,25 @@ ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
     parts[0].iov_len = sizeof header;
     if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
     struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
-    ssize_t n = sys_recvmsg(s->data_fd, &message, flags & (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL));
+    ssize_t n = -2;
+    for (;;) {
+        if (s->ring && __atomic_load_n(&((tsr_region_header *)s->ring)->receiving, __ATOMIC_ACQUIRE)) {
+            int cut = 0;
+            n = tsc_ring_receive(s, parts, iovcnt + 1, flags, &cut);
+            message.msg_flags = cut ? MSG_TRUNC : 0;
+        }
+        if (n == -2) n = sys_recvmsg(s->data_fd, &message, flags & (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL));
+        /* A doorbell taken here (another thread emptied the ring first): look again. */
+        if (n == (ssize_t)sizeof header && header.magic == TSP_MAGIC && header.kind == TSP_DOORBELL && !(flags & MSG_PEEK)) {
+            if (s->ring) __atomic_add_fetch(&((tsr_region_header *)s->ring)->doorbells_taken, 1, __ATOMIC_RELEASE);
+            n = -2;
+            continue;
+        }
+        break;
+    }
     if (n < 0) { errno = channel_errno(errno); return -1; }
     if (n == 0) { errno = ENETDOWN; return -1; }  /* the service closed the channel */
+    if (n == (ssize_t)sizeof header && header.magic == TSP_MAGIC && header.kind == TSP_DOORBELL) { errno = EAGAIN; return -1; }
     if ((size_t)n < sizeof header || header.magic != TSP_MAGIC) {
         /* A bare payload from the connected peer: its first bytes landed in
          * `header`; put them in front of the rest, as far as `iov` holds. */
@@ -391,7 +415,13 @@ int tsc_pending_bytes(tsc_socket *s) {
     tsp_datagram_header header;
     struct iovec part = { &header, sizeof header };
     struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1 };
-    ssize_t n = sys_recvmsg(s->data_fd, &message, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+    ssize_t n = -2;
+    if (s->ring && __atomic_load_n(&((tsr_region_header *)s->ring)->receiving, __ATOMIC_ACQUIRE)) {
+        int cut = 0;
+        n = tsc_ring_receive(s, &part, 1, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT, &cut);
+        if (n < 0 && n != -2) return 0;
+    }
+    if (n == -2) n = sys_recvmsg(s->data_fd, &message, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
     if (n <= 0) return 0;
     if ((size_t)n < sizeof header || header.magic != TSP_MAGIC) return (int)n;  /* a bare payload */
     if (header.kind != TSP_DATAGRAM) return 0;

@@ -11,6 +11,10 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
+
+#include "tapstack_ring.h"
 
 int tsv_listen(const char *path, unsigned mode) {
     struct sockaddr_un address = { .sun_family = AF_UNIX };
@@ -168,4 +172,98 @@ int tsv_batch_send(int fd, tsv_batch *b, unsigned first, unsigned count) {
     int n;
     do { n = sendmmsg(fd, b->messages + first, count, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
     return n;
+}
+
+/* ---- Shared regions ---- */
+
+struct tsv_region {
+    void *memory;
+    size_t size;
+    tsr_end from_client;  /* consumer */
+    tsr_end to_client;    /* producer */
+    uint32_t doorbells;   /* rung toward the client */
+};
+
+tsv_region *tsv_region_create(int *fd) {
+    size_t size = tsr_region_size(TSR_REGION_CAPACITY);
+    tsv_region *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    int memfd = memfd_create("tapstack-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0) { free(r); return NULL; }
+    /* Sealed at its size: a client that shrank it would make the service fault. */
+    if (ftruncate(memfd, (off_t)size) < 0
+        || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) goto fail;
+    r->memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (r->memory == MAP_FAILED) goto fail;
+    r->size = size;
+    tsr_region_header *h = r->memory;
+    h->magic = TSR_REGION_MAGIC;
+    h->capacity = TSR_REGION_CAPACITY;
+    /* The client starts on the channel: what it sent there before comes first. */
+    h->send_fallback = 1;
+    tsr_attach(&r->from_client, tsr_region_to_service(r->memory, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0);
+    tsr_attach(&r->to_client, tsr_region_to_client(r->memory, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1);
+    *fd = memfd;
+    return r;
+fail:
+    {
+        int e = errno;
+        close(memfd);
+        free(r);
+        errno = e;
+        return NULL;
+    }
+}
+
+void tsv_region_destroy(tsv_region *r) {
+    if (!r) return;
+    munmap(r->memory, r->size);
+    free(r);
+}
+
+int tsv_region_take(tsv_region *r, tsv_batch *b, unsigned max) {
+    if (max > b->count) max = b->count;
+    unsigned n = 0;
+    for (; n < max; n++) {
+        ssize_t length = tsr_pop(&r->from_client, b->storage + (size_t)n * b->slot_size, b->slot_size, 0);
+        if (length < 0) return -1;
+        if (length == 0) break;
+        /* Never longer than a slot: a record is at most half the ring. */
+        b->messages[n].msg_len = (unsigned)length;
+        b->messages[n].msg_hdr.msg_flags = (size_t)length > b->slot_size ? MSG_TRUNC : 0;
+        b->parts[n].iov_len = b->slot_size;
+    }
+    return (int)n;
+}
+
+int tsv_region_has_datagram(tsv_region *r) { return tsr_has_record(&r->from_client); }
+
+int tsv_region_put(tsv_region *r, tsv_batch *b, unsigned first, unsigned count, int *rang) {
+    *rang = 0;
+    unsigned n = 0;
+    for (; n < count; n++) {
+        struct iovec part = { b->storage + (size_t)(first + n) * b->slot_size, b->messages[first + n].msg_len };
+        int was_empty = 0;
+        if (tsr_push(&r->to_client, &part, 1, &was_empty) < 0) {
+            if (errno == EBADMSG) return -1;
+            break;  /* full, or too long for the ring */
+        }
+        if (was_empty) *rang = 1;
+    }
+    return (int)n;
+}
+
+int tsv_unread(int fd) {
+    int bytes = 0;
+    return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : 1;
+}
+
+void tsv_region_ring(tsv_region *r, int fd) {
+    tsr_region_header *h = r->memory;
+    /* Counted first: a receiver that finds the ring empty waits for it. */
+    r->doorbells++;
+    __atomic_store_n(&h->doorbells, r->doorbells, __ATOMIC_SEQ_CST);
+    tsp_datagram_header bell = { .magic = TSP_MAGIC, .kind = TSP_DOORBELL };
+    /* A full channel needs none (the receiver finds a message there). */
+    (void)send(fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL);
 }

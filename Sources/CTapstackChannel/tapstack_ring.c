@@ -58,6 +58,10 @@ int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty) 
  * it takes, or 0 when none, -1 when the ring is inconsistent. */
 static int next_record(tsr_end *end, uint32_t *offset, uint32_t *length, uint32_t *advance) {
     uint32_t head = end->index;
+    /* Our last published head before the producer's tail (a full fence): a
+     * producer that publishes after this load sees that head and so knows
+     * the ring was empty (its wake-up rule depends on it). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint32_t tail = load_acquire(&end->shared->tail);
     uint32_t available = tail - head;
     if (available == 0) return 0;
@@ -82,12 +86,24 @@ static int next_record(tsr_end *end, uint32_t *offset, uint32_t *length, uint32_
 }
 
 ssize_t tsr_pop(tsr_end *end, void *out, size_t size, int peek) {
+    struct iovec part = { out, size };
+    return tsr_popv(end, &part, 1, peek);
+}
+
+ssize_t tsr_popv(tsr_end *end, const struct iovec *iov, int iovcnt, int peek) {
     if (end->broken) { errno = EBADMSG; return -1; }
     uint32_t offset, length, advance;
     int found = next_record(end, &offset, &length, &advance);
     if (found < 0) { end->broken = 1; errno = EBADMSG; return -1; }
     if (found == 0) return 0;
-    memcpy(out, end->data + offset + TSR_RECORD_HEADER, length < size ? length : size);
+    const uint8_t *from = end->data + offset + TSR_RECORD_HEADER;
+    uint32_t left = length;
+    for (int i = 0; i < iovcnt && left > 0; i++) {
+        uint32_t take = iov[i].iov_len < left ? (uint32_t)iov[i].iov_len : left;
+        memcpy(iov[i].iov_base, from, take);
+        from += take;
+        left -= take;
+    }
     if (!peek) {
         end->index += advance;
         store_release(&end->shared->head, end->index);
@@ -96,5 +112,21 @@ ssize_t tsr_pop(tsr_end *end, void *out, size_t size, int peek) {
 }
 
 int tsr_has_record(tsr_end *end) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* as in next_record */
     return !end->broken && load_acquire(&end->shared->tail) != end->index;
+}
+
+uint32_t tsr_used(tsr_end *end, int producer) {
+    uint32_t other = load_acquire(producer ? &end->shared->head : &end->shared->tail);
+    uint32_t used = producer ? end->index - other : other - end->index;
+    return used > end->capacity ? end->capacity : used;
+}
+
+size_t tsr_region_size(uint32_t capacity) { return sizeof(tsr_region_header) + 2 * tsr_ring_size(capacity); }
+void *tsr_region_to_service(void *region, uint32_t capacity) {
+    (void)capacity;
+    return (uint8_t *)region + sizeof(tsr_region_header);
+}
+void *tsr_region_to_client(void *region, uint32_t capacity) {
+    return (uint8_t *)region + sizeof(tsr_region_header) + tsr_ring_size(capacity);
 }

@@ -26,6 +26,13 @@ final class RemoteSocket {
     /// Messages for the client its channel had no room for, oldest first;
     /// while any wait, the stack socket is not drained.
     var waitingForClient: [[UInt8]] = []
+    /// The socket's shared region (TSP_RING), once the client asked for one.
+    var region: OpaquePointer?
+    /// The client asked for received datagrams in the region.
+    var receivesInRegion = false
+    /// Received datagrams go on the channel until the client has read all
+    /// that is there (the ring was full, or it just switched): order.
+    var receiveFallback = false
     /// Set by the stack's readiness callback; the service clears it when it looks.
     let flag = ReadyFlag()
 

@@ -29,6 +29,12 @@ public final class ServiceCounters: Sendable {
     public let droppedClientGone = Atomic<UInt64>(0)
     /// Asynchronous errors passed to clients.
     public let errorsDelivered = Atomic<UInt64>(0)
+    /// Shared-memory regions made for client sockets (TSP_RING).
+    public let regionsShared = Atomic<UInt64>(0)
+    /// Sockets released because their client broke its region's rings.
+    public let brokenRegions = Atomic<UInt64>(0)
+    /// Received datagrams sent on the channel because the client's ring was full.
+    public let regionFallbacks = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -45,6 +51,9 @@ public final class ServiceCounters: Sendable {
          ("service.drop_bad_datagram", badDatagrams.load(ordering: .relaxed)),
          ("service.rx_datagrams", datagramsReceived.load(ordering: .relaxed)),
          ("service.rx_drop_client_gone", droppedClientGone.load(ordering: .relaxed)),
-         ("service.rx_errors_delivered", errorsDelivered.load(ordering: .relaxed))]
+         ("service.rx_errors_delivered", errorsDelivered.load(ordering: .relaxed)),
+         ("service.regions_shared", regionsShared.load(ordering: .relaxed)),
+         ("service.drop_broken_region", brokenRegions.load(ordering: .relaxed)),
+         ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed))]
     }
 }

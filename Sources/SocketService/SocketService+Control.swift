@@ -120,6 +120,8 @@ extension SocketService {
                 }
             case TSP_NAMES.rawValue:
                 break
+            case TSP_RING.rawValue:
+                return shareRegion(with: client, receiving: request.value & 1 != 0, passing: &passed)
             case TSP_ERRQUEUE.rawValue:
                 guard let queued = socket.takeQueuedError() else { return EAGAIN }
                 reply.value = queued.error.errno
@@ -258,6 +260,29 @@ extension SocketService {
         return 0
     }
 
+    /// Makes the client's region on its first TSP_RING (passing it) and
+    /// moves received datagrams there when asked.
+    func shareRegion(with client: RemoteSocket, receiving: Bool, passing passed: inout Int32) -> Int32 {
+        if client.region == nil {
+            var fd: Int32 = -1
+            guard let region = tsv_region_create(&fd) else { return errno == 0 ? ENOMEM : errno }
+            client.region = region
+            passed = fd
+            counters.regionsShared.add(1, ordering: .relaxed)
+        }
+        if receiving && !client.receivesInRegion {
+            client.receivesInRegion = true
+            client.receiveFallback = true  // what waits on the channel is read first
+        }
+        return 0
+    }
+
+    /// A client wrote what no ring end writes: it loses its socket, nobody else anything.
+    func releaseBrokenRegion(_ client: RemoteSocket) {
+        counters.brokenRegions.add(1, ordering: .relaxed)
+        release(client)
+    }
+
     /// Closes the client's connections and its stack socket (port freed,
     /// queued datagrams dropped).
     func release(_ client: RemoteSocket) {
@@ -278,6 +303,11 @@ extension SocketService {
             _ = tsv_epoll_set(epollFD, 3, client.data, 0, 0)
             close(client.data)
         }
+        if let region = client.region {
+            tsv_region_destroy(region)
+            client.region = nil
+        }
+        revisit.remove(client.id)
         setListening(true)
     }
 

@@ -58,12 +58,16 @@ extension SocketService {
             client.waitingForClient.removeFirst()
         }
         setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
+        // Back to the ring once the client has read everything on the channel.
+        if client.receiveFallback && tsv_unread(client.data) == 0 { client.receiveFallback = false }
+        var region = client.receivesInRegion && !client.receiveFallback ? client.region : nil
         let batch = toClients
         let headerSize = Self.headerSize, slotSize = Self.slotSize
         // Toward a connected socket datagrams go bare (the source is the
         // peer), so that a program reading with raw system calls gets just
         // the payload; one that begins with TSP_MAGIC stays framed.
-        let bare = !client.wantsInfo && socket.remoteAddress != nil
+        // The shim frames what comes through the region itself.
+        let bare = !client.wantsInfo && !client.receivesInRegion && socket.remoteAddress != nil
         // CLOCK_REALTIME minus CLOCK_MONOTONIC, once per flush: turns arrival instants into SO_TIMESTAMP's time.
         let wallClockOffset = wallClockNanoseconds(at: .zero)
         while true {
@@ -95,7 +99,23 @@ extension SocketService {
                 if error != .wouldBlock && error != .closed { failed = error }
             }
             if count > 0 {
-                let sent = max(0, Int(tsv_batch_send(client.data, toClients, 0, count)))
+                var sent = 0
+                if let ring = region {
+                    var rang: Int32 = 0
+                    let put = Int(tsv_region_put(ring, toClients, 0, count, &rang))
+                    if put < 0 { return releaseBrokenRegion(client) }
+                    if rang != 0 { tsv_region_ring(ring, client.data) }
+                    sent = put
+                    if put < count {
+                        // Full: the channel, until the client has read it all.
+                        client.receiveFallback = true
+                        region = nil
+                        counters.regionFallbacks.add(UInt64(Int(count) - put), ordering: .relaxed)
+                    }
+                }
+                if sent < count {
+                    sent += max(0, Int(tsv_batch_send(client.data, toClients, UInt32(sent), count - UInt32(sent))))
+                }
                 counters.datagramsReceived.add(UInt64(sent), ordering: .relaxed)
                 if sent < count {
                     if errno != EAGAIN {

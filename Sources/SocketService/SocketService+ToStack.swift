@@ -14,15 +14,30 @@ import Wire
 extension SocketService {
     // MARK: Client to stack
 
-    /// Reads the client's datagrams and sends them, until its channel is
-    /// empty, the link is full (then waits for `.writable`), or it hung up.
+    /// Reads the client's datagrams and sends them, until its ring and
+    /// channel are empty, the link is full (then waits for `.writable`), or
+    /// it hung up. The ring comes first: a datagram on the channel was sent
+    /// after everything in the ring (see tapstack_channel_ring.c).
     func readFromClient(_ client: RemoteSocket) {
         guard let socket = client.socket, client.waitingForStack.isEmpty else { return }
         for _ in 0..<4 {  // then let other clients have a turn
-            let count = Int(tsv_batch_receive(client.data, fromClients, Self.batchCount))
-            if count < 0 {
-                if errno != EAGAIN { release(client) }
-                return
+            var count = 0
+            var fromRing = false
+            if let region = client.region {
+                count = Int(tsv_region_take(region, fromClients, Self.batchCount))
+                if count < 0 { return releaseBrokenRegion(client) }
+                fromRing = count > 0
+            }
+            if !fromRing {
+                count = Int(tsv_batch_receive(client.data, fromClients, Self.batchCount))
+                if count < 0 {
+                    if errno != EAGAIN { release(client) }
+                    return
+                }
+                if let region = client.region, tsv_region_has_datagram(region) != 0, hasDatagram(fromClients, count: count) {
+                    // Fallbacks read while the ring filled again: the ring's are older.
+                    return sendRingBeforeChannel(client, region: region, channelCount: count)
+                }
             }
             var next = 0
             var hungUp = false
@@ -40,6 +55,7 @@ extension SocketService {
                         next = count
                         return nil
                     }
+                    if Self.isDoorbell(batch, at: index, length: length) { continue }
                     guard let datagram = Self.datagram(in: batch, at: index, length: length) else {
                         counters.badDatagrams.add(1, ordering: .relaxed)
                         continue
@@ -61,7 +77,8 @@ extension SocketService {
                 // The link is full: keep this datagram and the rest of the batch.
                 for index in current..<count {
                     let length = Int(tsv_batch_length(fromClients, UInt32(index)))
-                    guard length > 0, let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
+                    guard length > 0, !Self.isDoorbell(fromClients, at: index, length: length),
+                          let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
                     client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
                 }
                 setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
@@ -71,8 +88,67 @@ extension SocketService {
                 release(client)
                 return
             }
-            if count < Int(Self.batchCount) { return }
+            // A short read of the ring: the channel may hold a doorbell or
+            // fallbacks; a short read of the channel: done, unless a
+            // doorbell in it says the ring filled meanwhile.
+            if count < Int(Self.batchCount) && !fromRing {
+                guard let region = client.region, tsv_region_has_datagram(region) != 0 else { return }
+            }
         }
+        if let region = client.region, tsv_region_has_datagram(region) != 0 { revisit.insert(client.id) }
+    }
+
+    /// A doorbell (TSP_DOORBELL): says only that the ring has datagrams.
+    static func isDoorbell(_ batch: OpaquePointer, at index: Int, length: Int) -> Bool {
+        guard length == headerSize else { return false }
+        let slot = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!)
+        return slot.loadUnaligned(as: UInt32.self) == TSP_MAGIC
+            && slot.loadUnaligned(fromByteOffset: MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!, as: UInt8.self)
+            == UInt8(TSP_DOORBELL.rawValue)
+    }
+
+    /// Whether any of the first `count` messages of `batch` is more than a doorbell.
+    func hasDatagram(_ batch: OpaquePointer, count: Int) -> Bool {
+        (0..<count).contains { index in
+            let length = Int(tsv_batch_length(batch, UInt32(index)))
+            return length > 0 && !Self.isDoorbell(batch, at: index, length: length)
+        }
+    }
+
+    /// Queues the whole ring, then the channel's datagrams just read, and
+    /// sends them in that order (rare: only when a ring filled up while the
+    /// service read fallbacks from the channel).
+    func sendRingBeforeChannel(_ client: RemoteSocket, region: OpaquePointer, channelCount: Int) {
+        while true {
+            let taken = tsv_region_take(region, toClients, 1)
+            if taken < 0 { return releaseBrokenRegion(client) }
+            if taken == 0 { break }
+            let length = Int(tsv_batch_length(toClients, 0))
+            if let datagram = Self.datagram(in: toClients, at: 0, length: length) {
+                client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
+            } else {
+                counters.badDatagrams.add(1, ordering: .relaxed)
+            }
+        }
+        var hungUp = false
+        for index in 0..<channelCount {
+            let length = Int(tsv_batch_length(fromClients, UInt32(index)))
+            if length == 0 { hungUp = true; break }
+            guard !Self.isDoorbell(fromClients, at: index, length: length) else { continue }
+            guard let datagram = Self.datagram(in: fromClients, at: index, length: length) else {
+                counters.badDatagrams.add(1, ordering: .relaxed)
+                continue
+            }
+            client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
+        }
+        setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
+        if hungUp {
+            // Sent and closed: hand over what can go now; the rest is counted with the socket.
+            retryToStack(client)
+            if clients[client.id] != nil { release(client) }
+            return
+        }
+        retryToStack(client)
     }
 
     /// The datagram in slot `index` of `batch`, or nil when malformed.

@@ -48,6 +48,9 @@ public final class SocketService: @unchecked Sendable {
     // Service thread only (and `init`/`stop` before and after it runs).
     var clients: [UInt64: RemoteSocket] = [:]
     var nextID: UInt64 = 1
+    /// Clients whose ring toward the service may still hold datagrams after
+    /// their turn ended: read again before sleeping (no doorbell will come).
+    var revisit = Set<UInt64>()
     /// False while accepting is paused for want of descriptors.
     var listening = true
     let fromClients: OpaquePointer
@@ -167,7 +170,8 @@ public final class SocketService: @unchecked Sendable {
                 handle(tag: tags[index], events: events[index])
             }
             let hadNews = serveNews()
-            idle = count <= 0 && !hadNews
+            let revisited = serveRevisits()
+            idle = count <= 0 && !hadNews && !revisited
         }
     }
 
@@ -189,6 +193,15 @@ public final class SocketService: @unchecked Sendable {
                 readFromClient(client)
             }
         }
+    }
+
+    /// Reads the rings of clients whose turn ended before their ring was empty.
+    func serveRevisits() -> Bool {
+        guard !revisit.isEmpty else { return false }
+        let ids = revisit
+        revisit.removeAll(keepingCapacity: true)
+        for id in ids { if let client = clients[id] { readFromClient(client) } }
+        return true
     }
 
     /// Lets every socket the stack flagged move its datagrams; true if any was flagged.

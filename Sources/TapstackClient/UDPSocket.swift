@@ -55,7 +55,19 @@ public final class UDPSocket: DatagramSocket {
         state = Locked(socket)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        state.withLock { tsc_unmap_ring(&$0) }  // no call can be using it now
+    }
+
+    /// The socket as data calls use it: moved to shared memory (for sends,
+    /// and received datagrams when `receiving`) on first use.
+    private func dataState(receiving: Bool) -> tsc_socket {
+        state.withLock { socket in
+            if tsc_ring_settled(&socket, receiving ? 1 : 0) == 0 { _ = tsc_use_ring(&socket, receiving ? 1 : 0) }
+            return socket
+        }
+    }
 
     /// Runs a control call; maps its errno to a `SocketError`.
     private func control(_ body: (inout tsc_socket) -> Int32) throws(SocketError) {
@@ -122,9 +134,12 @@ public final class UDPSocket: DatagramSocket {
     /// lost with the socket, as a program that sends and exits expects.
     public func waitUntilSent(timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
+        var socket = state.withLock { $0 }
         while true {
-            var unsent: Int32 = 0
-            guard (try? channel.use { fd throws(SocketError) in ioctl(fd, UInt(TIOCOUTQ), &unsent) }) == 0 else { return false }
+            guard let unsent = try? channel.use({ fd throws(SocketError) in
+                socket.data_fd = fd
+                return tsc_unsent_bytes(&socket)
+            }) else { return false }
             if unsent == 0 { return true }
             if ContinuousClock.now >= deadline { return false }
             usleep(1_000)
@@ -233,7 +248,7 @@ public final class UDPSocket: DatagramSocket {
     ///   `.permissionDenied` (broadcast), `.invalidArgument`, `.notConnected`.
     @discardableResult
     public func send(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?) throws(SocketError) -> Int {
-        var socket = state.withLock { $0 }
+        var socket = dataState(receiving: false)
         var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
         var address = destination.map { tsp_address($0) } ?? tsp_address()
         let n = try channel.use { fd in
@@ -252,7 +267,7 @@ public final class UDPSocket: DatagramSocket {
     /// - Throws: `.wouldBlock` when none waits; an asynchronous error an
     ///   earlier datagram caused (once); `.networkUnreachable` when the service is gone.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
-        var socket = state.withLock { $0 }
+        var socket = dataState(receiving: true)
         var part = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
         let n = try channel.use { fd in
@@ -265,7 +280,7 @@ public final class UDPSocket: DatagramSocket {
 
     /// Takes the oldest datagram without waiting; throws as `receive(into:)`.
     public func receive() throws(SocketError) -> Datagram {
-        var socket = state.withLock { $0 }
+        var socket = dataState(receiving: true)
         let length = try channel.use { fd throws(SocketError) in
             socket.data_fd = fd
             let pending = Int(tsc_pending_bytes(&socket))

@@ -110,6 +110,7 @@ static shared_socket *make_shared(const tsc_socket *socket) {
         if (!shared) return NULL;
         pthread_mutex_init(&shared->lock, NULL);
     }
+    tsc_unmap_ring(&shared->socket);  /* a released socket's region: no call uses it by now */
     shared->socket = *socket;
     shared->wants = 0;
     shared->recverr = 0;
@@ -639,8 +640,20 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
 
 /* ---- sending ---- */
 
+/* Moves the socket's datagrams to shared memory on its first send (and its
+ * received ones on its first receive): only datagrams that pass through
+ * here, since a program that reads or writes its descriptor with raw system
+ * calls (libuv's recvmmsg) must keep finding them on the channel. */
+static void use_ring(shared_socket *shared, int receive) {
+    if (tsc_ring_settled(&shared->socket, receive)) return;
+    pthread_mutex_lock(&shared->lock);
+    tsc_use_ring(&shared->socket, receive);
+    pthread_mutex_unlock(&shared->lock);
+}
+
 static ssize_t send_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
                        const struct sockaddr *to, socklen_t to_length, int flags, const tsc_message_info *info) {
+    use_ring(shared, 0);
     tsc_socket s = view(shared, fd);
     if (!to) return tsc_sendv_info(&s, iov, iovcnt, NULL, 0, flags, info);
     tsp_address ip;
@@ -755,6 +768,7 @@ static ssize_t receive_error(shared_socket *shared, int fd, struct msghdr *messa
 static ssize_t receive_on(shared_socket *shared, int fd, const struct iovec *iov, int iovcnt,
                           struct sockaddr *from, socklen_t *from_length, int flags, int *truncated,
                           tsc_message_info *info) {
+    use_ring(shared, 1);
     tsc_socket s = view(shared, fd);
     tsp_address ip = { { 0 } };
     uint16_t port = 0;

@@ -85,6 +85,8 @@ enum tsp_op {
     TSP_ERRQUEUE = 8,   ///< take the oldest queued ICMP error (IP_RECVERR): reply `value`
                         ///< its errno, remote_* the failed datagram's destination, `queued`
                         ///< the rest; error EAGAIN when none is queued
+    TSP_RING = 9,       ///< share memory for datagrams (tapstack_ring.h): the reply passes
+                        ///< the region's memfd. `value` 1: received datagrams go in it too
 };
 
 /// What TSP_QUERY asks of a running stack (`tapstack ss`, `tapstack stats`).
@@ -167,6 +169,8 @@ typedef struct {
 enum tsp_kind {
     TSP_DATAGRAM = 0,   ///< a datagram; its payload follows the header
     TSP_ERROR = 1,      ///< service to client: an asynchronous error (`error`), no payload
+    TSP_DOORBELL = 2,   ///< either way, no payload: the sender's ring in the socket's
+                        ///< region went from empty to not empty (see tsc_sendv_info)
 };
 
 /// Precedes a datagram on the data channel. To the service, the destination
@@ -228,6 +232,8 @@ typedef struct {
     uint16_t peer_port;
     uint16_t sequence;   ///< the last control request's
     int want_info;       ///< TSP_OPT_WANT_INFO as last set
+    void *ring;          ///< the socket's shared region (TSP_RING), NULL until asked for
+    int ring_refused;    ///< 1 once the service refused a region (or TAPSTACK_RINGS=0)
 } tsc_socket;
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
@@ -273,6 +279,19 @@ ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                        tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
 /// Bytes of the next datagram's payload (FIONREAD), 0 when none.
 int tsc_pending_bytes(tsc_socket *socket);
+
+/// Moves this socket's datagrams to shared memory (TSP_RING): sends at
+/// once, received ones too when `receive`. Does nothing when already done
+/// or refused before; returns 0 when the region is in use, -1 otherwise
+/// (the channel keeps working either way). TAPSTACK_RINGS=0 in the
+/// environment keeps every socket on the channel.
+int tsc_use_ring(tsc_socket *socket, int receive);
+/// 1 when tsc_use_ring(socket, receive) has nothing left to do.
+int tsc_ring_settled(const tsc_socket *socket, int receive);
+/// Unmaps the region (after tsc_close, once no call can be using it).
+void tsc_unmap_ring(tsc_socket *socket);
+/// Bytes sent but not yet taken by the service (ring and channel).
+int tsc_unsent_bytes(tsc_socket *socket);
 
 /// Asks the service at `path` a TSP_QUERY (`what`: enum tsp_query). On
 /// success `*fd` is a descriptor to read the JSON answer from (the caller

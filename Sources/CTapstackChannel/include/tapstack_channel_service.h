@@ -47,4 +47,29 @@ int tsv_batch_receive(int fd, tsv_batch *batch, unsigned max);
 /// Sends slots first..<first+count without waiting; returns how many went.
 int tsv_batch_send(int fd, tsv_batch *batch, unsigned first, unsigned count);
 
+
+/* ---- A client socket's shared region (tapstack_ring.h), service side ----
+ * The service keeps its ends' indices privately and trusts nothing the
+ * client writes: a ring found inconsistent fails every later call with
+ * EBADMSG (the service then releases the socket). */
+typedef struct tsv_region tsv_region;
+/// Makes a region (a memfd of fixed size, sealed against resizing) and maps
+/// it; `*fd` is the descriptor to pass to the client (the caller closes it).
+tsv_region *tsv_region_create(int *fd);
+void tsv_region_destroy(tsv_region *region);
+/// Takes up to `max` datagrams from the client's ring into `batch`'s slots
+/// (as tsv_batch_receive would); returns how many, -1 with EBADMSG.
+int tsv_region_take(tsv_region *region, tsv_batch *batch, unsigned max);
+/// 1 when the client's ring holds a datagram.
+int tsv_region_has_datagram(tsv_region *region);
+/// Puts slots first..<first+count of `batch` in the ring toward the client;
+/// returns how many went (stopping at the first that does not fit), -1 with
+/// EBADMSG. `*rang` is set when the ring had been empty (send a doorbell).
+int tsv_region_put(tsv_region *region, tsv_batch *batch, unsigned first, unsigned count, int *rang);
+/// Bytes the service wrote on `fd` that the client has not read yet (SIOCOUTQ).
+int tsv_unread(int fd);
+/// Counts a doorbell in the region, then puts it (TSP_DOORBELL) on the
+/// channel `fd`: after tsv_region_put said the ring had been empty.
+void tsv_region_ring(tsv_region *region, int fd);
+
 #endif

@@ -67,7 +67,52 @@ int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty);
 /// empty), or -1 with EBADMSG when the ring is inconsistent.
 ssize_t tsr_pop(tsr_end *end, void *out, size_t size, int peek);
 
+/// Consumer: as tsr_pop, scattering the record over `iov`.
+ssize_t tsr_popv(tsr_end *end, const struct iovec *iov, int iovcnt, int peek);
+
 /// Consumer: 1 when a record waits (the producer's index read once).
 int tsr_has_record(tsr_end *end);
+
+/// Bytes in the ring as this end sees them (at most `capacity`).
+uint32_t tsr_used(tsr_end *end, int producer);
+
+/* ---- A socket's region: both rings of one client socket ----
+ *
+ * The service makes it (a sealed memfd of fixed size) when the client asks
+ * (TSP_RING) and passes it on the control connection. Layout: this header,
+ * then the client-to-service ring, then the service-to-client ring, each
+ * `tsr_ring_size(capacity)` bytes. The service writes `magic` and
+ * `capacity` once, before passing it, and never reads the header again;
+ * the rest of the header belongs to the client's processes (a socket may be
+ * shared by fork), which is why their ring ends keep no private state: they
+ * take a lock and use the indices in the region. */
+#define TSR_REGION_MAGIC 0x52505354u
+/// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
+/// the channel), a window of 64 datagrams of 1400 bytes does.
+#define TSR_REGION_CAPACITY (128u * 1024u)
+
+typedef struct {
+    uint32_t magic;             ///< TSR_REGION_MAGIC (service, at creation)
+    uint32_t capacity;          ///< of each ring (service, at creation)
+    /// Doorbells the service rang for the ring toward the client (service;
+    /// counted before each is sent, so a receiver that emptied the ring
+    /// knows one is on its way and takes it: none is left to wake a poll
+    /// for nothing).
+    uint32_t doorbells;
+    uint8_t pad0[52];
+    uint32_t send_lock;         ///< client: one sender at a time (futex word)
+    uint32_t receive_lock;      ///< client: one receiver at a time (futex word)
+    uint32_t receiving;         ///< client: the service puts received datagrams in the ring
+    uint32_t send_fallback;     ///< client: sends go on the channel until the service read it all
+    uint32_t doorbells_taken;   ///< client: doorbells taken off the channel
+    uint8_t pad1[44];
+} tsr_region_header;
+
+/// Bytes of a region whose rings hold `capacity` each.
+size_t tsr_region_size(uint32_t capacity);
+/// The client-to-service ring's shared part in `region`.
+void *tsr_region_to_service(void *region, uint32_t capacity);
+/// The service-to-client ring's shared part in `region`.
+void *tsr_region_to_client(void *region, uint32_t capacity);
 
 #endif

@@ -1,0 +1,16 @@
+/* Between the client's files of this target; not part of the API. */
+#ifndef TAPSTACK_CHANNEL_INTERNAL_H
+#define TAPSTACK_CHANNEL_INTERNAL_H
+#include "tapstack_channel.h"
+
+/// One control request on `s`'s connection; `fd`, if not NULL, receives a passed descriptor.
+int tsc_call(tsc_socket *s, tsp_request *request, int *fd);
+/// Sends the datagram in `parts` (header first) through the region, or on
+/// the channel when the ring cannot take it. As sendmsg.
+ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int flags);
+/// Takes the oldest datagram from the region into `parts` (header first);
+/// returns its length (as recvmsg with `flags`), -1 with errno, or -2 when
+/// the next message is on the channel (take it there). `*cut` is set when
+/// it did not fit.
+ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, int flags, int *cut);
+#endif

@@ -1,0 +1,235 @@
+/* The client's side of a socket's shared region (TSP_RING; layout and trust
+ * in tapstack_ring.h): datagrams in shared memory, the data channel kept for
+ * what the rings cannot carry and for readiness.
+ *
+ * Readiness stays the data channel's, so a program's poll, select and epoll
+ * (level or edge triggered) keep working on the descriptor it holds: the
+ * service puts a doorbell message on the channel whenever the ring toward
+ * the client goes from empty to not empty, and a receiver takes a doorbell
+ * off only after it found that ring empty with the doorbell at the head of
+ * the channel (then looks again). So whenever a datagram waits in the ring,
+ * a doorbell waits in the channel; a doorbell may outlive its datagrams
+ * (one spurious wake-up, then EAGAIN). The same rule runs the other way:
+ * the service is woken by a doorbell when the ring toward it goes from
+ * empty to not empty, and otherwise drains it while it is not empty.
+ *
+ * Order: a ring that is full (or a datagram too long for it) sends the
+ * datagram on the channel, and the sender stays on the channel until the
+ * other side has read everything there (its send queue is empty), so that
+ * a reader that takes the ring before the channel sees datagrams in the
+ * order they were sent. */
+#define _GNU_SOURCE
+#include "channel_internal.h"
+#include "tapstack_ring.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <linux/sockios.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* A lock word in the region, shared by the processes that hold the socket
+ * (fork): 0 free, 1 held, 2 held with waiters. */
+static void region_lock(uint32_t *word) {
+    uint32_t expected = 0;
+    if (__atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    if (expected != 2) expected = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    while (expected != 0) {
+        syscall(SYS_futex, word, FUTEX_WAIT, 2, NULL, NULL, 0);
+        expected = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    }
+}
+
+static void region_unlock(uint32_t *word) {
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static tsr_region_header *header_of(tsc_socket *s) { return (tsr_region_header *)s->ring; }
+
+/* Bytes this end wrote to the channel that the other end has not read yet. */
+static int unread_on_channel(int fd) {
+    int bytes = 0;
+    return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : 1;
+}
+
+static void ring_doorbell(int fd) {
+    tsp_datagram_header bell = { .magic = TSP_MAGIC, .kind = TSP_DOORBELL };
+    /* A full channel needs no doorbell: the reader is woken by what is in it
+     * and looks at the ring before the channel. */
+    (void)syscall(SYS_sendto, fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+}
+
+int tsc_ring_settled(const tsc_socket *s, int receive) {
+    if (__atomic_load_n(&s->ring_refused, __ATOMIC_RELAXED)) return 1;
+    tsr_region_header *h = __atomic_load_n((tsr_region_header **)&s->ring, __ATOMIC_ACQUIRE);
+    return h && (!receive || __atomic_load_n(&h->receiving, __ATOMIC_ACQUIRE));
+}
+
+int tsc_use_ring(tsc_socket *s, int receive) {
+    if (s->ring_refused) return -1;
+    if (tsc_ring_settled(s, receive)) return 0;
+    const char *wanted = getenv("TAPSTACK_RINGS");
+    if (wanted && strcmp(wanted, "0") == 0) { s->ring_refused = 1; return -1; }
+    tsp_request r;
+    memset(&r, 0, sizeof r);
+    r.version = TSP_VERSION;
+    r.op = TSP_RING;
+    r.value = receive ? 1 : 0;
+    int fd = -1;
+    if (tsc_call(s, &r, &fd) < 0 || (!s->ring && fd < 0)) {
+        if (fd >= 0) close(fd);
+        s->ring_refused = 1;  /* an older service, or no memory for it: the channel serves */
+        return -1;
+    }
+    if (!s->ring) {
+        size_t size = tsr_region_size(TSR_REGION_CAPACITY);
+        struct stat status;
+        void *region = MAP_FAILED;
+        if (fstat(fd, &status) == 0 && (size_t)status.st_size == size) {
+            region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        }
+        if (region == MAP_FAILED || ((tsr_region_header *)region)->magic != TSR_REGION_MAGIC
+            || ((tsr_region_header *)region)->capacity != TSR_REGION_CAPACITY) {
+            if (region != MAP_FAILED) munmap(region, size);
+            close(fd);
+            s->ring_refused = 1;
+            return -1;
+        }
+        __atomic_store_n(&s->ring, region, __ATOMIC_RELEASE);
+    }
+    if (fd >= 0) close(fd);
+    if (receive) __atomic_store_n(&header_of(s)->receiving, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void tsc_unmap_ring(tsc_socket *s) {
+    if (s->ring) munmap(s->ring, tsr_region_size(TSR_REGION_CAPACITY));
+    s->ring = NULL;
+}
+
+int tsc_unsent_bytes(tsc_socket *s) {
+    int bytes = unread_on_channel(s->data_fd);
+    if (s->ring) {
+        tsr_end end;
+        if (tsr_attach(&end, tsr_region_to_service(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1) == 0) {
+            bytes += (int)tsr_used(&end, 1);
+        }
+    }
+    return bytes;
+}
+
+ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int flags) {
+    tsr_region_header *h = header_of(s);
+    region_lock(&h->send_lock);
+    if (h->send_fallback && unread_on_channel(s->data_fd) == 0) h->send_fallback = 0;
+    if (!h->send_fallback) {
+        tsr_end end;
+        int was_empty = 0;
+        if (tsr_attach(&end, tsr_region_to_service(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1) == 0
+            && tsr_push(&end, parts, count, &was_empty) == 0) {
+            region_unlock(&h->send_lock);
+            if (was_empty) ring_doorbell(s->data_fd);
+            size_t length = 0;
+            for (int i = 0; i < count; i++) length += parts[i].iov_len;
+            return (ssize_t)length;
+        }
+        h->send_fallback = 1;  /* full, or too long for it: the channel, until the service read it all */
+    }
+    struct msghdr message = { .msg_iov = (struct iovec *)parts, .msg_iovlen = (size_t)count };
+    ssize_t n = syscall(SYS_sendmsg, s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    int error = errno;
+    region_unlock(&h->send_lock);
+    errno = error;
+    return n;
+}
+
+static int is_doorbell(const tsp_datagram_header *head, ssize_t length) {
+    return length == (ssize_t)sizeof *head && head->magic == TSP_MAGIC && head->kind == TSP_DOORBELL;
+}
+
+static void take_doorbell(tsc_socket *s) {
+    tsp_datagram_header head;
+    (void)syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_DONTWAIT, NULL, NULL);
+    __atomic_add_fetch(&header_of(s)->doorbells_taken, 1, __ATOMIC_RELEASE);
+}
+
+/* With the ring empty: takes the doorbells rung for datagrams already
+ * taken, waiting briefly for one the service counted but has not put on
+ * the channel yet, so that no doorbell is left to make a poll report
+ * readable with nothing to read (a program with a blocking descriptor
+ * would then block in its read). Stops at any other message: that one
+ * makes the descriptor readable rightly. Holding the receive lock. */
+static void take_spent_doorbells(tsc_socket *s, tsr_end *end) {
+    tsr_region_header *h = header_of(s);
+    uint32_t rung = __atomic_load_n(&h->doorbells, __ATOMIC_ACQUIRE);
+    if (rung == __atomic_load_n(&h->doorbells_taken, __ATOMIC_RELAXED)) return;
+    /* Rung before the ring was found empty: every one of them is spent. */
+    if (tsr_has_record(end)) return;
+    for (int patience = 0; (int32_t)(rung - __atomic_load_n(&h->doorbells_taken, __ATOMIC_RELAXED)) > 0;) {
+        tsp_datagram_header head;
+        ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+        if (is_doorbell(&head, m)) {
+            take_doorbell(s);
+        } else if (m < 0 && errno == EAGAIN && patience++ < 1000) {
+            struct pollfd wait = { .fd = s->data_fd, .events = POLLIN };
+            (void)syscall(SYS_poll, &wait, 1, 1);  /* it is on its way: the service rings right after counting */
+        } else {
+            return;
+        }
+    }
+}
+
+ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, int flags, int *cut) {
+    tsr_region_header *h = header_of(s);
+    size_t capacity = 0;
+    for (int i = 0; i < count; i++) capacity += parts[i].iov_len;
+    int peeking = (flags & MSG_PEEK) != 0;
+    region_lock(&h->receive_lock);
+    for (;;) {
+        tsr_end end;
+        if (tsr_attach(&end, tsr_region_to_client(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0) < 0) break;
+        ssize_t n = tsr_popv(&end, parts, count, peeking);
+        if (n > 0 && !peeking) take_spent_doorbells(s, &end);
+        if (n != 0) {
+            region_unlock(&h->receive_lock);
+            if (n < 0) { errno = EIO; return -1; }
+            *cut = (size_t)n > capacity;
+            return (flags & MSG_TRUNC) || (size_t)n <= capacity ? n : (ssize_t)capacity;
+        }
+        take_spent_doorbells(s, &end);
+        /* Empty: what heads the channel? */
+        tsp_datagram_header head;
+        ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+        if (m < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT)) {
+            /* Wait for a message as the descriptor waits (O_NONBLOCK,
+             * SO_RCVTIMEO, signals), without holding the lock. */
+            region_unlock(&h->receive_lock);
+            unsigned char byte;
+            m = syscall(SYS_recvfrom, s->data_fd, &byte, 1, MSG_PEEK, NULL, NULL);
+            if (m < 0) return -1;
+            region_lock(&h->receive_lock);
+            continue;
+        }
+        if (m < 0) {
+            int error = errno;
+            region_unlock(&h->receive_lock);
+            errno = error;
+            return -1;
+        }
+        if (is_doorbell(&head, m)) {
+            /* Rung for a datagram now in the ring (popped next turn), or
+             * one the counts do not explain: take it rather than spin. */
+            if (!tsr_has_record(&end)) take_doorbell(s);
+            continue;
+        }
+        break;  /* a datagram, an error or the end: the channel's */
+    }
+    region_unlock(&h->receive_lock);
+    return -2;
+}

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp igmp ipv6 describe offload ring stack"}
+TARGETS=${FUZZ_TARGETS:-"ethernet arp ipv4 icmp udp igmp ipv6 describe offload ring region stack"}
 OUT=${OUT:-/tmp/tapstack-fuzz}
 SCRATCH=.build-fuzz
 rm -rf "$OUT"
@@ -32,10 +32,13 @@ for path in files:
         _, _, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
         frames.append(data[offset + 16:offset + 16 + caplen])
         offset += 16 + caplen
-layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "igmp": [], "ipv6": [], "describe": [], "offload": [], "ring": [], "stack": []}
+layers = {"ethernet": [], "arp": [], "ipv4": [], "icmp": [], "udp": [], "igmp": [], "ipv6": [], "describe": [], "offload": [], "ring": [], "region": [], "stack": []}
 # The shared ring: the producer's tail, then the ring's bytes (one record of 5 bytes, then one wrapped).
 layers["ring"] += [struct.pack("<I", 16) + struct.pack("<I", 5) + bytes(4) + b"hello" + bytes(3),
                    struct.pack("<I", 272) + bytes(240) + struct.pack("<I", 0xFFFFFFFF) + bytes(12)]
+# The service's reader of a client's region: the client's tail, its head of the other ring, then ring bytes (tiled).
+layers["region"] += [struct.pack("<II", 16, 0) + struct.pack("<I", 5) + bytes(4) + b"hello" + bytes(3),
+                     struct.pack("<II", 131080, 0) + struct.pack("<I", 0xFFFFFFFF) + bytes(4)]
 # IPv6: a neighbour solicitation for the stack's link-local address and an echo request to it (checksums left to the target).
 ll = bytes.fromhex("fe800000000000000000 00fffe000002".replace(" ", ""))
 peer = bytes.fromhex("fe80000000000000bc5e63fffe13bd1b")

@@ -221,6 +221,8 @@ void tsv_region_destroy(tsv_region *r) {
     free(r);
 }
 
+void *tsv_region_memory(tsv_region *r) { return r->memory; }
+
 int tsv_region_take(tsv_region *r, tsv_batch *b, unsigned max) {
     if (max > b->count) max = b->count;
     unsigned n = 0;

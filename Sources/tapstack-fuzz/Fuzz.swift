@@ -32,6 +32,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "describe": _ = FrameDescription.describe(bytes)
     case "offload": fuzzOffload(bytes)
     case "ring": fuzzRing(bytes)
+    case "region": fuzzRegion(bytes)
     default: fuzzStack(bytes)
     }
     return 0
@@ -233,6 +234,49 @@ func fuzzRing(_ bytes: UnsafeRawBufferPointer) {
         if n <= 0 { break }
         precondition(n <= Int(capacity) / 2, "a record longer than the ring can hold")
     }
+}
+
+/// The service's reader of a client's region (issue 18) with the client
+/// hostile: the input is the client-to-service ring's tail and bytes, and
+/// the client's head of the other ring. The service takes records into its
+/// batch (each within a slot, at most half the ring), stops for good at an
+/// inconsistency, and its own sends toward the client stop there too.
+func fuzzRegion(_ bytes: UnsafeRawBufferPointer) {
+    var fd: Int32 = -1
+    guard let region = tsv_region_create(&fd) else { return }
+    defer { tsv_region_destroy(region); close(fd) }
+    let capacity = TSR_REGION_CAPACITY
+    let memory = tsv_region_memory(region)!
+    let toService = tsr_region_to_service(memory, capacity)!
+    let toClient = tsr_region_to_client(memory, capacity)!
+    if bytes.count >= 8 {
+        toService.assumingMemoryBound(to: tsr_shared.self).pointee.tail = bytes.loadUnaligned(as: UInt32.self)
+        toClient.assumingMemoryBound(to: tsr_shared.self).pointee.head = bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+    }
+    if bytes.count > 8 {
+        // The input tiled over the ring's data, so records can sit anywhere in it.
+        let data = toService + MemoryLayout<tsr_shared>.size
+        var at = 0
+        while at < Int(capacity) {
+            let take = min(bytes.count - 8, Int(capacity) - at)
+            (data + at).copyMemory(from: bytes.baseAddress! + 8, byteCount: take)
+            at += take
+        }
+    }
+    let batch = tsv_batch_create(16, 65536)!
+    defer { tsv_batch_destroy(batch) }
+    for _ in 0..<64 {
+        let count = tsv_region_take(region, batch, 16)
+        if count <= 0 { break }
+        for index in 0..<UInt32(count) {
+            precondition(tsv_batch_length(batch, index) <= capacity / 2, "a record longer than the ring can hold")
+            precondition(tsv_batch_truncated(batch, index) == 0, "a record longer than a slot")
+        }
+    }
+    // Toward the client: whatever its head says, the service writes within the ring or refuses.
+    tsv_batch_set_length(batch, 0, 100)
+    var rang: Int32 = 0
+    for _ in 0..<2000 where tsv_region_put(region, batch, 0, 1, &rang) == 1 {}
 }
 
 /// A sink that hands every frame the stack sends to `check` (which traps on a bad one).

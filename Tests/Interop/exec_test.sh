@@ -76,6 +76,54 @@ PY
     [ "$(cat "$WORK/stackside.out")" = "hello stack side" ] && [ "$(cat "$WORK/kernelside.out")" = "reply from the stack side" ]
 }
 
+# Event loops on the descriptor a program holds: python asyncio's datagram
+# endpoint, and epoll edge triggered (one edge per arrival after a drain to
+# EAGAIN), with the datagrams in the socket's shared-memory rings.
+event_loops_see_every_datagram() {
+    in_ns timeout 30 "${EXEC[@]}" python3 - <<'PY'
+import asyncio, errno, select, socket
+
+async def echoes():
+    loop = asyncio.get_running_loop()
+    got, waiting = [], {}
+    class Collect(asyncio.DatagramProtocol):
+        def datagram_received(self, data, address):
+            got.append(int(data))
+            if waiting.get("count") == len(got):
+                waiting["future"].set_result(None)
+    transport, _ = await loop.create_datagram_endpoint(Collect, remote_addr=("192.0.2.1", 9100))
+    for window in range(30):
+        waiting["count"], waiting["future"] = len(got) + 10, loop.create_future()
+        for i in range(10):
+            transport.sendto(b"%d" % (window * 10 + i))
+        await asyncio.wait_for(waiting["future"], 5)
+    transport.close()
+    assert got == list(range(300)), got[:20]
+asyncio.run(echoes())
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+s.connect(("192.0.2.1", 9100))
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLIN | select.EPOLLET)
+received = []
+for burst in range(40):
+    for i in range(5):
+        s.send(b"%d" % (burst * 5 + i))
+    while len(received) < (burst + 1) * 5:
+        assert ep.poll(5), "no edge for burst %d after %d datagrams" % (burst, len(received))
+        while True:
+            try:
+                received.append(int(s.recv(100)))
+            except BlockingIOError:
+                break
+assert received == list(range(200)), received[:20]
+# Drained: no edge and nothing readable until the next datagram.
+assert ep.poll(0.2) == [] and select.select([s], [], [], 0)[0] == []
+print("asyncio 300 and epoll edge-triggered 200 echoes in order")
+PY
+}
+
 python_socket_api_works() {
     in_ns timeout 20 "${EXEC[@]}" python3 - <<'PY'
 import errno, os, select, socket, time
@@ -209,6 +257,7 @@ check "tapstack exec -- nc -u 192.0.2.1 9000 reaches the kernel's nc -u -l from 
 check "the stack's pcap shows 192.0.2.2 sending to 192.0.2.1:9000" pcap_shows_the_stack_as_source
 check "tapstack exec -- nc -u -l 9001 receives from the kernel and answers it" nc_listener_under_exec_talks_both_ways
 check "python3 sendto, recvfrom with timeout, select and errors through tapstack exec" python_socket_api_works
+check "asyncio's datagram endpoint and epoll edge triggered see every datagram in order under exec" event_loops_see_every_datagram
 check "a program killed mid-transfer leaves no socket or port behind" killed_program_leaves_nothing_behind
 check "two programs use the stack at once" two_programs_at_once
 check "exec without a service fails with one line" missing_service_is_a_clear_error

@@ -57,6 +57,8 @@ typedef struct tsv_region tsv_region;
 /// it; `*fd` is the descriptor to pass to the client (the caller closes it).
 tsv_region *tsv_region_create(int *fd);
 void tsv_region_destroy(tsv_region *region);
+/// The region's memory (what the client maps too): for tests and fuzzing.
+void *tsv_region_memory(tsv_region *region);
 /// Takes up to `max` datagrams from the client's ring into `batch`'s slots
 /// (as tsv_batch_receive would); returns how many, -1 with EBADMSG.
 int tsv_region_take(tsv_region *region, tsv_batch *batch, unsigned max);

@@ -1,0 +1,167 @@
+import CTapstackChannel
+import Glibc
+import SocketService
+import Sockets
+@testable import TapstackClient
+import Testing
+import TestSupport
+import Wire
+
+/// The socket service's shared-memory rings (TSP_RING) as clients see them:
+/// datagrams both ways, order when a ring is full, readiness on the
+/// channel, and a client that breaks its own region.
+@Suite(.serialized) struct SharedRegionTests {
+    /// A payload of `size` bytes that starts with `sequence`.
+    static func numbered(_ sequence: UInt32, size: Int) -> [UInt8] {
+        withUnsafeBytes(of: sequence.bigEndian) { Array($0) } + [UInt8](repeating: UInt8(truncatingIfNeeded: sequence), count: size - 4)
+    }
+
+    static func sequence(of payload: some Collection<UInt8>) -> UInt32 {
+        payload.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    @Test func datagramsCrossTheRegionBothWaysByteForByte() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // the first receive asks for the region
+        #expect(served.service.counters.regionsShared.load(ordering: .relaxed) == 1)
+        for round in 0..<50 {
+            let payload = Self.numbered(UInt32(round), size: 1 + 4 + round * 29)
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload))
+            let datagram = try socket.receive(timeout: .seconds(5))
+            #expect(datagram.payload == payload && datagram.source == peer)
+            try socket.send(payload, to: peer)
+            let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+            // The UDP length and the payload (a short frame is padded to 60 bytes).
+            #expect(Int(frame[38]) << 8 | Int(frame[39]) == 8 + payload.count)
+            #expect(Array(frame[42..<(42 + payload.count)]) == payload)
+        }
+        #expect(served.service.counters.regionsShared.load(ordering: .relaxed) == 1)
+        #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) == 0)
+    }
+
+    /// The service rings a doorbell on the channel for a datagram it puts in
+    /// the ring; one that outlived its datagram would make poll report
+    /// readable with nothing to read, and a blocking reader (nc) hang.
+    @Test func anEmptiedRingLeavesTheDescriptorUnreadable() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }
+        var readableWithNothing = 0
+        for round in 0..<300 {
+            let payload = Self.numbered(UInt32(round), size: 64)
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload))
+            var descriptor = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            try #require(poll(&descriptor, 1, 5000) == 1)
+            #expect(try socket.receive().payload == payload)
+            descriptor.revents = 0
+            if poll(&descriptor, 1, 0) != 0 { readableWithNothing += 1 }
+        }
+        #expect(readableWithNothing == 0)
+    }
+
+    /// More than the ring holds while the client does not read: the rest
+    /// goes on the channel, and the client still gets every datagram once, in order.
+    @Test func aFullRingFallsBackToTheChannelWithoutReordering() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        socket.receiveBufferSize = 4 << 20
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }
+        let count: UInt32 = 600
+        for sequence in 0..<count {
+            let frame = FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: Self.numbered(sequence, size: 1000))
+            #expect(eventually { served.link.inject(frame) })
+        }
+        var received: [UInt32] = []
+        while received.count < Int(count), let datagram = try? socket.receive(timeout: .seconds(5)) {
+            received.append(Self.sequence(of: datagram.payload))
+        }
+        #expect(received == Array(0..<count))
+        #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) > 0)
+    }
+
+    /// The client's sends: a full ring falls back to the channel and the
+    /// service still hands the stack every datagram once, in order.
+    @Test func sendsBeyondTheRingLeaveInOrder() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        let count: UInt32 = 2000
+        var sent: UInt32 = 0
+        var seen: [UInt32] = []
+        var idleRounds = 0
+        while seen.count < Int(count) && idleRounds < 500 {
+            var progressed = false
+            while sent < count {
+                do {
+                    try socket.send(Self.numbered(sent, size: 1000), to: peer)
+                    sent += 1
+                    progressed = true
+                } catch .wouldBlock {
+                    break
+                }
+            }
+            while let frame = served.link.nextTransmitted(timeoutMilliseconds: progressed ? 0 : 10) {
+                seen.append(Self.sequence(of: frame[42...]))
+                progressed = true
+            }
+            idleRounds = progressed ? 0 : idleRounds + 1
+        }
+        #expect(seen == Array(0..<count))
+    }
+
+    /// A client that writes impossible indices or lengths into its region
+    /// loses that socket (counted); other clients carry on.
+    @Test(arguments: ["tail not a record boundary", "tail past the ring", "record longer than half the ring", "head of the other ring"])
+    func aClientThatBreaksItsRegionLosesOnlyThatSocket(_ damage: String) throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let bystander = try TapstackClient.UDPSocket(servicePath: served.path)
+        try bystander.bind(port: 9)
+        var hostile = tsc_socket()
+        try #require(tsc_open(&hostile, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        defer { tsc_close(&hostile) }
+        var any = tsp_address_v4(0)
+        try #require(tsc_bind(&hostile, &any, 7) == 0)
+        try #require(tsc_use_ring(&hostile, 1) == 0)
+        let region = try #require(hostile.ring)
+        let capacity = TSR_REGION_CAPACITY
+        let toService = tsr_region_to_service(region, capacity)!.assumingMemoryBound(to: tsr_shared.self)
+        let toClient = tsr_region_to_client(region, capacity)!.assumingMemoryBound(to: tsr_shared.self)
+        switch damage {
+        case "tail not a record boundary": toService.pointee.tail = 12
+        case "tail past the ring": toService.pointee.tail = capacity + 64
+        case "record longer than half the ring":
+            let data = UnsafeMutableRawPointer(toService) + MemoryLayout<tsr_shared>.size
+            data.storeBytes(of: capacity, as: UInt32.self)
+            toService.pointee.tail = 64
+        default:
+            // The client's head of the ring toward it, ahead of what the service wrote.
+            toClient.pointee.head = 4096
+        }
+        if damage == "head of the other ring" {
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1, 2, 3]))
+        } else {
+            var bell = tsp_datagram_header()
+            bell.magic = TSP_MAGIC
+            bell.kind = UInt8(TSP_DOORBELL.rawValue)
+            _ = withUnsafeBytes(of: bell) { send(hostile.data_fd, $0.baseAddress, $0.count, 0) }
+        }
+        #expect(served.waitForOpenSockets(1))
+        #expect(served.service.counters.brokenRegions.load(ordering: .relaxed) == 1)
+        // Its channel is closed: the client learns it on its next receive.
+        var descriptor = pollfd(fd: hostile.data_fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&descriptor, 1, 5000) == 1 && descriptor.revents & Int16(POLLHUP) != 0)
+        // The other client is untouched.
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: [4, 5, 6]))
+        #expect(try bystander.receive(timeout: .seconds(5)).payload == [4, 5, 6])
+        try bystander.send([7, 8], to: peer)
+        let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+        #expect(Array(frame[42..<44]) == [7, 8])
+    }
+}

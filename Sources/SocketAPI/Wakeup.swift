@@ -52,6 +52,10 @@ public final class Wakeup: Sendable {
         csys_eventfd_drain(fd)
     }
 
+    /// Clears a signal that arrived outside a sleep (a sleeper that found
+    /// `fd` readable in its own poll set without sleeping).
+    public func clear() { csys_eventfd_drain(fd) }
+
     /// Sleeps until signalled or the timeout passes, unless `hasWork` is
     /// already true after announcing the sleep. A negative timeout waits forever.
     /// `extraFD`, if not -1, also ends the sleep when it polls with `extraEvents`.

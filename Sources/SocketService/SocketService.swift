@@ -166,12 +166,21 @@ public final class SocketService: @unchecked Sendable {
             }
             let count = Int(tsv_epoll_wait(epollFD, tags, events, Int32(capacity), timeout))
             if timeout == -1 { news.wakeup.endSleep() }
-            for index in 0..<max(count, 0) where tags[index] != Self.wakeupTag {
+            var handled = 0
+            for index in 0..<max(count, 0) {
+                guard tags[index] != Self.wakeupTag else {
+                    // A signal that landed after the last sleep ended: clear
+                    // it, or epoll reports it on every round and this thread
+                    // never sleeps again (it spun at a full core at 50 k/s).
+                    news.wakeup.clear()
+                    continue
+                }
                 handle(tag: tags[index], events: events[index])
+                handled += 1
             }
             let hadNews = serveNews()
             let revisited = serveRevisits()
-            idle = count <= 0 && !hadNews && !revisited
+            idle = handled == 0 && !hadNews && !revisited
         }
     }
 

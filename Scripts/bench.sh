@@ -21,9 +21,9 @@
 #          through the socket service), nio (nio-echo-server: SwiftNIO's UDP
 #          echo on TapstackNIO, its own stack in-process) and nio-service (the
 #          same through the socket service); on request tapstack-syscalls
-#          and tapstack-service-channel (EchoOverService with TAPSTACK_RINGS=0:
-#          its datagrams on the data channel, not in shared memory)
-#          (--link-io syscalls).
+#          (--link-io syscalls) and tapstack-service-channel (EchoOverService
+#          with TAPSTACK_RINGS=0: its datagrams on the data channel, not in
+#          shared memory).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
 #        ("64 1400"), WINDOWS ("1 16 64"), RATE (50000), CPU_SECONDS (2),
 #        TARGETS, TAPSTACK_ARGS (extra options for every tapstack target),

@@ -141,6 +141,10 @@ ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int f
         }
         h->send_fallback = 1;  /* full, or too long for it: the channel, until the service read it all */
     }
+    /* What the ring holds now goes first: the service reads this stamp. */
+    tsp_datagram_header *header = parts[0].iov_base;
+    header->flags |= TSP_SEND_AFTER_RING;
+    header->timestamp_ns = __atomic_load_n(&((tsr_shared *)tsr_region_to_service(s->ring, TSR_REGION_CAPACITY))->tail, __ATOMIC_RELAXED);
     struct msghdr message = { .msg_iov = (struct iovec *)parts, .msg_iovlen = (size_t)count };
     ssize_t n = syscall(SYS_sendmsg, s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
     int error = errno;

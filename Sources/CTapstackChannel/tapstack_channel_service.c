@@ -240,6 +240,11 @@ int tsv_region_take(tsv_region *r, tsv_batch *b, unsigned max) {
 
 int tsv_region_has_datagram(tsv_region *r) { return tsr_has_record(&r->from_client); }
 
+int tsv_region_precedes(tsv_region *r, uint32_t position) {
+    uint32_t ahead = position - r->from_client.index;
+    return ahead != 0 && ahead <= r->from_client.capacity;
+}
+
 int tsv_region_put(tsv_region *r, tsv_batch *b, unsigned first, unsigned count, int *rang) {
     *rang = 0;
     unsigned n = 0;

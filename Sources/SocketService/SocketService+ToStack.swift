@@ -34,9 +34,10 @@ extension SocketService {
                     if errno != EAGAIN { release(client) }
                     return
                 }
-                if let region = client.region, tsv_region_has_datagram(region) != 0, hasDatagram(fromClients, count: count) {
-                    // Fallbacks read while the ring filled again: the ring's are older.
-                    return sendRingBeforeChannel(client, region: region, channelCount: count)
+                if let region = client.region, let position = Self.ringPosition(stampedIn: fromClients, count: count),
+                   tsv_region_precedes(region, position) != 0 {
+                    // Sent on the channel when the ring was full: what the ring held then goes first.
+                    return sendRingBeforeChannel(client, region: region, upTo: position, channelCount: count)
                 }
             }
             var next = 0
@@ -107,19 +108,24 @@ extension SocketService {
             == UInt8(TSP_DOORBELL.rawValue)
     }
 
-    /// Whether any of the first `count` messages of `batch` is more than a doorbell.
-    func hasDatagram(_ batch: OpaquePointer, count: Int) -> Bool {
-        (0..<count).contains { index in
-            let length = Int(tsv_batch_length(batch, UInt32(index)))
-            return length > 0 && !Self.isDoorbell(batch, at: index, length: length)
+    /// The latest ring position stamped on a datagram of the batch that the
+    /// client sent on the channel because its ring was full (TSP_SEND_AFTER_RING).
+    static func ringPosition(stampedIn batch: OpaquePointer, count: Int) -> UInt32? {
+        var position: UInt32?
+        for index in 0..<count where Int(tsv_batch_length(batch, UInt32(index))) >= headerSize {
+            let header = UnsafeRawPointer(tsv_batch_slot(batch, UInt32(index))!).loadUnaligned(as: tsp_datagram_header.self)
+            guard header.magic == TSP_MAGIC, header.kind == UInt8(TSP_DATAGRAM.rawValue),
+                  header.flags & UInt8(TSP_SEND_AFTER_RING.rawValue) != 0 else { continue }
+            position = UInt32(truncatingIfNeeded: header.timestamp_ns)
         }
+        return position
     }
 
-    /// Queues the whole ring, then the channel's datagrams just read, and
-    /// sends them in that order (rare: only when a ring filled up while the
-    /// service read fallbacks from the channel).
-    func sendRingBeforeChannel(_ client: RemoteSocket, region: OpaquePointer, channelCount: Int) {
-        while true {
+    /// Queues what the ring held up to `position`, then the channel's
+    /// datagrams just read, and sends them in that order (rare: only when
+    /// the client's ring was full).
+    func sendRingBeforeChannel(_ client: RemoteSocket, region: OpaquePointer, upTo position: UInt32, channelCount: Int) {
+        while tsv_region_precedes(region, position) != 0 {
             let taken = tsv_region_take(region, toClients, 1)
             if taken < 0 { return releaseBrokenRegion(client) }
             if taken == 0 { break }

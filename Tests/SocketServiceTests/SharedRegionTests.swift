@@ -76,11 +76,17 @@ import Wire
             let frame = FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: Self.numbered(sequence, size: 1000))
             #expect(eventually { served.link.inject(frame) })
         }
+        // The stack's queue may overflow while the service is behind: those are counted.
+        func dropped() -> Int {
+            Int(served.host.counters.all.first { $0.counter.name == "udp.drop_queue_full" }?.value ?? 0)
+        }
         var received: [UInt32] = []
-        while received.count < Int(count), let datagram = try? socket.receive(timeout: .seconds(5)) {
+        while received.count + dropped() < Int(count), let datagram = try? socket.receive(timeout: .seconds(5)) {
             received.append(Self.sequence(of: datagram.payload))
         }
-        #expect(received == Array(0..<count))
+        #expect(received.count + dropped() == Int(count))
+        #expect(zip(received, received.dropFirst()).allSatisfy { $0 < $1 })  // in order, none twice
+        #expect(received.count > 128)  // more than the ring holds (123 of these): the channel carried the rest
         #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) > 0)
     }
 

@@ -200,6 +200,10 @@ typedef struct {
 enum tsp_send_flags {
     TSP_SEND_TTL = 1,   ///< `ttl` overrides the socket's (IP_TTL control message)
     TSP_SEND_TOS = 2,   ///< `tos` overrides the socket's (IP_TOS control message)
+    /// A datagram the client's ring could not take: `timestamp_ns` holds the
+    /// ring's tail when it was sent, so the service sends what the ring
+    /// held up to there first (order; see tapstack_channel_ring.c).
+    TSP_SEND_AFTER_RING = 4,
 };
 
 /// What the client wants to know of a received datagram beyond its source,

@@ -64,6 +64,10 @@ void *tsv_region_memory(tsv_region *region);
 int tsv_region_take(tsv_region *region, tsv_batch *batch, unsigned max);
 /// 1 when the client's ring holds a datagram.
 int tsv_region_has_datagram(tsv_region *region);
+/// 1 when the service has not yet taken everything the client's ring held
+/// up to `position` (a tail the client stamped on a datagram it sent on the
+/// channel instead: TSP_SEND_AFTER_RING); 0 too for a position that cannot be.
+int tsv_region_precedes(tsv_region *region, uint32_t position);
 /// Puts slots first..<first+count of `batch` in the ring toward the client;
 /// returns how many went (stopping at the first that does not fit), -1 with
 /// EBADMSG. `*rang` is set when the ring had been empty (send a doorbell).

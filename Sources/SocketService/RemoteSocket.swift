@@ -1,11 +1,14 @@
 import CTapstackChannel
+import Glibc
 import Sockets
 import Stack
 import Synchronization
 
 /// One client connection of the socket service and, once opened, the stack
-/// socket it drives. Touched only by the service thread, except `flagged`.
-final class RemoteSocket {
+/// socket it drives. Touched only by the service thread, except `flag`,
+/// `deliveryScheduled` and what `delivery` guards, which the stack's
+/// executor also touches when it puts received datagrams in the region.
+final class RemoteSocket: @unchecked Sendable {
     let id: UInt64
     /// The control connection.
     let control: Int32
@@ -23,6 +26,17 @@ final class RemoteSocket {
     var waitingForStack: [(destination: SocketAddress?, options: DatagramSendOptions, payload: [UInt8])] = []
     /// The client wants every datagram framed with its facts (TSP_OPT_WANT_INFO).
     var wantsInfo = false
+    /// Guards the stack-to-client half: `socket` being taken away,
+    /// `region` and its ring toward the client, `receivesInRegion`,
+    /// `receiveFallback` and `waitingForClient`. Recursive: an error queued
+    /// while flushing flushes again.
+    let delivery = RecursiveLock()
+    /// A hint for the readiness callback (which may not take `delivery`):
+    /// the client reads its region and nothing waits for the channel, so
+    /// the executor can deliver. `deliverInRegion` checks again under the lock.
+    let deliversInRegion = Atomic<Bool>(false)
+    /// A delivery by the executor is queued (once until it runs).
+    let deliveryScheduled = Atomic<Bool>(false)
     /// Messages for the client its channel had no room for, oldest first;
     /// while any wait, the stack socket is not drained.
     var waitingForClient: [[UInt8]] = []
@@ -35,6 +49,12 @@ final class RemoteSocket {
     var receiveFallback = false
     /// Set by the stack's readiness callback; the service clears it when it looks.
     let flag = ReadyFlag()
+
+    /// Sets `deliversInRegion` from the state `delivery` guards; call holding it.
+    func updateDeliveryHint() {
+        deliversInRegion.store(region != nil && receivesInRegion && !receiveFallback && waitingForClient.isEmpty,
+                               ordering: .relaxed)
+    }
 
     init(id: UInt64, control: Int32) {
         self.id = id
@@ -52,4 +72,28 @@ final class ReadyFlag: Sendable {
 
     /// Lowers it before the service looks at the socket.
     func lower() { raised.store(false, ordering: .releasing) }
+}
+
+/// A mutex the thread holding it may take again.
+final class RecursiveLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init() {
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_RECURSIVE))
+        pthread_mutex_init(mutex, &attributes)
+        pthread_mutexattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<Result>(_ body: () -> Result) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
 }

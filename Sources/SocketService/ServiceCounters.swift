@@ -33,6 +33,9 @@ public final class ServiceCounters: Sendable {
     public let regionsShared = Atomic<UInt64>(0)
     /// Sockets released because their client broke its region's rings.
     public let brokenRegions = Atomic<UInt64>(0)
+    /// Received datagrams the stack's executor put in a client's region
+    /// itself (the rest of `datagramsReceived` went through the service thread).
+    public let regionDirect = Atomic<UInt64>(0)
     /// Received datagrams sent on the channel because the client's ring was full.
     public let regionFallbacks = Atomic<UInt64>(0)
 
@@ -54,6 +57,7 @@ public final class ServiceCounters: Sendable {
          ("service.rx_errors_delivered", errorsDelivered.load(ordering: .relaxed)),
          ("service.regions_shared", regionsShared.load(ordering: .relaxed)),
          ("service.drop_broken_region", brokenRegions.load(ordering: .relaxed)),
+         ("service.rx_region_direct", regionDirect.load(ordering: .relaxed)),
          ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed))]
     }
 }

@@ -241,8 +241,16 @@ extension SocketService {
         client.data = fds.0
         client.dataInterest = UInt32(TSV_IN)
         _ = tsv_epoll_set(epollFD, 1, fds.0, client.dataInterest, Self.tag(client.id, data: true))
-        let news = self.news, flag = client.flag, id = client.id
-        client.callbackToken = socket.addReadinessCallback([.readable, .writable, .error]) { _ in
+        let news = self.news, flag = client.flag, id = client.id, host = self.host
+        client.callbackToken = socket.addReadinessCallback([.readable, .writable, .error]) { [self] events in
+            // Received datagrams of a client reading its region go there from
+            // the executor, after this batch: no hop to the service thread.
+            if events == .readable && client.deliversInRegion.load(ordering: .relaxed) {
+                if !client.deliveryScheduled.exchange(true, ordering: .sequentiallyConsistent) {
+                    host.execute { self.deliverInRegion(client) }
+                }
+                return
+            }
             if flag.raise() { news.post(id) }
         }
         passed = fds.1
@@ -263,6 +271,13 @@ extension SocketService {
     /// Makes the client's region on its first TSP_RING (passing it) and
     /// moves received datagrams there when asked.
     func shareRegion(with client: RemoteSocket, receiving: Bool, passing passed: inout Int32) -> Int32 {
+        client.delivery.withLock {
+            defer { client.updateDeliveryHint() }
+            return shareRegionLocked(with: client, receiving: receiving, passing: &passed)
+        }
+    }
+
+    private func shareRegionLocked(with client: RemoteSocket, receiving: Bool, passing passed: inout Int32) -> Int32 {
         if client.region == nil {
             var fd: Int32 = -1
             guard let region = tsv_region_create(&fd) else { return errno == 0 ? ENOMEM : errno }
@@ -287,25 +302,29 @@ extension SocketService {
     /// queued datagrams dropped).
     func release(_ client: RemoteSocket) {
         guard clients.removeValue(forKey: client.id) != nil else { return }
-        if let socket = client.socket {
-            if let token = client.callbackToken { socket.removeReadinessCallback(token) }
-            socket.close()
-            client.socket = nil
-            counters.socketsReleased.add(1, ordering: .relaxed)
-            openCount.add(-1, ordering: .relaxed)
-            // What the link never took is lost with the socket: say so.
-            counters.sendErrors.add(UInt64(client.waitingForStack.count), ordering: .relaxed)
-            dropWaitingForClient(client)
+        // Under `delivery`: the executor may be putting datagrams in the region.
+        client.delivery.withLock {
+            if let socket = client.socket {
+                if let token = client.callbackToken { socket.removeReadinessCallback(token) }
+                socket.close()
+                client.socket = nil
+                counters.socketsReleased.add(1, ordering: .relaxed)
+                openCount.add(-1, ordering: .relaxed)
+                // What the link never took is lost with the socket: say so.
+                counters.sendErrors.add(UInt64(client.waitingForStack.count), ordering: .relaxed)
+                dropWaitingForClient(client)
+            }
+            if let region = client.region {
+                tsv_region_destroy(region)
+                client.region = nil
+            }
+            client.updateDeliveryHint()
         }
         _ = tsv_epoll_set(epollFD, 3, client.control, 0, 0)
         close(client.control)
         if client.data >= 0 {
             _ = tsv_epoll_set(epollFD, 3, client.data, 0, 0)
             close(client.data)
-        }
-        if let region = client.region {
-            tsv_region_destroy(region)
-            client.region = nil
         }
         revisit.remove(client.id)
         setListening(true)

@@ -18,20 +18,31 @@ extension SocketService {
     /// socket's pending error, at most one waits: a client that does not
     /// read cannot make errors pile up.
     func queueError(_ error: SocketError, for client: RemoteSocket) {
+        client.delivery.withLock {
+            if appendError(error, for: client) { flushToClient(client) }
+        }
+    }
+
+    /// Puts an error message behind what waits for the client (at most one waits); true if it did.
+    func appendError(_ error: SocketError, for client: RemoteSocket) -> Bool {
         let errorKind = UInt8(TSP_ERROR.rawValue)
         let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
-        if client.waitingForClient.contains(where: { $0.count == Self.headerSize && $0[kindOffset] == errorKind }) { return }
+        if client.waitingForClient.contains(where: { $0.count == Self.headerSize && $0[kindOffset] == errorKind }) { return false }
         var header = tsp_datagram_header()
         header.magic = TSP_MAGIC
         header.kind = UInt8(TSP_ERROR.rawValue)
         header.error = UInt8(truncatingIfNeeded: error.errno)
         client.waitingForClient.append(withUnsafeBytes(of: header) { Array($0) })
         counters.errorsDelivered.add(1, ordering: .relaxed)
-        flushToClient(client)
+        return true
     }
 
     /// Counts and forgets the datagrams waiting for a client whose channel failed.
     func dropWaitingForClient(_ client: RemoteSocket) {
+        client.delivery.withLock { dropWaitingForClientLocked(client) }
+    }
+
+    private func dropWaitingForClientLocked(_ client: RemoteSocket) {
         let errorKind = UInt8(TSP_ERROR.rawValue)
         let kindOffset = MemoryLayout<tsp_datagram_header>.offset(of: \tsp_datagram_header.kind)!
         let datagrams = client.waitingForClient.count { !($0.count == Self.headerSize && $0[kindOffset] == errorKind) }
@@ -43,6 +54,13 @@ extension SocketService {
     /// channel until the socket is empty or the channel full (then waits
     /// for the channel to drain).
     func flushToClient(_ client: RemoteSocket) {
+        client.delivery.withLock {
+            flushToClientLocked(client)
+            client.updateDeliveryHint()
+        }
+    }
+
+    private func flushToClientLocked(_ client: RemoteSocket) {
         guard let socket = client.socket else { return }
         while let first = client.waitingForClient.first {
             let n = first.withUnsafeBytes { Glibc.send(client.data, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
@@ -62,7 +80,6 @@ extension SocketService {
         if client.receiveFallback && tsv_unread(client.data) == 0 { client.receiveFallback = false }
         var region = client.receivesInRegion && !client.receiveFallback ? client.region : nil
         let batch = toClients
-        let headerSize = Self.headerSize, slotSize = Self.slotSize
         // Toward a connected socket datagrams go bare (the source is the
         // peer), so that a program reading with raw system calls gets just
         // the payload; one that begins with TSP_MAGIC stays framed.
@@ -71,33 +88,7 @@ extension SocketService {
         // CLOCK_REALTIME minus CLOCK_MONOTONIC, once per flush: turns arrival instants into SO_TIMESTAMP's time.
         let wallClockOffset = wallClockNanoseconds(at: .zero)
         while true {
-            var count: UInt32 = 0
-            var failed: SocketError?
-            do throws(SocketError) {
-                count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
-                    UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
-                }, receivedInfo: { index, info in
-                    let slot = tsv_batch_slot(batch, UInt32(index))!
-                    let kept = min(info.length, slotSize - headerSize)
-                    if bare && (kept < 4 || (slot + headerSize).loadUnaligned(as: UInt32.self) != TSP_MAGIC) {
-                        slot.copyMemory(from: slot + headerSize, byteCount: kept)
-                        tsv_batch_set_length(batch, UInt32(index), UInt32(kept))
-                        return
-                    }
-                    var header = tsp_datagram_header()
-                    header.magic = TSP_MAGIC
-                    header.address = info.source6.map(tsp_address.init) ?? tsp_address(info.source)
-                    header.port = info.sourcePort
-                    header.local_address = info.destination6.map(tsp_address.init) ?? tsp_address(info.destination)
-                    header.ttl = info.timeToLive
-                    header.tos = info.typeOfService
-                    header.timestamp_ns = wallClockOffset &+ info.receivedAt.nanoseconds
-                    slot.storeBytes(of: header, as: tsp_datagram_header.self)
-                    tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + kept))
-                }))
-            } catch {
-                if error != .wouldBlock && error != .closed { failed = error }
-            }
+            let (count, failed) = Self.receiveFramed(from: socket, into: batch, bare: bare, wallClockOffset: wallClockOffset)
             if count > 0 {
                 var sent = 0
                 if let ring = region {
@@ -142,5 +133,86 @@ extension SocketService {
             }
             if count < Self.batchCount { return }
         }
+    }
+
+    /// Takes up to a batch of the socket's datagrams into `batch`'s slots,
+    /// each framed with its facts (or bare: see `flushToClient`); returns how
+    /// many, and the error the socket reported instead of more, if any.
+    static func receiveFramed(from socket: UDPSocket, into batch: OpaquePointer, bare: Bool,
+                              wallClockOffset: UInt64) -> (count: UInt32, failed: SocketError?) {
+        let headerSize = Self.headerSize, slotSize = Self.slotSize
+        var count: UInt32 = 0
+        var failed: SocketError?
+        do throws(SocketError) {
+            count = UInt32(try socket.receive(upTo: Int(Self.batchCount), into: { index in
+                UnsafeMutableRawBufferPointer(start: tsv_batch_slot(batch, UInt32(index))! + headerSize, count: slotSize - headerSize)
+            }, receivedInfo: { index, info in
+                let slot = tsv_batch_slot(batch, UInt32(index))!
+                let kept = min(info.length, slotSize - headerSize)
+                if bare && (kept < 4 || (slot + headerSize).loadUnaligned(as: UInt32.self) != TSP_MAGIC) {
+                    slot.copyMemory(from: slot + headerSize, byteCount: kept)
+                    tsv_batch_set_length(batch, UInt32(index), UInt32(kept))
+                    return
+                }
+                var header = tsp_datagram_header()
+                header.magic = TSP_MAGIC
+                header.address = info.source6.map(tsp_address.init) ?? tsp_address(info.source)
+                header.port = info.sourcePort
+                header.local_address = info.destination6.map(tsp_address.init) ?? tsp_address(info.destination)
+                header.ttl = info.timeToLive
+                header.tos = info.typeOfService
+                header.timestamp_ns = wallClockOffset &+ info.receivedAt.nanoseconds
+                slot.storeBytes(of: header, as: tsp_datagram_header.self)
+                tsv_batch_set_length(batch, UInt32(index), UInt32(headerSize + kept))
+            }))
+        } catch {
+            if error != .wouldBlock && error != .closed { failed = error }
+        }
+        return (count, failed)
+    }
+
+    // MARK: On the executor
+
+    /// Runs on the stack's executor (queued by the socket's readiness
+    /// callback): puts the socket's datagrams in the client's region without
+    /// a hop to the service thread. Anything else (a full ring, an error, a
+    /// client on the channel) is left to the service thread.
+    func deliverInRegion(_ client: RemoteSocket) {
+        client.deliveryScheduled.store(false, ordering: .sequentiallyConsistent)
+        let handOff: Bool = client.delivery.withLock {
+            defer { client.updateDeliveryHint() }
+            guard let socket = client.socket, let region = client.region, client.receivesInRegion,
+                  !client.receiveFallback, client.waitingForClient.isEmpty else { return true }
+            let batch = executorBatch
+            let wallClockOffset = wallClockNanoseconds(at: .zero)
+            while true {
+                let (count, failed) = Self.receiveFramed(from: socket, into: batch, bare: false, wallClockOffset: wallClockOffset)
+                if count > 0 {
+                    var rang: Int32 = 0
+                    let put = Int(tsv_region_put(region, batch, 0, count, &rang))
+                    if rang != 0 { tsv_region_ring(region, client.data) }
+                    counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
+                    counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
+                    if put < Int(count) {
+                        // Full (or broken: the service thread finds out too):
+                        // the rest goes on the channel, from the service thread.
+                        for index in UInt32(max(put, 0))..<count {
+                            let slot = UnsafeRawPointer(tsv_batch_slot(batch, index)!)
+                            client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(batch, index)))))
+                        }
+                        client.receiveFallback = true
+                        counters.regionFallbacks.add(UInt64(Int(count) - max(put, 0)), ordering: .relaxed)
+                        if let failed { _ = appendError(failed, for: client) }
+                        return true
+                    }
+                }
+                if let failed {
+                    _ = appendError(failed, for: client)
+                    return true
+                }
+                if count < Self.batchCount { return false }
+            }
+        }
+        if handOff && client.flag.raise() { news.post(client.id) }
     }
 }

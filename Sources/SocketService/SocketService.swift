@@ -55,6 +55,8 @@ public final class SocketService: @unchecked Sendable {
     var listening = true
     let fromClients: OpaquePointer
     let toClients: OpaquePointer
+    /// The executor's batch for `deliverInRegion` (executor thread only).
+    let executorBatch: OpaquePointer
     var thread: JoinableThread?
 
     static let batchCount: UInt32 = 16
@@ -85,6 +87,7 @@ public final class SocketService: @unchecked Sendable {
         guard listenFD >= 0 else { throw .systemError(operation: "listen on \(path)", errno: errno) }
         epollFD = tsv_epoll_create()
         fromClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
+        executorBatch = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
         _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
@@ -139,6 +142,7 @@ public final class SocketService: @unchecked Sendable {
         unlink(path)
         tsv_batch_destroy(fromClients)
         tsv_batch_destroy(toClients)
+        tsv_batch_destroy(executorBatch)  // no delivery runs now: every client was released
     }
 
     /// Sockets open now (a snapshot, for tests and stats).

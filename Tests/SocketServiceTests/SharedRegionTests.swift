@@ -40,6 +40,10 @@ import Wire
         }
         #expect(served.service.counters.regionsShared.load(ordering: .relaxed) == 1)
         #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) == 0)
+        // Put there by the stack's executor, without the service thread: all
+        // but the first, for which the service thread first saw that nothing
+        // older waited on the channel.
+        #expect(served.service.counters.regionDirect.load(ordering: .relaxed) >= 49)
     }
 
     /// The service rings a doorbell on the channel for a datagram it puts in

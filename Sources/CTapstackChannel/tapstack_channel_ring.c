@@ -182,7 +182,9 @@ static void take_spent_doorbells(tsc_socket *s, tsr_end *end) {
             take_doorbell(s);
         } else if (m < 0 && errno == EAGAIN && patience++ < 1000) {
             struct pollfd wait = { .fd = s->data_fd, .events = POLLIN };
-            (void)syscall(SYS_poll, &wait, 1, 1);  /* it is on its way: the service rings right after counting */
+            /* On its way: the service sends it right after counting it, or,
+             * when the channel was full, as soon as there is room. */
+            (void)syscall(SYS_poll, &wait, 1, 1);
         } else {
             return;
         }

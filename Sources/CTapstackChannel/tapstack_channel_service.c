@@ -265,12 +265,15 @@ int tsv_unread(int fd) {
     return ioctl(fd, SIOCOUTQ, &bytes) == 0 ? bytes : 1;
 }
 
-void tsv_region_ring(tsv_region *r, int fd) {
+int tsv_doorbell(int fd) {
+    tsp_datagram_header bell = { .magic = TSP_MAGIC, .kind = TSP_DOORBELL };
+    return send(fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+int tsv_region_ring(tsv_region *r, int fd) {
     tsr_region_header *h = r->memory;
     /* Counted first: a receiver that finds the ring empty waits for it. */
     r->doorbells++;
     __atomic_store_n(&h->doorbells, r->doorbells, __ATOMIC_SEQ_CST);
-    tsp_datagram_header bell = { .magic = TSP_MAGIC, .kind = TSP_DOORBELL };
-    /* A full channel needs none (the receiver finds a message there). */
-    (void)send(fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return tsv_doorbell(fd);
 }

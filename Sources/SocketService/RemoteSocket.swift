@@ -35,6 +35,9 @@ final class RemoteSocket: @unchecked Sendable {
     /// the client reads its region and nothing waits for the channel, so
     /// the executor can deliver. `deliverInRegion` checks again under the lock.
     let deliversInRegion = Atomic<Bool>(false)
+    /// A doorbell counted in the region that the full channel did not take:
+    /// sent once the channel has room.
+    var doorbellOwed = false
     /// A delivery by the executor is queued (once until it runs).
     let deliveryScheduled = Atomic<Bool>(false)
     /// Messages for the client its channel had no room for, oldest first;
@@ -52,7 +55,7 @@ final class RemoteSocket: @unchecked Sendable {
 
     /// Sets `deliversInRegion` from the state `delivery` guards; call holding it.
     func updateDeliveryHint() {
-        deliversInRegion.store(region != nil && receivesInRegion && !receiveFallback && waitingForClient.isEmpty,
+        deliversInRegion.store(region != nil && receivesInRegion && !receiveFallback && waitingForClient.isEmpty && !doorbellOwed,
                                ordering: .relaxed)
     }
 

@@ -62,6 +62,14 @@ extension SocketService {
 
     private func flushToClientLocked(_ client: RemoteSocket) {
         guard let socket = client.socket else { return }
+        if client.doorbellOwed {
+            if tsv_doorbell(client.data) == 0 || errno != EAGAIN {
+                client.doorbellOwed = false  // sent, or the client is gone
+            } else {
+                setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
+                return
+            }
+        }
         while let first = client.waitingForClient.first {
             let n = first.withUnsafeBytes { Glibc.send(client.data, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
             if n < 0 {
@@ -95,7 +103,10 @@ extension SocketService {
                     var rang: Int32 = 0
                     let put = Int(tsv_region_put(ring, toClients, 0, count, &rang))
                     if put < 0 { return releaseBrokenRegion(client) }
-                    if rang != 0 { tsv_region_ring(ring, client.data) }
+                    if rang != 0 && tsv_region_ring(ring, client.data) != 0 {
+                        client.doorbellOwed = true
+                        counters.doorbellsDeferred.add(1, ordering: .relaxed)
+                    }
                     sent = put
                     if put < count {
                         // Full: the channel, until the client has read it all.
@@ -179,10 +190,11 @@ extension SocketService {
     /// client on the channel) is left to the service thread.
     func deliverInRegion(_ client: RemoteSocket) {
         client.deliveryScheduled.store(false, ordering: .sequentiallyConsistent)
-        let handOff: Bool = client.delivery.withLock {
+        var handOff = false
+        let blocked: Bool = client.delivery.withLock {
             defer { client.updateDeliveryHint() }
             guard let socket = client.socket, let region = client.region, client.receivesInRegion,
-                  !client.receiveFallback, client.waitingForClient.isEmpty else { return true }
+                  !client.receiveFallback, client.waitingForClient.isEmpty, !client.doorbellOwed else { return true }
             let batch = executorBatch
             let wallClockOffset = wallClockNanoseconds(at: .zero)
             while true {
@@ -190,7 +202,11 @@ extension SocketService {
                 if count > 0 {
                     var rang: Int32 = 0
                     let put = Int(tsv_region_put(region, batch, 0, count, &rang))
-                    if rang != 0 { tsv_region_ring(region, client.data) }
+                    if rang != 0 && tsv_region_ring(region, client.data) != 0 {
+                        client.doorbellOwed = true  // the service thread sends it when the channel has room
+                        counters.doorbellsDeferred.add(1, ordering: .relaxed)
+                        handOff = true
+                    }
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {
@@ -213,6 +229,6 @@ extension SocketService {
                 if count < Self.batchCount { return false }
             }
         }
-        if handOff && client.flag.raise() { news.post(client.id) }
+        if (blocked || handOff) && client.flag.raise() { news.post(client.id) }
     }
 }

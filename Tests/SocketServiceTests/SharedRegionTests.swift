@@ -94,6 +94,48 @@ import Wire
         #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) > 0)
     }
 
+    /// A doorbell the full channel could not take is sent once there is
+    /// room: every doorbell counted reaches the client, or a receiver that
+    /// emptied the ring would wait for one that never comes.
+    @Test func doorbellsAreNeverLostToAFullChannel() throws {
+        let served = try ServedHost()
+        var client = tsc_socket()
+        try #require(tsc_open(&client, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        defer { tsc_close(&client) }
+        var any = tsp_address_v4(0)
+        try #require(tsc_bind(&client, &any, 7) == 0)
+        try #require(tsc_setopt(&client, Int32(TSP_OPT_RCVBUF.rawValue), 96 << 10) == 0)  // a small channel
+        try #require(tsc_use_ring(&client, 1) == 0)
+        let header = try #require(client.ring).assumingMemoryBound(to: tsr_region_header.self)
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var received = 0
+        for burst in 0..<20 {
+            // More than ring and channel hold, then read everything.
+            for sequence in 0..<300 {
+                let frame = FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7,
+                                                  payload: Self.numbered(UInt32(burst * 300 + sequence), size: 900))
+                #expect(eventually { served.link.inject(frame) })
+            }
+            var idle = 0
+            while idle < 20 {
+                var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+                var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
+                if tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) >= 0 {
+                    received += 1
+                    idle = 0
+                } else {
+                    var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+                    if poll(&descriptor, 1, 20) == 0 { idle += 1 }
+                }
+            }
+            #expect(header.pointee.doorbells == header.pointee.doorbells_taken)
+        }
+        #expect(received > 0)
+        #expect(served.service.counters.regionFallbacks.load(ordering: .relaxed) > 0)
+        var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&descriptor, 1, 0) == 0)
+    }
+
     /// The client's sends: a full ring falls back to the channel and the
     /// service still hands the stack every datagram once, in order.
     @Test func sendsBeyondTheRingLeaveInOrder() throws {

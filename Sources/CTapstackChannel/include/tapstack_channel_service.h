@@ -75,7 +75,12 @@ int tsv_region_put(tsv_region *region, tsv_batch *batch, unsigned first, unsigne
 /// Bytes the service wrote on `fd` that the client has not read yet (SIOCOUTQ).
 int tsv_unread(int fd);
 /// Counts a doorbell in the region, then puts it (TSP_DOORBELL) on the
-/// channel `fd`: after tsv_region_put said the ring had been empty.
-void tsv_region_ring(tsv_region *region, int fd);
+/// channel `fd`: after tsv_region_put said the ring had been empty. -1
+/// when it could not be sent (a full channel: EAGAIN): it is owed, and
+/// must be sent (tsv_doorbell) once the channel has room, since the
+/// client waits for every doorbell counted.
+int tsv_region_ring(tsv_region *region, int fd);
+/// Sends an owed doorbell; 0, or -1 with errno.
+int tsv_doorbell(int fd);
 
 #endif

@@ -102,7 +102,10 @@ extension SocketService {
                 if let ring = region {
                     var rang: Int32 = 0
                     let put = Int(tsv_region_put(ring, toClients, 0, count, &rang))
-                    if put < 0 { return releaseBrokenRegion(client) }
+                    if put < 0 {
+                        counters.droppedClientGone.add(UInt64(count), ordering: .relaxed)  // lost with the socket
+                        return releaseBrokenRegion(client)
+                    }
                     if rang != 0 && tsv_region_ring(ring, client.data) != 0 {
                         client.doorbellOwed = true
                         counters.doorbellsDeferred.add(1, ordering: .relaxed)
@@ -190,8 +193,8 @@ extension SocketService {
     /// client on the channel) is left to the service thread.
     func deliverInRegion(_ client: RemoteSocket) {
         client.deliveryScheduled.store(false, ordering: .sequentiallyConsistent)
-        var handOff = false
-        let blocked: Bool = client.delivery.withLock {
+        var doorbellOwed = false
+        let leftForService: Bool = client.delivery.withLock {
             defer { client.updateDeliveryHint() }
             guard let socket = client.socket, let region = client.region, client.receivesInRegion,
                   !client.receiveFallback, client.waitingForClient.isEmpty, !client.doorbellOwed else { return true }
@@ -205,7 +208,7 @@ extension SocketService {
                     if rang != 0 && tsv_region_ring(region, client.data) != 0 {
                         client.doorbellOwed = true  // the service thread sends it when the channel has room
                         counters.doorbellsDeferred.add(1, ordering: .relaxed)
-                        handOff = true
+                        doorbellOwed = true
                     }
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
@@ -229,6 +232,6 @@ extension SocketService {
                 if count < Self.batchCount { return false }
             }
         }
-        if (blocked || handOff) && client.flag.raise() { news.post(client.id) }
+        if (leftForService || doorbellOwed) && client.flag.raise() { news.post(client.id) }
     }
 }

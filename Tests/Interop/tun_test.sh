@@ -39,18 +39,25 @@ nc_echo() {
 check "nc -u to the stack's echo port gets its line back" nc_echo
 
 start_kernel_echo 9100   # here, not inside a check: its output would hold the check's pipe open
-exec_program_talks() {
-    wait_for kernel_udp_bound 9100
+# exec_program_talks_to FAMILY HOST PORT MESSAGE: a python program of that
+# family under tapstack exec sends MESSAGE to the kernel side's echo at
+# HOST:PORT and prints what comes back and from where.
+exec_program_talks_to() {
     local out
     out=$(in_ns timeout 10 "$BIN" exec --socket "$SOCK" -- python3 -c '
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+import socket, sys
+family, host, port, message = sys.argv[1:]
+s = socket.socket(getattr(socket, family), socket.SOCK_DGRAM)
 s.settimeout(5)
-s.sendto(b"through exec", ("192.0.2.1", 9100))
+s.sendto(message.encode(), (host, int(port)))
 data, peer = s.recvfrom(100)
-print(data.decode(), peer)' 2>&1)
+print(data.decode(), peer[:2])' "$@" 2>&1)
     echo "$out"
-    grep -q "through exec ('192.0.2.1', 9100)" <<<"$out"
+    grep -qF "$4 ('$2', $3)" <<<"$out"
+}
+exec_program_talks() {
+    wait_for kernel_udp_bound 9100
+    exec_program_talks_to AF_INET 192.0.2.1 9100 "through exec"
 }
 check "a program under tapstack exec talks to the kernel side through the TUN device" exec_program_talks
 
@@ -84,16 +91,7 @@ while True:
 disown $!   # cleanup kills it (by PID, in the namespace) without a "Killed" line
 exec_program_talks6() {
     wait_for bash -c "ip netns exec $NS ss -u -l -n | grep -q '\[2001:db8::1\]:9101'"
-    local out
-    out=$(in_ns timeout 10 "$BIN" exec --socket "$SOCK" -- python3 -c '
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.sendto(b"through exec six", ("2001:db8::1", 9101))
-data, peer = s.recvfrom(100)
-print(data.decode(), peer[:2])' 2>&1)
-    echo "$out"
-    grep -q "through exec six ('2001:db8::1', 9101)" <<<"$out"
+    exec_program_talks_to AF_INET6 2001:db8::1 9101 "through exec six"
 }
 check "an AF_INET6 program under tapstack exec talks to the kernel side through the TUN device" exec_program_talks6
 

@@ -9,9 +9,11 @@
  * off only after it found that ring empty with the doorbell at the head of
  * the channel (then looks again). So whenever a datagram waits in the ring,
  * a doorbell waits in the channel; a doorbell may outlive its datagrams
- * (one spurious wake-up, then EAGAIN). The same rule runs the other way:
- * the service is woken by a doorbell when the ring toward it goes from
- * empty to not empty, and otherwise drains it while it is not empty.
+ * (one spurious wake-up, then EAGAIN). The other way the service asks
+ * for doorbells: it raises the ring's `consumer_sleeping` before it stops
+ * looking (the stack's executor looks at the ring on every turn while it
+ * is awake, and raises it before it sleeps), and a sender that finds it
+ * raised lowers it and rings once; otherwise no system call is made.
  *
  * Order: a ring that is full (or a datagram too long for it) sends the
  * datagram on the channel, and the sender stays on the channel until the
@@ -130,11 +132,11 @@ ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int f
     if (h->send_fallback && unread_on_channel(s->data_fd) == 0) h->send_fallback = 0;
     if (!h->send_fallback) {
         tsr_end end;
-        int was_empty = 0;
         if (tsr_attach(&end, tsr_region_to_service(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1) == 0
-            && tsr_push(&end, parts, count, &was_empty) == 0) {
+            && tsr_push(&end, parts, count, NULL) == 0) {
+            int wake = tsr_take_wake_request(&end);
             region_unlock(&h->send_lock);
-            if (was_empty) ring_doorbell(s->data_fd);
+            if (wake) ring_doorbell(s->data_fd);
             size_t length = 0;
             for (int i = 0; i < count; i++) length += parts[i].iov_len;
             return (ssize_t)length;

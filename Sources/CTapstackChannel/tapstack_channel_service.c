@@ -202,6 +202,8 @@ tsv_region *tsv_region_create(int *fd) {
     /* The client starts on the channel: what it sent there before comes first. */
     h->send_fallback = 1;
     tsr_attach(&r->from_client, tsr_region_to_service(r->memory, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0);
+    /* Nobody looks at the ring yet: the first datagram rings. */
+    tsr_arm(&r->from_client);
     tsr_attach(&r->to_client, tsr_region_to_client(r->memory, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1);
     *fd = memfd;
     return r;
@@ -239,6 +241,10 @@ int tsv_region_take(tsv_region *r, tsv_batch *b, unsigned max) {
 }
 
 int tsv_region_has_datagram(tsv_region *r) { return tsr_has_record(&r->from_client); }
+
+int tsv_region_arm(tsv_region *r) { return tsr_arm(&r->from_client); }
+
+void tsv_region_disarm(tsv_region *r) { tsr_disarm(&r->from_client); }
 
 int tsv_region_precedes(tsv_region *r, uint32_t position) {
     uint32_t ahead = position - r->from_client.index;

@@ -116,6 +116,25 @@ int tsr_has_record(tsr_end *end) {
     return !end->broken && load_acquire(&end->shared->tail) != end->index;
 }
 
+int tsr_arm(tsr_end *end) {
+    __atomic_store_n(&end->shared->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
+    return tsr_has_record(end);
+}
+
+void tsr_disarm(tsr_end *end) {
+    /* Written only when set: an awake consumer looks every turn and must not
+     * pull the producer's cache line for nothing. */
+    if (__atomic_load_n(&end->shared->consumer_sleeping, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&end->shared->consumer_sleeping, 0, __ATOMIC_RELAXED);
+    }
+}
+
+int tsr_take_wake_request(tsr_end *end) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* after the tail's store (tsr_push fenced already; cheap again) */
+    if (!__atomic_load_n(&end->shared->consumer_sleeping, __ATOMIC_RELAXED)) return 0;
+    return __atomic_exchange_n(&end->shared->consumer_sleeping, 0, __ATOMIC_SEQ_CST) != 0;
+}
+
 uint32_t tsr_used(tsr_end *end, int producer) {
     uint32_t other = load_acquire(producer ? &end->shared->head : &end->shared->tail);
     uint32_t used = producer ? end->index - other : other - end->index;

@@ -9,6 +9,8 @@
 // 3. Readiness callbacks (readable and writable) run inside the core on the
 //    thread that changed the state, usually the executor itself; work they
 //    queue with `execute` runs on the executor after the batch, outside the lock.
+// 4. Sources outside the link (`ExecutorSource`: another process's ring) are
+//    looked at on every turn, and armed to wake it before the executor sleeps.
 
 import CTapstackSystem
 import Glibc
@@ -124,6 +126,11 @@ public final class NetworkHost: Sendable {
     /// The executor's thread id (gettid), 0 before it starts.
     private let executorThread = Atomic<Int>(0)
     private let thread = Mutex<JoinableThread?>(nil)
+    /// Sources registered by any thread; the executor copies them when `sourcesChanged`.
+    private let registeredSources = Mutex<[any ExecutorSource]>([])
+    private let sourcesChanged = Atomic<Bool>(false)
+    /// The executor's copy of the sources; executor thread only.
+    nonisolated(unsafe) private var sources: [any ExecutorSource] = []
 
     /// Frames the core has handled; the "frame handled" hook for tests.
     private let framesHandled = Atomic<UInt64>(0)
@@ -217,6 +224,21 @@ public final class NetworkHost: Sendable {
         deferredPending.store(true, ordering: .sequentiallyConsistent)
     }
 
+    /// Has the executor look at `source` on every turn from its next turn on.
+    public func addSource(_ source: any ExecutorSource) {
+        registeredSources.withLock { $0.append(source) }
+        sourcesChanged.store(true, ordering: .sequentiallyConsistent)
+        link.wake()
+    }
+
+    /// Stops looking at `source`. The executor may be in a call to it while
+    /// this returns, and may make one more; the source must tolerate that
+    /// (its own lock says whether it still has anything).
+    public func removeSource(_ source: any ExecutorSource) {
+        registeredSources.withLock { $0.removeAll { $0 === source } }
+        sourcesChanged.store(true, ordering: .sequentiallyConsistent)
+    }
+
     /// Why the executor could not be pinned to `options.cpus` (nil when it was, or none were asked for).
     public var pinningFailureReason: String? { pinningFailure.withLock { $0 } }
     private let pinningFailure = Mutex<String?>(nil)
@@ -284,6 +306,7 @@ public final class NetworkHost: Sendable {
             lastActivity = now.nanoseconds
         }
         runDeferred()
+        if pollSources() { lastActivity = now.nanoseconds }
 
         // Nothing left for the core: the link's turn sends what it produced
         // and sleeps in the same system call (a ping-pong's answer goes out
@@ -299,7 +322,8 @@ public final class NetworkHost: Sendable {
             // this is seen here, work published after it wakes us.
             if deferredPending.load(ordering: .sequentiallyConsistent)
                 || nextDeadline.load(ordering: .sequentiallyConsistent) < until
-                || stopping.load(ordering: .sequentiallyConsistent) {
+                || stopping.load(ordering: .sequentiallyConsistent)
+                || sourcesHaveWork() {
                 sleeping.store(false, ordering: .sequentiallyConsistent)
             } else {
                 wait = until
@@ -310,6 +334,23 @@ public final class NetworkHost: Sendable {
         link.exchange(waitUntil: wait)
         if wait != nil { sleeping.store(false, ordering: .sequentiallyConsistent) }
         return handled > 0
+    }
+
+    /// Lets every source take what is ready; true if any had something.
+    private func pollSources() -> Bool {
+        if sourcesChanged.load(ordering: .relaxed), sourcesChanged.exchange(false, ordering: .sequentiallyConsistent) {
+            sources = registeredSources.withLock { $0 }
+        }
+        var any = false
+        for source in sources where source.poll() { any = true }
+        return any
+    }
+
+    /// Before sleeping: arms every source's wake-up; true if one has work after all.
+    private func sourcesHaveWork() -> Bool {
+        var any = false
+        for source in sources where source.prepareToSleep() { any = true }  // all armed, not just up to the first
+        return any || sourcesChanged.load(ordering: .sequentiallyConsistent)
     }
 
     /// Runs the work queued with `execute` (also from a turn nested in one).

@@ -7,7 +7,8 @@ import Synchronization
 /// One client connection of the socket service and, once opened, the stack
 /// socket it drives. Touched only by the service thread, except `flag`,
 /// `deliveryScheduled` and what `delivery` guards, which the stack's
-/// executor also touches when it puts received datagrams in the region.
+/// executor also touches when it puts received datagrams in the region and
+/// takes the client's datagrams from it.
 final class RemoteSocket: @unchecked Sendable {
     let id: UInt64
     /// The control connection.
@@ -26,11 +27,16 @@ final class RemoteSocket: @unchecked Sendable {
     var waitingForStack: [(destination: SocketAddress?, options: DatagramSendOptions, payload: [UInt8])] = []
     /// The client wants every datagram framed with its facts (TSP_OPT_WANT_INFO).
     var wantsInfo = false
-    /// Guards the stack-to-client half: `socket` being taken away,
-    /// `region` and its ring toward the client, `receivesInRegion`,
-    /// `receiveFallback` and `waitingForClient`. Recursive: an error queued
-    /// while flushing flushes again.
+    /// Guards what the stack's executor touches too: `socket` being taken
+    /// away, `region` and both its rings, `receivesInRegion`,
+    /// `receiveFallback`, `waitingForClient` and `waitingForStack`.
+    /// Recursive: an error queued while flushing flushes again.
     let delivery = RecursiveLock()
+    /// Takes the client's datagrams from its region on the executor, once
+    /// the region exists (registered with the host until release).
+    var sender: RegionSender?
+    /// The executor found the client's ring broken: the service thread releases the socket.
+    var regionFailed = false
     /// A hint for the readiness callback (which may not take `delivery`):
     /// the client reads its region and nothing waits for the channel, so
     /// the executor can deliver. `deliverInRegion` checks again under the lock.
@@ -93,6 +99,11 @@ final class RecursiveLock: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
+
+    /// Takes the lock unless another thread holds it; true when taken.
+    func tryLock() -> Bool { pthread_mutex_trylock(mutex) == 0 }
+
+    func unlock() { pthread_mutex_unlock(mutex) }
 
     func withLock<Result>(_ body: () -> Result) -> Result {
         pthread_mutex_lock(mutex)

@@ -36,6 +36,9 @@ public final class ServiceCounters: Sendable {
     /// Received datagrams the stack's executor put in a client's region
     /// itself (the rest of `datagramsReceived` went through the service thread).
     public let regionDirect = Atomic<UInt64>(0)
+    /// Datagrams the stack's executor took from a client's region and sent
+    /// itself (the rest of `datagramsSent` went through the service thread).
+    public let regionSendsDirect = Atomic<UInt64>(0)
     /// Doorbells a full channel could not take at once (sent when it had room).
     public let doorbellsDeferred = Atomic<UInt64>(0)
     /// Received datagrams sent on the channel because the client's ring was full.
@@ -60,6 +63,7 @@ public final class ServiceCounters: Sendable {
          ("service.regions_shared", regionsShared.load(ordering: .relaxed)),
          ("service.drop_broken_region", brokenRegions.load(ordering: .relaxed)),
          ("service.rx_region_direct", regionDirect.load(ordering: .relaxed)),
+         ("service.tx_region_direct", regionSendsDirect.load(ordering: .relaxed)),
          ("service.rx_doorbells_deferred", doorbellsDeferred.load(ordering: .relaxed)),
          ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed))]
     }

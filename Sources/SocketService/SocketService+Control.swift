@@ -284,6 +284,9 @@ extension SocketService {
             client.region = region
             passed = fd
             counters.regionsShared.add(1, ordering: .relaxed)
+            let sender = RegionSender(service: self, client: client)
+            client.sender = sender
+            host.addSource(sender)
         }
         if receiving && !client.receivesInRegion {
             client.receivesInRegion = true
@@ -317,6 +320,10 @@ extension SocketService {
             if let region = client.region {
                 tsv_region_destroy(region)
                 client.region = nil
+            }
+            if let sender = client.sender {
+                host.removeSource(sender)  // a poll still running finds no region
+                client.sender = nil
             }
             client.updateDeliveryHint()
         }

@@ -17,8 +17,13 @@ extension SocketService {
     /// Reads the client's datagrams and sends them, until its ring and
     /// channel are empty, the link is full (then waits for `.writable`), or
     /// it hung up. The ring comes first: a datagram on the channel was sent
-    /// after everything in the ring (see tapstack_channel_ring.c).
+    /// after everything in the ring (see tapstack_channel_ring.c). Under
+    /// `delivery`: the executor takes from the ring too (`RegionSender`).
     func readFromClient(_ client: RemoteSocket) {
+        client.delivery.withLock { readFromClientLocked(client) }
+    }
+
+    private func readFromClientLocked(_ client: RemoteSocket) {
         guard let socket = client.socket, client.waitingForStack.isEmpty else { return }
         for _ in 0..<4 {  // then let other clients have a turn
             var count = 0
@@ -32,7 +37,7 @@ extension SocketService {
                 count = Int(tsv_batch_receive(client.data, fromClients, Self.batchCount))
                 if count < 0 {
                     if errno != EAGAIN { release(client) }
-                    return
+                    return armRegion(client)
                 }
                 if let region = client.region, let position = Self.ringPosition(stampedIn: fromClients, count: count),
                    tsv_region_precedes(region, position) != 0 {
@@ -40,48 +45,9 @@ extension SocketService {
                     return sendRingBeforeChannel(client, region: region, upTo: position, channelCount: count)
                 }
             }
-            var next = 0
-            var hungUp = false
-            var errors: [SocketError] = []
-            let batch = fromClients
-            let counters = self.counters
-            // Yields each well-formed datagram of the batch in order.
-            func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)? {
-                while next < count {
-                    let index = next
-                    next += 1
-                    let length = Int(tsv_batch_length(batch, UInt32(index)))
-                    if length == 0 {  // end of file: the client closed its descriptor
-                        hungUp = true
-                        next = count
-                        return nil
-                    }
-                    if Self.isDoorbell(batch, at: index, length: length) { continue }
-                    guard let datagram = Self.datagram(in: batch, at: index, length: length) else {
-                        counters.badDatagrams.add(1, ordering: .relaxed)
-                        continue
-                    }
-                    return (index, datagram.payload, datagram.destination, datagram.options)
-                }
-                return nil
-            }
-            var current = 0
-            let (taken, blocked) = socket.send(batchWithOptions: {
-                guard let (index, payload, destination, options) = nextDatagram() else { return nil }
-                current = index
-                return (payload, destination, options)
-            }, failed: { errors.append($0) })
-            counters.datagramsSent.add(UInt64(taken - errors.count), ordering: .relaxed)
-            counters.sendErrors.add(UInt64(errors.count), ordering: .relaxed)
+            let (blocked, hungUp, errors) = sendBatch(fromClients, count: count, from: client, on: socket)
             for error in errors { queueError(error, for: client) }
             if blocked {
-                // The link is full: keep this datagram and the rest of the batch.
-                for index in current..<count {
-                    let length = Int(tsv_batch_length(fromClients, UInt32(index)))
-                    guard length > 0, !Self.isDoorbell(fromClients, at: index, length: length),
-                          let datagram = Self.datagram(in: fromClients, at: index, length: length) else { continue }
-                    client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
-                }
                 setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
                 return
             }
@@ -93,10 +59,69 @@ extension SocketService {
             // fallbacks; a short read of the channel: done, unless a
             // doorbell in it says the ring filled meanwhile.
             if count < Int(Self.batchCount) && !fromRing {
-                guard let region = client.region, tsv_region_has_datagram(region) != 0 else { return }
+                guard let region = client.region, tsv_region_has_datagram(region) != 0 else { return armRegion(client) }
             }
         }
         if let region = client.region, tsv_region_has_datagram(region) != 0 { revisit.insert(client.id) }
+    }
+
+    /// Done with the client's ring for now: asks for a doorbell for its next
+    /// datagram (the executor lowers the request while it looks itself),
+    /// and comes back if one arrived meanwhile.
+    private func armRegion(_ client: RemoteSocket) {
+        if let region = client.region, client.socket != nil, tsv_region_arm(region) != 0 { revisit.insert(client.id) }
+    }
+
+    /// Sends the `count` datagrams in `batch` (from the ring or the channel)
+    /// through the client's stack socket, skipping doorbells and counting
+    /// malformed ones. On a full link the rest waits in `waitingForStack`
+    /// (blocked); an empty message is the client's end of file (hung up).
+    /// The errors the stack reported are returned for the caller to pass on.
+    /// Call holding `delivery`.
+    func sendBatch(_ batch: OpaquePointer, count: Int, from client: RemoteSocket, on socket: UDPSocket)
+        -> (blocked: Bool, hungUp: Bool, errors: [SocketError]) {
+        var next = 0
+        var hungUp = false
+        var errors: [SocketError] = []
+        let counters = self.counters
+        // Yields each well-formed datagram of the batch in order.
+        func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)? {
+            while next < count {
+                let index = next
+                next += 1
+                let length = Int(tsv_batch_length(batch, UInt32(index)))
+                if length == 0 {  // end of file: the client closed its descriptor
+                    hungUp = true
+                    next = count
+                    return nil
+                }
+                if Self.isDoorbell(batch, at: index, length: length) { continue }
+                guard let datagram = Self.datagram(in: batch, at: index, length: length) else {
+                    counters.badDatagrams.add(1, ordering: .relaxed)
+                    continue
+                }
+                return (index, datagram.payload, datagram.destination, datagram.options)
+            }
+            return nil
+        }
+        var current = 0
+        let (taken, blocked) = socket.send(batchWithOptions: {
+            guard let (index, payload, destination, options) = nextDatagram() else { return nil }
+            current = index
+            return (payload, destination, options)
+        }, failed: { errors.append($0) })
+        counters.datagramsSent.add(UInt64(taken - errors.count), ordering: .relaxed)
+        counters.sendErrors.add(UInt64(errors.count), ordering: .relaxed)
+        if blocked {
+            // The link is full: keep this datagram and the rest of the batch.
+            for index in current..<count {
+                let length = Int(tsv_batch_length(batch, UInt32(index)))
+                guard length > 0, !Self.isDoorbell(batch, at: index, length: length),
+                      let datagram = Self.datagram(in: batch, at: index, length: length) else { continue }
+                client.waitingForStack.append((datagram.destination, datagram.options, Array(datagram.payload)))
+            }
+        }
+        return (blocked, hungUp, errors)
     }
 
     /// A doorbell (TSP_DOORBELL): says only that the ring has datagrams.
@@ -199,10 +224,18 @@ extension SocketService {
 
     /// Sends what waited for the link, then reads the channel again.
     func retryToStack(_ client: RemoteSocket) {
+        client.delivery.withLock { retryToStackLocked(client) }
+    }
+
+    private func retryToStackLocked(_ client: RemoteSocket) {
         guard let socket = client.socket else { return }
         while let first = client.waitingForStack.first {
             let sent = first.payload.withUnsafeBytes { send($0, to: first.destination, options: first.options, on: socket, for: client) }
-            if !sent { return }
+            if !sent {
+                // (The executor may have queued these: the channel waits too.)
+                setDataInterest(client, client.dataInterest & ~UInt32(TSV_IN))
+                return
+            }
             client.waitingForStack.removeFirst()
         }
         setDataInterest(client, client.dataInterest | UInt32(TSV_IN))

@@ -57,6 +57,8 @@ public final class SocketService: @unchecked Sendable {
     let toClients: OpaquePointer
     /// The executor's batch for `deliverInRegion` (executor thread only).
     let executorBatch: OpaquePointer
+    /// The executor's batch for `RegionSender` (executor thread only).
+    let executorSendBatch: OpaquePointer
     var thread: JoinableThread?
 
     static let batchCount: UInt32 = 16
@@ -88,6 +90,7 @@ public final class SocketService: @unchecked Sendable {
         epollFD = tsv_epoll_create()
         fromClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         executorBatch = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
+        executorSendBatch = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
         _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
@@ -143,6 +146,7 @@ public final class SocketService: @unchecked Sendable {
         tsv_batch_destroy(fromClients)
         tsv_batch_destroy(toClients)
         tsv_batch_destroy(executorBatch)  // no delivery runs now: every client was released
+        tsv_batch_destroy(executorSendBatch)  // and every sender removed (one late poll finds no region)
     }
 
     /// Sockets open now (a snapshot, for tests and stats).
@@ -227,7 +231,14 @@ public final class SocketService: @unchecked Sendable {
         for id in ids {
             guard let client = clients[id] else { continue }
             client.flag.lower()
-            if !client.waitingForStack.isEmpty { retryToStack(client) }
+            let failed = client.delivery.withLock {
+                if !client.waitingForStack.isEmpty { retryToStack(client) }
+                return client.regionFailed
+            }
+            if failed {
+                releaseBrokenRegion(client)
+                continue
+            }
             if clients[id] != nil { flushToClient(client) }
         }
         return true

@@ -64,6 +64,12 @@ void *tsv_region_memory(tsv_region *region);
 int tsv_region_take(tsv_region *region, tsv_batch *batch, unsigned max);
 /// 1 when the client's ring holds a datagram.
 int tsv_region_has_datagram(tsv_region *region);
+/// Before the service stops looking at the client's ring: asks the client
+/// to ring a doorbell for its next datagram, then looks again (1: one waits).
+int tsv_region_arm(tsv_region *region);
+/// The service looks at the ring on every turn (the stack's executor is
+/// awake): the client need not ring.
+void tsv_region_disarm(tsv_region *region);
 /// 1 when the service has not yet taken everything the client's ring held
 /// up to `position` (a tail the client stamped on a datagram it sent on the
 /// channel instead: TSP_SEND_AFTER_RING); 0 too for a position that cannot be.

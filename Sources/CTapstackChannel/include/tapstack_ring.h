@@ -73,6 +73,16 @@ ssize_t tsr_popv(tsr_end *end, const struct iovec *iov, int iovcnt, int peek);
 /// Consumer: 1 when a record waits (the producer's index read once).
 int tsr_has_record(tsr_end *end);
 
+/// Consumer, before it stops looking (sleeps, or leaves the ring to a
+/// consumer that sleeps): raises `consumer_sleeping`, asking the producer to
+/// wake it, then looks again: 1 when a record waits (then keep looking).
+int tsr_arm(tsr_end *end);
+/// Consumer, awake and looking at the ring on every turn: lowers the flag,
+/// so the producer rings no doorbell.
+void tsr_disarm(tsr_end *end);
+/// Producer, after `tsr_push`: 1 when the consumer asked to be woken (the
+/// flag is lowered: one wake-up per request).
+int tsr_take_wake_request(tsr_end *end);
 /// Bytes in the ring as this end sees them (at most `capacity`).
 uint32_t tsr_used(tsr_end *end, int producer);
 

@@ -1,0 +1,17 @@
+/// Work for the core that arrives outside the link: the executor looks at a
+/// source on every turn while it is awake, and asks it before sleeping.
+///
+/// A source whose producer can wake the executor (directly, or through
+/// another thread that then enters the core) keeps the executor's turns
+/// free of hand-offs: while the executor is awake, nobody rings anybody.
+/// Register with `NetworkHost.addSource`; both calls run on the executor,
+/// outside the core's lock (enter it with `withStack`), and must not block.
+public protocol ExecutorSource: AnyObject, Sendable {
+    /// Takes what is ready; returns whether there was anything.
+    func poll() -> Bool
+
+    /// The executor is about to sleep: arm the wake-up that new work will
+    /// ring, then look once more. True (the executor does not sleep) when
+    /// work is ready that `poll` would take.
+    func prepareToSleep() -> Bool
+}

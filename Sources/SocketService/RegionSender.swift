@@ -1,0 +1,74 @@
+import CTapstackChannel
+import Host
+import Sockets
+
+/// A client's datagrams taken from its region by the stack's executor, on
+/// every turn while it is awake, so a busy flow needs neither a doorbell
+/// nor the service thread: the executor enters the core itself.
+///
+/// Before the executor sleeps, the sender asks the client for a doorbell
+/// (`tsv_region_arm`); the doorbell wakes the service thread, which takes
+/// the datagrams and whose send wakes the executor. Whatever is not simple
+/// (a full link, an error, a broken ring) is left to the service thread.
+final class RegionSender: ExecutorSource, @unchecked Sendable {
+    private unowned let service: SocketService
+    private let client: RemoteSocket
+
+    init(service: SocketService, client: RemoteSocket) {
+        self.service = service
+        self.client = client
+    }
+
+    func poll() -> Bool {
+        // The service thread has it: it arms the region when it is done.
+        guard client.delivery.tryLock() else { return false }
+        defer { client.delivery.unlock() }
+        guard let region = client.region, let socket = client.socket, client.waitingForStack.isEmpty else { return false }
+        tsv_region_disarm(region)
+        return service.sendFromRegion(client, region: region, socket: socket)
+    }
+
+    func prepareToSleep() -> Bool {
+        guard client.delivery.tryLock() else { return false }
+        defer { client.delivery.unlock() }
+        guard let region = client.region, client.socket != nil, client.waitingForStack.isEmpty else { return false }
+        return tsv_region_arm(region) != 0
+    }
+}
+
+extension SocketService {
+    /// On the executor, holding `delivery`: sends what the client's ring
+    /// holds, a few batches at most per turn. True if it took anything.
+    func sendFromRegion(_ client: RemoteSocket, region: OpaquePointer, socket: UDPSocket) -> Bool {
+        let batch = executorSendBatch
+        var took = false
+        for _ in 0..<4 {
+            let count = Int(tsv_region_take(region, batch, Self.batchCount))
+            guard count > 0 else {
+                // A broken ring: the service thread finds it broken too and releases the socket.
+                if count < 0 {
+                    client.regionFailed = true
+                    handOver(client)
+                }
+                return took
+            }
+            took = true
+            counters.regionSendsDirect.add(UInt64(count), ordering: .relaxed)
+            let (blocked, _, errors) = sendBatch(batch, count: count, from: client, on: socket)
+            for error in errors { _ = appendError(error, for: client) }
+            if blocked || !errors.isEmpty {
+                handOver(client)
+                return took
+            }
+            if count < Int(Self.batchCount) { return took }
+        }
+        return took
+    }
+
+    /// Leaves the client to the service thread (it retries what waits for
+    /// the link, passes errors on, or releases a broken region).
+    private func handOver(_ client: RemoteSocket) {
+        client.updateDeliveryHint()
+        if client.flag.raise() { news.post(client.id) }
+    }
+}

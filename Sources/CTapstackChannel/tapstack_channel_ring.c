@@ -67,6 +67,15 @@ static void ring_doorbell(int fd) {
     (void)syscall(SYS_sendto, fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
 }
 
+/* The ring toward the service asked for a doorbell: its eventfd wakes the
+ * stack's executor directly; without one (or if it fails), the channel's
+ * doorbell wakes the service thread, which takes the datagrams. */
+static void wake_service(tsc_socket *s) {
+    uint64_t one = 1;
+    if (s->ring_wake > 0 && (syscall(SYS_write, s->ring_wake - 1, &one, sizeof one) == sizeof one || errno == EAGAIN)) return;
+    ring_doorbell(s->data_fd);
+}
+
 int tsc_ring_settled(const tsc_socket *s, int receive) {
     if (__atomic_load_n(&s->ring_refused, __ATOMIC_RELAXED)) return 1;
     tsr_region_header *h = __atomic_load_n((tsr_region_header **)&s->ring, __ATOMIC_ACQUIRE);
@@ -103,6 +112,15 @@ int tsc_use_ring(tsc_socket *s, int receive) {
             s->ring_refused = 1;
             return -1;
         }
+        /* The region's doorbell toward the stack, if the service has one
+         * (else doorbells go on the channel); before the region is in use. */
+        memset(&r, 0, sizeof r);
+        r.version = TSP_VERSION;
+        r.op = TSP_RING;
+        r.value = 2;
+        int wake = -1;
+        if (tsc_call(s, &r, &wake) == 0 && wake >= 0) s->ring_wake = wake + 1;
+        else if (wake >= 0) close(wake);
         __atomic_store_n(&s->ring, region, __ATOMIC_RELEASE);
     }
     if (fd >= 0) close(fd);
@@ -113,6 +131,8 @@ int tsc_use_ring(tsc_socket *s, int receive) {
 void tsc_unmap_ring(tsc_socket *s) {
     if (s->ring) munmap(s->ring, tsr_region_size(TSR_REGION_CAPACITY));
     s->ring = NULL;
+    if (s->ring_wake > 0) close(s->ring_wake - 1);
+    s->ring_wake = 0;
 }
 
 int tsc_unsent_bytes(tsc_socket *s) {
@@ -136,7 +156,7 @@ ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int f
             && tsr_push(&end, parts, count, NULL) == 0) {
             int wake = tsr_take_wake_request(&end);
             region_unlock(&h->send_lock);
-            if (wake) ring_doorbell(s->data_fd);
+            if (wake) wake_service(s);
             size_t length = 0;
             for (int i = 0; i < count; i++) length += parts[i].iov_len;
             return (ssize_t)length;

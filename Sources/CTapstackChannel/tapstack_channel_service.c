@@ -2,6 +2,7 @@
 #include "tapstack_channel_service.h"
 
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,8 @@ int tsv_doorbell(int fd) {
     tsp_datagram_header bell = { .magic = TSP_MAGIC, .kind = TSP_DOORBELL };
     return send(fd, &bell, sizeof bell, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
+
+int tsv_wake_create(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int tsv_region_ring(tsv_region *r, int fd) {
     tsr_region_header *h = r->memory;

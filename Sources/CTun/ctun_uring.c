@@ -170,6 +170,22 @@ int ctun_ring_poll_writable(ctun_ring *ring) {
     return 1;
 }
 
+int ctun_ring_watch(ctun_ring *ring, int fd, uint64_t tag) {
+    struct io_uring_sqe *sqe = sqe_for(ring, tag);
+    if (!sqe) return 0;
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    sqe->user_data = tag;
+    return 1;
+}
+
+int ctun_ring_unwatch(ctun_ring *ring, uint64_t tag) {
+    struct io_uring_sqe *sqe = sqe_for(ring, CTUN_TAG_UNWATCH);
+    if (!sqe) return 0;
+    io_uring_prep_poll_remove(sqe, tag);
+    sqe->user_data = CTUN_TAG_UNWATCH;
+    return 1;
+}
+
 int ctun_ring_enter(ctun_ring *ring, unsigned wait_for, int64_t timeout_ns, ctun_completion *out, unsigned max) {
     int r;
     if (wait_for == 0) {

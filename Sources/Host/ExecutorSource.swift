@@ -14,4 +14,14 @@ public protocol ExecutorSource: AnyObject, Sendable {
     /// ring, then look once more. True (the executor does not sleep) when
     /// work is ready that `poll` would take.
     func prepareToSleep() -> Bool
+
+    /// An eventfd the source's producer writes to wake the executor, which
+    /// the link then watches while the source is registered (-1: none; the
+    /// producer wakes it some other way). Must stay open as long as the
+    /// source lives.
+    var wakeDescriptor: Int32 { get }
+}
+
+extension ExecutorSource {
+    public var wakeDescriptor: Int32 { -1 }
 }

@@ -224,6 +224,9 @@ public final class NetworkHost: Sendable {
         deferredPending.store(true, ordering: .sequentiallyConsistent)
     }
 
+    /// Whether a source's `wakeDescriptor` wakes the executor (the link watches descriptors).
+    public var watchesWakeDescriptors: Bool { link.watchesDescriptors }
+
     /// Has the executor look at `source` on every turn from its next turn on.
     public func addSource(_ source: any ExecutorSource) {
         registeredSources.withLock { $0.append(source) }
@@ -339,7 +342,15 @@ public final class NetworkHost: Sendable {
     /// Lets every source take what is ready; true if any had something.
     private func pollSources() -> Bool {
         if sourcesChanged.load(ordering: .relaxed), sourcesChanged.exchange(false, ordering: .sequentiallyConsistent) {
-            sources = registeredSources.withLock { $0 }
+            let current = registeredSources.withLock { $0 }
+            let kept = Set(current.map(ObjectIdentifier.init)), had = Set(sources.map(ObjectIdentifier.init))
+            for old in sources where old.wakeDescriptor >= 0 && !kept.contains(ObjectIdentifier(old)) {
+                link.unwatch(old.wakeDescriptor)
+            }
+            for new in current where new.wakeDescriptor >= 0 && !had.contains(ObjectIdentifier(new)) {
+                link.watch(new.wakeDescriptor)
+            }
+            sources = current  // the last reference to a removed source may go here, after its unwatch
         }
         var any = false
         for source in sources where source.poll() { any = true }

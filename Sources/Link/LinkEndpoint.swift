@@ -44,4 +44,23 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     /// Ends a sleep in `exchange` now, or makes the next one return at once.
     /// Any thread; never blocks.
     func wake()
+
+    /// Whether `watch` works on this link (false by default).
+    var watchesDescriptors: Bool { get }
+
+    /// Also ends a sleep in `exchange` whenever the eventfd `descriptor` is
+    /// written: the doorbell of a process the stack serves, which can then
+    /// wake the executor without a thread in between. The link may drain
+    /// it. Call on the thread that runs `exchange`, as long as the
+    /// descriptor stays open; `unwatch` before closing it.
+    func watch(_ descriptor: Int32)
+
+    /// Stops watching `descriptor`. The thread that runs `exchange` only.
+    func unwatch(_ descriptor: Int32)
+}
+
+extension LinkEndpoint {
+    public var watchesDescriptors: Bool { false }
+    public func watch(_ descriptor: Int32) {}
+    public func unwatch(_ descriptor: Int32) {}
 }

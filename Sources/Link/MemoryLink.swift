@@ -1,3 +1,5 @@
+import CTapstackSystem
+import Glibc
 import SocketAPI
 import Synchronization
 import Wire
@@ -53,10 +55,25 @@ public final class MemoryLink: LinkEndpoint {
         let now = monotonicNanoseconds()
         guard deadline > now else { return }
         let timeout = deadline == .max ? -1 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
-        wakeup.wait(timeoutMilliseconds: timeout) { !rx.isEmpty }
+        guard !watched.isEmpty else {
+            wakeup.wait(timeoutMilliseconds: timeout) { !rx.isEmpty }
+            return
+        }
+        guard wakeup.beginSleep(unless: { !rx.isEmpty }) else { return }
+        var fds = [pollfd(fd: wakeup.fd, events: Int16(POLLIN), revents: 0)]
+        fds += watched.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&fds, nfds_t(fds.count), timeout)
+        wakeup.endSleep()
+        for entry in fds.dropFirst() where entry.revents != 0 { csys_eventfd_drain(entry.fd) }
     }
 
     public func wake() { wakeup.forceSignal() }
+
+    /// Descriptors that also end a sleep; the executor's thread only.
+    nonisolated(unsafe) private var watched: [Int32] = []
+    public var watchesDescriptors: Bool { true }
+    public func watch(_ descriptor: Int32) { watched.append(descriptor) }
+    public func unwatch(_ descriptor: Int32) { watched.removeAll { $0 == descriptor } }
 
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult

@@ -89,6 +89,12 @@ public final class TapLink: LinkEndpoint {
         var segment: UnsafeMutableRawBufferPointer?
         /// For asking the interface's flags (up or down).
         var flagsSocket: Int32 = -1
+        /// Descriptors that also end a sleep (`watch`), with their poll's
+        /// tag and whether it is armed in the ring.
+        var watches: [(fd: Int32, tag: UInt64, armed: Bool)] = []
+        var nextWatchTag: UInt64 = 0
+        /// read()/write() mode's poll set: device, wake-up, then `watches`.
+        var pollSet: [pollfd] = []
     }
 
     /// Frames `first ..< first + count` of the TX ring, written as one operation.
@@ -214,6 +220,20 @@ public final class TapLink: LinkEndpoint {
 
     public func wake() { csys_eventfd_signal(wakeFD) }
 
+    public var watchesDescriptors: Bool { true }
+
+    public func watch(_ descriptor: Int32) {
+        io.watches.append((descriptor, CTUN_TAG_WATCH | (io.nextWatchTag & 0xFFFF_FFFF), false))
+        io.nextWatchTag &+= 1
+    }
+
+    public func unwatch(_ descriptor: Int32) {
+        guard let index = io.watches.firstIndex(where: { $0.fd == descriptor }) else { return }
+        let watch = io.watches.remove(at: index)
+        // The ring holds its own reference to the file: cancel the poll.
+        if let ring = io.ring, watch.armed { _ = ctun_ring_unwatch(ring, watch.tag) }
+    }
+
     public func exchange(waitUntil deadline: UInt64?) {
         if let ring = io.ring {
             exchangeThroughRing(ring, waitUntil: deadline)
@@ -231,6 +251,9 @@ public final class TapLink: LinkEndpoint {
             io.recycled &+= count
         }
         if !io.readArmed && rx.freeSlots > 0 { io.readArmed = ctun_ring_arm_read(ring) != 0 }
+        for index in io.watches.indices where !io.watches[index].armed {
+            io.watches[index].armed = ctun_ring_watch(ring, io.watches[index].fd, io.watches[index].tag) != 0
+        }
         let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
         let submitted = queueWrites(ring)
         var timeout: Int64 = -1
@@ -280,6 +303,14 @@ public final class TapLink: LinkEndpoint {
                 }
             case CTUN_TAG_WAKE:
                 counters.add(.wakeups)
+            case CTUN_TAG_UNWATCH:
+                break
+            case let tag where tag & CTUN_TAG_WATCH != 0 && tag < CTUN_TAG_WRITABLE:
+                counters.add(.wakeups)
+                // Ended by the kernel (not cancelled by `unwatch`): arm it again next turn.
+                if completion.flags & CTUN_CQE_MORE == 0, let index = io.watches.firstIndex(where: { $0.tag == tag }) {
+                    io.watches[index].armed = false
+                }
             case CTUN_TAG_WRITABLE:
                 io.writablePollArmed = false
                 io.transmitBlocked = false
@@ -459,16 +490,17 @@ public final class TapLink: LinkEndpoint {
             timeout = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
         }
         counters.add(.sleeps)
-        var fds = (pollfd(fd: device.fd, events: Int16(rx.isFull ? 0 : POLLIN) | Int16(io.transmitBlocked ? POLLOUT : 0), revents: 0),
-                   pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
-        _ = withUnsafeMutablePointer(to: &fds) {
-            $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, timeout) }
-        }
-        if fds.1.revents != 0 {
-            csys_eventfd_drain(wakeFD)
+        let count = 2 + io.watches.count
+        if io.pollSet.count != count { io.pollSet = Array(repeating: pollfd(), count: count) }
+        io.pollSet[0] = pollfd(fd: device.fd, events: Int16(rx.isFull ? 0 : POLLIN) | Int16(io.transmitBlocked ? POLLOUT : 0), revents: 0)
+        io.pollSet[1] = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        for (index, watch) in io.watches.enumerated() { io.pollSet[2 + index] = pollfd(fd: watch.fd, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&io.pollSet, nfds_t(count), timeout)
+        for index in 1..<count where io.pollSet[index].revents != 0 {
+            csys_eventfd_drain(io.pollSet[index].fd)
             counters.add(.wakeups)
         }
-        if fds.0.revents & Int16(POLLOUT) != 0 { io.transmitBlocked = false }
+        if io.pollSet[0].revents & Int16(POLLOUT) != 0 { io.transmitBlocked = false }
         _ = readDirectly()
     }
 

@@ -1,4 +1,5 @@
 import CTapstackChannel
+import Glibc
 import Host
 import Sockets
 
@@ -7,17 +8,27 @@ import Sockets
 /// nor the service thread: the executor enters the core itself.
 ///
 /// Before the executor sleeps, the sender asks the client for a doorbell
-/// (`tsv_region_arm`); the doorbell wakes the service thread, which takes
-/// the datagrams and whose send wakes the executor. Whatever is not simple
-/// (a full link, an error, a broken ring) is left to the service thread.
+/// (`tsv_region_arm`): the client writes the sender's eventfd, which the
+/// link watches, so the executor wakes without a thread in between. (A
+/// client without it puts the doorbell on the channel: the service thread
+/// takes the datagrams then, and its send wakes the executor.) Whatever is
+/// not simple (a full link, an error, a broken ring) is left to the
+/// service thread.
 final class RegionSender: ExecutorSource, @unchecked Sendable {
     private unowned let service: SocketService
     private let client: RemoteSocket
+    /// The client's doorbell when the link watches it (-1: the channel's doorbell serves).
+    let wakeDescriptor: Int32
 
     init(service: SocketService, client: RemoteSocket) {
         self.service = service
         self.client = client
+        wakeDescriptor = service.host.watchesWakeDescriptors ? tsv_wake_create() : -1
     }
+
+    /// Closed only after the executor stopped watching it: its copy of the
+    /// sources holds the last reference.
+    deinit { if wakeDescriptor >= 0 { close(wakeDescriptor) } }
 
     func poll() -> Bool {
         // The service thread has it: it arms the region when it is done.

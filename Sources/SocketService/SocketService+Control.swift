@@ -121,7 +121,8 @@ extension SocketService {
             case TSP_NAMES.rawValue:
                 break
             case TSP_RING.rawValue:
-                return shareRegion(with: client, receiving: request.value & 1 != 0, passing: &passed)
+                return shareRegion(with: client, receiving: request.value & 1 != 0, wantsWakeDescriptor: request.value & 2 != 0,
+                                   passing: &passed)
             case TSP_ERRQUEUE.rawValue:
                 guard let queued = socket.takeQueuedError() else { return EAGAIN }
                 reply.value = queued.error.errno
@@ -269,15 +270,22 @@ extension SocketService {
     }
 
     /// Makes the client's region on its first TSP_RING (passing it) and
-    /// moves received datagrams there when asked.
-    func shareRegion(with client: RemoteSocket, receiving: Bool, passing passed: inout Int32) -> Int32 {
+    /// moves received datagrams there when asked; passes the region's
+    /// doorbell eventfd when asked for it (`value` 2).
+    func shareRegion(with client: RemoteSocket, receiving: Bool, wantsWakeDescriptor: Bool, passing passed: inout Int32) -> Int32 {
         client.delivery.withLock {
             defer { client.updateDeliveryHint() }
-            return shareRegionLocked(with: client, receiving: receiving, passing: &passed)
+            return shareRegionLocked(with: client, receiving: receiving, wantsWakeDescriptor: wantsWakeDescriptor, passing: &passed)
         }
     }
 
-    private func shareRegionLocked(with client: RemoteSocket, receiving: Bool, passing passed: inout Int32) -> Int32 {
+    private func shareRegionLocked(with client: RemoteSocket, receiving: Bool, wantsWakeDescriptor: Bool,
+                                   passing passed: inout Int32) -> Int32 {
+        if wantsWakeDescriptor {
+            guard let sender = client.sender, sender.wakeDescriptor >= 0 else { return EOPNOTSUPP }
+            passed = dup(sender.wakeDescriptor)  // the reply's copy, closed once sent
+            return passed >= 0 ? 0 : errno
+        }
         if client.region == nil {
             var fd: Int32 = -1
             guard let region = tsv_region_create(&fd) else { return errno == 0 ? ENOMEM : errno }

@@ -86,7 +86,11 @@ enum tsp_op {
                         ///< its errno, remote_* the failed datagram's destination, `queued`
                         ///< the rest; error EAGAIN when none is queued
     TSP_RING = 9,       ///< share memory for datagrams (tapstack_ring.h): the reply passes
-                        ///< the region's memfd. `value` 1: received datagrams go in it too
+                        ///< the region's memfd. `value` 1: received datagrams go in it too;
+                        ///< `value` 2 (once the region exists): the reply passes instead an
+                        ///< eventfd to write when the ring toward the service asks for a
+                        ///< doorbell (it wakes the stack's executor itself); error
+                        ///< EOPNOTSUPP when there is none (then doorbells go on the channel)
 };
 
 /// What TSP_QUERY asks of a running stack (`tapstack ss`, `tapstack stats`).
@@ -238,6 +242,7 @@ typedef struct {
     int want_info;       ///< TSP_OPT_WANT_INFO as last set
     void *ring;          ///< the socket's shared region (TSP_RING), NULL until asked for
     int ring_refused;    ///< 1 once the service refused a region (or TAPSTACK_RINGS=0)
+    int ring_wake;       ///< the region's doorbell eventfd plus one (0: none, doorbells go on the channel)
 } tsc_socket;
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.

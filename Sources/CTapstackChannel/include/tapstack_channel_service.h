@@ -88,5 +88,7 @@ int tsv_unread(int fd);
 int tsv_region_ring(tsv_region *region, int fd);
 /// Sends an owed doorbell; 0, or -1 with errno.
 int tsv_doorbell(int fd);
+/// A non-blocking eventfd for a client's doorbells toward the stack; -1 with errno.
+int tsv_wake_create(void);
 
 #endif

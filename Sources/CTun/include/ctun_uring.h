@@ -24,10 +24,14 @@ typedef enum {
     CTUN_RING_REGISTER = 3,   ///< registering the files or the buffer ring failed
 } ctun_ring_stage;
 
-/// Tags of the completions the ring makes itself; write tags must be below `CTUN_TAG_WRITABLE`.
+/// Tags of the completions the ring makes itself; write tags must be below `CTUN_TAG_UNWATCH`.
 #define CTUN_TAG_READ (1ull << 63)
 #define CTUN_TAG_WAKE (1ull << 62)
 #define CTUN_TAG_WRITABLE (1ull << 61)
+/// A watched descriptor's poll: this bit and the caller's number for it.
+#define CTUN_TAG_WATCH (1ull << 60)
+/// The removal of a watch (its completion carries nothing of interest).
+#define CTUN_TAG_UNWATCH (1ull << 59)
 
 /// IORING_CQE_F_MORE (the multishot operation stays armed) and where a
 /// read's buffer id sits in the flags.
@@ -72,6 +76,15 @@ int ctun_ring_writev(ctun_ring *ring, const struct iovec *iov, unsigned count, u
 /// Queues a one-shot wait for the device to take writes again (POLLOUT),
 /// completing with tag `CTUN_TAG_WRITABLE`.
 int ctun_ring_poll_writable(ctun_ring *ring);
+
+/// Queues a multishot poll (POLLIN) of `fd`, another wake-up eventfd (of
+/// a process the stack serves), completing with `tag` on every write to it;
+/// it is never drained here. 1, or 0 when the submission queue is full. A
+/// completion without CTUN_CQE_MORE ended the poll (arm it again if still wanted).
+int ctun_ring_watch(ctun_ring *ring, int fd, uint64_t tag);
+/// Queues the removal of the poll queued with `tag` (it completes with
+/// -ECANCELED). 1, or 0 when the submission queue is full.
+int ctun_ring_unwatch(ctun_ring *ring, uint64_t tag);
 
 /// Submits what is queued and, when `wait_for` > 0, waits until that many
 /// completions are ready or `timeout_ns` passes (negative: no limit), in

@@ -22,8 +22,11 @@ public final class MemoryLink: LinkEndpoint {
     /// Signalled whenever the stack transmitted (the executor's exchange ran with frames queued).
     private let transmitted = Wakeup()
 
-    /// A link with rings of `capacity` frames.
-    public init(capacity: Int = 256, maximumFrameLength: Int = 1514, completesChecksums: Bool = false) {
+    /// A link with rings of `capacity` frames; `watchesDescriptors` false
+    /// plays a link that cannot watch a source's descriptor.
+    public init(capacity: Int = 256, maximumFrameLength: Int = 1514, completesChecksums: Bool = false,
+                watchesDescriptors: Bool = true) {
+        self.watchesDescriptors = watchesDescriptors
         self.maximumFrameLength = maximumFrameLength
         self.completesChecksums = completesChecksums
         rx = FrameRing(capacity: capacity, slotSize: maximumFrameLength)
@@ -71,8 +74,8 @@ public final class MemoryLink: LinkEndpoint {
 
     /// Descriptors that also end a sleep; the executor's thread only.
     nonisolated(unsafe) private var watched: [Int32] = []
-    public var watchesDescriptors: Bool { true }
-    public func watch(_ descriptor: Int32) { watched.append(descriptor) }
+    public let watchesDescriptors: Bool
+    public func watch(_ descriptor: Int32) { if watchesDescriptors { watched.append(descriptor) } }
     public func unwatch(_ descriptor: Int32) { watched.removeAll { $0 == descriptor } }
 
     /// Delivers a frame to the stack; false when the RX ring is full.

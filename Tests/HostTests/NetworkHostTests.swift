@@ -191,4 +191,71 @@ private final class DrainTally: @unchecked Sendable {
         #expect(frame[12] == 0x08 && frame[13] == 0x06 && Array(frame[38..<42]) == [192, 0, 2, 2], "a gratuitous ARP")
         #expect(host.counters[.arpTxRequests] == 1)
     }
+
+    /// A source's producer that finds it armed rings its descriptor, which
+    /// the link watches: the sleeping executor wakes and takes the work,
+    /// with no other thread in between, every time.
+    @Test func aSourceWakesTheSleepingExecutorThroughItsDescriptor() throws {
+        let live = Live()
+        let source = CountingSource()
+        live.host.addSource(source)
+        for round in 1...20 {
+            #expect(live.host.waitUntilIdle())
+            let armed = source.armed.load(ordering: .sequentiallyConsistent)
+            #expect(armed, "armed before the executor slept")
+            source.produce()
+            #expect(eventually { source.taken.load(ordering: .sequentiallyConsistent) == round })
+        }
+        #expect(source.rang.load(ordering: .relaxed) == 20)
+    }
+
+    /// A removed source is not looked at again (after the turn that was running).
+    @Test func aRemovedSourceIsNotPolledAgain() throws {
+        let live = Live()
+        let source = CountingSource()
+        live.host.addSource(source)
+        #expect(eventually { source.polls.load(ordering: .relaxed) > 0 })
+        live.host.removeSource(source)
+        live.link.wake()
+        #expect(live.host.waitUntilIdle())
+        let polls = source.polls.load(ordering: .relaxed)
+        let handled = live.host.handledFrameCount
+        live.link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [1]))
+        #expect(live.host.waitUntilHandled(handled + 1))
+        #expect(live.host.waitUntilIdle())
+        #expect(source.polls.load(ordering: .relaxed) == polls)
+    }
+}
+
+/// Work that arrives outside the link, as a client's ring does: `produce`
+/// publishes an item and rings the eventfd when the executor asked for it.
+private final class CountingSource: ExecutorSource, @unchecked Sendable {
+    let pending = Atomic<Int>(0)
+    let taken = Atomic<Int>(0)
+    let polls = Atomic<Int>(0)
+    let armed = Atomic<Bool>(false)
+    let rang = Atomic<Int>(0)
+    private let doorbell = Wakeup()
+    var wakeDescriptor: Int32 { doorbell.fd }
+
+    func poll() -> Bool {
+        polls.add(1, ordering: .relaxed)
+        armed.store(false, ordering: .sequentiallyConsistent)
+        let count = pending.exchange(0, ordering: .sequentiallyConsistent)
+        taken.add(count, ordering: .sequentiallyConsistent)
+        return count > 0
+    }
+
+    func prepareToSleep() -> Bool {
+        armed.store(true, ordering: .sequentiallyConsistent)
+        return pending.load(ordering: .sequentiallyConsistent) > 0
+    }
+
+    func produce() {
+        pending.add(1, ordering: .sequentiallyConsistent)
+        if armed.exchange(false, ordering: .sequentiallyConsistent) {
+            rang.add(1, ordering: .relaxed)
+            doorbell.forceSignal()
+        }
+    }
 }

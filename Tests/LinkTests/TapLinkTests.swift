@@ -153,6 +153,50 @@ import Wire
         #expect(harness.link.ioMode == mode)
     }
 
+    /// A watched eventfd (a served process's doorbell) ends the link's sleep
+    /// each time it is written, without the link's own wake-up; once
+    /// unwatched it no longer does.
+    @Test(arguments: LinkIOMode.allCases)
+    func aWatchedDescriptorEndsTheSleep(mode: LinkIOMode) {
+        var fds: [Int32] = [0, 0]  // a device nobody writes to
+        precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
+        defer { close(fds[1]) }
+        let link = TapLink(device: TapDevice(adopting: fds[0], name: "pair"), ioMode: mode)
+        let doorbell = Wakeup()
+        let turns = Atomic<Int>(0)
+        let watching = Atomic<Bool>(true)
+        let stopping = Atomic<Bool>(false)
+        let thread = JoinableThread(name: "link-watch") {
+            link.open()
+            link.watch(doorbell.fd)
+            var watched = true
+            while !stopping.load(ordering: .sequentiallyConsistent) {
+                if watched && !watching.load(ordering: .sequentiallyConsistent) {
+                    link.unwatch(doorbell.fd)
+                    watched = false
+                }
+                turns.add(1, ordering: .sequentiallyConsistent)
+                link.exchange(waitUntil: monotonicNanoseconds() + 30_000_000_000)  // only a wake-up ends it
+            }
+            link.close()
+        }
+        defer {
+            stopping.store(true, ordering: .sequentiallyConsistent)
+            link.wake()
+            thread.join()
+        }
+        #expect(eventually { turns.load(ordering: .sequentiallyConsistent) >= 1 })
+        for _ in 0..<5 {
+            let before = turns.load(ordering: .sequentiallyConsistent)
+            doorbell.forceSignal()
+            #expect(eventually { turns.load(ordering: .sequentiallyConsistent) > before })
+        }
+        #expect(link.counters[.wakeups] >= 5)
+        watching.store(false, ordering: .sequentiallyConsistent)
+        link.wake()  // the next turn unwatches
+        #expect(eventually { turns.load(ordering: .sequentiallyConsistent) >= 7 })
+    }
+
     @Test(arguments: LinkIOMode.allCases)
     func framesFromTheCoreReachTheDeviceInOrderAndIntact(mode: LinkIOMode) {
         let harness = Harness(mode: mode)

@@ -20,8 +20,11 @@ import Wire
         payload.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    @Test func datagramsCrossTheRegionBothWaysByteForByte() throws {
-        let served = try ServedHost()
+    /// With the link watching the clients' doorbells (the default), the
+    /// executor takes their datagrams itself; without, the service thread does.
+    @Test(arguments: [true, false])
+    func datagramsCrossTheRegionBothWaysByteForByte(watchesDoorbells: Bool) throws {
+        let served = try ServedHost(watchesDescriptors: watchesDoorbells)
         served.learnPeer()
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
         try socket.bind(port: 7)
@@ -44,6 +47,14 @@ import Wire
         // but the first, for which the service thread first saw that nothing
         // older waited on the channel.
         #expect(served.service.counters.regionDirect.load(ordering: .relaxed) >= 49)
+        // Each datagram was sent while the executor slept or was about to:
+        // all but the first (on the channel: the client starts there) woke
+        // it through the client's eventfd, and the executor sent them.
+        // Without it, the channel's doorbell woke the service thread (which
+        // sent them, unless the executor was still awake to see them first).
+        let counters = served.service.counters
+        #expect(eventually { counters.datagramsSent.load(ordering: .relaxed) == 50 })  // counted after the frame left
+        if watchesDoorbells { #expect(counters.regionSendsDirect.load(ordering: .relaxed) >= 49) }
     }
 
     /// The service rings a doorbell on the channel for a datagram it puts in

@@ -15,13 +15,16 @@ import Wire
 /// at a fresh path; clients are `TapstackClient.UDPSocket`s in this process,
 /// which talk to it exactly as another process would.
 final class ServedHost {
-    let link = MemoryLink(capacity: 256)
+    let link: MemoryLink
     let host: NetworkHost
     let service: SocketService
     let path: String
     private var stopped = false
 
-    init(maximumSockets: Int = 1024) throws {
+    /// - Parameter watchesDescriptors: false plays a link that cannot watch
+    ///   the clients' doorbells (they ring on the channel then).
+    init(maximumSockets: Int = 1024, watchesDescriptors: Bool = true) throws {
+        link = MemoryLink(capacity: 256, watchesDescriptors: watchesDescriptors)
         host = try! NetworkHost(configuration: .standard, link: link)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP

@@ -2,6 +2,7 @@ import CTapstackChannel
 import Glibc
 import SocketService
 import Sockets
+import Synchronization
 @testable import TapstackClient
 import Testing
 import TestSupport
@@ -180,8 +181,11 @@ import Wire
 
     /// A client that writes impossible indices or lengths into its region
     /// loses that socket (counted); other clients carry on.
-    @Test(arguments: ["tail not a record boundary", "tail past the ring", "record longer than half the ring", "head of the other ring"])
-    func aClientThatBreaksItsRegionLosesOnlyThatSocket(_ damage: String) throws {
+    /// The doorbell that makes the stack look goes on the channel (the
+    /// service thread finds the damage) or to the eventfd (the executor does).
+    @Test(arguments: ["tail not a record boundary", "tail past the ring", "record longer than half the ring", "head of the other ring"],
+          ["channel", "eventfd"])
+    func aClientThatBreaksItsRegionLosesOnlyThatSocket(_ damage: String, doorbell: String) throws {
         let served = try ServedHost()
         served.learnPeer()
         let bystander = try TapstackClient.UDPSocket(servicePath: served.path)
@@ -209,6 +213,10 @@ import Wire
         }
         if damage == "head of the other ring" {
             served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1, 2, 3]))
+        } else if doorbell == "eventfd" {
+            try #require(hostile.ring_wake > 0)
+            var one: UInt64 = 1
+            #expect(write(hostile.ring_wake - 1, &one, 8) == 8)
         } else {
             var bell = tsp_datagram_header()
             bell.magic = TSP_MAGIC
@@ -226,5 +234,47 @@ import Wire
         try bystander.send([7, 8], to: peer)
         let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
         #expect(Array(frame[42..<44]) == [7, 8])
+    }
+
+    /// A client that writes its doorbell eventfd without end only makes the
+    /// executor look at the rings more often: another client's datagrams
+    /// still cross both ways, byte for byte, and nothing is counted broken.
+    @Test func aClientRingingWithoutEndHarmsNobody() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        var noisy = tsc_socket()
+        try #require(tsc_open(&noisy, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        defer { tsc_close(&noisy) }
+        var any = tsp_address_v4(0)
+        try #require(tsc_bind(&noisy, &any, 7) == 0)
+        try #require(tsc_use_ring(&noisy, 1) == 0)
+        let wake = noisy.ring_wake - 1
+        try #require(wake >= 0)
+        let stop = Atomic<Bool>(false)
+        let rings = Atomic<Int>(0)
+        let ringer = JoinableThread(name: "noisy-client") {
+            var value: UInt64 = 1
+            while !stop.load(ordering: .relaxed) && rings.load(ordering: .relaxed) < 1_000_000 {
+                if write(wake, &value, 8) == 8 { rings.add(1, ordering: .relaxed) }
+            }
+        }
+        defer {
+            stop.store(true, ordering: .relaxed)
+            ringer.join()
+        }
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 9)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }
+        #expect(eventually { rings.load(ordering: .relaxed) > 1000 })
+        for round in 0..<30 {
+            let payload = Self.numbered(UInt32(round), size: 100 + round)
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: payload))
+            #expect(try socket.receive(timeout: .seconds(5)).payload == payload)
+            try socket.send(payload, to: peer)
+            let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+            #expect(Array(frame[42..<(42 + payload.count)]) == payload)
+        }
+        #expect(served.service.counters.brokenRegions.load(ordering: .relaxed) == 0)
+        #expect(served.service.openSockets == 2)
     }
 }

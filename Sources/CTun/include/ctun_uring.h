@@ -5,13 +5,15 @@
 #include <sys/uio.h>
 
 /// The TAP device's I/O through one io_uring, used by one thread only (the
-/// executor: the ring is SINGLE_ISSUER with DEFER_TASKRUN, so completions
-/// are produced only while that thread is in `ctun_ring_enter`):
+/// executor: the ring is SINGLE_ISSUER with COOP_TASKRUN, so completions
+/// are produced while that thread is in `ctun_ring_enter`; DEFER_TASKRUN
+/// advanced a chain of linked writes one write per enter):
 ///  - one multishot read (IORING_OP_READ_MULTISHOT, kernel >= 6.7) that
 ///    reads each frame into the next buffer of a provided-buffer ring, the
 ///    memory of the stack's RX FIFO;
 ///  - a multishot poll of a wake-up eventfd (non-blocking, never drained
-///    here), so another thread can end a wait by writing to it;
+///    here), so another thread can end a wait by writing to it, and one of
+///    each descriptor the caller watches (`ctun_ring_watch`);
 ///  - the writes the caller queues, submitted with the next enter; each is
 ///    non-blocking (RWF_NOWAIT), and linked to the next so none overtakes
 ///    one the device put off.

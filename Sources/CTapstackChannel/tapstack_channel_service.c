@@ -247,6 +247,22 @@ int tsv_region_arm(tsv_region *r) { return tsr_arm(&r->from_client); }
 
 void tsv_region_disarm(tsv_region *r) { tsr_disarm(&r->from_client); }
 
+int tsv_region_peek(tsv_region *r) {
+    tsr_shared *shared = r->from_client.shared;
+    return __atomic_load_n(&shared->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&shared->head, __ATOMIC_RELAXED);
+}
+
+int tsv_region_arm_quick(tsv_region *r) {
+    tsr_shared *shared = r->from_client.shared;
+    /* Still raised since the last time: a sender after it sees it and rings,
+     * so the indices need no fence; raised now: the full fence, as tsr_arm. */
+    if (__atomic_load_n(&shared->consumer_sleeping, __ATOMIC_RELAXED) != 1) {
+        __atomic_store_n(&shared->consumer_sleeping, 1, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    }
+    return tsv_region_peek(r);
+}
+
 int tsv_region_precedes(tsv_region *r, uint32_t position) {
     uint32_t ahead = position - r->from_client.index;
     return ahead != 0 && ahead <= r->from_client.capacity;

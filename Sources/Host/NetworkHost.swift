@@ -236,10 +236,13 @@ public final class NetworkHost: Sendable {
 
     /// Stops looking at `source`. The executor may be in a call to it while
     /// this returns, and may make one more; the source must tolerate that
-    /// (its own lock says whether it still has anything).
+    /// (its own lock says whether it still has anything). The executor lets
+    /// its reference go on its next turn, after it stopped watching the
+    /// source's descriptor.
     public func removeSource(_ source: any ExecutorSource) {
         registeredSources.withLock { $0.removeAll { $0 === source } }
         sourcesChanged.store(true, ordering: .sequentiallyConsistent)
+        link.wake()  // so that the executor lets it go (and what it holds) now
     }
 
     /// Why the executor could not be pinned to `options.cpus` (nil when it was, or none were asked for).

@@ -292,7 +292,7 @@ extension SocketService {
             client.region = region
             passed = fd
             counters.regionsShared.add(1, ordering: .relaxed)
-            let sender = RegionSender(service: self, client: client)
+            let sender = RegionSender(service: self, client: client, region: region)
             client.sender = sender
             host.addSource(sender)
         }
@@ -325,12 +325,10 @@ extension SocketService {
                 counters.sendErrors.add(UInt64(client.waitingForStack.count), ordering: .relaxed)
                 dropWaitingForClient(client)
             }
-            if let region = client.region {
-                tsv_region_destroy(region)
-                client.region = nil
-            }
+            // The sender unmaps the region once the executor let it go.
+            client.region = nil
             if let sender = client.sender {
-                host.removeSource(sender)  // a poll still running finds no region
+                host.removeSource(sender)  // a poll still running finds `client.region` nil
                 client.sender = nil
             }
             client.updateDeliveryHint()

@@ -70,6 +70,14 @@ int tsv_region_arm(tsv_region *region);
 /// The service looks at the ring on every turn (the stack's executor is
 /// awake): the client need not ring.
 void tsv_region_disarm(tsv_region *region);
+/// Without the service's lock (the stack's executor, on every turn): 1 when
+/// the client's ring may hold a datagram, from the published indices only
+/// (a hint: a client may write anything there; take under the lock).
+int tsv_region_peek(tsv_region *region);
+/// Without the service's lock, before the executor sleeps: as
+/// tsv_region_arm, by the published indices (a hint, as tsv_region_peek).
+/// Costs no store or fence while the request is still raised.
+int tsv_region_arm_quick(tsv_region *region);
 /// 1 when the service has not yet taken everything the client's ring held
 /// up to `position` (a tail the client stamped on a datagram it sent on the
 /// channel instead: TSP_SEND_AFTER_RING); 0 too for a position that cannot be.

@@ -1,9 +1,10 @@
 /// Work for the core that arrives outside the link: the executor looks at a
-/// source on every turn while it is awake, and asks it before sleeping.
+/// source on every turn from when it rang (its `wakeDescriptor` fired) until
+/// the executor sleeps, and asks it to arm its wake-up before sleeping.
 ///
-/// A source whose producer can wake the executor (directly, or through
-/// another thread that then enters the core) keeps the executor's turns
-/// free of hand-offs: while the executor is awake, nobody rings anybody.
+/// A source whose producer rings only when asked keeps the executor's turns
+/// free of hand-offs (while the executor looks, nobody rings anybody), and
+/// idle sources cost a turn nothing.
 /// Register with `NetworkHost.addSource`; both calls run on the executor,
 /// outside the core's lock (enter it with `withStack`), and must not block.
 public protocol ExecutorSource: AnyObject, Sendable {

@@ -9,8 +9,9 @@
 // 3. Readiness callbacks (readable and writable) run inside the core on the
 //    thread that changed the state, usually the executor itself; work they
 //    queue with `execute` runs on the executor after the batch, outside the lock.
-// 4. Sources outside the link (`ExecutorSource`: another process's ring) are
-//    looked at on every turn, and armed to wake it before the executor sleeps.
+// 4. Sources outside the link (`ExecutorSource`: another process's ring)
+//    that rang are looked at on every turn until the executor sleeps, when
+//    they are armed to ring again (their eventfd, which the link watches).
 
 import CTapstackSystem
 import Glibc
@@ -129,8 +130,8 @@ public final class NetworkHost: Sendable {
     /// Sources registered by any thread; the executor copies them when `sourcesChanged`.
     private let registeredSources = Mutex<[any ExecutorSource]>([])
     private let sourcesChanged = Atomic<Bool>(false)
-    /// The executor's copy of the sources; executor thread only.
-    nonisolated(unsafe) private var sources: [any ExecutorSource] = []
+    /// The executor's view of the sources; executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var sources = SourceSet()
 
     /// Frames the core has handled; the "frame handled" hook for tests.
     private let framesHandled = Atomic<UInt64>(0)
@@ -339,32 +340,23 @@ public final class NetworkHost: Sendable {
         }
         link.exchange(waitUntil: wait)
         if wait != nil { sleeping.store(false, ordering: .sequentiallyConsistent) }
+        if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0
     }
 
-    /// Lets every source take what is ready; true if any had something.
+    /// Lets the active sources take what is ready; true if any had something.
     private func pollSources() -> Bool {
         if sourcesChanged.load(ordering: .relaxed), sourcesChanged.exchange(false, ordering: .sequentiallyConsistent) {
-            let current = registeredSources.withLock { $0 }
-            let kept = Set(current.map(ObjectIdentifier.init)), had = Set(sources.map(ObjectIdentifier.init))
-            for old in sources where old.wakeDescriptor >= 0 && !kept.contains(ObjectIdentifier(old)) {
-                link.unwatch(old.wakeDescriptor)
-            }
-            for new in current where new.wakeDescriptor >= 0 && !had.contains(ObjectIdentifier(new)) {
-                link.watch(new.wakeDescriptor)
-            }
-            sources = current  // the last reference to a removed source may go here, after its unwatch
+            let registered = registeredSources.withLock { $0 }
+            // The last reference to a removed source may go here, after its unwatch.
+            sources.update(to: registered, watch: { link.watch($0) }, unwatch: { link.unwatch($0) })
         }
-        var any = false
-        for source in sources where source.poll() { any = true }
-        return any
+        return !sources.isEmpty && sources.poll()
     }
 
-    /// Before sleeping: arms every source's wake-up; true if one has work after all.
+    /// Before sleeping: arms the active sources; true if one has work after all.
     private func sourcesHaveWork() -> Bool {
-        var any = false
-        for source in sources where source.prepareToSleep() { any = true }  // all armed, not just up to the first
-        return any || sourcesChanged.load(ordering: .sequentiallyConsistent)
+        (!sources.isEmpty && sources.prepareToSleep()) || sourcesChanged.load(ordering: .sequentiallyConsistent)
     }
 
     /// Runs the work queued with `execute` (also from a turn nested in one).

@@ -57,10 +57,15 @@ public protocol LinkEndpoint: AnyObject, Sendable {
 
     /// Stops watching `descriptor`. The thread that runs `exchange` only.
     func unwatch(_ descriptor: Int32)
+
+    /// Calls `handle` with each watched descriptor that fired since the
+    /// last call, and forgets them. The thread that runs `exchange` only.
+    func takeFiredDescriptors(_ handle: (Int32) -> Void)
 }
 
 extension LinkEndpoint {
     public var watchesDescriptors: Bool { false }
     public func watch(_ descriptor: Int32) {}
     public func unwatch(_ descriptor: Int32) {}
+    public func takeFiredDescriptors(_ handle: (Int32) -> Void) {}
 }

@@ -67,7 +67,10 @@ public final class MemoryLink: LinkEndpoint {
         fds += watched.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         _ = poll(&fds, nfds_t(fds.count), timeout)
         wakeup.endSleep()
-        for entry in fds.dropFirst() where entry.revents != 0 { csys_eventfd_drain(entry.fd) }
+        for entry in fds.dropFirst() where entry.revents != 0 {
+            csys_eventfd_drain(entry.fd)
+            fired.append(entry.fd)
+        }
     }
 
     public func wake() { wakeup.forceSignal() }
@@ -77,6 +80,11 @@ public final class MemoryLink: LinkEndpoint {
     public let watchesDescriptors: Bool
     public func watch(_ descriptor: Int32) { if watchesDescriptors { watched.append(descriptor) } }
     public func unwatch(_ descriptor: Int32) { watched.removeAll { $0 == descriptor } }
+    nonisolated(unsafe) private var fired: [Int32] = []
+    public func takeFiredDescriptors(_ handle: (Int32) -> Void) {
+        for descriptor in fired { handle(descriptor) }
+        fired.removeAll(keepingCapacity: true)
+    }
 
     /// Delivers a frame to the stack; false when the RX ring is full.
     @discardableResult

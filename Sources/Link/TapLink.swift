@@ -92,6 +92,10 @@ public final class TapLink: LinkEndpoint {
         /// Descriptors that also end a sleep (`watch`), with their poll's
         /// tag and whether it is armed in the ring.
         var watches: [(fd: Int32, tag: UInt64, armed: Bool)] = []
+        /// The descriptor of each watch's tag.
+        var watchedByTag: [UInt64: Int32] = [:]
+        /// Watched descriptors that fired, until `takeFiredDescriptors`.
+        var fired: [Int32] = []
         var nextWatchTag: UInt64 = 0
         /// read()/write() mode's poll set: device, wake-up, then `watches`.
         var pollSet: [pollfd] = []
@@ -223,13 +227,21 @@ public final class TapLink: LinkEndpoint {
     public var watchesDescriptors: Bool { true }
 
     public func watch(_ descriptor: Int32) {
-        io.watches.append((descriptor, CTUN_TAG_WATCH | (io.nextWatchTag & 0xFFFF_FFFF), false))
+        let tag = CTUN_TAG_WATCH | (io.nextWatchTag & 0xFFFF_FFFF)
+        io.watches.append((descriptor, tag, false))
+        io.watchedByTag[tag] = descriptor
         io.nextWatchTag &+= 1
+    }
+
+    public func takeFiredDescriptors(_ handle: (Int32) -> Void) {
+        for descriptor in io.fired { handle(descriptor) }
+        io.fired.removeAll(keepingCapacity: true)
     }
 
     public func unwatch(_ descriptor: Int32) {
         guard let index = io.watches.firstIndex(where: { $0.fd == descriptor }) else { return }
         let watch = io.watches.remove(at: index)
+        io.watchedByTag[watch.tag] = nil
         // The ring holds its own reference to the file: cancel the poll.
         if let ring = io.ring, watch.armed { _ = ctun_ring_unwatch(ring, watch.tag) }
     }
@@ -307,6 +319,8 @@ public final class TapLink: LinkEndpoint {
                 break
             case let tag where tag & CTUN_TAG_WATCH != 0 && tag < CTUN_TAG_WRITABLE:
                 counters.add(.wakeups)
+                guard let descriptor = io.watchedByTag[tag] else { break }  // unwatched meanwhile
+                if completion.res > 0 { io.fired.append(descriptor) }
                 // Ended by the kernel (not cancelled by `unwatch`): arm it again next turn.
                 if completion.flags & CTUN_CQE_MORE == 0, let index = io.watches.firstIndex(where: { $0.tag == tag }) {
                     io.watches[index].armed = false
@@ -499,6 +513,7 @@ public final class TapLink: LinkEndpoint {
         for index in 1..<count where io.pollSet[index].revents != 0 {
             csys_eventfd_drain(io.pollSet[index].fd)
             counters.add(.wakeups)
+            if index >= 2 { io.fired.append(io.pollSet[index].fd) }
         }
         if io.pollSet[0].revents & Int16(POLLOUT) != 0 { io.transmitBlocked = false }
         _ = readDirectly()

@@ -52,10 +52,13 @@ final class RegionSender: ExecutorSource, @unchecked Sendable {
 
     func prepareToSleep() -> Bool {
         guard tsv_region_arm_quick(region) != 0 else { return false }
-        guard client.delivery.tryLock() else { return false }
-        defer { client.delivery.unlock() }
-        guard client.region != nil, client.socket != nil, client.waitingForStack.isEmpty else { return false }
-        return tsv_region_has_datagram(region) != 0
+        // Something waits: wait for the service thread if it holds the
+        // client (flushing to it, say: it need not look at this ring), then
+        // say whether the executor can take it. (No deadlock: the executor
+        // holds no lock here, and the service thread takes only the stack's.)
+        return client.delivery.withLock {
+            client.region != nil && client.socket != nil && client.waitingForStack.isEmpty && tsv_region_has_datagram(region) != 0
+        }
     }
 }
 

@@ -294,7 +294,8 @@ extension SocketService {
             counters.regionsShared.add(1, ordering: .relaxed)
             let sender = RegionSender(service: self, client: client, region: region)
             client.sender = sender
-            host.addSource(sender)
+            // Without a doorbell the executor could see, the service thread serves the ring alone.
+            if sender.wakeDescriptor >= 0 { host.addSource(sender) }
         }
         if receiving && !client.receivesInRegion {
             client.receivesInRegion = true

@@ -207,6 +207,13 @@ private final class DrainTally: @unchecked Sendable {
             #expect(eventually { source.taken.load(ordering: .sequentiallyConsistent) == round })
         }
         #expect(source.rang.load(ordering: .relaxed) == 20)
+        // Armed and idle, it is not looked at while other traffic keeps the executor busy.
+        #expect(live.host.waitUntilIdle())
+        let polls = source.polls.load(ordering: .relaxed)
+        let handled = live.host.handledFrameCount
+        for index in 0..<50 { live.link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(index)])) }
+        #expect(live.host.waitUntilHandled(handled + 50))
+        #expect(source.polls.load(ordering: .relaxed) == polls)
     }
 
     /// A removed source is not looked at again (after the turn that was running).

@@ -21,6 +21,19 @@ import Wire
         payload.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
+    /// A nonblocking socket bound to `port` with its region mapped, through
+    /// the C client itself (so a test can write into the region as a
+    /// hostile client would). The caller closes it.
+    static func ringSocket(_ served: ServedHost, port: UInt16) throws -> tsc_socket {
+        var socket = tsc_socket()
+        try #require(tsc_open(&socket, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        var any = tsp_address_v4(0)
+        let ready = tsc_bind(&socket, &any, port) == 0 && tsc_use_ring(&socket, 1) == 0
+        if !ready { tsc_close(&socket) }
+        try #require(ready, "bound, its region mapped")
+        return socket
+    }
+
     /// With the link watching the clients' doorbells (the default), the
     /// executor takes their datagrams itself; without, the service thread does.
     @Test(arguments: [true, false])
@@ -190,12 +203,8 @@ import Wire
         served.learnPeer()
         let bystander = try TapstackClient.UDPSocket(servicePath: served.path)
         try bystander.bind(port: 9)
-        var hostile = tsc_socket()
-        try #require(tsc_open(&hostile, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        var hostile = try Self.ringSocket(served, port: 7)
         defer { tsc_close(&hostile) }
-        var any = tsp_address_v4(0)
-        try #require(tsc_bind(&hostile, &any, 7) == 0)
-        try #require(tsc_use_ring(&hostile, 1) == 0)
         let region = try #require(hostile.ring)
         let capacity = TSR_REGION_CAPACITY
         let toService = tsr_region_to_service(region, capacity)!.assumingMemoryBound(to: tsr_shared.self)
@@ -242,12 +251,8 @@ import Wire
     @Test func aClientRingingWithoutEndHarmsNobody() throws {
         let served = try ServedHost()
         served.learnPeer()
-        var noisy = tsc_socket()
-        try #require(tsc_open(&noisy, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        var noisy = try Self.ringSocket(served, port: 7)
         defer { tsc_close(&noisy) }
-        var any = tsp_address_v4(0)
-        try #require(tsc_bind(&noisy, &any, 7) == 0)
-        try #require(tsc_use_ring(&noisy, 1) == 0)
         let wake = noisy.ring_wake - 1
         try #require(wake >= 0)
         let stop = Atomic<Bool>(false)

@@ -4,8 +4,9 @@ import Host
 import Sockets
 
 /// A client's datagrams taken from its region by the stack's executor, on
-/// every turn while it is awake, so a busy flow needs neither a doorbell
-/// nor the service thread: the executor enters the core itself.
+/// every turn from the client's doorbell until the executor sleeps, so a
+/// busy flow needs neither a doorbell per datagram nor the service thread:
+/// the executor enters the core itself.
 ///
 /// Before the executor sleeps, the sender asks the client for a doorbell
 /// (`tsv_region_arm`): the client writes the sender's eventfd, which the

@@ -97,6 +97,8 @@ public final class TapLink: LinkEndpoint {
         /// Watched descriptors that fired, until `takeFiredDescriptors`.
         var fired: [Int32] = []
         var nextWatchTag: UInt64 = 0
+        /// Watches not armed in the ring yet (new, or ended by the kernel).
+        var unarmedWatches = 0
         /// read()/write() mode's poll set: device, wake-up, then `watches`.
         var pollSet: [pollfd] = []
     }
@@ -229,6 +231,7 @@ public final class TapLink: LinkEndpoint {
     public func watch(_ descriptor: Int32) {
         let tag = CTUN_TAG_WATCH | (io.nextWatchTag & 0xFFFF_FFFF)
         io.watches.append((descriptor, tag, false))
+        io.unarmedWatches += 1
         io.watchedByTag[tag] = descriptor
         io.nextWatchTag &+= 1
     }
@@ -242,6 +245,7 @@ public final class TapLink: LinkEndpoint {
         guard let index = io.watches.firstIndex(where: { $0.fd == descriptor }) else { return }
         let watch = io.watches.remove(at: index)
         io.watchedByTag[watch.tag] = nil
+        if !watch.armed { io.unarmedWatches -= 1 }
         // The ring holds its own reference to the file: cancel the poll.
         if let ring = io.ring, watch.armed { _ = ctun_ring_unwatch(ring, watch.tag) }
     }
@@ -263,8 +267,11 @@ public final class TapLink: LinkEndpoint {
             io.recycled &+= count
         }
         if !io.readArmed && rx.freeSlots > 0 { io.readArmed = ctun_ring_arm_read(ring) != 0 }
-        for index in io.watches.indices where !io.watches[index].armed {
-            io.watches[index].armed = ctun_ring_watch(ring, io.watches[index].fd, io.watches[index].tag) != 0
+        if io.unarmedWatches > 0 {  // not a walk over every watch on every turn
+            for index in io.watches.indices where !io.watches[index].armed {
+                io.watches[index].armed = ctun_ring_watch(ring, io.watches[index].fd, io.watches[index].tag) != 0
+                if io.watches[index].armed { io.unarmedWatches -= 1 }
+            }
         }
         let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
         let submitted = queueWrites(ring)
@@ -322,8 +329,10 @@ public final class TapLink: LinkEndpoint {
                 guard let descriptor = io.watchedByTag[tag] else { break }  // unwatched meanwhile
                 if completion.res > 0 { io.fired.append(descriptor) }
                 // Ended by the kernel (not cancelled by `unwatch`): arm it again next turn.
-                if completion.flags & CTUN_CQE_MORE == 0, let index = io.watches.firstIndex(where: { $0.tag == tag }) {
+                if completion.flags & CTUN_CQE_MORE == 0, let index = io.watches.firstIndex(where: { $0.tag == tag }),
+                   io.watches[index].armed {
                     io.watches[index].armed = false
+                    io.unarmedWatches += 1
                 }
             case CTUN_TAG_WRITABLE:
                 io.writablePollArmed = false

@@ -100,15 +100,10 @@ extension SocketService {
             if count > 0 {
                 var sent = 0
                 if let ring = region {
-                    var rang: Int32 = 0
-                    let put = Int(tsv_region_put(ring, toClients, 0, count, &rang))
+                    let put = putInRegion(ring, toClients, count: count, for: client)
                     if put < 0 {
                         counters.droppedClientGone.add(UInt64(count), ordering: .relaxed)  // lost with the socket
                         return releaseBrokenRegion(client)
-                    }
-                    if rang != 0 && tsv_region_ring(ring, client.data) != 0 {
-                        client.doorbellOwed = true
-                        counters.doorbellsDeferred.add(1, ordering: .relaxed)
                     }
                     sent = put
                     if put < count {
@@ -132,10 +127,7 @@ extension SocketService {
                         if count < Self.batchCount { return }
                         continue
                     }
-                    for index in UInt32(sent)..<count {
-                        let slot = UnsafeRawPointer(tsv_batch_slot(toClients, index)!)
-                        client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(toClients, index)))))
-                    }
+                    keepForChannel(toClients, UInt32(sent)..<count, for: client)
                     if let failed { queueError(failed, for: client) }
                     setDataInterest(client, client.dataInterest | UInt32(TSV_OUT))
                     return
@@ -146,6 +138,29 @@ extension SocketService {
                 return
             }
             if count < Self.batchCount { return }
+        }
+    }
+
+    /// Puts slots `0..<count` of `batch` in the client's ring and rings its
+    /// doorbell when the ring had been empty (owed, and counted, when the
+    /// channel had no room). Returns how many went; -1: the ring is broken.
+    /// Call holding `delivery`.
+    func putInRegion(_ region: OpaquePointer, _ batch: OpaquePointer, count: UInt32, for client: RemoteSocket) -> Int {
+        var rang: Int32 = 0
+        let put = Int(tsv_region_put(region, batch, 0, count, &rang))
+        if rang != 0 && tsv_region_ring(region, client.data) != 0 {
+            client.doorbellOwed = true
+            counters.doorbellsDeferred.add(1, ordering: .relaxed)
+        }
+        return put
+    }
+
+    /// Copies slots `range` of `batch` behind what waits for the client's
+    /// channel. Call holding `delivery`.
+    func keepForChannel(_ batch: OpaquePointer, _ range: Range<UInt32>, for client: RemoteSocket) {
+        for index in range {
+            let slot = UnsafeRawPointer(tsv_batch_slot(batch, index)!)
+            client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(batch, index)))))
         }
     }
 
@@ -203,22 +218,14 @@ extension SocketService {
             while true {
                 let (count, failed) = Self.receiveFramed(from: socket, into: batch, bare: false, wallClockOffset: wallClockOffset)
                 if count > 0 {
-                    var rang: Int32 = 0
-                    let put = Int(tsv_region_put(region, batch, 0, count, &rang))
-                    if rang != 0 && tsv_region_ring(region, client.data) != 0 {
-                        client.doorbellOwed = true  // the service thread sends it when the channel has room
-                        counters.doorbellsDeferred.add(1, ordering: .relaxed)
-                        doorbellOwed = true
-                    }
+                    let put = putInRegion(region, batch, count: count, for: client)
+                    doorbellOwed = client.doorbellOwed  // the service thread sends it when the channel has room
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {
                         // Full (or broken: the service thread finds out too):
                         // the rest goes on the channel, from the service thread.
-                        for index in UInt32(max(put, 0))..<count {
-                            let slot = UnsafeRawPointer(tsv_batch_slot(batch, index)!)
-                            client.waitingForClient.append(Array(UnsafeRawBufferPointer(start: slot, count: Int(tsv_batch_length(batch, index)))))
-                        }
+                        keepForChannel(batch, UInt32(max(put, 0))..<count, for: client)
                         client.receiveFallback = true
                         counters.regionFallbacks.add(UInt64(Int(count) - max(put, 0)), ordering: .relaxed)
                         if let failed { _ = appendError(failed, for: client) }

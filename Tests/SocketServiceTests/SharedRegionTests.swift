@@ -161,6 +161,60 @@ import Wire
         #expect(poll(&descriptor, 1, 0) == 0)
     }
 
+    /// A doorbell the full channel refused is owed (counted) and sent once
+    /// the client makes room, exactly once: a client that emptied the ring
+    /// and sleeps on its descriptor is still woken for the next datagram.
+    @Test func aDoorbellTheFullChannelRefusedIsSentWhenThereIsRoom() throws {
+        let served = try ServedHost()
+        var client = tsc_socket()
+        try #require(tsc_open(&client, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        defer { tsc_close(&client) }
+        var any = tsp_address_v4(0)
+        try #require(tsc_bind(&client, &any, 7) == 0)
+        try #require(tsc_setopt(&client, Int32(TSP_OPT_RCVBUF.rawValue), 4096) == 0)  // a channel of a few doorbells
+        try #require(tsc_use_ring(&client, 1) == 0)
+        let region = try #require(client.ring)
+        let header = region.assumingMemoryBound(to: tsr_region_header.self)
+        var ring = tsr_end()
+        try #require(tsr_attach(&ring, tsr_region_to_client(region, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0) == 0)
+        var record = [UInt8](repeating: 0, count: 2048)
+        func takeFromRing(_ payload: [UInt8]) {
+            var length = 0
+            #expect(eventually { length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }; return length != 0 })
+            #expect(length > payload.count && Array(record[(length - payload.count)..<length]) == payload)
+        }
+        let deferred = { served.service.counters.doorbellsDeferred.load(ordering: .relaxed) }
+        // Each datagram finds the ring empty and rings; taking it from the
+        // ring without reading the channel leaves the doorbells there.
+        var sent: UInt32 = 0
+        while deferred() == 0 && sent < 2000 {
+            let payload = Self.numbered(sent, size: 64)
+            #expect(eventually { served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)) })
+            takeFromRing(payload)
+            sent += 1
+        }
+        try #require(deferred() == 1, "the channel filled with doorbells after \(sent) datagrams")
+        let rung = header.pointee.doorbells
+        // Reading the channel makes room; the owed doorbell follows, once.
+        var taken: UInt32 = 0
+        var bell = tsp_datagram_header()
+        var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+        while taken < rung && poll(&descriptor, 1, 5000) == 1 {
+            let length = withUnsafeMutableBytes(of: &bell) { recv(client.data_fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if length == MemoryLayout<tsp_datagram_header>.size && bell.magic == TSP_MAGIC && UInt32(bell.kind) == TSP_DOORBELL.rawValue { taken += 1 }
+        }
+        #expect(taken == rung)
+        #expect(header.pointee.doorbells == rung)
+        #expect(poll(&descriptor, 1, 0) == 0)
+        // The socket is back on its ring: the next datagram rings once more.
+        let last = Self.numbered(sent, size: 64)
+        #expect(eventually { served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: last)) })
+        #expect(poll(&descriptor, 1, 5000) == 1)
+        takeFromRing(last)
+        #expect(header.pointee.doorbells == rung + 1)
+        #expect(deferred() == 1)
+    }
+
     /// The client's sends: a full ring falls back to the channel and the
     /// service still hands the stack every datagram once, in order.
     @Test func sendsBeyondTheRingLeaveInOrder() throws {

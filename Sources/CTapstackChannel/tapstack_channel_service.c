@@ -268,6 +268,8 @@ int tsv_region_precedes(tsv_region *r, uint32_t position) {
     return ahead != 0 && ahead <= r->from_client.capacity;
 }
 
+int tsv_region_to_client_holds(tsv_region *r) { return tsr_used(&r->to_client, 1) != 0; }
+
 int tsv_region_put(tsv_region *r, tsv_batch *b, unsigned first, unsigned count, int *rang) {
     *rang = 0;
     unsigned n = 0;

@@ -117,6 +117,9 @@ public final class NetworkHost: Sendable {
     /// Emptied arrays for `runDeferred`; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[DeferredWork]] = []
     private let deferredPending = Atomic<Bool>(false)
+    /// `executeAtEndOfTurn`'s work, and an emptied array to swap in; executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var endOfTurn: [DeferredWork] = []
+    @exclusivity(unchecked) nonisolated(unsafe) private var spareEndOfTurn: [DeferredWork] = []
     private let stopping = Atomic<Bool>(false)
     /// True while the executor sleeps in the link, or is about to.
     private let sleeping = Atomic<Bool>(false)
@@ -225,6 +228,16 @@ public final class NetworkHost: Sendable {
         deferredPending.store(true, ordering: .sequentiallyConsistent)
     }
 
+    /// Queues `work` to run at the end of this turn: after the queued work
+    /// and the sources, right before the link writes and sleeps. For work
+    /// that pays once per turn (a doorbell toward another process that
+    /// covers every datagram of the turn; rung as the executor is about to
+    /// sleep, its wake-up does not preempt it). Executor thread only.
+    public func executeAtEndOfTurn(_ work: @escaping () -> Void) {
+        assert(isExecutorThread, "executeAtEndOfTurn is for the executor's thread")
+        endOfTurn.append(DeferredWork(run: work))
+    }
+
     /// Whether a source's `wakeDescriptor` wakes the executor (the link watches descriptors).
     public var watchesWakeDescriptors: Bool { link.watchesDescriptors }
 
@@ -314,6 +327,7 @@ public final class NetworkHost: Sendable {
         }
         runDeferred()
         if pollSources() { lastActivity = now.nanoseconds }
+        if !endOfTurn.isEmpty { runEndOfTurn() }
 
         // Nothing left for the core: the link's turn sends what it produced
         // and sleeps in the same system call (a ping-pong's answer goes out
@@ -369,6 +383,17 @@ public final class NetworkHost: Sendable {
         for item in work { item.run() }
         work.removeAll(keepingCapacity: true)
         spareDeferred.append(work)
+    }
+
+    /// Runs `executeAtEndOfTurn`'s work, and what that work queued there.
+    private func runEndOfTurn() {
+        while !endOfTurn.isEmpty {
+            var work = spareEndOfTurn
+            swap(&work, &endOfTurn)
+            for item in work { item.run() }
+            work.removeAll(keepingCapacity: true)
+            spareEndOfTurn = work
+        }
     }
 
     /// On the executor's thread, in place of a blocking wait: runs turns

@@ -44,6 +44,9 @@ final class RemoteSocket: @unchecked Sendable {
     /// A doorbell counted in the region that the full channel did not take:
     /// sent once the channel has room.
     var doorbellOwed = false
+    /// The executor put datagrams in an empty ring toward the client this
+    /// turn: it rings the doorbell at the end of the turn.
+    var doorbellDue = false
     /// A delivery by the executor is queued (once until it runs).
     let deliveryScheduled = Atomic<Bool>(false)
     /// Messages for the client its channel had no room for, oldest first;

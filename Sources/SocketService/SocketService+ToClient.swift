@@ -143,16 +143,52 @@ extension SocketService {
 
     /// Puts slots `0..<count` of `batch` in the client's ring and rings its
     /// doorbell when the ring had been empty (owed, and counted, when the
-    /// channel had no room). Returns how many went; -1: the ring is broken.
+    /// channel had no room); on the executor (`atEndOfTurn`), once at the
+    /// end of its turn. Returns how many went; -1: the ring is broken.
     /// Call holding `delivery`.
-    func putInRegion(_ region: OpaquePointer, _ batch: OpaquePointer, count: UInt32, for client: RemoteSocket) -> Int {
+    func putInRegion(_ region: OpaquePointer, _ batch: OpaquePointer, count: UInt32, for client: RemoteSocket,
+                     atEndOfTurn: Bool = false) -> Int {
         var rang: Int32 = 0
         let put = Int(tsv_region_put(region, batch, 0, count, &rang))
-        if rang != 0 && tsv_region_ring(region, client.data) != 0 {
+        guard rang != 0 else { return put }
+        if atEndOfTurn {
+            if !client.doorbellDue {
+                client.doorbellDue = true
+                if doorbellsDue.isEmpty { host.executeAtEndOfTurn(ringDueDoorbellsWork) }
+                doorbellsDue.append(client)
+            }
+        } else {
+            ringDoorbell(region, for: client)
+        }
+        return put
+    }
+
+    /// Counts a doorbell in the region and sends it; owed when the channel
+    /// had no room. Call holding `delivery`.
+    private func ringDoorbell(_ region: OpaquePointer, for client: RemoteSocket) {
+        if tsv_region_ring(region, client.data) != 0 {
             client.doorbellOwed = true
             counters.doorbellsDeferred.add(1, ordering: .relaxed)
         }
-        return put
+    }
+
+    /// At the end of the executor's turn: one doorbell per client whose ring
+    /// the turn found empty, for all the datagrams the turn put there; none
+    /// when the client (awake) took them all meanwhile. Ringing last, as the
+    /// executor is about to write and sleep, the client's wake-up does not
+    /// preempt the rest of the turn, and a turn's datagrams cost one.
+    func ringDueDoorbells() {
+        for client in doorbellsDue {
+            let owed: Bool = client.delivery.withLock {
+                client.doorbellDue = false
+                guard let region = client.region, tsv_region_to_client_holds(region) != 0 else { return false }
+                ringDoorbell(region, for: client)
+                client.updateDeliveryHint()
+                return client.doorbellOwed
+            }
+            if owed && client.flag.raise() { news.post(client.id) }
+        }
+        doorbellsDue.removeAll(keepingCapacity: true)
     }
 
     /// Copies slots `range` of `batch` behind what waits for the client's
@@ -208,7 +244,6 @@ extension SocketService {
     /// client on the channel) is left to the service thread.
     func deliverInRegion(_ client: RemoteSocket) {
         client.deliveryScheduled.store(false, ordering: .sequentiallyConsistent)
-        var doorbellOwed = false
         let leftForService: Bool = client.delivery.withLock {
             defer { client.updateDeliveryHint() }
             guard let socket = client.socket, let region = client.region, client.receivesInRegion,
@@ -218,8 +253,7 @@ extension SocketService {
             while true {
                 let (count, failed) = Self.receiveFramed(from: socket, into: batch, bare: false, wallClockOffset: wallClockOffset)
                 if count > 0 {
-                    let put = putInRegion(region, batch, count: count, for: client)
-                    doorbellOwed = client.doorbellOwed  // the service thread sends it when the channel has room
+                    let put = putInRegion(region, batch, count: count, for: client, atEndOfTurn: true)
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {
@@ -239,6 +273,6 @@ extension SocketService {
                 if count < Self.batchCount { return false }
             }
         }
-        if (leftForService || doorbellOwed) && client.flag.raise() { news.post(client.id) }
+        if leftForService && client.flag.raise() { news.post(client.id) }
     }
 }

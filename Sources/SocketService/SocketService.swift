@@ -59,6 +59,10 @@ public final class SocketService: @unchecked Sendable {
     let executorBatch: OpaquePointer
     /// The executor's batch for `RegionSender` (executor thread only).
     let executorSendBatch: OpaquePointer
+    /// Clients whose doorbell the executor rings at the end of its turn, and
+    /// that as work made once (executor thread only; see `ringDueDoorbells`).
+    var doorbellsDue: [RemoteSocket] = []
+    private(set) var ringDueDoorbellsWork: () -> Void = {}
     var thread: JoinableThread?
 
     static let batchCount: UInt32 = 16
@@ -94,6 +98,7 @@ public final class SocketService: @unchecked Sendable {
         toClients = tsv_batch_create(Self.batchCount, UInt32(Self.slotSize))!
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
         _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
+        ringDueDoorbellsWork = { [weak self] in self?.ringDueDoorbells() }
     }
 
     /// Each client socket holds two descriptors here: raise the soft limit

@@ -80,6 +80,30 @@ private final class DrainTally: @unchecked Sendable {
         #expect(tally.ranElsewhere.load(ordering: .relaxed) == 0)
     }
 
+    /// Work queued for the end of the turn runs on the executor after the
+    /// turn's queued work, in order, once each; what it queues there runs
+    /// too, before the executor sleeps.
+    @Test func endOfTurnWorkRunsAfterTheTurnsWorkAndBeforeTheSleep() throws {
+        let live = Live()
+        let host = live.host
+        let socket = UDPSocket(host: host)
+        try socket.bind(port: 7)
+        let log = Mutex<[String]>([])
+        _ = socket.addReadinessCallback(.readable) { _ in
+            host.execute {
+                while (try? socket.receive()) != nil { log.withLock { $0.append("received") } }
+                host.executeAtEndOfTurn {
+                    log.withLock { $0.append("first, on the executor: \(host.isExecutorThread)") }
+                    host.executeAtEndOfTurn { log.withLock { $0.append("queued by the first") } }
+                }
+                host.executeAtEndOfTurn { log.withLock { $0.append("second") } }
+            }
+        }
+        live.link.inject(Captured.udpRequest)
+        #expect(host.waitUntilIdle())
+        #expect(log.withLock { $0 } == ["received", "first, on the executor: true", "second", "queued by the first"])
+    }
+
     /// Readiness for frames from the link is delivered by the executor
     /// itself, in the turn that handled the frame: no thread hop.
     @Test func readableIsDeliveredOnTheExecutor() throws {

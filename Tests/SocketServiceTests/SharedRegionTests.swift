@@ -215,6 +215,74 @@ import Wire
         #expect(deferred() == 1)
     }
 
+    /// The executor rings a client's doorbell once, at the end of its turn,
+    /// and not at all when the client took the turn's datagrams meanwhile:
+    /// the descriptor is not left readable with nothing to read.
+    @Test func noDoorbellWhenTheClientTookTheTurnsDatagramsBeforeItEnded() throws {
+        let served = try ServedHost()
+        var client = try Self.ringSocket(served, port: 7)
+        defer { tsc_close(&client) }
+        let region = try #require(client.ring)
+        let header = region.assumingMemoryBound(to: tsr_region_header.self)
+        let host = served.host
+        // A socket of the stack's own whose work, queued before the
+        // service's delivery in the same turn, takes the client's datagram
+        // at the end of the turn, before the doorbell would be rung.
+        let local = Sockets.UDPSocket(host: host)
+        try local.bind(port: 9)
+        let taken = Mutex<[UInt8]>([])
+        let clientRing = SharedPointer(value: tsr_region_to_client(region, TSR_REGION_CAPACITY)!)
+        _ = local.addReadinessCallback(.readable) { _ in
+            host.execute {
+                _ = try? local.receive()
+                host.executeAtEndOfTurn {
+                    var ring = tsr_end()
+                    guard tsr_attach(&ring, clientRing.value, TSR_REGION_CAPACITY, 0) == 0 else { return }
+                    var record = [UInt8](repeating: 0, count: 2048)
+                    let length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }
+                    taken.withLock { $0 = Array(record.prefix(max(length, 0))) }
+                }
+            }
+        }
+        // Until the service finds the client reading its ring, it delivers
+        // there itself: warm up until the executor does.
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+        for round in 0..<50 where served.service.counters.regionDirect.load(ordering: .relaxed) == 0 {
+            #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(round)])))
+            #expect(poll(&descriptor, 1, 5000) == 1)
+            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+            var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
+            #expect(tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) == 1)
+        }
+        try #require(served.service.counters.regionDirect.load(ordering: .relaxed) > 0)
+        #expect(host.waitUntilIdle())
+        // Both frames in one batch: the executor is held until both wait.
+        let held = Atomic<Bool>(false), release = Atomic<Bool>(false)
+        host.withStack { _ in
+            host.execute {
+                held.store(true, ordering: .sequentiallyConsistent)
+                for _ in 0..<5_000_000 where !release.load(ordering: .sequentiallyConsistent) { sched_yield() }
+            }
+        }
+        host.link.wake()
+        #expect(eventually { held.load(ordering: .sequentiallyConsistent) })
+        let rung = header.pointee.doorbells
+        let payload = Self.numbered(1, size: 64)
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: [9])))
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
+        release.store(true, ordering: .sequentiallyConsistent)
+        #expect(host.waitUntilIdle())
+        let record = taken.withLock { $0 }
+        #expect(record.count > payload.count && Array(record.suffix(payload.count)) == payload)
+        #expect(header.pointee.doorbells == rung)
+        #expect(poll(&descriptor, 1, 0) == 0)
+        // A datagram the client leaves there is rung for, once.
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
+        #expect(poll(&descriptor, 1, 5000) == 1)
+        #expect(header.pointee.doorbells == rung + 1)
+    }
+
     /// The client's sends: a full ring falls back to the channel and the
     /// service still hands the stack every datagram once, in order.
     @Test func sendsBeyondTheRingLeaveInOrder() throws {
@@ -336,4 +404,9 @@ import Wire
         #expect(served.service.counters.brokenRegions.load(ordering: .relaxed) == 0)
         #expect(served.service.openSockets == 2)
     }
+}
+
+/// A pointer into shared memory handed to the executor's work.
+private struct SharedPointer: @unchecked Sendable {
+    let value: UnsafeMutableRawPointer
 }

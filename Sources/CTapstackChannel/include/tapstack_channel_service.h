@@ -86,6 +86,8 @@ int tsv_region_precedes(tsv_region *region, uint32_t position);
 /// returns how many went (stopping at the first that does not fit), -1 with
 /// EBADMSG. `*rang` is set when the ring had been empty (send a doorbell).
 int tsv_region_put(tsv_region *region, tsv_batch *batch, unsigned first, unsigned count, int *rang);
+/// 1 when the ring toward the client holds datagrams it has not taken.
+int tsv_region_to_client_holds(tsv_region *region);
 /// Bytes the service wrote on `fd` that the client has not read yet (SIOCOUTQ).
 int tsv_unread(int fd);
 /// Counts a doorbell in the region, then puts it (TSP_DOORBELL) on the

@@ -309,6 +309,8 @@ public final class NetworkHost: Sendable {
             }
         }
         lock.lock()
+        // Everything sent: the next frames go to the ring's first slots, still warm.
+        if tx.isEmpty { link.rewindTransmitRing() }
         if sink.waitingForRoom.load(ordering: .relaxed), tx.freeSlots >= reserve {
             sink.waitingForRoom.store(false, ordering: .relaxed)
             stack.notifyWritable()

@@ -200,6 +200,23 @@ public final class FrameRing: @unchecked Sendable {
         head.store(h &+ count, ordering: .sequentiallyConsistent)
     }
 
+    /// On an empty ring whose next slot is not the first, moves both ends
+    /// forward to the next position of slot 0 and returns it (nil: not
+    /// empty, or already there). A ring used a few frames at a time then
+    /// keeps reusing its first slots, still in the cache and the TLB,
+    /// instead of walking all of its memory (a ping-pong's frame in a cold
+    /// slot cost about 0.3 us more). Positions only grow. Only while
+    /// neither side can act: the caller is the consumer and holds off the
+    /// producer.
+    public func rewindIfEmpty() -> Int? {
+        let t = tail.load(ordering: .relaxed)
+        guard t & mask != 0, head.load(ordering: .relaxed) == t else { return nil }
+        let next = (t | mask) &+ 1
+        head.store(next, ordering: .sequentiallyConsistent)
+        tail.store(next, ordering: .sequentiallyConsistent)
+        return next
+    }
+
     /// Copies out and releases the oldest frame. Consumer only; for tests and cold paths.
     public func pop() -> [UInt8]? {
         guard let frame = peek() else { return nil }

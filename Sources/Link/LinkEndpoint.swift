@@ -61,6 +61,12 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     /// Calls `handle` with each watched descriptor that fired since the
     /// last call, and forgets them. The thread that runs `exchange` only.
     func takeFiredDescriptors(_ handle: (Int32) -> Void)
+
+    /// With `tx` empty and no write of the link's in progress, moves the
+    /// ring's next slot back to its first one (see `FrameRing.rewindIfEmpty`).
+    /// Call on the thread that runs `exchange`, while no frame is being
+    /// produced (holding what producers hold).
+    func rewindTransmitRing()
 }
 
 extension LinkEndpoint {
@@ -68,4 +74,5 @@ extension LinkEndpoint {
     public func watch(_ descriptor: Int32) {}
     public func unwatch(_ descriptor: Int32) {}
     public func takeFiredDescriptors(_ handle: (Int32) -> Void) {}
+    public func rewindTransmitRing() {}
 }

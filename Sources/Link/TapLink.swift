@@ -349,6 +349,11 @@ public final class TapLink: LinkEndpoint {
         }
     }
 
+    public func rewindTransmitRing() {
+        guard io.groups.isEmpty, io.queued == tx.consumed, let position = tx.rewindIfEmpty() else { return }
+        io.queued = position
+    }
+
     /// Queues writes: first those to try again, then the TX ring's new
     /// frames, runs of one flow as one. Returns how many were queued. Only
     /// once the last chain of writes completed: a new chain must not

@@ -54,6 +54,23 @@ import Testing
         #expect(ring.isEmpty)
     }
 
+    /// An emptied ring starts again at its first slot (positions only grow);
+    /// a ring holding a frame, or already there, is left alone.
+    @Test func anEmptiedRingRewindsToItsFirstSlot() {
+        let ring = FrameRing(capacity: 8, slotSize: 16, headroom: 4)
+        let first = ring.reserve()!.baseAddress!
+        #expect(ring.rewindIfEmpty() == nil)  // already at slot 0
+        for n in 1...3 { #expect([UInt8](repeating: UInt8(n), count: n).withUnsafeBytes { ring.push($0) }) }
+        #expect(ring.rewindIfEmpty() == nil)  // holds frames
+        for n in 1...3 { #expect(ring.pop() == [UInt8](repeating: UInt8(n), count: n)) }
+        #expect(ring.rewindIfEmpty() == 8)
+        #expect(ring.produced == 8 && ring.consumed == 8 && ring.isEmpty && ring.freeSlots == 8)
+        #expect(ring.reserve()!.baseAddress! == first)
+        #expect([UInt8](repeating: 9, count: 5).withUnsafeBytes { ring.push($0) })
+        #expect(ring.pop() == [UInt8](repeating: 9, count: 5))
+        #expect(ring.rewindIfEmpty() == 16)
+    }
+
     @Test func indicesWrapAroundManyTimes() {
         let ring = FrameRing(capacity: 4, slotSize: 8)
         for i in 0..<10_000 {

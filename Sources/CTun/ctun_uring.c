@@ -110,7 +110,6 @@ ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_co
     ring->buffer_count = buffer_count;
     ring->buffer_size = buffer_size;
     io_uring_buf_ring_init(ring->buffers_ring);
-    ctun_ring_provide(ring, 0, buffer_count);
     if (!ctun_ring_arm_read(ring) || !arm_wake(ring)) { fail(ring, err, stage, EBUSY, CTUN_RING_SETUP); return NULL; }
     return ring;
 }
@@ -127,10 +126,10 @@ void ctun_ring_close(ctun_ring *ring) {
     free(ring);
 }
 
-void ctun_ring_provide(ctun_ring *ring, unsigned first, unsigned count) {
+void ctun_ring_provide(ctun_ring *ring, const uint16_t *ids, unsigned count) {
     int mask = io_uring_buf_ring_mask(ring->buffer_count);
     for (unsigned i = 0; i < count; i++) {
-        unsigned bid = (first + i) & (ring->buffer_count - 1);
+        unsigned bid = ids[i] & (ring->buffer_count - 1);
         io_uring_buf_ring_add(ring->buffers_ring, ring->buffers + (size_t)bid * ring->buffer_size, ring->buffer_size,
                               (unsigned short)bid, mask, (int)i);
     }

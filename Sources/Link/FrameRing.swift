@@ -40,13 +40,16 @@ public final class FrameRing: @unchecked Sendable {
     public let headroom: Int
     /// Bytes from one slot's start to the next (headroom + slot size, rounded up to 64).
     public let stride: Int
-    /// The slots' memory: slot `i` starts at `storage + i * stride`.
+    /// The slots' memory: buffer `i` starts at `storage + i * stride`.
     public let storage: UnsafeMutableRawPointer
 
     private let mask: Int
     private let lengths: UnsafeMutablePointer<Int32>
     private let checksums: UnsafeMutablePointer<ChecksumOffload>
     private let segmentSizes: UnsafeMutablePointer<UInt16>
+    /// Which buffer of `storage` each position's slot uses: its own
+    /// (`position & mask`) unless the producer assigned another.
+    private let buffers: UnsafeMutablePointer<UInt32>
     /// Next slot the consumer reads. Written by the consumer only.
     private let head = Atomic<Int>(0)
     /// Next slot the producer writes. Written by the producer only.
@@ -72,6 +75,8 @@ public final class FrameRing: @unchecked Sendable {
         checksums.initialize(repeating: .none, count: size)
         segmentSizes = .allocate(capacity: size)
         segmentSizes.initialize(repeating: 0, count: size)
+        buffers = .allocate(capacity: size)
+        for index in 0..<size { (buffers + index).initialize(to: UInt32(index)) }
     }
 
     deinit {
@@ -79,12 +84,30 @@ public final class FrameRing: @unchecked Sendable {
         lengths.deallocate()
         checksums.deallocate()
         segmentSizes.deallocate()
+        buffers.deallocate()
     }
 
     /// The start of the slot at ring position `position` (as counted by
     /// `produced`/`consumed`), headroom included.
     @inline(__always)
-    public func slotStart(at position: Int) -> UnsafeMutableRawPointer { storage + (position & mask) * stride }
+    public func slotStart(at position: Int) -> UnsafeMutableRawPointer {
+        storage + Int(buffers[position & mask]) * stride
+    }
+
+    /// The buffer (of `capacity`, in `storage`) the slot at `position` uses.
+    @inline(__always)
+    public func buffer(at position: Int) -> Int { Int(buffers[position & mask]) }
+
+    /// Has the slot at `position` (not yet published) use `buffer`, for a
+    /// producer that hands out buffers itself: a link that keeps reusing the
+    /// few it freed last, still in the cache, when the kernel fills buffers
+    /// in an order of its own. The producer keeps every buffer in one slot
+    /// at most. Producer only.
+    @inline(__always)
+    public func assign(buffer: Int, to position: Int) {
+        precondition(buffer >= 0 && buffer < capacity, "buffer \(buffer) of \(capacity)")
+        buffers[position & mask] = UInt32(buffer)
+    }
 
     @inline(__always)
     private func frameArea(at position: Int) -> UnsafeMutableRawBufferPointer {

@@ -46,7 +46,7 @@ public final class LinkCounters: Sendable {
             case .rxSegmentedFrames: "UDP GSO frames read (several datagrams in one frame)"
             case .rxSegments: "datagrams cut from them"
             case .rxDropBadSegmentation: "GSO frames dropped: not IPv4 UDP, or a segmentation type other than UDP"
-            case .rxBufferExhausted: "times every receive buffer was in use (the kernel then queues, and drops past its queue)"
+            case .rxBufferExhausted: "times the kernel found no receive buffer given to it (frames wait in its queue, dropped past it; the link then gives more)"
             case .txFrames: "frames the device took"
             case .txBytes: "bytes of those frames"
             case .txErrors: "frames the device refused (dropped) for another reason than the interface being down"

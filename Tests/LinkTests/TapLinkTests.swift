@@ -72,10 +72,16 @@ import Wire
             }
         }
 
-        deinit {
+        /// Stops the link's thread (then its rings may be looked at).
+        func stop() {
             stopping.store(true, ordering: .sequentiallyConsistent)
             link.wake()
             thread?.join()
+            thread = nil
+        }
+
+        deinit {
+            stop()
             close(peer)
         }
 
@@ -256,8 +262,26 @@ import Wire
             }
             #expect(echo == frame)
         }
+        harness.stop()
         #expect(harness.link.tx.produced & (harness.link.tx.capacity - 1) <= 1)
         #expect(harness.link.tx.produced >= 200)
+        // The frames came in a few RX buffers, reused (not all 1024 in turn).
+        let rx = harness.link.rx
+        #expect(rx.produced == 200)
+        #expect(Set((0..<200).map { rx.buffer(at: $0) }).count <= 32)
+    }
+
+    /// A burst larger than the RX buffers the kernel holds arrives whole and
+    /// in order: the kernel ran out (counted), the link gave it more.
+    @Test(arguments: LinkIOMode.allCases)
+    func aBurstBeyondTheBuffersGivenArrivesWholeAndInOrder(mode: LinkIOMode) {
+        let harness = Harness(mode: mode)
+        let sent = (0..<600).map { Self.frame($0, length: 60 + $0 * 13 % 1400) }
+        for frame in sent { harness.deliver(frame) }  // all waiting before the link looks
+        harness.start()
+        #expect(harness.receivedFrames(sent.count).map(\.bytes) == sent)
+        #expect(harness.link.counters[.rxFrames] == 600)
+        if mode == .ioUring { #expect(harness.link.counters[.rxBufferExhausted] > 0) }
     }
 
     /// When the device will not take more (the peer's queue is full), frames

@@ -51,7 +51,8 @@ typedef struct {
 
 /// Sets up the ring for `fd` and `wake_fd`, with `buffer_count` (a power of
 /// two, at most 32768) buffers of `buffer_size` bytes at `buffers` as
-/// provided buffers, all given to the kernel, and arms the reads.
+/// provided buffers (none given to the kernel yet: `ctun_ring_provide`),
+/// and arms the reads (submitted with the first enter).
 /// `sq_entries` bounds the writes queued per enter.
 /// Returns NULL with `*err` (an errno) and `*stage` when the kernel refuses.
 ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_count, unsigned buffer_size,
@@ -63,9 +64,9 @@ void ctun_ring_close(ctun_ring *ring);
 /// 1, or 0 when the submission queue is full.
 int ctun_ring_arm_read(ctun_ring *ring);
 
-/// Gives buffers back to the kernel: `count` buffer ids starting at `first`
-/// (wrapping at `buffer_count`), in order.
-void ctun_ring_provide(ctun_ring *ring, unsigned first, unsigned count);
+/// Gives the kernel the `count` buffers `ids` (each below `buffer_count`),
+/// which it fills in this order, after those given before.
+void ctun_ring_provide(ctun_ring *ring, const uint16_t *ids, unsigned count);
 
 /// Queues a write of `length` bytes; 1, or 0 when the submission queue is
 /// full. A write the device cannot take at once completes with -EAGAIN.

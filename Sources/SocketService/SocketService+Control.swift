@@ -243,12 +243,15 @@ extension SocketService {
         client.dataInterest = UInt32(TSV_IN)
         _ = tsv_epoll_set(epollFD, 1, fds.0, client.dataInterest, Self.tag(client.id, data: true))
         let news = self.news, flag = client.flag, id = client.id, host = self.host
-        client.callbackToken = socket.addReadinessCallback([.readable, .writable, .error]) { [self] events in
+        // Made once: a closure per delivery would allocate. (Both hold the
+        // client until its release removes the callback.)
+        let deliver: @Sendable () -> Void = { [self] in self.deliverInRegion(client) }
+        client.callbackToken = socket.addReadinessCallback([.readable, .writable, .error]) { events in
             // Received datagrams of a client reading its region go there from
             // the executor, after this batch: no hop to the service thread.
             if events == .readable && client.deliversInRegion.load(ordering: .relaxed) {
                 if !client.deliveryScheduled.exchange(true, ordering: .sequentiallyConsistent) {
-                    host.execute { self.deliverInRegion(client) }
+                    host.execute(deliver)
                 }
                 return
             }

@@ -84,8 +84,11 @@ extension SocketService {
         var hungUp = false
         var errors: [SocketError] = []
         let counters = self.counters
-        // Yields each well-formed datagram of the batch in order.
-        func nextDatagram() -> (Int, UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)? {
+        var current = 0
+        // Yields each well-formed datagram of the batch in order. (In the
+        // closure itself: through a nested function its captured state was
+        // boxed on the heap, an allocation per batch.)
+        let (taken, blocked) = socket.send(batchWithOptions: {
             while next < count {
                 let index = next
                 next += 1
@@ -100,15 +103,10 @@ extension SocketService {
                     counters.badDatagrams.add(1, ordering: .relaxed)
                     continue
                 }
-                return (index, datagram.payload, datagram.destination, datagram.options)
+                current = index
+                return (datagram.payload, datagram.destination, datagram.options)
             }
             return nil
-        }
-        var current = 0
-        let (taken, blocked) = socket.send(batchWithOptions: {
-            guard let (index, payload, destination, options) = nextDatagram() else { return nil }
-            current = index
-            return (payload, destination, options)
         }, failed: { errors.append($0) })
         counters.datagramsSent.add(UInt64(taken - errors.count), ordering: .relaxed)
         counters.sendErrors.add(UInt64(errors.count), ordering: .relaxed)

@@ -384,9 +384,10 @@ public final class TapLink: LinkEndpoint {
     }
 
     /// Grows the kernel's share of the RX buffers when a turn's frames came
-    /// near it (or ran it out), and halves it when bursts stayed under a
-    /// quarter of it for `windowShrinkTurns` turns: under a light load a
-    /// few buffers cycle and stay warm, a burst soon gets them all.
+    /// near it (or ran it out), and halves it when bursts stayed under an
+    /// eighth of it for `windowShrinkTurns` turns (between the two, a steady
+    /// load keeps its window): under a light load a few buffers cycle and
+    /// stay warm, a burst soon gets them all.
     private func adaptWindow() {
         let produced = rx.produced
         let burst = produced &- io.producedAtLastTurn
@@ -400,7 +401,7 @@ public final class TapLink: LinkEndpoint {
         io.largestBurst = max(io.largestBurst, burst)
         io.turnsSinceShrink += 1
         if io.turnsSinceShrink >= Self.windowShrinkTurns {
-            if io.largestBurst * 4 < io.window && io.window > Self.minimumWindow { io.window /= 2 }
+            if io.largestBurst * 8 < io.window && io.window > Self.minimumWindow { io.window /= 2 }
             io.largestBurst = 0
             io.turnsSinceShrink = 0
         }

@@ -24,11 +24,14 @@ import Wire
     /// A nonblocking socket bound to `port` with its region mapped, through
     /// the C client itself (so a test can write into the region as a
     /// hostile client would). The caller closes it.
-    static func ringSocket(_ served: ServedHost, port: UInt16) throws -> tsc_socket {
+    /// `receiveBuffer` (SO_RCVBUF) also bounds its channel.
+    static func ringSocket(_ served: ServedHost, port: UInt16, receiveBuffer: Int32? = nil) throws -> tsc_socket {
         var socket = tsc_socket()
         try #require(tsc_open(&socket, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
         var any = tsp_address_v4(0)
-        let ready = tsc_bind(&socket, &any, port) == 0 && tsc_use_ring(&socket, 1) == 0
+        let ready = tsc_bind(&socket, &any, port) == 0
+            && receiveBuffer.map { tsc_setopt(&socket, Int32(TSP_OPT_RCVBUF.rawValue), $0) == 0 } ?? true
+            && tsc_use_ring(&socket, 1) == 0
         if !ready { tsc_close(&socket) }
         try #require(ready, "bound, its region mapped")
         return socket
@@ -124,13 +127,8 @@ import Wire
     /// emptied the ring would wait for one that never comes.
     @Test func doorbellsAreNeverLostToAFullChannel() throws {
         let served = try ServedHost()
-        var client = tsc_socket()
-        try #require(tsc_open(&client, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        var client = try Self.ringSocket(served, port: 7, receiveBuffer: 96 << 10)  // a small channel
         defer { tsc_close(&client) }
-        var any = tsp_address_v4(0)
-        try #require(tsc_bind(&client, &any, 7) == 0)
-        try #require(tsc_setopt(&client, Int32(TSP_OPT_RCVBUF.rawValue), 96 << 10) == 0)  // a small channel
-        try #require(tsc_use_ring(&client, 1) == 0)
         let header = try #require(client.ring).assumingMemoryBound(to: tsr_region_header.self)
         var buffer = [UInt8](repeating: 0, count: 2048)
         var received = 0
@@ -166,13 +164,8 @@ import Wire
     /// and sleeps on its descriptor is still woken for the next datagram.
     @Test func aDoorbellTheFullChannelRefusedIsSentWhenThereIsRoom() throws {
         let served = try ServedHost()
-        var client = tsc_socket()
-        try #require(tsc_open(&client, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        var client = try Self.ringSocket(served, port: 7, receiveBuffer: 4096)  // a channel of a few doorbells
         defer { tsc_close(&client) }
-        var any = tsp_address_v4(0)
-        try #require(tsc_bind(&client, &any, 7) == 0)
-        try #require(tsc_setopt(&client, Int32(TSP_OPT_RCVBUF.rawValue), 4096) == 0)  // a channel of a few doorbells
-        try #require(tsc_use_ring(&client, 1) == 0)
         let region = try #require(client.ring)
         let header = region.assumingMemoryBound(to: tsr_region_header.self)
         var ring = tsr_end()

@@ -3,6 +3,13 @@
 #define TAPSTACK_CHANNEL_INTERNAL_H
 #include "tapstack_channel.h"
 
+/// Moves `fd`, a descriptor the program does not know about, to a number
+/// near the top of the first 1024 (keeping its close-on-exec flag) and
+/// returns the new one, or `fd` when there is no room. A program that closes
+/// descriptors it did not open (closefrom and the like) and opens files
+/// again gets low numbers: the library's writes to the closed one then fail
+/// instead of landing in one of the program's files.
+int tsc_hide_fd(int fd);
 /// One control request on `s`'s connection; `fd`, if not NULL, receives a passed descriptor.
 int tsc_call(tsc_socket *s, tsp_request *request, int *fd);
 /// Sends the datagram in `parts` (header first) through the region, or on

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -96,6 +97,21 @@ static tsp_request request(uint16_t op) {
     return r;
 }
 
+int tsc_hide_fd(int fd) {
+    struct rlimit limit;
+    long top = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && (long)limit.rlim_cur < top)
+        top = (long)limit.rlim_cur;
+    long base = top - 128;
+    if (fd < 0 || base <= 3 || fd >= base) return fd;
+    long flags = syscall(SYS_fcntl, fd, F_GETFD);
+    /* The raw call: a preloaded fcntl must not see the library's own descriptors. */
+    long high = syscall(SYS_fcntl, fd, flags >= 0 && (flags & FD_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, base);
+    if (high < 0) return fd;
+    sys_close(fd);
+    return (int)high;
+}
+
 /* A control connection to the service at `path`, with the reply timeout set. */
 static int connect_control(const char *path) {
     struct sockaddr_un address = { .sun_family = AF_UNIX };
@@ -150,7 +166,7 @@ int tsc_open(tsc_socket *s, const char *path, int family, int data_flags) {
         errno = e;
         return -1;
     }
-    s->control_fd = control;
+    s->control_fd = tsc_hide_fd(control);
     s->data_fd = data;
     s->interface = reply.interface;
     return 0;

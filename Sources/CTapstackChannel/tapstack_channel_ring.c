@@ -119,7 +119,7 @@ int tsc_use_ring(tsc_socket *s, int receive) {
         r.op = TSP_RING;
         r.value = 2;
         int wake = -1;
-        if (tsc_call(s, &r, &wake) == 0 && wake >= 0) s->ring_wake = wake + 1;
+        if (tsc_call(s, &r, &wake) == 0 && wake >= 0) s->ring_wake = tsc_hide_fd(wake) + 1;
         else if (wake >= 0) close(wake);
         __atomic_store_n(&s->ring, region, __ATOMIC_RELEASE);
     }

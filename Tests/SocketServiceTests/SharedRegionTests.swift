@@ -276,6 +276,45 @@ import Wire
         #expect(header.pointee.doorbells == rung + 1)
     }
 
+    /// The library's own descriptors (the control connection, the ring's
+    /// doorbell) sit high: a program that closes one it did not open and
+    /// opens a file gets a lower number, and the doorbell the library then
+    /// writes to the closed descriptor fails (the channel's serves) instead
+    /// of landing in the program's file.
+    @Test func aProgramsNextFileDoesNotTakeTheDoorbellsDescriptor() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        var client = try Self.ringSocket(served, port: 7)
+        defer { tsc_close(&client) }
+        var limit = rlimit()
+        try #require(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        let base = Int32(min(Int(limit.rlim_cur), 1024) - 128)
+        let wake = client.ring_wake - 1
+        #expect(client.control_fd >= base && wake >= base && client.data_fd < base)
+        // The program closes the doorbell's descriptor, then opens a file.
+        #expect(close(wake) == 0)
+        let path = "/tmp/tapstack-test-\(getpid())-doorbell"
+        let file = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(file >= 0)
+        defer { close(file); unlink(path) }
+        #expect(file < wake)
+        // Datagrams sent while the executor sleeps: each asks for a doorbell.
+        var destination = tsp_address_v4(IPv4Address(192, 0, 2, 1).rawValue.bigEndian)
+        for round in 0..<5 {
+            #expect(served.host.waitUntilIdle())
+            var payload = Self.numbered(UInt32(round), size: 32)
+            let sent = payload.withUnsafeMutableBytes { bytes in
+                var part = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                return tsc_sendv(&client, &part, 1, &destination, 35789, 0)
+            }
+            #expect(sent == 32)
+            let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+            #expect(Array(frame[42..<74]) == payload)
+        }
+        var status = stat()
+        #expect(fstat(file, &status) == 0 && status.st_size == 0)
+    }
+
     /// The client's sends: a full ring falls back to the channel and the
     /// service still hands the stack every datagram once, in order.
     @Test func sendsBeyondTheRingLeaveInOrder() throws {

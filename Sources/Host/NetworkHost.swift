@@ -117,9 +117,8 @@ public final class NetworkHost: Sendable {
     /// Emptied arrays for `runDeferred`; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var spareDeferred: [[DeferredWork]] = []
     private let deferredPending = Atomic<Bool>(false)
-    /// `executeAtEndOfTurn`'s work, and an emptied array to swap in; executor thread only.
+    /// `executeAtEndOfTurn`'s work; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var endOfTurn: [DeferredWork] = []
-    @exclusivity(unchecked) nonisolated(unsafe) private var spareEndOfTurn: [DeferredWork] = []
     private let stopping = Atomic<Bool>(false)
     /// True while the executor sleeps in the link, or is about to.
     private let sleeping = Atomic<Bool>(false)
@@ -310,7 +309,7 @@ public final class NetworkHost: Sendable {
         }
         lock.lock()
         // Everything sent: the next frames go to the ring's first slots, still warm.
-        if tx.isEmpty { link.rewindTransmitRing() }
+        link.rewindTransmitRing()
         if sink.waitingForRoom.load(ordering: .relaxed), tx.freeSlots >= reserve {
             sink.waitingForRoom.store(false, ordering: .relaxed)
             stack.notifyWritable()
@@ -382,6 +381,12 @@ public final class NetworkHost: Sendable {
         lock.lock()
         swap(&work, &deferred)
         lock.unlock()
+        run(&work)
+    }
+
+    /// Runs `work`, then keeps the emptied array for the next swap (nested
+    /// turns each take their own).
+    private func run(_ work: inout [DeferredWork]) {
         for item in work { item.run() }
         work.removeAll(keepingCapacity: true)
         spareDeferred.append(work)
@@ -390,11 +395,9 @@ public final class NetworkHost: Sendable {
     /// Runs `executeAtEndOfTurn`'s work, and what that work queued there.
     private func runEndOfTurn() {
         while !endOfTurn.isEmpty {
-            var work = spareEndOfTurn
+            var work = spareDeferred.popLast() ?? []
             swap(&work, &endOfTurn)
-            for item in work { item.run() }
-            work.removeAll(keepingCapacity: true)
-            spareEndOfTurn = work
+            run(&work)
         }
     }
 

@@ -100,7 +100,8 @@ extension SocketService {
             if count > 0 {
                 var sent = 0
                 if let ring = region {
-                    let put = putInRegion(ring, toClients, count: count, for: client)
+                    let (put, rang) = putInRegion(ring, toClients, count: count)
+                    if rang { ringDoorbell(ring, for: client) }
                     if put < 0 {
                         counters.droppedClientGone.add(UInt64(count), ordering: .relaxed)  // lost with the socket
                         return releaseBrokenRegion(client)
@@ -141,26 +142,13 @@ extension SocketService {
         }
     }
 
-    /// Puts slots `0..<count` of `batch` in the client's ring and rings its
-    /// doorbell when the ring had been empty (owed, and counted, when the
-    /// channel had no room); on the executor (`atEndOfTurn`), once at the
-    /// end of its turn. Returns how many went; -1: the ring is broken.
-    /// Call holding `delivery`.
-    func putInRegion(_ region: OpaquePointer, _ batch: OpaquePointer, count: UInt32, for client: RemoteSocket,
-                     atEndOfTurn: Bool = false) -> Int {
+    /// Puts slots `0..<count` of `batch` in the client's ring. Returns how
+    /// many went (-1: the ring is broken) and whether the ring had been
+    /// empty, so the client needs a doorbell. Call holding `delivery`.
+    func putInRegion(_ region: OpaquePointer, _ batch: OpaquePointer, count: UInt32) -> (put: Int, rang: Bool) {
         var rang: Int32 = 0
         let put = Int(tsv_region_put(region, batch, 0, count, &rang))
-        guard rang != 0 else { return put }
-        if atEndOfTurn {
-            if !client.doorbellDue {
-                client.doorbellDue = true
-                if doorbellsDue.isEmpty { host.executeAtEndOfTurn(ringDueDoorbellsWork) }
-                doorbellsDue.append(client)
-            }
-        } else {
-            ringDoorbell(region, for: client)
-        }
-        return put
+        return (put, rang != 0)
     }
 
     /// Counts a doorbell in the region and sends it; owed when the channel
@@ -170,6 +158,16 @@ extension SocketService {
             client.doorbellOwed = true
             counters.doorbellsDeferred.add(1, ordering: .relaxed)
         }
+    }
+
+    /// On the executor: the client's doorbell is rung at the end of the turn
+    /// (`ringDueDoorbells`), once however many batches the turn put there.
+    /// Call holding `delivery`.
+    private func ringAtEndOfTurn(_ client: RemoteSocket) {
+        guard !client.doorbellDue else { return }
+        client.doorbellDue = true
+        if doorbellsDue.isEmpty { host.executeAtEndOfTurn(ringDueDoorbellsWork) }
+        doorbellsDue.append(client)
     }
 
     /// At the end of the executor's turn: one doorbell per client whose ring
@@ -183,8 +181,9 @@ extension SocketService {
                 client.doorbellDue = false
                 guard let region = client.region, tsv_region_to_client_holds(region) != 0 else { return false }
                 ringDoorbell(region, for: client)
-                client.updateDeliveryHint()
-                return client.doorbellOwed
+                guard client.doorbellOwed else { return false }
+                client.updateDeliveryHint()  // the service thread sends it once the channel has room
+                return true
             }
             if owed && client.flag.raise() { news.post(client.id) }
         }
@@ -253,7 +252,8 @@ extension SocketService {
             while true {
                 let (count, failed) = Self.receiveFramed(from: socket, into: batch, bare: false, wallClockOffset: wallClockOffset)
                 if count > 0 {
-                    let put = putInRegion(region, batch, count: count, for: client, atEndOfTurn: true)
+                    let (put, rang) = putInRegion(region, batch, count: count)
+                    if rang { ringAtEndOfTurn(client) }
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {

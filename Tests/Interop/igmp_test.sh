@@ -47,6 +47,9 @@ listener.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
 listener.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
 listener.settimeout(8)
 sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# A fixed source port no tshark dissector claims: an ephemeral one may be
+# (47000 is HCrt's), and tshark then flags "hello group" as malformed HCrt.
+sender.bind(("192.0.2.1", 40001))
 sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.0.2.1"))
 sender.sendto(b"hello group", ("239.1.2.3", 5000))
 data, ancillary, flags, peer = listener.recvmsg(2048, 64)

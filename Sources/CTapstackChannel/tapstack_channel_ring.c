@@ -25,7 +25,6 @@
 #include "tapstack_ring.h"
 
 #include <errno.h>
-#include <linux/futex.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,21 +35,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* A lock word in the region, shared by the processes that hold the socket
- * (fork): 0 free, 1 held, 2 held with waiters. */
-static void region_lock(uint32_t *word) {
-    uint32_t expected = 0;
-    if (__atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
-    if (expected != 2) expected = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
-    while (expected != 0) {
-        syscall(SYS_futex, word, FUTEX_WAIT, 2, NULL, NULL, 0);
-        expected = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
-    }
+/* A lock of the processes that hold the socket (fork). One killed while
+ * holding it (a blocking send on a full channel holds the send lock) hands
+ * it on: the rings' state is their indices, published last, so what the
+ * dead holder half did is either not visible or complete. */
+static void region_lock(tsr_region_lock *lock) {
+    if (pthread_mutex_lock(&lock->mutex) == EOWNERDEAD) pthread_mutex_consistent(&lock->mutex);
 }
 
-static void region_unlock(uint32_t *word) {
-    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
+static void region_unlock(tsr_region_lock *lock) { pthread_mutex_unlock(&lock->mutex); }
 
 static tsr_region_header *header_of(tsc_socket *s) { return (tsr_region_header *)s->ring; }
 

@@ -185,6 +185,19 @@ struct tsv_region {
     uint32_t doorbells;   /* rung toward the client */
 };
 
+/* Process-shared and robust: the client's processes share it, and one
+ * that dies holding it must not lock the others out. */
+static int init_region_lock(tsr_region_lock *lock) {
+    pthread_mutexattr_t attributes;
+    int r = pthread_mutexattr_init(&attributes);
+    if (r == 0) r = pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    if (r == 0) r = pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    if (r == 0) r = pthread_mutex_init(&lock->mutex, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    if (r != 0) errno = r;
+    return r;
+}
+
 tsv_region *tsv_region_create(int *fd) {
     size_t size = tsr_region_size(TSR_REGION_CAPACITY);
     tsv_region *r = calloc(1, sizeof *r);
@@ -200,6 +213,10 @@ tsv_region *tsv_region_create(int *fd) {
     tsr_region_header *h = r->memory;
     h->magic = TSR_REGION_MAGIC;
     h->capacity = TSR_REGION_CAPACITY;
+    if (init_region_lock(&h->send_lock) != 0 || init_region_lock(&h->receive_lock) != 0) {
+        munmap(r->memory, size);
+        goto fail;
+    }
     /* The client starts on the channel: what it sent there before comes first. */
     h->send_fallback = 1;
     tsr_attach(&r->from_client, tsr_region_to_service(r->memory, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0);

@@ -315,6 +315,68 @@ import Wire
         #expect(fstat(file, &status) == 0 && status.st_size == 0)
     }
 
+    /// A process of the socket that died holding one of the region's locks
+    /// (a blocking send on a full channel holds the send lock; SIGKILL can
+    /// come at any point) does not lock the socket's other processes out:
+    /// the next sender and receiver take the lock over and carry on. The
+    /// holder here is a thread that ends with the locks held (the kernel
+    /// hands robust locks on at a thread's exit as at a process's).
+    @Test func aHolderThatDiedWithTheRegionsLocksDoesNotLockTheOthersOut() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        var client = try Self.ringSocket(served, port: 7)
+        defer { tsc_close(&client) }
+        let region = try #require(client.ring)
+        func lock(_ field: KeyPath<tsr_region_header, tsr_region_lock>) throws -> UnsafeMutablePointer<pthread_mutex_t> {
+            let offset = try #require(MemoryLayout<tsr_region_header>.offset(of: field))
+            return (region + offset).assumingMemoryBound(to: pthread_mutex_t.self)
+        }
+        let locks = [try lock(\.send_lock), try lock(\.receive_lock)]
+        let held = Atomic<Int>(0)
+        nonisolated(unsafe) let shared = locks
+        let holder = JoinableThread(name: "dies-holding") {
+            for mutex in shared where pthread_mutex_lock(mutex) == 0 { held.add(1, ordering: .sequentiallyConsistent) }
+        }
+        holder.join()
+        try #require(held.load(ordering: .sequentiallyConsistent) == 2, "the thread ended holding both locks")
+        // On another thread, so that a lock never handed on fails the test instead of hanging it.
+        let done = Event()
+        nonisolated(unsafe) var socket = client
+        let outcome = Mutex<(sent: Int, received: Int, payload: [UInt8])>((-1, -1, []))
+        let worker = JoinableThread(name: "survivor") {
+            var payload = Self.numbered(7, size: 48)
+            var destination = tsp_address_v4(IPv4Address(192, 0, 2, 1).rawValue.bigEndian)
+            let sent = payload.withUnsafeMutableBytes { bytes in
+                var part = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                return tsc_sendv(&socket, &part, 1, &destination, 35789, 0)
+            }
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            var received = -1
+            for _ in 0..<500 where received < 0 {
+                var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+                received = buffer.withUnsafeMutableBytes { bytes in
+                    var part = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                    return tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated)
+                }
+                if received < 0 {
+                    var descriptor = pollfd(fd: socket.data_fd, events: Int16(POLLIN), revents: 0)
+                    _ = poll(&descriptor, 1, 10)
+                }
+            }
+            outcome.withLock { $0 = (sent, received, Array(buffer.prefix(max(received, 0)))) }
+            done.signal()
+        }
+        let answer = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000), "the survivor's datagram left")
+        #expect(answer.count >= 90 && Array(answer[42..<90]) == Self.numbered(7, size: 48))
+        let inbound = Self.numbered(8, size: 40)
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: inbound))
+        try #require(done.wait(timeoutMilliseconds: 10_000), "the survivor's send and receive returned")
+        worker.join()
+        let result = outcome.withLock { $0 }
+        #expect(result.sent == 48)
+        #expect(result.received == 40 && result.payload == inbound)
+    }
+
     /// The client's sends: a full ring falls back to the channel and the
     /// service still hands the stack every datagram once, in order.
     @Test func sendsBeyondTheRingLeaveInOrder() throws {

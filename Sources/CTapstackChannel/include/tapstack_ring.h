@@ -21,6 +21,7 @@
  * TSR_WRAP) and starts at offset 0.
  */
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -96,10 +97,16 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * the rest of the header belongs to the client's processes (a socket may be
  * shared by fork), which is why their ring ends keep no private state: they
  * take a lock and use the indices in the region. */
-#define TSR_REGION_MAGIC 0x52505354u
+#define TSR_REGION_MAGIC 0x52505355u  /* 'URPS': robust locks (the layout before had futex words) */
 /// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
 /// the channel), a window of 64 datagrams of 1400 bytes does.
 #define TSR_REGION_CAPACITY (128u * 1024u)
+
+/// A lock of the client's processes, a cache line of its own.
+typedef union {
+    pthread_mutex_t mutex;
+    uint8_t line[64];
+} tsr_region_lock;
 
 typedef struct {
     uint32_t magic;             ///< TSR_REGION_MAGIC (service, at creation)
@@ -110,13 +117,17 @@ typedef struct {
     /// for nothing).
     uint32_t doorbells;
     uint8_t pad0[52];
-    uint32_t send_lock;         ///< client: one sender at a time (futex word)
-    uint32_t receive_lock;      ///< client: one receiver at a time (futex word)
+    /// Client: one sender at a time, and one receiver (process-shared
+    /// robust mutexes the service initialises at creation: a process killed
+    /// while holding one leaves it to the next, not locked forever).
+    tsr_region_lock send_lock;
+    tsr_region_lock receive_lock;
     uint32_t receiving;         ///< client: the service puts received datagrams in the ring
     uint32_t send_fallback;     ///< client: sends go on the channel until the service read it all
     uint32_t doorbells_taken;   ///< client: doorbells taken off the channel
-    uint8_t pad1[44];
+    uint8_t pad1[52];
 } tsr_region_header;
+_Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
 
 /// Bytes of a region whose rings hold `capacity` each.
 size_t tsr_region_size(uint32_t capacity);

@@ -108,11 +108,21 @@ check() {
 }
 
 # capture_is_clean FILE: tcpdump and tshark both read the capture, and
-# tshark finds no malformed or otherwise flagged frame in it.
+# tshark finds no malformed or otherwise flagged frame in it. What UDP
+# carries is shown as data: the dissectors tshark would give a UDP payload
+# (by port or by heuristic) are off, as a test's payload on a port some
+# application protocol owns (47000 is HCrt's) is not that protocol's, and
+# its dissector would flag it as malformed. The layers the stack writes
+# stay checked.
 capture_is_clean() {
-    local file=$1 out
+    local file=$1 out name
+    local -a above_udp=()
     out=$(tcpdump -n -r "$file" 2>&1 >/dev/null) || { echo "tcpdump: $out"; return 1; }
-    out=$(tshark -n -r "$file" -V 2>&1) || { echo "tshark failed: $(tail -n 3 <<<"$out")"; return 1; }
+    for name in $( (tshark -G decodes 2>/dev/null | awk -F'\t' '$1 == "udp.port" {print $3}'
+                    tshark -G heuristic-decodes 2>/dev/null | awk -F'\t' '$1 == "udp" {print $2}') | sort -u); do
+        case $name in eth|ethertype|arp|ip|ipv6|icmp|icmpv6|igmp|udp|data|frame) ;; *) above_udp+=(--disable-protocol "$name") ;; esac
+    done
+    out=$(tshark -n -r "$file" -V "${above_udp[@]}" 2>&1) || { echo "tshark failed: $(tail -n 3 <<<"$out")"; return 1; }
     if grep -qiE "malformed|\[expert info \((error|warning)" <<<"$out"; then
         grep -iE -B20 "malformed|\[expert info \((error|warning)" <<<"$out" | head -n 40
         return 1

@@ -128,6 +128,9 @@ public final class NetworkHost: Sendable {
     private let nextDeadline = Atomic<UInt64>(.max)
     /// The executor's thread id (gettid), 0 before it starts.
     private let executorThread = Atomic<Int>(0)
+    /// When the executor's current turn started (monotonic ns), 0 while it
+    /// sleeps or is not running: see `now()`.
+    private let turnStart = Atomic<UInt64>(0)
     private let thread = Mutex<JoinableThread?>(nil)
     /// Sources registered by any thread; the executor copies them when `sourcesChanged`.
     private let registeredSources = Mutex<[any ExecutorSource]>([])
@@ -264,6 +267,15 @@ public final class NetworkHost: Sendable {
 
     /// True on the executor's own thread (where a blocking wait must run
     /// turns instead of sleeping: no one else would run the core or the link).
+    /// The time for work in the stack: while the executor runs a turn, the
+    /// turn's start (at most a turn ago), so that the sends and batches it
+    /// runs, and those of threads meanwhile, read no clock; else the clock.
+    /// The stack's timers take it as their present.
+    public func now() -> StackInstant {
+        let start = turnStart.load(ordering: .relaxed)
+        return start != 0 ? StackInstant(nanoseconds: start) : monotonicNow()
+    }
+
     public var isExecutorThread: Bool { executorThread.load(ordering: .relaxed) == csys_thread_id() }
 
     /// The stack's counters (a snapshot).
@@ -285,6 +297,7 @@ public final class NetworkHost: Sendable {
         while !stopping.load(ordering: .relaxed) {
             if turn(sleepUntil: .max, lastActivity: &lastActivity) { continue }
         }
+        turnStart.store(0, ordering: .relaxed)
         link.close()
     }
 
@@ -295,6 +308,7 @@ public final class NetworkHost: Sendable {
     @discardableResult
     private func turn(sleepUntil limit: UInt64, lastActivity: inout UInt64) -> Bool {
         let now = monotonicNow()
+        turnStart.store(now.nanoseconds, ordering: .relaxed)
         let reserve = 1 + configuration.transmitReserveFrames
         // Announce once the interface takes frames (RFC 5227 2.3: when the
         // link comes up); until then look again every 20 ms.
@@ -349,11 +363,12 @@ public final class NetworkHost: Sendable {
                 sleeping.store(false, ordering: .sequentiallyConsistent)
             } else {
                 wait = until
+                turnStart.store(0, ordering: .relaxed)
                 idleTurns.add(1, ordering: .sequentiallyConsistent)
                 if idleWatchers.load(ordering: .sequentiallyConsistent) > 0 { idleSignal.signal() }
             }
         }
-        link.exchange(waitUntil: wait)
+        link.exchange(waitUntil: wait, now: now.nanoseconds)
         if wait != nil { sleeping.store(false, ordering: .sequentiallyConsistent) }
         if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0

@@ -38,6 +38,13 @@ public protocol LinkEndpoint: AnyObject, Sendable {
     /// is called, or that time; with nil it never sleeps.
     func exchange(waitUntil deadline: UInt64?)
 
+    /// `exchange(waitUntil:)` for a caller that read the monotonic clock at
+    /// the start of its turn (`now`, nanoseconds): the sleep until
+    /// `deadline` is measured from that reading, sparing a clock read per
+    /// turn; it ends late by the turn's length at most, never early. The
+    /// default reads the clock.
+    func exchange(waitUntil deadline: UInt64?, now: UInt64)
+
     /// Sends what is left in `tx` and releases device I/O; after `open`.
     func close()
 
@@ -75,4 +82,5 @@ extension LinkEndpoint {
     public func unwatch(_ descriptor: Int32) {}
     public func takeFiredDescriptors(_ handle: (Int32) -> Void) {}
     public func rewindTransmitRing() {}
+    public func exchange(waitUntil deadline: UInt64?, now: UInt64) { exchange(waitUntil: deadline) }
 }

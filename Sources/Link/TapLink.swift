@@ -284,14 +284,18 @@ public final class TapLink: LinkEndpoint {
     }
 
     public func exchange(waitUntil deadline: UInt64?) {
+        exchange(waitUntil: deadline, now: deadline == nil || deadline == .max ? 0 : monotonicNanoseconds())
+    }
+
+    public func exchange(waitUntil deadline: UInt64?, now: UInt64) {
         if let ring = io.ring {
-            exchangeThroughRing(ring, waitUntil: deadline)
+            exchangeThroughRing(ring, waitUntil: deadline, now: now)
         } else {
-            exchangeDirectly(waitUntil: deadline)
+            exchangeDirectly(waitUntil: deadline, now: now)
         }
     }
 
-    private func exchangeThroughRing(_ ring: OpaquePointer, waitUntil deadline: UInt64?) {
+    private func exchangeThroughRing(_ ring: OpaquePointer, waitUntil deadline: UInt64?, now: UInt64) {
         adaptWindow()
         provideBuffers(ring)
         if !io.readArmed && io.recycled != rx.produced { io.readArmed = ctun_ring_arm_read(ring) != 0 }
@@ -305,7 +309,6 @@ public final class TapLink: LinkEndpoint {
         let submitted = queueWrites(ring)
         var timeout: Int64 = -1
         if let deadline, deadline != .max {
-            let now = monotonicNanoseconds()
             timeout = deadline > now ? Int64(clamping: deadline - now) : 0
         }
         // The writes complete within the enter (RWF_NOWAIT: done or put
@@ -575,12 +578,11 @@ public final class TapLink: LinkEndpoint {
 
     // MARK: Without io_uring
 
-    private func exchangeDirectly(waitUntil deadline: UInt64?) {
+    private func exchangeDirectly(waitUntil deadline: UInt64?, now: UInt64) {
         writeDirectly()
         guard let deadline, readDirectly() == 0 else { return }
         var timeout: Int32 = -1
         if deadline != .max {
-            let now = monotonicNanoseconds()
             guard deadline > now else { return }
             timeout = Int32(clamping: (deadline - now + 999_999) / 1_000_000)
         }

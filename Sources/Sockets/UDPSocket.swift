@@ -266,7 +266,7 @@ public final class UDPSocket: DatagramSocket {
     ///   those was not sent and should be offered again once `.writable`.
     public func send(batch next: () -> (UnsafeRawBufferPointer, SocketAddress?)?,
                      failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        let now = monotonicNow()
+        let now = host.now()
         return host.withStack { stack in
             var taken = 0
             while let (payload, destination) = next() {
@@ -287,7 +287,7 @@ public final class UDPSocket: DatagramSocket {
     /// datagram's overrides (sendmsg's control messages).
     public func send(batchWithOptions next: () -> (UnsafeRawBufferPointer, SocketAddress?, DatagramSendOptions)?,
                      failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        let now = monotonicNow()
+        let now = host.now()
         return host.withStack { stack in
             var taken = 0
             while let (payload, destination, options) = next() {
@@ -315,7 +315,7 @@ public final class UDPSocket: DatagramSocket {
 
     private func transmit(_ payload: UnsafeRawBufferPointer, to destination: SocketAddress?,
                           options: DatagramSendOptions = DatagramSendOptions()) throws(SocketError) -> Int {
-        let now = monotonicNow()
+        let now = host.now()
         try host.withStack { stack throws(SocketError) in
             try stack.send(payload, from: endpoint, toPeerOr: destination, options: options, now: now)
         }
@@ -330,7 +330,7 @@ public final class UDPSocket: DatagramSocket {
     /// runs inside the stack: it must not block, call this socket's other
     /// methods, or keep the `SocketBatch` after it returns.
     public func withBatch<R>(_ body: (SocketBatch) -> R) -> R {
-        let now = monotonicNow()
+        let now = host.now()
         return host.withStack { stack in body(SocketBatch(stack: stack, endpoint: endpoint, now: now)) }
     }
 

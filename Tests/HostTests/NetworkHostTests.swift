@@ -104,6 +104,34 @@ private final class DrainTally: @unchecked Sendable {
         #expect(log.withLock { $0 } == ["received", "first, on the executor: true", "second", "queued by the first"])
     }
 
+    /// Inside a turn the stack's time is the turn's start, read once (work
+    /// the executor runs reads no clock); while it sleeps, `now()` is the clock.
+    @Test func theTimeInsideATurnIsTheTurnsStart() throws {
+        let live = Live()
+        let host = live.host
+        let socket = UDPSocket(host: host)
+        try socket.bind(port: 7)
+        let seen = Mutex<[UInt64]>([])
+        _ = socket.addReadinessCallback(.readable) { _ in
+            host.execute {
+                let first = host.now().nanoseconds
+                let spinUntil = monotonicNanoseconds() + 2_000_000
+                while monotonicNanoseconds() < spinUntil {}
+                seen.withLock { $0 = [first, host.now().nanoseconds, monotonicNanoseconds()] }
+            }
+        }
+        let before = monotonicNanoseconds()
+        live.link.inject(Captured.udpRequest)
+        #expect(host.waitUntilIdle())
+        let times = seen.withLock { $0 }
+        try #require(times.count == 3)
+        #expect(times[0] == times[1] && times[0] >= before)  // the same, 2 ms apart
+        #expect(times[2] - times[1] >= 2_000_000)
+        // Asleep: the clock.
+        let asleep = host.now().nanoseconds
+        #expect(asleep > times[2])
+    }
+
     /// Readiness for frames from the link is delivered by the executor
     /// itself, in the turn that handled the frame: no thread hop.
     @Test func readableIsDeliveredOnTheExecutor() throws {

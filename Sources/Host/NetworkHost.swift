@@ -265,8 +265,6 @@ public final class NetworkHost: Sendable {
     public var pinningFailureReason: String? { pinningFailure.withLock { $0 } }
     private let pinningFailure = Mutex<String?>(nil)
 
-    /// True on the executor's own thread (where a blocking wait must run
-    /// turns instead of sleeping: no one else would run the core or the link).
     /// The time for work in the stack: while the executor runs a turn, the
     /// turn's start (at most a turn ago), so that the sends and batches it
     /// runs, and those of threads meanwhile, read no clock; else the clock.
@@ -276,6 +274,8 @@ public final class NetworkHost: Sendable {
         return start != 0 ? StackInstant(nanoseconds: start) : monotonicNow()
     }
 
+    /// True on the executor's own thread (where a blocking wait must run
+    /// turns instead of sleeping: no one else would run the core or the link).
     public var isExecutorThread: Bool { executorThread.load(ordering: .relaxed) == csys_thread_id() }
 
     /// The stack's counters (a snapshot).

@@ -306,7 +306,20 @@ public final class TapLink: LinkEndpoint {
             }
         }
         let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
-        let submitted = queueWrites(ring)
+        var submitted = queueWrites(ring)
+        // More frames than one batch of writes (the fragments of a few large
+        // datagrams, say): hand them all to the device now, a batch per
+        // enter, rather than sleep with frames in the ring. Not when the
+        // device puts writes off (its POLLOUT or a write's completion wakes
+        // the executor then). What those enters reaped (frames, wake-ups) is
+        // the next turn's: this one does not sleep.
+        var handedOver = false
+        while submitted > 0, io.queued != tx.produced, !io.transmitBlocked {
+            enter(ring, waitFor: 0, timeout: 0)
+            handedOver = true
+            guard io.ring != nil else { return }  // fell back to read()/write()
+            submitted = queueWrites(ring)
+        }
         var timeout: Int64 = -1
         if let deadline, deadline != .max {
             timeout = deadline > now ? Int64(clamping: deadline - now) : 0
@@ -315,7 +328,7 @@ public final class TapLink: LinkEndpoint {
         // off), so waiting for one completion more than them waits for a
         // frame, a wake-up or the timeout, in the same system call.
         var waitFor = 0
-        if deadline != nil && timeout != 0 {
+        if deadline != nil && timeout != 0 && !handedOver {
             waitFor = inFlight ? 1 : submitted + 1
             counters.add(.sleeps)
         }

@@ -31,7 +31,8 @@ import Wire
         /// - Parameter deviceSendBuffer: how much the "device" end holds
         ///   before refusing writes (EAGAIN) until the peer reads.
         init(mode: LinkIOMode, offloads: TapOffloads = .none, receiveCapacity: Int? = nil, echoes: Bool = false,
-             rewinds: Bool = false, deviceSendBuffer: Int32 = 4 << 20, device deviceMode: DeviceMode = .tap) {
+             rewinds: Bool = false, deviceSendBuffer: Int32 = 4 << 20, device deviceMode: DeviceMode = .tap,
+             sleepMilliseconds: UInt64 = 20) {
             var fds: [Int32] = [0, 0]
             precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             // The peer blocks, so the test's writes wait for the link rather than fail.
@@ -47,14 +48,18 @@ import Wire
             peer = fds[1]
             self.echoes = echoes
             self.rewinds = rewinds
+            self.sleepNanoseconds = sleepMilliseconds * 1_000_000
         }
+
+        /// How long a turn may sleep when nothing comes.
+        let sleepNanoseconds: UInt64
 
         /// Starts the link's thread (after the test queued what must go out together).
         func start() {
             thread = JoinableThread(name: "link-turns") { [self] in
                 link.open()
                 while !stopping.load(ordering: .relaxed) {
-                    link.exchange(waitUntil: monotonicNanoseconds() + 20_000_000)
+                    link.exchange(waitUntil: monotonicNanoseconds() + sleepNanoseconds)
                     turns.add(1, ordering: .relaxed)
                     var batch: [([UInt8], ChecksumOffload)] = []
                     if rewinds && link.tx.isEmpty { link.rewindTransmitRing() }
@@ -282,6 +287,23 @@ import Wire
         #expect(harness.receivedFrames(sent.count).map(\.bytes) == sent)
         #expect(harness.link.counters[.rxFrames] == 600)
         if mode == .ioUring { #expect(harness.link.counters[.rxBufferExhausted] > 0) }
+    }
+
+    /// More frames than one batch of writes (a few large datagrams' fragments)
+    /// all reach the device in the turn that found them, before the link
+    /// sleeps: none waits in the ring for the next wake-up (here 30 s away).
+    @Test(arguments: LinkIOMode.allCases)
+    func aBurstBeyondOneBatchOfWritesLeavesBeforeTheLinkSleeps(mode: LinkIOMode) {
+        let harness = Harness(mode: mode, sleepMilliseconds: 30_000)
+        harness.start()
+        let sent = (0..<300).map { Self.frame($0, length: 100 + $0 % 700) }
+        harness.send(sent)
+        var received: [[UInt8]] = []
+        while received.count < sent.count, let frame = harness.frameFromDevice() { received.append(frame) }
+        #expect(received.count == sent.count)
+        #expect(received.count != sent.count || received == sent)  // in order, byte for byte
+        #expect(harness.link.counters[.txFrames] == 300)
+        #expect(harness.turns.load(ordering: .relaxed) <= 2)
     }
 
     /// When the device will not take more (the peer's queue is full), frames

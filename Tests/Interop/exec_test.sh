@@ -227,6 +227,50 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("0.0.0.0", 9200))
 print("port 9200 bound again")'
 }
 
+forked_sender_killed_mid_send_leaves_the_socket_usable() {
+    # A child shares its parent's socket (fork) and sends as fast as it can,
+    # datagrams too long for the shared ring, which go on the channel under
+    # the region's send lock (a blocking send while the channel is full);
+    # it is killed with SIGKILL, mostly while it holds that lock. The
+    # parent's next send and receive must still go through. 40 rounds, each
+    # bounded by an alarm.
+    in_ns timeout 120 "${EXEC[@]}" python3 -c '
+import os, signal, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9210))
+s.settimeout(5)
+s.sendto(b"first", ("192.0.2.1", 9100))  # the peer resolved before the bursts (they overflow ARP'"'"'s queue)
+assert s.recvfrom(100)[0] == b"first"
+for round in range(40):
+    ready, tell = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready)
+        sent = 0
+        while True:
+            try:
+                s.sendto(b"y" * 65000, ("192.0.2.1", 9300))
+            except OSError:
+                pass
+            sent += 1
+            if sent == 20 + round:
+                os.write(tell, b"!")  # the parent kills it from here on
+    os.close(tell)
+    os.read(ready, 1)
+    os.close(ready)
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    signal.alarm(5)  # a lock the dead child kept would hang the parent here
+    message = b"parent %d" % round
+    s.sendto(message, ("192.0.2.1", 9100))
+    while True:
+        data, source = s.recvfrom(100)
+        if data == message:
+            break
+    signal.alarm(0)
+print("40 children killed while sending; the parent sent and received after each")'
+}
+
 two_programs_at_once() {
     local script='
 import socket, sys
@@ -259,6 +303,7 @@ check "tapstack exec -- nc -u -l 9001 receives from the kernel and answers it" n
 check "python3 sendto, recvfrom with timeout, select and errors through tapstack exec" python_socket_api_works
 check "asyncio's datagram endpoint and epoll edge triggered see every datagram in order under exec" event_loops_see_every_datagram
 check "a program killed mid-transfer leaves no socket or port behind" killed_program_leaves_nothing_behind
+check "a forked sender killed mid-send leaves the socket usable for the others" forked_sender_killed_mid_send_leaves_the_socket_usable
 check "two programs use the stack at once" two_programs_at_once
 check "exec without a service fails with one line" missing_service_is_a_clear_error
 stop_stack TERM

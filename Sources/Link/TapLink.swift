@@ -312,11 +312,14 @@ public final class TapLink: LinkEndpoint {
         // enter, rather than sleep with frames in the ring. Not when the
         // device puts writes off (its POLLOUT or a write's completion wakes
         // the executor then). What those enters reaped (frames, wake-ups) is
-        // the next turn's: this one does not sleep.
+        // the next turn's: this one does not sleep. At most a ring's worth,
+        // so threads that keep producing cannot hold the turn.
         var handedOver = false
-        while submitted > 0, io.queued != tx.produced, !io.transmitBlocked {
+        var batches = 0
+        while submitted > 0, io.queued != tx.produced, !io.transmitBlocked, batches < tx.capacity / Self.maximumGroups {
             enter(ring, waitFor: 0, timeout: 0)
             handedOver = true
+            batches += 1
             guard io.ring != nil else { return }  // fell back to read()/write()
             submitted = queueWrites(ring)
         }

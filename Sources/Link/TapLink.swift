@@ -133,7 +133,7 @@ public final class TapLink: LinkEndpoint {
     /// Turns after which the kernel's share shrinks if bursts stayed small.
     private static let windowShrinkTurns = 1024
 
-    /// Writes in flight per turn at most (each a frame or a run).
+    /// Writes submitted per enter at most (each a frame or a run).
     private static let maximumGroups = 64
     private static let headerRoom = 64
     private static let submissionEntries: UInt32 = 128

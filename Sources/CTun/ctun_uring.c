@@ -20,6 +20,8 @@ struct ctun_ring {
     char *buffers;
     unsigned buffer_count;
     unsigned buffer_size;
+    /* The kernel flags pending task work in the SQ ring (IORING_SETUP_TASKRUN_FLAG). */
+    int flags_task_work;
 };
 
 static struct io_uring_sqe *sqe_for(ctun_ring *ring, uint64_t tag) {
@@ -85,6 +87,7 @@ ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_co
         r = io_uring_queue_init_params(sq_entries, &ring->ring, &plain);
     }
     if (r < 0) { *err = -r; *stage = CTUN_RING_SETUP; free(ring); return NULL; }
+    ring->flags_task_work = (ring->ring.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
     struct io_uring_probe *probe = io_uring_get_probe_ring(&ring->ring);
     int supported = probe && io_uring_opcode_supported(probe, CTUN_OP_READ_MULTISHOT);
     if (probe) io_uring_free_probe(probe);
@@ -207,4 +210,10 @@ int ctun_ring_enter(ctun_ring *ring, unsigned wait_for, int64_t timeout_ns, ctun
     }
     io_uring_cq_advance(&ring->ring, count);
     return (int)count;
+}
+
+int ctun_ring_has_pending(ctun_ring *ring) {
+    /* Without the flag, task work is invisible from here: always enter. */
+    return !ring->flags_task_work || io_uring_sq_ready(&ring->ring) > 0 || io_uring_cq_ready(&ring->ring) > 0
+        || (IO_URING_READ_ONCE(*ring->ring.sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }

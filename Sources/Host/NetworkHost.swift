@@ -77,18 +77,30 @@ struct DeferredWork {
 /// How the executor waits: sleeping when idle (the default), or
 /// busy-polling the link for a while after traffic first, and on which CPUs.
 public struct ExecutorOptions: Sendable, Equatable {
-    /// After the last frame, how long to keep polling the link before
-    /// sleeping (0: sleep at once). Polling catches the next frame of a
-    /// conversation without a wake-up, at the price of a CPU while it lasts.
-    public var busyPollNanoseconds: UInt64 = 0
+    /// What the executor does when it runs out of work: sleep at once, or
+    /// poll first (a fixed time, or adaptively). Polling catches the next
+    /// frame of a conversation without a wake-up, at the price of a CPU
+    /// while it lasts.
+    public var idlePolicy: IdlePolicy = .sleep
     /// CPUs the executor thread may run on (empty: any).
     public var cpus: [Int] = []
     /// Frames handled per hold of the core's lock (bounds how long other threads wait for it).
     public var batchLimit = 64
 
-    public init(busyPollNanoseconds: UInt64 = 0, cpus: [Int] = []) {
-        self.busyPollNanoseconds = busyPollNanoseconds
+    /// Options with `idlePolicy` and `cpus`.
+    public init(idlePolicy: IdlePolicy = .sleep, cpus: [Int] = []) {
+        self.idlePolicy = idlePolicy
         self.cpus = cpus
+    }
+
+    /// Options that poll a fixed `busyPollNanoseconds` (0: sleep at once).
+    public init(busyPollNanoseconds: UInt64, cpus: [Int] = []) {
+        self.init(idlePolicy: busyPollNanoseconds > 0 ? .poll(nanoseconds: busyPollNanoseconds) : .sleep, cpus: cpus)
+    }
+
+    /// The fixed polling time (0 unless `idlePolicy` is `.poll`).
+    public var busyPollNanoseconds: UInt64 {
+        if case .poll(let nanoseconds) = idlePolicy { nanoseconds } else { 0 }
     }
 }
 
@@ -137,6 +149,17 @@ public final class NetworkHost: Sendable {
     private let sourcesChanged = Atomic<Bool>(false)
     /// The executor's view of the sources; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var sources = SourceSet()
+    /// Whether and how long to poll before sleeping; executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var polling: IdlePolling
+    /// When the executor last ran out of work (monotonic ns; 0 while it has
+    /// work): the start of the idle period the poll window counts from.
+    /// Executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var idleSince: UInt64 = 0
+    /// When the last turn that polled (found nothing, did not sleep) began; executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var lastPollTurn: UInt64 = 0
+    /// `polling`'s window and limit, for other threads (see `idlePollingState`).
+    private let publishedWindow = Atomic<UInt64>(0)
+    private let publishedLimit = Atomic<UInt64>(0)
 
     /// Frames the core has handled; the "frame handled" hook for tests.
     private let framesHandled = Atomic<UInt64>(0)
@@ -154,6 +177,9 @@ public final class NetworkHost: Sendable {
         rx = link.rx
         tx = link.tx
         sink = RingSink(ring: link.tx, completesChecksums: link.completesChecksums)
+        polling = IdlePolling(policy: options.idlePolicy)
+        publishedWindow.store(polling.window, ordering: .relaxed)
+        publishedLimit.store(polling.limit, ordering: .relaxed)
         stack = try NetworkStack(configuration: configuration, sink: sink)
         deferred.reserveCapacity(64)
         spareDeferred.reserveCapacity(8)
@@ -291,11 +317,11 @@ public final class NetworkHost: Sendable {
             if status != 0 { pinningFailure.withLock { $0 = "cannot run the executor on CPUs \(options.cpus): \(String(cString: strerror(status)))" } }
         }
         executorThread.store(csys_thread_id(), ordering: .sequentiallyConsistent)
+        if polling.isAdaptive { calibrateWakeUpCost() }
         link.open()
         started.signal()
-        var lastActivity: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
-            if turn(sleepUntil: .max, lastActivity: &lastActivity) { continue }
+            turn(sleepUntil: .max)
         }
         turnStart.store(0, ordering: .relaxed)
         link.close()
@@ -306,8 +332,13 @@ public final class NetworkHost: Sendable {
     /// sleeping there (until `limit` at most) when nothing is left to do.
     /// Returns whether frames were handled.
     @discardableResult
-    private func turn(sleepUntil limit: UInt64, lastActivity: inout UInt64) -> Bool {
+    private func turn(sleepUntil limit: UInt64) -> Bool {
         let now = monotonicNow()
+        if lastPollTurn != 0 {
+            // The turn before polled: a long gap since means the poll lost its CPU.
+            if now.nanoseconds &- lastPollTurn > IdlePolling.preemptionGap { polling.preempted(); publishPolling() }
+            lastPollTurn = 0
+        }
         turnStart.store(now.nanoseconds, ordering: .relaxed)
         let reserve = 1 + configuration.transmitReserveFrames
         // Announce once the interface takes frames (RFC 5227 2.3: when the
@@ -336,12 +367,15 @@ public final class NetworkHost: Sendable {
         nextDeadline.store(deadline, ordering: .relaxed)
         sink.produced = false
         lock.unlock()
-        if handled > 0 {
-            framesHandled.add(UInt64(handled), ordering: .relaxed)
-            lastActivity = now.nanoseconds
-        }
+        if handled > 0 { framesHandled.add(UInt64(handled), ordering: .relaxed) }
         runDeferred()
-        if pollSources() { lastActivity = now.nanoseconds }
+        let sourcesHadWork = pollSources()
+        if (handled > 0 || sourcesHadWork) && idleSince != 0 {
+            // An idle period ended with work: what the poll window learns from.
+            polling.idleEnded(after: now.nanoseconds &- idleSince)
+            idleSince = 0
+            if polling.isAdaptive { publishPolling() }
+        }
         if !endOfTurn.isEmpty { runEndOfTurn() }
 
         // Nothing left for the core: the link's turn sends what it produced
@@ -350,7 +384,10 @@ public final class NetworkHost: Sendable {
         var wait: UInt64?
         let busy = !rx.isEmpty || deferredPending.load(ordering: .relaxed)
             || (sink.waitingForRoom.load(ordering: .relaxed) && !tx.isEmpty)
-        if !busy && now.nanoseconds &- lastActivity >= options.busyPollNanoseconds {
+        // Out of work: the idle period starts (at this turn's start), and
+        // the executor polls until the window has passed, then sleeps.
+        if !busy && idleSince == 0 { idleSince = now.nanoseconds }
+        if !busy && now.nanoseconds &- idleSince >= polling.window {
             let until = min(deadline, limit, linkCheck)
             sleepsUntil.store(until, ordering: .sequentiallyConsistent)
             sleeping.store(true, ordering: .sequentiallyConsistent)
@@ -367,11 +404,54 @@ public final class NetworkHost: Sendable {
                 idleTurns.add(1, ordering: .sequentiallyConsistent)
                 if idleWatchers.load(ordering: .sequentiallyConsistent) > 0 { idleSignal.signal() }
             }
+        } else if !busy {
+            lastPollTurn = now.nanoseconds
         }
         link.exchange(waitUntil: wait, now: now.nanoseconds)
-        if wait != nil { sleeping.store(false, ordering: .sequentiallyConsistent) }
+        if let wait {
+            sleeping.store(false, ordering: .sequentiallyConsistent)
+            if polling.isAdaptive && wait != .max && wait > now.nanoseconds &+ Self.shortestMeasuredSleep {
+                // A sleep that outlasted its deadline: how long waking took.
+                let woke = monotonicNanoseconds()
+                if woke > wait { polling.measuredWakeUp(late: woke - wait); publishPolling() }
+            }
+        }
         if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0
+    }
+
+    /// A timed sleep shorter than this tells nothing of the wake-up cost (the turn's own time weighs in).
+    static let shortestMeasuredSleep: UInt64 = 50_000
+
+    /// Measures the wake-up cost before the executor starts (adaptive
+    /// polling only): a few timed sleeps, exact to the nanosecond (timer
+    /// slack 1 ns on this thread), and how late each ended. Later timed
+    /// sleeps of the executor keep the estimate current.
+    private func calibrateWakeUpCost() {
+        _ = csys_set_timer_slack(1)
+        for _ in 0..<Self.calibrationSleeps {
+            let start = monotonicNanoseconds()
+            var request = timespec(tv_sec: 0, tv_nsec: Int(Self.calibrationSleepNanoseconds))
+            var remaining = timespec()
+            _ = nanosleep(&request, &remaining)
+            let slept = monotonicNanoseconds() &- start
+            if slept > Self.calibrationSleepNanoseconds { polling.measuredWakeUp(late: slept - Self.calibrationSleepNanoseconds) }
+        }
+        publishPolling()
+    }
+    static let calibrationSleeps = 7
+    static let calibrationSleepNanoseconds: UInt64 = 200_000
+
+    private func publishPolling() {
+        publishedWindow.store(polling.window, ordering: .relaxed)
+        publishedLimit.store(polling.limit, ordering: .relaxed)
+    }
+
+    /// The executor's idle polling: the window it polls now before sleeping
+    /// and, when adaptive, the most it may reach (the measured wake-up
+    /// cost), in nanoseconds. Any thread.
+    public var idlePollingState: (window: UInt64, limit: UInt64) {
+        (publishedWindow.load(ordering: .relaxed), publishedLimit.load(ordering: .relaxed))
     }
 
     /// Lets the active sources take what is ready; true if any had something.
@@ -421,10 +501,9 @@ public final class NetworkHost: Sendable {
     /// whether `ready` became true.
     public func runTurns(until ready: () -> Bool, deadline: UInt64) -> Bool {
         precondition(isExecutorThread, "runTurns is for the executor's thread")
-        var lastActivity: UInt64 = 0
         while !ready() {
             guard monotonicNanoseconds() < deadline, !stopping.load(ordering: .relaxed) else { return false }
-            turn(sleepUntil: deadline, lastActivity: &lastActivity)
+            turn(sleepUntil: deadline)
         }
         return true
     }

@@ -7,7 +7,7 @@ public final class LinkCounters: Sendable {
         case rxFrames, rxBytes, rxErrors, rxDropBadVirtioHeader, rxChecksumsPartial
         case rxSegmentedFrames, rxSegments, rxDropBadSegmentation, rxBufferExhausted
         case txFrames, txBytes, txErrors, txDropDown, txRetries, txCoalescedWrites, txCoalescedSegments, txCoalescingRefused
-        case ioUringEnters, sleeps, wakeups
+        case ioUringEnters, sleeps, wakeups, polls
 
         /// The name shown with the other counters (`link.` and the reason).
         public var name: String {
@@ -32,6 +32,7 @@ public final class LinkCounters: Sendable {
             case .ioUringEnters: "link.io_uring_enters"
             case .sleeps: "link.sleeps"
             case .wakeups: "link.wakeups"
+            case .polls: "link.polls"
             }
         }
 
@@ -58,6 +59,7 @@ public final class LinkCounters: Sendable {
             case .ioUringEnters: "io_uring_enter calls"
             case .sleeps: "times the link's thread slept waiting for frames"
             case .wakeups: "times another thread woke it"
+            case .polls: "turns of a busy-polling executor that found nothing in the kernel for it (no system call)"
             }
         }
     }

@@ -323,6 +323,12 @@ public final class TapLink: LinkEndpoint {
             guard io.ring != nil else { return }  // fell back to read()/write()
             submitted = queueWrites(ring)
         }
+        // A busy-polling turn: enter only when the kernel has something
+        // (a frame read, a wake-up, a completion) or there is work for it.
+        if deadline == nil, !handedOver, submitted == 0, ctun_ring_has_pending(ring) == 0 {
+            counters.add(.polls)
+            return
+        }
         var timeout: Int64 = -1
         if let deadline, deadline != .max {
             timeout = deadline > now ? Int64(clamping: deadline - now) : 0

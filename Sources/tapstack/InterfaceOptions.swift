@@ -39,8 +39,9 @@ struct InterfaceOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Offloads with the kernel through a virtio-net header: on (checksums and UDP segmentation, as far as the kernel grants them), checksum (checksums only), or off (plain frames, every checksum computed, one datagram per write).", valueName: "on|checksum|off"))
     var offload: TapOffloadRequest = .all
 
-    @Option(name: .long, help: ArgumentHelp("After traffic, keep polling the link this many microseconds before sleeping (0: sleep at once). Saves a wake-up per frame of a conversation on hosts where waking is slow, at the price of a CPU while it polls.", valueName: "microseconds"))
-    var busyPoll: UInt64 = 0
+    @Option(name: .long, help: ArgumentHelp("After traffic, keep polling the link this many microseconds before sleeping (0, the default: sleep at once), or 'auto': poll for a window that follows the traffic's gaps, at most two wake-ups as measured on this host. Saves a wake-up per frame of a conversation where waking is slow, at the price of the CPU it polls with.", valueName: "microseconds|auto"),
+            transform: parseBusyPoll)
+    var busyPoll: IdlePolicy = .sleep
 
     @Option(name: .long, help: ArgumentHelp("Run the executor thread on these CPUs only, e.g. 1 or 0,2-3.", valueName: "list"),
             transform: { text in
@@ -50,7 +51,6 @@ struct InterfaceOptions: ParsableArguments {
     var cpu: [Int] = []
 
     func validate() throws {
-        guard busyPoll <= 1_000_000 else { throw ValidationError("--busy-poll must be at most 1000000 microseconds, not \(busyPoll)") }
         let available = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
         if let bad = cpu.first(where: { $0 >= available }) {
             throw ValidationError("--cpu \(bad): this machine has CPUs 0 to \(available - 1)")
@@ -67,11 +67,18 @@ struct InterfaceOptions: ParsableArguments {
     }
 
     var executorOptions: ExecutorOptions {
-        ExecutorOptions(busyPollNanoseconds: busyPoll * 1000, cpus: cpu)
+        ExecutorOptions(idlePolicy: busyPoll, cpus: cpu)
     }
 
-    var executorDescription: String {
-        (busyPoll > 0 ? "busy-polls \(busyPoll) us" : "sleeps when idle") + (cpu.isEmpty ? "" : ", CPUs \(cpu)")
+    /// How the executor waits, for the start-up line; `limit`: the adaptive
+    /// window's bound the executor measured (ns).
+    func executorDescription(adaptiveLimit limit: UInt64 = 0) -> String {
+        let waiting = switch busyPoll {
+        case .sleep: "sleeps when idle"
+        case .poll(let nanoseconds): "busy-polls \(nanoseconds / 1000) us"
+        case .adaptive: "busy-polls adaptively, at most \(limit / 1000) us (two wake-ups, as measured here)"
+        }
+        return waiting + (cpu.isEmpty ? "" : ", CPUs \(cpu)")
     }
 
     var stackConfiguration: StackConfiguration {
@@ -107,6 +114,15 @@ struct ServiceOptions: ParsableArguments {
 }
 
 extension LinkIOMode: ExpressibleByArgument {}
+
+/// `--busy-poll`: microseconds (0 to 1 000 000; 0 sleeps at once) or `auto`.
+func parseBusyPoll(_ text: String) throws -> IdlePolicy {
+    if text == "auto" { return .adaptive }
+    guard let microseconds = UInt64(text), microseconds <= 1_000_000 else {
+        throw ValidationError("--busy-poll takes microseconds (0 to 1000000) or 'auto', not '\(text)'")
+    }
+    return microseconds == 0 ? .sleep : .poll(nanoseconds: microseconds * 1000)
+}
 
 extension DeviceMode: ExpressibleByArgument {}
 

@@ -60,7 +60,9 @@ struct StackSession {
         host.start()
         if let reason = link.ioUringUnavailableReason { logger.notice("\(reason)") }
         if let reason = host.pinningFailureReason { logger.notice("\(reason)") }
-        logger.debug("link: \(link.ioMode.rawValue), offloads: \(device.offloads), executor: \(options.executorDescription)")
+        let description = options.executorDescription(adaptiveLimit: host.idlePollingState.limit)
+        if options.busyPoll == .adaptive { logger.info("executor: \(description)") }
+        logger.debug("link: \(link.ioMode.rawValue), offloads: \(device.offloads), executor: \(description)")
     }
 
     /// Stops the threads (sending what is queued) and closes the capture.

@@ -14,11 +14,12 @@ private final class Live {
     let link: MemoryLink
     let host: NetworkHost
 
-    init(ringCapacity: Int = 256, configure: (inout StackConfiguration) -> Void = { _ in }) {
+    init(ringCapacity: Int = 256, options: ExecutorOptions = ExecutorOptions(),
+         configure: (inout StackConfiguration) -> Void = { _ in }) {
         link = MemoryLink(capacity: ringCapacity)
         var configuration = StackConfiguration.standard
         configure(&configuration)
-        host = try! NetworkHost(configuration: configuration, link: link)
+        host = try! NetworkHost(configuration: configuration, link: link, options: options)
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
     }
@@ -215,6 +216,34 @@ private final class DrainTally: @unchecked Sendable {
         let before = live.host.idleTurnCount
         usleep(200_000)
         #expect(live.host.idleTurnCount - before <= 2)
+    }
+
+    /// A polling executor takes frames that come while it polls without
+    /// going to sleep (no wake-up needed), and sleeps once its window passed.
+    @Test func aPollingExecutorTakesFramesWithoutSleeping() throws {
+        let live = Live(options: ExecutorOptions(idlePolicy: .poll(nanoseconds: 3_000_000_000))) { $0.arpAnnouncements = 1 }
+        let sleptBefore = live.host.idleTurnCount
+        let handledBefore = live.host.handledFrameCount
+        for index in 0..<20 { live.link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(index)])) }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while live.host.handledFrameCount < handledBefore + 20 && ContinuousClock.now < deadline { sched_yield() }
+        #expect(live.host.handledFrameCount == handledBefore + 20)
+        #expect(live.host.idleTurnCount == sleptBefore, "the executor slept while it should poll")
+        #expect(live.host.waitUntilIdle(timeout: .seconds(10)), "it never slept after its window")
+    }
+
+    /// The adaptive executor measures what a wake-up costs before it starts
+    /// (its window's bound), starts out sleeping, and sleeps again once
+    /// traffic stops.
+    @Test func anAdaptiveExecutorMeasuresAWakeUpAndSleepsWhenIdle() throws {
+        let live = Live(options: ExecutorOptions(idlePolicy: .adaptive)) { $0.arpAnnouncements = 1 }
+        #expect(IdlePolling.limitRange.contains(live.host.idlePollingState.limit))
+        #expect(live.host.waitUntilIdle())
+        let before = live.host.handledFrameCount
+        for index in 0..<200 { live.link.inject(FrameBuilder.udpFrame(destinationPort: 9, payload: [UInt8(truncatingIfNeeded: index)])) }
+        #expect(live.host.waitUntilHandled(before + 200))
+        #expect(live.host.waitUntilIdle())
+        #expect(live.host.idlePollingState.window <= live.host.idlePollingState.limit)
     }
 
     /// `waitUntilIdle` returns only once the frames injected before it are handled.

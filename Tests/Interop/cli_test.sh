@@ -26,6 +26,8 @@ check "--mac with a bad value fails with one line" one_line_error "not a MAC add
 check "--gateway off the subnet fails with one line" one_line_error "not on the subnet" "$BIN" run --gateway 10.0.0.1
 check "--log-level nonsense fails with one line" one_line_error "not a log level" "$BIN" run --log-level loud
 check "an unknown option fails with one line" one_line_error "Unknown option" "$BIN" run --frobnicate
+check "--busy-poll with a word other than auto fails with one line" one_line_error "or 'auto'" "$BIN" run --busy-poll fast
+check "--busy-poll beyond a second fails with one line" one_line_error "0 to 1000000" "$BIN" run --busy-poll 2000000
 check "an unwritable pcap path fails with one line" \
     one_line_error "cannot open pcap file" in_ns "$BIN" run --pcap /nonexistent/x.pcap
 check "no permission to create a device fails with one line" \

@@ -32,7 +32,7 @@ import Wire
         ///   before refusing writes (EAGAIN) until the peer reads.
         init(mode: LinkIOMode, offloads: TapOffloads = .none, receiveCapacity: Int? = nil, echoes: Bool = false,
              rewinds: Bool = false, deviceSendBuffer: Int32 = 4 << 20, device deviceMode: DeviceMode = .tap,
-             sleepMilliseconds: UInt64 = 20) {
+             sleepMilliseconds: UInt64 = 20, polls: Bool = false) {
             var fds: [Int32] = [0, 0]
             precondition(socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0)
             // The peer blocks, so the test's writes wait for the link rather than fail.
@@ -49,7 +49,11 @@ import Wire
             self.echoes = echoes
             self.rewinds = rewinds
             self.sleepNanoseconds = sleepMilliseconds * 1_000_000
+            self.polls = polls
         }
+
+        /// Turns never sleep: the link's thread busy-polls, as a polling executor does.
+        let polls: Bool
 
         /// How long a turn may sleep when nothing comes.
         let sleepNanoseconds: UInt64
@@ -59,7 +63,7 @@ import Wire
             thread = JoinableThread(name: "link-turns") { [self] in
                 link.open()
                 while !stopping.load(ordering: .relaxed) {
-                    link.exchange(waitUntil: monotonicNanoseconds() + sleepNanoseconds)
+                    link.exchange(waitUntil: polls ? nil : monotonicNanoseconds() + sleepNanoseconds)
                     turns.add(1, ordering: .relaxed)
                     var batch: [([UInt8], ChecksumOffload)] = []
                     if rewinds && link.tx.isEmpty { link.rewindTransmitRing() }
@@ -304,6 +308,30 @@ import Wire
         #expect(received.count != sent.count || received == sent)  // in order, byte for byte
         #expect(harness.link.counters[.txFrames] == 300)
         #expect(harness.turns.load(ordering: .relaxed) <= 2)
+    }
+
+    /// A busy-polling turn enters the kernel only when there is something
+    /// there for it (io_uring flags pending task work in shared memory): no
+    /// system call per turn while nothing comes, and a frame that comes is
+    /// still taken at once.
+    @Test func pollingTurnsEnterTheKernelOnlyWhenItHasSomething() {
+        let harness = Harness(mode: .ioUring, polls: true)
+        harness.start()
+        func waitForTurns(_ count: Int) {
+            let deadline = Deadline(.seconds(5))
+            while harness.turns.load(ordering: .relaxed) < count && !deadline.hasPassed { sched_yield() }
+        }
+        waitForTurns(1000)  // the first turns submit the reads and watches
+        let enters = harness.link.counters[.ioUringEnters]
+        let turns = harness.turns.load(ordering: .relaxed)
+        let polls = harness.link.counters[.polls]
+        waitForTurns(turns + 5000)
+        #expect(harness.turns.load(ordering: .relaxed) >= turns + 5000)
+        #expect(harness.link.counters[.ioUringEnters] == enters, "a turn with nothing pending entered the kernel")
+        #expect(harness.link.counters[.polls] - polls >= 5000)
+        harness.deliver(Self.frame(1, length: 200))
+        #expect(harness.receivedFrames(1).map(\.bytes) == [Self.frame(1, length: 200)])
+        #expect(harness.link.counters[.ioUringEnters] > enters)
     }
 
     /// When the device will not take more (the peer's queue is full), frames

@@ -22,6 +22,11 @@ int csys_pin_thread(const int *cpus, int count);
 /// The thread id of the caller (gettid), for telling threads apart.
 long csys_thread_id(void);
 
+/// Sets the calling thread's timer slack (PR_SET_TIMERSLACK) to `nanoseconds`
+/// (at least 1): how late the kernel may end its timed sleeps to merge
+/// wake-ups. 0 or an errno.
+int csys_set_timer_slack(unsigned long nanoseconds);
+
 /// A CPU hint for spin-wait loops (x86 PAUSE).
 static inline void csys_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -97,4 +97,11 @@ int ctun_ring_unwatch(ctun_ring *ring, uint64_t tag);
 /// re-armed here when the kernel ended it).
 int ctun_ring_enter(ctun_ring *ring, unsigned wait_for, int64_t timeout_ns, ctun_completion *out, unsigned max);
 
+/// Whether an enter that does not wait would do anything: requests queued
+/// for the kernel, completions ready, or task work pending (a frame read or
+/// a wake-up that completes at the next enter: IORING_SQ_TASKRUN). Reads
+/// shared memory only, so a polling executor enters the kernel only when
+/// there is something there for it.
+int ctun_ring_has_pending(ctun_ring *ring);
+
 #endif

@@ -88,6 +88,7 @@ func processName(_ pid: Int32) -> String {
     defer { fclose(file) }
     var buffer = [CChar](repeating: 0, count: 64)
     guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "" }
-    let name = String(cString: buffer)
+    let length = buffer.firstIndex(of: 0) ?? buffer.count
+    let name = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     return name.hasSuffix("\n") ? String(name.dropLast()) : name
 }

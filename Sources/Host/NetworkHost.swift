@@ -448,8 +448,8 @@ public final class NetworkHost: Sendable {
     }
 
     /// The executor's idle polling: the window it polls now before sleeping
-    /// and, when adaptive, the most it may reach (the measured wake-up
-    /// cost), in nanoseconds. Any thread.
+    /// and, when adaptive, the most it may reach (two wake-ups as measured),
+    /// in nanoseconds. Any thread.
     public var idlePollingState: (window: UInt64, limit: UInt64) {
         (publishedWindow.load(ordering: .relaxed), publishedLimit.load(ordering: .relaxed))
     }

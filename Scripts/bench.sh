@@ -21,7 +21,8 @@
 #          through the socket service), nio (nio-echo-server: SwiftNIO's UDP
 #          echo on TapstackNIO, its own stack in-process) and nio-service (the
 #          same through the socket service); on request tapstack-syscalls
-#          (--link-io syscalls) and tapstack-service-channel (EchoOverService
+#          (--link-io syscalls), tapstack-poll (--busy-poll auto: against
+#          tapstack, poll/ts) and tapstack-service-channel (EchoOverService
 #          with TAPSTACK_RINGS=0: its datagrams on the data channel, not in
 #          shared memory).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
@@ -84,6 +85,7 @@ start() {
         reflector-spin) ip netns exec "$ns" "$BENCH_BIN/tap-reflector" --spin "$TAP" >>"$log" 2>&1 & SPINS[$i]=1 ;;
         tapstack) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket $EXTRA >>"$log" 2>&1 & ;;
         tapstack-syscalls) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --link-io syscalls $EXTRA >>"$log" 2>&1 & ;;
+        tapstack-poll) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --busy-poll auto $EXTRA >>"$log" 2>&1 & ;;
         nio) ip netns exec "$ns" "$RELEASE_DIR/nio-echo-server" --interface "$TAP" --port 7 >>"$log" 2>&1 & ;;
         tapstack-service|tapstack-service-channel|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
         *) echo "unknown target $target" >&2; return 1 ;;
@@ -181,9 +183,10 @@ metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), 
 print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
       f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
 short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc", "tapstack-service-channel": "chan",
-         "tapstack-syscalls": "sys", "nio": "nio", "nio-service": "niosvc"}
+         "tapstack-syscalls": "sys", "tapstack-poll": "poll", "nio": "nio", "nio-service": "niosvc"}
 # Each pair: the first against the second (SwiftNIO on tapstack against the native API's echo, same place).
-pairs = [(a, b) for a, b in (("tapstack-service", "tapstack"), ("tapstack-service-channel", "tapstack"), ("nio", "tapstack"), ("nio-service", "tapstack-service"))
+pairs = [(a, b) for a, b in (("tapstack-service", "tapstack"), ("tapstack-service-channel", "tapstack"), ("tapstack-poll", "tapstack"),
+                             ("nio", "tapstack"), ("nio-service", "tapstack-service"))
          if a in targets and b in targets]
 head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>13}" for t in others)
 print(head + "".join(f"{short[a] + '/' + short[b]:>13}" for a, b in pairs))

@@ -8,8 +8,11 @@
 // µs) it polls long enough to save one per frame. Within that bound its
 // window follows the gaps the traffic leaves (the rule of Linux's
 // cpuidle-haltpoll governor): longer when work came soon after the
-// executor slept, shorter when it came later than the bound, halved when
-// the poll lost its CPU (another thread wanted it, or the hypervisor took it).
+// executor slept, shorter when it came later than the bound. A poll that
+// lost its CPU (the scheduler gave it to another thread, or the hypervisor
+// took it) stops polling for a while, longer each time it happens again:
+// where the peer shares the executor's CPU, a wake-up is a cheap switch and
+// polling only keeps the peer from running.
 
 /// What the executor does when it runs out of work.
 public enum IdlePolicy: Sendable, Equatable {
@@ -28,6 +31,9 @@ struct IdlePolling {
     static let growStartDivisor: UInt64 = 4
     /// A poll turn that began this much later than the one before lost its CPU meanwhile.
     static let preemptionGap: UInt64 = 25_000
+    /// Idle periods without polling after a poll lost its CPU, doubling
+    /// while polls keep losing it, back to the first once one is not.
+    static let holdOffRange: ClosedRange<UInt32> = 8...1024
     /// The adaptive limit in wake-ups: a peer's wake-up and as much again for its answer.
     static let wakeUpsPolled: UInt64 = 2
     /// Bounds of the adaptive limit: below the first, polling saves too
@@ -40,6 +46,9 @@ struct IdlePolling {
     /// The most the adaptive window may reach (ns): two measured wake-ups, bounded.
     private(set) var limit: UInt64
     private(set) var wakeUpCost = WakeUpCost()
+    /// Idle periods left before the window may grow again.
+    private(set) var holdOff: UInt32 = 0
+    private var nextHoldOff = IdlePolling.holdOffRange.lowerBound
 
     init(policy: IdlePolicy) {
         self.policy = policy
@@ -55,7 +64,17 @@ struct IdlePolling {
     /// An idle period of `idle` ns ended with work (a frame, a datagram from a source).
     mutating func idleEnded(after idle: UInt64) {
         guard isAdaptive else { return }
-        if idle > window && idle <= limit {
+        if idle <= window {
+            // The poll caught it and kept its CPU: polling works here.
+            nextHoldOff = Self.holdOffRange.lowerBound
+            return
+        }
+        if holdOff > 0 {
+            holdOff -= 1
+            if idle > limit { shrink() }
+            return
+        }
+        if idle <= limit {
             // Polling longer would have caught it: grow.
             window = min(max(window &* 2, limit / Self.growStartDivisor), limit)
         } else if idle > limit {
@@ -64,10 +83,14 @@ struct IdlePolling {
         }
     }
 
-    /// The poll lost its CPU (a gap between turns longer than `preemptionGap`).
+    /// The poll lost its CPU (the scheduler switched the executor out while
+    /// it polled, or a gap between its turns longer than `preemptionGap`):
+    /// no polling for the next `holdOff` idle periods.
     mutating func preempted() {
         guard isAdaptive else { return }
-        shrink()
+        window = 0
+        holdOff = nextHoldOff
+        nextHoldOff = min(nextHoldOff &* 2, Self.holdOffRange.upperBound)
     }
 
     /// A sleep ended `late` ns after its deadline: a sample of the wake-up cost.

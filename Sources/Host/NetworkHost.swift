@@ -157,6 +157,9 @@ public final class NetworkHost: Sendable {
     @exclusivity(unchecked) nonisolated(unsafe) private var idleSince: UInt64 = 0
     /// When the last turn that polled (found nothing, did not sleep) began; executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var lastPollTurn: UInt64 = 0
+    /// The executor's preemption count when it began polling in this idle
+    /// period (`.max`: it has not polled); executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var preemptionsWhenPolling: UInt64 = .max
     /// `polling`'s window and limit, for other threads (see `idlePollingState`).
     private let publishedWindow = Atomic<UInt64>(0)
     private let publishedLimit = Atomic<UInt64>(0)
@@ -370,11 +373,12 @@ public final class NetworkHost: Sendable {
         if handled > 0 { framesHandled.add(UInt64(handled), ordering: .relaxed) }
         runDeferred()
         let sourcesHadWork = pollSources()
+        // An idle period that ended with work: what the poll window learns
+        // from, once this turn's frames are on their way (below).
+        var endedIdle: UInt64?
         if (handled > 0 || sourcesHadWork) && idleSince != 0 {
-            // An idle period ended with work: what the poll window learns from.
-            polling.idleEnded(after: now.nanoseconds &- idleSince)
+            endedIdle = now.nanoseconds &- idleSince
             idleSince = 0
-            if polling.isAdaptive { publishPolling() }
         }
         if !endOfTurn.isEmpty { runEndOfTurn() }
 
@@ -408,6 +412,9 @@ public final class NetworkHost: Sendable {
             lastPollTurn = now.nanoseconds
         }
         link.exchange(waitUntil: wait, now: now.nanoseconds)
+        if polling.isAdaptive && (endedIdle != nil || (lastPollTurn != 0 && preemptionsWhenPolling == .max)) {
+            adaptPolling(endedIdle: endedIdle, pollingNow: lastPollTurn != 0)
+        }
         if let wait {
             sleeping.store(false, ordering: .sequentiallyConsistent)
             if polling.isAdaptive && wait != .max && wait > now.nanoseconds &+ Self.shortestMeasuredSleep {
@@ -418,6 +425,25 @@ public final class NetworkHost: Sendable {
         }
         if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0
+    }
+
+    /// After the exchange (so that the system call here does not delay the
+    /// turn's frames): an idle period in which the executor polled and was
+    /// switched out meanwhile tells the window to stop polling for a while;
+    /// one that ended otherwise moves it by its length. A poll that starts
+    /// now notes the count to compare with.
+    private func adaptPolling(endedIdle: UInt64?, pollingNow: Bool) {
+        let preemptions = csys_thread_preemptions()
+        if let endedIdle {
+            if preemptionsWhenPolling != .max && preemptions != preemptionsWhenPolling {
+                polling.preempted()
+            } else {
+                polling.idleEnded(after: endedIdle)
+            }
+            preemptionsWhenPolling = .max
+        }
+        if pollingNow { preemptionsWhenPolling = preemptions }
+        publishPolling()
     }
 
     /// A timed sleep shorter than this tells nothing of the wake-up cost (the turn's own time weighs in).

@@ -18,6 +18,7 @@ import Testing
         polling.idleEnded(after: 10 * Self.microsecond)
         polling.idleEnded(after: 10_000 * Self.microsecond)
         polling.preempted()
+        polling.idleEnded(after: 10 * Self.microsecond)
         polling.measuredWakeUp(late: 5 * Self.microsecond)
         #expect(polling.window == 50 * Self.microsecond)
     }
@@ -25,8 +26,7 @@ import Testing
     /// Starts by sleeping; grows (from a quarter of the limit, doubling)
     /// while work comes within the limit (two wake-ups) of going idle but
     /// after the window; holds when the poll caught it; halves when it came
-    /// later than the limit or the poll lost its CPU; below a quarter of
-    /// the limit it stops polling.
+    /// later than the limit; below a quarter of the limit it stops polling.
     @Test func theAdaptiveWindowFollowsTheGapsBelowTheWakeUpCost() {
         let us = Self.microsecond
         var polling = IdlePolling(policy: .adaptive)
@@ -43,17 +43,45 @@ import Testing
         #expect(polling.window == 40 * us)
         polling.idleEnded(after: 39 * us)  // caught by the poll: no change
         #expect(polling.window == 40 * us)
-        polling.idleEnded(after: 39 * us)
-        #expect(polling.window == 40 * us)
 
         polling.idleEnded(after: 500 * us)  // later than the limit: polling that long was waste
         #expect(polling.window == 20 * us)
-        polling.preempted()
+        polling.idleEnded(after: 500 * us)
         #expect(polling.window == 10 * us)
-        polling.preempted()
+        polling.idleEnded(after: 500 * us)
         #expect(polling.window == 0)
         polling.idleEnded(after: 1_000_000 * us)
         #expect(polling.window == 0)
+    }
+
+    /// A poll that lost its CPU stops polling at once, and the window does
+    /// not grow again for 8 idle periods, then 16, 32 … while polls keep
+    /// losing the CPU; a poll that catches its work keeping the CPU brings
+    /// the pause back to 8.
+    @Test func aPollThatLosesItsCPUPausesPollingLongerEachTime() {
+        let us = Self.microsecond
+        var polling = IdlePolling(policy: .adaptive)
+        polling.measuredWakeUp(late: 20 * us)
+        polling.idleEnded(after: 8 * us)
+        #expect(polling.window == 10 * us)
+
+        func idlePeriodsUntilItPollsAgain() -> Int {
+            var periods = 0
+            while polling.window == 0 && periods < 5000 { polling.idleEnded(after: 8 * us); periods += 1 }
+            return periods
+        }
+        polling.preempted()
+        #expect(polling.window == 0)
+        #expect(idlePeriodsUntilItPollsAgain() == 9)  // 8 held off, the 9th grows it
+        polling.preempted()
+        #expect(idlePeriodsUntilItPollsAgain() == 17)
+        polling.preempted()
+        #expect(idlePeriodsUntilItPollsAgain() == 33)
+        polling.idleEnded(after: 5 * us)  // caught, CPU kept
+        polling.preempted()
+        #expect(idlePeriodsUntilItPollsAgain() == 9)
+        for _ in 0..<12 { polling.preempted() }
+        #expect(polling.holdOff == IdlePolling.holdOffRange.upperBound)
     }
 
     @Test func theLimitIsTheMedianWakeUpWithinBounds() {

@@ -27,6 +27,10 @@ long csys_thread_id(void);
 /// wake-ups. 0 or an errno.
 int csys_set_timer_slack(unsigned long nanoseconds);
 
+/// How many times the scheduler has taken the CPU from the calling thread
+/// (involuntary context switches, getrusage RUSAGE_THREAD); 0 on failure.
+uint64_t csys_thread_preemptions(void);
+
 /// A CPU hint for spin-wait loops (x86 PAUSE).
 static inline void csys_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -160,6 +160,9 @@ public final class NetworkHost: Sendable {
     /// The executor's preemption count when it began polling in this idle
     /// period (`.max`: it has not polled); executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var preemptionsWhenPolling: UInt64 = .max
+    /// Set when two poll turns of this idle period were further apart than
+    /// `IdlePolling.preemptionGap` (steal); executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var pollLostCPU = false
     /// `polling`'s window and limit, for other threads (see `idlePollingState`).
     private let publishedWindow = Atomic<UInt64>(0)
     private let publishedLimit = Atomic<UInt64>(0)
@@ -339,7 +342,7 @@ public final class NetworkHost: Sendable {
         let now = monotonicNow()
         if lastPollTurn != 0 {
             // The turn before polled: a long gap since means the poll lost its CPU.
-            if now.nanoseconds &- lastPollTurn > IdlePolling.preemptionGap { polling.preempted(); publishPolling() }
+            if now.nanoseconds &- lastPollTurn > IdlePolling.preemptionGap { pollLostCPU = true }
             lastPollTurn = 0
         }
         turnStart.store(now.nanoseconds, ordering: .relaxed)
@@ -412,9 +415,6 @@ public final class NetworkHost: Sendable {
             lastPollTurn = now.nanoseconds
         }
         link.exchange(waitUntil: wait, now: now.nanoseconds)
-        if polling.isAdaptive && (endedIdle != nil || (lastPollTurn != 0 && preemptionsWhenPolling == .max)) {
-            adaptPolling(endedIdle: endedIdle, pollingNow: lastPollTurn != 0)
-        }
         if let wait {
             sleeping.store(false, ordering: .sequentiallyConsistent)
             if polling.isAdaptive && wait != .max && wait > now.nanoseconds &+ Self.shortestMeasuredSleep {
@@ -423,24 +423,29 @@ public final class NetworkHost: Sendable {
                 if woke > wait { polling.measuredWakeUp(late: woke - wait); publishPolling() }
             }
         }
+        if polling.isAdaptive && (endedIdle != nil || (lastPollTurn != 0 && preemptionsWhenPolling == .max)) {
+            adaptPolling(endedIdle: endedIdle, pollingNow: lastPollTurn != 0)
+        }
         if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0
     }
 
     /// After the exchange (so that the system call here does not delay the
-    /// turn's frames): an idle period in which the executor polled and was
-    /// switched out meanwhile tells the window to stop polling for a while;
-    /// one that ended otherwise moves it by its length. A poll that starts
-    /// now notes the count to compare with.
+    /// turn's frames): an idle period in which the executor polled and lost
+    /// its CPU meanwhile (switched out, or a gap between poll turns) tells
+    /// the window to stop polling for a while, once; one that ended
+    /// otherwise moves it by its length. A poll that starts now notes the
+    /// count to compare with.
     private func adaptPolling(endedIdle: UInt64?, pollingNow: Bool) {
         let preemptions = csys_thread_preemptions()
         if let endedIdle {
-            if preemptionsWhenPolling != .max && preemptions != preemptionsWhenPolling {
+            if pollLostCPU || (preemptionsWhenPolling != .max && preemptions != preemptionsWhenPolling) {
                 polling.preempted()
             } else {
                 polling.idleEnded(after: endedIdle)
             }
             preemptionsWhenPolling = .max
+            pollLostCPU = false
         }
         if pollingNow { preemptionsWhenPolling = preemptions }
         publishPolling()

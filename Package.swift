@@ -98,7 +98,7 @@ let package = Package(
             "TapstackMetrics", "Sockets", "TestSupport", .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "MetricsTestKit", package: "swift-metrics"),
         ]),
-        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "TapstackProtocol", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
+        .testTarget(name: "SocketServiceTests", dependencies: ["SocketService", "TapstackClient", "CTapstackChannel", "CTapstackSystem", "TapstackProtocol", "Sockets", "Stack", "Link", "Wire", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,6 @@
 // UDP echo in its own process, on a stack that `tapstack run --socket PATH` serves.
-// Nonblocking calls through one reused buffer; it sleeps in poll() on the
-// socket's descriptor when there is nothing to do.
+// Nonblocking calls through one reused buffer; it waits on the socket when
+// there is nothing to do (busy-polling first when $TAPSTACK_BUSY_POLL says so).
 import ExampleSupport
 import Glibc
 import Sockets
@@ -25,10 +25,6 @@ command.run {
     _ = ready.withCString { write(1, $0, strlen($0)) }  // unbuffered: a script waits for this line
 
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
-    func sleep(until events: Int16) {
-        var descriptor = pollfd(fd: socket.fileDescriptor, events: events, revents: 0)
-        _ = poll(&descriptor, 1, -1)
-    }
     while true {
         do throws(SocketError) {
             let (length, source) = try socket.receive(into: buffer)
@@ -38,11 +34,11 @@ command.run {
                     try socket.send(payload, to: source)
                     break
                 } catch .wouldBlock {
-                    sleep(until: Int16(POLLOUT))  // the stack's link is backed up
+                    socket.wait(for: .writable, timeoutMilliseconds: -1)  // the stack's link is backed up
                 }
             }
         } catch .wouldBlock {
-            sleep(until: Int16(POLLIN))
+            socket.wait(for: .readable, timeoutMilliseconds: -1)
         } catch .networkUnreachable, .closed {
             command.fail("the stack went away")
         } catch {

@@ -169,6 +169,7 @@ int tsc_open(tsc_socket *s, const char *path, int family, int data_flags) {
     s->control_fd = tsc_hide_fd(control);
     s->data_fd = data;
     s->interface = reply.interface;
+    s->busy_poll_us = tsc_busy_poll_default();
     return 0;
 }
 

@@ -25,6 +25,7 @@
 #include "tapstack_ring.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A lock of the processes that hold the socket (fork). One killed while
@@ -67,6 +69,48 @@ static void wake_service(tsc_socket *s) {
     uint64_t one = 1;
     if (s->ring_wake > 0 && (syscall(SYS_write, s->ring_wake - 1, &one, sizeof one) == sizeof one || errno == EAGAIN)) return;
     ring_doorbell(s->data_fd);
+}
+
+int tsc_busy_poll_default(void) {
+    const char *text = getenv("TAPSTACK_BUSY_POLL");
+    if (!text || !*text) return 0;
+    char *end;
+    long value = strtol(text, &end, 10);
+    return *end == 0 && value > 0 && value <= TSC_BUSY_POLL_MAX_US ? (int)value : 0;
+}
+
+static int64_t monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);  /* the vDSO's: no system call */
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+static void spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds) {
+    if (nanoseconds <= 0 || !tsc_ring_settled(s, 1) || s->ring_refused) return 0;
+    /* Only the two indices, read as they change: the service writes the
+     * tail, the client the head. Unequal: a record waits (or the ring is
+     * broken, which the receive that follows reports). */
+    const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
+    int64_t deadline = monotonic_ns() + nanoseconds;
+    for (unsigned spins = 1;; spins++) {
+        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) return 1;
+        spin_pause();
+        if (spins % 64 == 0 && monotonic_ns() >= deadline) return 0;
+    }
+}
+
+/* Whether a receive on `fd` may sleep (not O_NONBLOCK): only then does it busy-poll. */
+static int descriptor_blocks(int fd) {
+    long status = syscall(SYS_fcntl, fd, F_GETFL);
+    return status >= 0 && !(status & O_NONBLOCK);
 }
 
 int tsc_ring_settled(const tsc_socket *s, int receive) {
@@ -229,8 +273,14 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
         ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
         if (m < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT)) {
             /* Wait for a message as the descriptor waits (O_NONBLOCK,
-             * SO_RCVTIMEO, signals), without holding the lock. */
+             * SO_RCVTIMEO, signals), without holding the lock; with
+             * SO_BUSY_POLL, a blocking one first polls the ring that long. */
             region_unlock(&h->receive_lock);
+            int64_t busy_us = s->busy_poll_us < TSC_BUSY_POLL_MAX_US ? s->busy_poll_us : TSC_BUSY_POLL_MAX_US;
+            if (busy_us > 0 && descriptor_blocks(s->data_fd) && tsc_ring_busy_poll(s, busy_us * 1000)) {
+                region_lock(&h->receive_lock);
+                continue;
+            }
             unsigned char byte;
             m = syscall(SYS_recvfrom, s->data_fd, &byte, 1, MSG_PEEK, NULL, NULL);
             if (m < 0) return -1;

@@ -165,6 +165,17 @@ public final class UDPSocket: DatagramSocket {
         try? control { tsc_setopt(&$0, Int32(name.rawValue), value) }
     }
 
+    /// Microseconds a waiting receive (`receive(timeout:)`, `wait(for:
+    /// .readable ...)`) polls the socket's shared ring before it sleeps in
+    /// poll(), as SO_BUSY_POLL does on Linux. 0, the default unless
+    /// $TAPSTACK_BUSY_POLL gives one: sleep at once. A conversation whose
+    /// answers come within that time saves a wake-up per datagram, at the
+    /// price of the CPU it polls with. At most a second is used.
+    public var busyPollMicroseconds: Int {
+        get { Int(state.withLock { $0.busy_poll_us }) }
+        set { state.withLock { $0.busy_poll_us = Int32(clamping: max(0, newValue)) } }
+    }
+
     /// Lets the socket send to broadcast addresses (SO_BROADCAST).
     public var allowsBroadcast: Bool {
         get { option(TSP_OPT_BROADCAST) != 0 }
@@ -304,8 +315,15 @@ public final class UDPSocket: DatagramSocket {
     // MARK: Waiting (see `DatagramSocket`)
 
     /// Sleeps in poll() until the channel is readable (or writable, for
-    /// `.writable`), has hung up, or the timeout passes.
+    /// `.writable`), has hung up, or the timeout passes; waiting to read,
+    /// first polls the ring for `busyPollMicroseconds`.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
+        if !events.contains(.writable), timeoutMilliseconds != 0 {
+            var socket = state.withLock { $0 }  // the region stays mapped while self lives
+            let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1000
+            let microseconds = min(Int64(socket.busy_poll_us), Int64(TSC_BUSY_POLL_MAX_US), limit)
+            if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000) != 0 { return }
+        }
         // A closed socket returns at once; its next call reports `.closed`.
         _ = try? channel.use { fd in
             var descriptor = pollfd(fd: fd, events: Int16(events.contains(.writable) ? POLLOUT : POLLIN), revents: 0)

@@ -569,6 +569,19 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
         shared->bound_to_device = wanted[0] != 0;
         return 0;
     }
+    if (level == SOL_SOCKET && name == SO_BUSY_POLL) {
+        /* Microseconds a blocking receive polls the socket's ring before it
+         * sleeps, as Linux's busy poll of a device queue. It spins only the
+         * caller's own CPU, so raising it needs no CAP_NET_ADMIN here. */
+        int us;
+        if (!value || length < (socklen_t)sizeof us) { errno = EINVAL; return -1; }
+        memcpy(&us, value, sizeof us);
+        if (us < 0) { errno = EINVAL; return -1; }
+        pthread_mutex_lock(&shared->lock);
+        shared->socket.busy_poll_us = us;
+        pthread_mutex_unlock(&shared->lock);
+        return 0;
+    }
     int option = option_for(level, name);
     if (!option || option == TSP_OPT_ERROR) { errno = ENOPROTOOPT; return -1; }
     int v;
@@ -608,6 +621,10 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
         memcpy(value, &shared->multicast_if, sizeof shared->multicast_if);
         *length = sizeof shared->multicast_if;
         return 0;
+    } else if (level == SOL_SOCKET && name == SO_BUSY_POLL) {
+        pthread_mutex_lock(&shared->lock);
+        v = shared->socket.busy_poll_us;
+        pthread_mutex_unlock(&shared->lock);
     } else if (level == SOL_SOCKET && name == SO_TYPE) {
         v = SOCK_DGRAM;
     } else if (level == SOL_SOCKET && name == SO_DOMAIN) {

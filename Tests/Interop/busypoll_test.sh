@@ -4,6 +4,9 @@
 # measured them at start). The echoes are the same as a sleeping stack's,
 # a fixed window's turns poll without a system call, and once the
 # traffic stops the stack goes back to sleep (an idle stack spends no CPU).
+# And a program's side, under tapstack exec: SO_BUSY_POLL (or exec
+# --busy-poll) makes a blocking receive poll its socket's ring before it
+# sleeps, so a datagram that comes meanwhile is taken without a sleep.
 source "$(dirname "$0")/lib.sh"
 
 # 2000 ping-pong round trips, one datagram in flight, each echoed byte for byte.
@@ -57,4 +60,73 @@ for poll in auto 100; do
     stop_stack TERM
     ip -n "$NS" link del "$TAP" 2>/dev/null
 done
+SOCK=$WORK/tapstack.sock
+start_stack --socket "$SOCK" || { echo "FAIL $TEST_NAME: stack did not start (--socket)"; finish; exit 1; }
+wait_for test -S "$SOCK"
+
+# The program: three blocking receives on port 9400, each announced with a
+# "waiting" line (the sender answers that line with one datagram), and the
+# voluntary context switches (sleeps) each receive cost. The first sets up
+# the socket's ring (a call to the service: it sleeps regardless).
+busy_receiver() {
+    in_ns timeout 30 "$BIN" exec --socket "$SOCK" --busy-poll 250 -- python3 - <<'PY'
+import errno, resource, socket, time
+SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("default", s.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL), flush=True)
+try:
+    s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, -1)
+except OSError as error:
+    print("negative:", errno.errorcode[error.errno], flush=True)
+s.bind(("0.0.0.0", 9400))
+def receive(label, microseconds):
+    s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, microseconds)
+    print("waiting", label, s.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL), flush=True)
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    data, peer = s.recvfrom(2048)
+    switches = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before
+    print("received", label, data.decode(), "sleeps", switches, flush=True)
+receive("setup", 0)
+receive("polling", 1000000)   # polls up to a second: the datagram comes long before
+receive("sleeping", 0)
+s.setblocking(False)
+s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, 1000000)
+start = time.monotonic()
+try:
+    s.recvfrom(2048)
+except BlockingIOError:
+    print("nonblocking EAGAIN after %.3f s" % (time.monotonic() - start), flush=True)
+PY
+}
+
+send_when_waiting() {
+    local label
+    for label in setup polling sleeping; do
+        wait_for grep -q "^waiting $label" "$WORK/busy.out" || return 1
+        in_ns python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'$label', ('192.0.2.2', 9400))"
+    done
+}
+
+busy_receiver >"$WORK/busy.out" 2>&1 &
+RECEIVER=$!
+send_when_waiting
+wait "$RECEIVER"
+cat "$WORK/busy.out" >>"$WORK/stack.err"
+
+busy_poll_option_kept() {
+    grep -qx "default 250" "$WORK/busy.out" && grep -qx "negative: EINVAL" "$WORK/busy.out" &&
+        grep -qx "waiting polling 1000000" "$WORK/busy.out" && grep -qx "waiting sleeping 0" "$WORK/busy.out"
+}
+polled_receive_did_not_sleep() { grep -qx "received polling polling sleeps 0" "$WORK/busy.out"; }
+# The same receive without SO_BUSY_POLL sleeps: the scenario above could tell.
+plain_receive_slept() { grep -qE "^received sleeping sleeping sleeps [1-9]" "$WORK/busy.out"; }
+nonblocking_does_not_poll() {
+    local seconds
+    seconds=$(sed -n 's/^nonblocking EAGAIN after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
+    [ -n "$seconds" ] && python3 -c "import sys; sys.exit(not float('$seconds') < 0.5)"
+}
+check "exec --busy-poll 250 is each socket's SO_BUSY_POLL; a negative one is EINVAL; setsockopt and getsockopt agree" busy_poll_option_kept
+check "a blocking receive with SO_BUSY_POLL takes a datagram that comes while it polls, without sleeping" polled_receive_did_not_sleep
+check "the same receive without SO_BUSY_POLL sleeps" plain_receive_slept
+check "a nonblocking receive returns EAGAIN at once, SO_BUSY_POLL or not" nonblocking_does_not_poll
 finish

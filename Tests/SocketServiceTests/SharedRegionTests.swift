@@ -1,4 +1,5 @@
 import CTapstackChannel
+import CTapstackSystem
 import Glibc
 import SocketService
 import Sockets
@@ -497,6 +498,65 @@ import Wire
         }
         #expect(served.service.counters.brokenRegions.load(ordering: .relaxed) == 0)
         #expect(served.service.openSockets == 2)
+    }
+
+    /// `busyPollMicroseconds` (SO_BUSY_POLL): a waiting receive polls the
+    /// ring first, so a datagram the stack puts there meanwhile is taken
+    /// without the thread sleeping. Without it the same wait sleeps (the
+    /// datagram then comes only once the thread is asleep).
+    @Test(arguments: [1_000_000, 0])
+    func aBusyPollingWaitTakesADatagramWithoutSleeping(microseconds: Int) throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        // The first datagram after that may come on the channel; later ones come through the ring.
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+        #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
+        let ringDeliveries = served.service.counters.regionDirect.load(ordering: .relaxed)
+        socket.busyPollMicroseconds = microseconds
+        #expect(socket.busyPollMicroseconds == microseconds)
+
+        let waiter = Atomic<Int32>(0)  // the waiting thread's id, once it is about to wait
+        let link = served.link
+        let injector = JoinableThread(name: "injector") {
+            let deadline = Deadline(.seconds(5))
+            while waiter.load(ordering: .acquiring) == 0 && !deadline.hasPassed { usleep(100) }
+            // A sleeping wait gets its datagram only once it sleeps.
+            if microseconds == 0 {
+                while !Self.isSleeping(thread: waiter.load(ordering: .acquiring)) && !deadline.hasPassed { usleep(100) }
+            }
+            link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [2]))
+        }
+        let before = Self.voluntarySwitches()
+        waiter.store(Int32(csys_thread_id()), ordering: .releasing)
+        let datagram = try socket.receive(timeout: .seconds(5))
+        let sleeps = Self.voluntarySwitches() - before
+        injector.join()
+        #expect(datagram.payload == [2])
+        #expect(served.service.counters.regionDirect.load(ordering: .relaxed) == ringDeliveries + 1)  // through the ring
+        if microseconds > 0 { #expect(sleeps == 0) } else { #expect(sleeps > 0) }
+    }
+
+    /// The calling thread's voluntary context switches: the times it slept.
+    static func voluntarySwitches() -> Int {
+        var usage = rusage()
+        getrusage(1 /* RUSAGE_THREAD */, &usage)
+        return usage.ru_nvcsw
+    }
+
+    /// Whether thread `id` of this process is asleep (state S in its stat).
+    static func isSleeping(thread id: Int32) -> Bool {
+        guard let file = fopen("/proc/self/task/\(id)/stat", "r") else { return false }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        guard fgets(&line, Int32(line.count), file) != nil else { return false }
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // "pid (comm) S ...": the state follows the last ')'.
+        guard let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(after: close)...].dropFirst().first == "S"
     }
 }
 

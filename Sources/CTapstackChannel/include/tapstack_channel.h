@@ -243,7 +243,16 @@ typedef struct {
     void *ring;          ///< the socket's shared region (TSP_RING), NULL until asked for
     int ring_refused;    ///< 1 once the service refused a region (or TAPSTACK_RINGS=0)
     int ring_wake;       ///< the region's doorbell eventfd plus one (0: none, doorbells go on the channel)
+    int busy_poll_us;    ///< SO_BUSY_POLL: microseconds a blocking receive polls the ring before it sleeps
 } tsc_socket;
+
+/// The longest a receive busy-polls, in microseconds (one second): a larger SO_BUSY_POLL is kept as set and polls this long.
+#define TSC_BUSY_POLL_MAX_US 1000000
+
+/// The busy-poll time sockets start with: $TAPSTACK_BUSY_POLL microseconds
+/// (as Linux's net.core.busy_read sysctl for its sockets), 0 when unset or
+/// not a number from 0 to TSC_BUSY_POLL_MAX_US.
+int tsc_busy_poll_default(void);
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
 const char *tsc_socket_path(void);
@@ -297,6 +306,11 @@ int tsc_pending_bytes(tsc_socket *socket);
 int tsc_use_ring(tsc_socket *socket, int receive);
 /// 1 when tsc_use_ring(socket, receive) has nothing left to do.
 int tsc_ring_settled(const tsc_socket *socket, int receive);
+/// Polls the ring toward the client for up to `nanoseconds` without a
+/// system call or a lock (the receive side of SO_BUSY_POLL); 1 as soon as
+/// a datagram waits there, 0 when the time ran out or received datagrams
+/// do not come through a ring (then only the channel can tell).
+int tsc_ring_busy_poll(const tsc_socket *socket, int64_t nanoseconds);
 /// Unmaps the region (after tsc_close, once no call can be using it).
 void tsc_unmap_ring(tsc_socket *socket);
 /// Bytes sent but not yet taken by the service (ring and channel).

@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,18 +94,57 @@ static void spin_pause(void) {
 #endif
 }
 
+/* The kernel's sigaction, as rt_sigaction reads it out. */
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+/* Whether one of the `pending` signals would interrupt a receive: one
+ * caught by a handler installed without SA_RESTART. */
+static int interrupts_calls(uint64_t pending) {
+    for (int signal = 1; signal <= 64; signal++) {
+        if (!(pending & (1ull << (signal - 1)))) continue;
+        struct kernel_sigaction action;
+        if (syscall(SYS_rt_sigaction, signal, NULL, &action, sizeof(uint64_t)) != 0) continue;
+        if (action.handler != (void *)SIG_DFL && action.handler != (void *)SIG_IGN && !(action.flags & SA_RESTART)) return 1;
+    }
+    return 0;
+}
+
 int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds) {
     if (nanoseconds <= 0 || !tsc_ring_settled(s, 1) || s->ring_refused) return 0;
+    /* Signals are held while polling and looked for as the clock is: a
+     * handler that ran in the middle of the poll would leave the receive
+     * that follows asleep, where the kernel's receive is interrupted
+     * (EINTR; a blocking Python recvfrom would miss its Ctrl-C). The C
+     * library's own signals (32, 33: cancellation, setxid) are not held. */
+    uint64_t hold = ~((1ull << 31) | (1ull << 32)), old = 0, pending = 0;
+    if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
+    hold &= ~old;  /* what the program blocked itself stays as it was */
     /* Only the two indices, read as they change: the service writes the
      * tail, the client the head. Unequal: a record waits (or the ring is
      * broken, which the receive that follows reports). */
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
     int64_t deadline = monotonic_ns() + nanoseconds;
+    int found = 0;
     for (unsigned spins = 1;; spins++) {
-        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) return 1;
+        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) {
+            found = 1;
+            break;
+        }
         spin_pause();
-        if (spins % 64 == 0 && monotonic_ns() >= deadline) return 0;
+        if (spins % 64 == 0) {
+            if (syscall(SYS_rt_sigpending, &pending, sizeof pending) == 0 && (pending & hold)) break;
+            if (monotonic_ns() >= deadline) break;
+        }
     }
+    pending &= hold;
+    int interrupted = !found && pending && interrupts_calls(pending);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
+    return found ? 1 : interrupted ? -1 : 0;
 }
 
 /* Whether a receive on `fd` may sleep (not O_NONBLOCK): only then does it busy-poll. */
@@ -277,7 +317,9 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
              * SO_BUSY_POLL, a blocking one first polls the ring that long. */
             region_unlock(&h->receive_lock);
             int64_t busy_us = s->busy_poll_us < TSC_BUSY_POLL_MAX_US ? s->busy_poll_us : TSC_BUSY_POLL_MAX_US;
-            if (busy_us > 0 && descriptor_blocks(s->data_fd) && tsc_ring_busy_poll(s, busy_us * 1000)) {
+            int polled = busy_us > 0 && descriptor_blocks(s->data_fd) ? tsc_ring_busy_poll(s, busy_us * 1000) : 0;
+            if (polled < 0) { errno = EINTR; return -1; }  /* as the kernel's wait would be */
+            if (polled > 0) {
                 region_lock(&h->receive_lock);
                 continue;
             }

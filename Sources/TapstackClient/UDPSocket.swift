@@ -322,6 +322,7 @@ public final class UDPSocket: DatagramSocket {
             var socket = state.withLock { $0 }  // the region stays mapped while self lives
             let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1000
             let microseconds = min(Int64(socket.busy_poll_us), Int64(TSC_BUSY_POLL_MAX_US), limit)
+            // A datagram, or a signal's handler ran: the caller looks again.
             if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000) != 0 { return }
         }
         // A closed socket returns at once; its next call reports `.closed`.

@@ -70,7 +70,7 @@ wait_for test -S "$SOCK"
 # the socket's ring (a call to the service: it sleeps regardless).
 busy_receiver() {
     in_ns timeout 30 "$BIN" exec --socket "$SOCK" --busy-poll 250 -- python3 - <<'PY'
-import errno, resource, socket, time
+import errno, resource, signal, socket, time
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print("default", s.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL), flush=True)
@@ -96,6 +96,21 @@ try:
     s.recvfrom(2048)
 except BlockingIOError:
     print("nonblocking EAGAIN after %.3f s" % (time.monotonic() - start), flush=True)
+# A signal whose handler raises (Ctrl-C's way) ends a polling receive at once,
+# as it interrupts the kernel's: no datagram comes, the poll would last 1 s.
+s.setblocking(True)
+class Interrupted(Exception):
+    pass
+def on_alarm(number, frame):
+    raise Interrupted()
+signal.signal(signal.SIGALRM, on_alarm)
+start = time.monotonic()
+signal.setitimer(signal.ITIMER_REAL, 0.2)
+try:
+    s.recvfrom(2048)
+    print("received without a datagram", flush=True)
+except Interrupted:
+    print("interrupted after %.3f s" % (time.monotonic() - start), flush=True)
 PY
 }
 
@@ -117,7 +132,7 @@ busy_poll_option_kept() {
     grep -qx "default 250" "$WORK/busy.out" && grep -qx "negative: EINVAL" "$WORK/busy.out" &&
         grep -qx "waiting polling 1000000" "$WORK/busy.out" && grep -qx "waiting sleeping 0" "$WORK/busy.out"
 }
-polled_receive_did_not_sleep() { grep -qx "received polling polling sleeps 0" "$WORK/busy.out"; }
+polled_receive_did_not_sleep() { grep "^received polling" "$WORK/busy.out"; grep -qx "received polling polling sleeps 0" "$WORK/busy.out"; }
 # The same receive without SO_BUSY_POLL sleeps: the scenario above could tell.
 plain_receive_slept() { grep -qE "^received sleeping sleeping sleeps [1-9]" "$WORK/busy.out"; }
 nonblocking_does_not_poll() {
@@ -125,8 +140,14 @@ nonblocking_does_not_poll() {
     seconds=$(sed -n 's/^nonblocking EAGAIN after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
     [ -n "$seconds" ] && python3 -c "import sys; sys.exit(not float('$seconds') < 0.5)"
 }
+signal_ends_the_poll() {
+    local seconds
+    seconds=$(sed -n 's/^interrupted after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
+    [ -n "$seconds" ] && python3 -c "import sys; sys.exit(not 0.15 < float('$seconds') < 0.9)"
+}
 check "exec --busy-poll 250 is each socket's SO_BUSY_POLL; a negative one is EINVAL; setsockopt and getsockopt agree" busy_poll_option_kept
 check "a blocking receive with SO_BUSY_POLL takes a datagram that comes while it polls, without sleeping" polled_receive_did_not_sleep
 check "the same receive without SO_BUSY_POLL sleeps" plain_receive_slept
 check "a nonblocking receive returns EAGAIN at once, SO_BUSY_POLL or not" nonblocking_does_not_poll
+check "a signal whose handler raises ends a polling receive when it comes (EINTR), not after the poll" signal_ends_the_poll
 finish

@@ -307,9 +307,11 @@ int tsc_use_ring(tsc_socket *socket, int receive);
 /// 1 when tsc_use_ring(socket, receive) has nothing left to do.
 int tsc_ring_settled(const tsc_socket *socket, int receive);
 /// Polls the ring toward the client for up to `nanoseconds` without a
-/// system call or a lock (the receive side of SO_BUSY_POLL); 1 as soon as
-/// a datagram waits there, 0 when the time ran out or received datagrams
-/// do not come through a ring (then only the channel can tell).
+/// lock (the receive side of SO_BUSY_POLL), holding signals meanwhile; 1
+/// as soon as a datagram waits there; 0 when the time ran out, a signal
+/// came that restarts calls, or received datagrams do not come through a
+/// ring (then only the channel can tell); -1 when a signal came whose
+/// handler interrupts calls (it has run by the return: EINTR).
 int tsc_ring_busy_poll(const tsc_socket *socket, int64_t nanoseconds);
 /// Unmaps the region (after tsc_close, once no call can be using it).
 void tsc_unmap_ring(tsc_socket *socket);

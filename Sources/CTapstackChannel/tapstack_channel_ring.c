@@ -114,8 +114,31 @@ static int interrupts_calls(uint64_t pending) {
     return 0;
 }
 
-int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds) {
+/* Polls the ring until a record waits (1) or `deadline` passes (0); with
+ * `hold` (a signal set that the caller blocked) also until one of those
+ * signals is pending (0), looked for as often as the clock is. */
+static int poll_ring(const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending) {
+    for (unsigned spins = 1;; spins++) {
+        /* Only the two indices, read as they change: the service writes the
+         * tail, the client the head. Unequal: a record waits (or the ring is
+         * broken, which the receive that follows reports). */
+        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) return 1;
+        spin_pause();
+        if (spins % 64 == 0) {
+            if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
+            if (monotonic_ns() >= deadline) return 0;
+        }
+    }
+}
+
+int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
     if (nanoseconds <= 0 || !tsc_ring_settled(s, 1) || s->ring_refused) return 0;
+    const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
+    int64_t deadline = monotonic_ns() + nanoseconds;
+    if (!hold_signals) {
+        uint64_t none = 0;
+        return poll_ring(ring, deadline, 0, &none);
+    }
     /* Signals are held while polling and looked for as the clock is: a
      * handler that ran in the middle of the poll would leave the receive
      * that follows asleep, where the kernel's receive is interrupted
@@ -124,25 +147,9 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds) {
     uint64_t hold = ~((1ull << 31) | (1ull << 32)), old = 0, pending = 0;
     if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
     hold &= ~old;  /* what the program blocked itself stays as it was */
-    /* Only the two indices, read as they change: the service writes the
-     * tail, the client the head. Unequal: a record waits (or the ring is
-     * broken, which the receive that follows reports). */
-    const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
-    int64_t deadline = monotonic_ns() + nanoseconds;
-    int found = 0;
-    for (unsigned spins = 1;; spins++) {
-        if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) {
-            found = 1;
-            break;
-        }
-        spin_pause();
-        if (spins % 64 == 0) {
-            if (syscall(SYS_rt_sigpending, &pending, sizeof pending) == 0 && (pending & hold)) break;
-            if (monotonic_ns() >= deadline) break;
-        }
-    }
-    pending &= hold;
-    int interrupted = !found && pending && interrupts_calls(pending);
+    int found = poll_ring(ring, deadline, hold, &pending);
+    if (!found) syscall(SYS_rt_sigpending, &pending, sizeof pending);
+    int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
     return found ? 1 : interrupted ? -1 : 0;
 }
@@ -317,7 +324,7 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
              * SO_BUSY_POLL, a blocking one first polls the ring that long. */
             region_unlock(&h->receive_lock);
             int64_t busy_us = s->busy_poll_us < TSC_BUSY_POLL_MAX_US ? s->busy_poll_us : TSC_BUSY_POLL_MAX_US;
-            int polled = busy_us > 0 && descriptor_blocks(s->data_fd) ? tsc_ring_busy_poll(s, busy_us * 1000) : 0;
+            int polled = busy_us > 0 && descriptor_blocks(s->data_fd) ? tsc_ring_busy_poll(s, busy_us * 1000, 1) : 0;
             if (polled < 0) { errno = EINTR; return -1; }  /* as the kernel's wait would be */
             if (polled > 0) {
                 region_lock(&h->receive_lock);

@@ -170,7 +170,9 @@ public final class UDPSocket: DatagramSocket {
     /// poll(), as SO_BUSY_POLL does on Linux. 0, the default unless
     /// $TAPSTACK_BUSY_POLL gives one: sleep at once. A conversation whose
     /// answers come within that time saves a wake-up per datagram, at the
-    /// price of the CPU it polls with. At most a second is used.
+    /// price of the CPU it polls with. At most a second is used. The poll
+    /// makes no system call, so a signal that comes meanwhile runs its
+    /// handler and the wait goes on (as one just before poll() would).
     public var busyPollMicroseconds: Int {
         get { Int(state.withLock { $0.busy_poll_us }) }
         set { state.withLock { $0.busy_poll_us = Int32(clamping: max(0, newValue)) } }
@@ -322,8 +324,7 @@ public final class UDPSocket: DatagramSocket {
             var socket = state.withLock { $0 }  // the region stays mapped while self lives
             let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1000
             let microseconds = min(Int64(socket.busy_poll_us), Int64(TSC_BUSY_POLL_MAX_US), limit)
-            // A datagram, or a signal's handler ran: the caller looks again.
-            if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000) != 0 { return }
+            if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000, 0) != 0 { return }
         }
         // A closed socket returns at once; its next call reports `.closed`.
         _ = try? channel.use { fd in

@@ -2,7 +2,8 @@
 # `make soak DURATION=600`: UDP echo and ping at about 80 % of the capacity
 # measured first (the highest open-loop rate this machine sustains), for
 # DURATION seconds, in a namespace made here. Passes when the stack does not
-# crash, at most 5 of the pings are lost, every lost echo and ping is explained
+# crash, at most 5 of the pings are lost (more only in proportion to lost
+# echoes: ping is not starved), every lost echo and ping is explained
 # by a counter (the stack's, the tap's or the client socket's), and RSS stays
 # flat after warm-up.
 set -uo pipefail
@@ -43,18 +44,25 @@ counter() { grep -E "^$1 " "$WORK/stack.err" | tail -n 1 | awk '{print $2}'; }
 
 # Capacity is what this machine sustains open loop, client and stack sharing its
 # CPUs: the closed-loop peak (a window of 64) is only where the search starts. A
-# 3 s probe at a rate passes when it loses at most 0.5 %; each failed probe
-# steps down by a tenth of the peak. Soaking at a share of the peak instead ran
-# the machine past what it sustains, and a soak is not an overload test.
+# rate passes when two 3 s probes in a row each lose at most 0.5 % (one alone
+# caught a fast moment of a shared VM: the soak at 80 % of it then lost 4 %);
+# each failed probe steps down by a tenth of the peak. Soaking at a share of
+# the peak instead ran the machine past what it sustains, and a soak is not an
+# overload test.
 peak=$(kv pps "$(in_ns "$BENCH_BIN/udpecho-load" window 192.0.2.2 7 64 64 2)")
 peak=${peak%.*}
 capacity=""
 for percent in 100 90 80 70 60 50 40; do
     probe_rate=$(( peak * percent / 100 ))
-    probe=$(in_ns timeout 40 "$BENCH_BIN/udpecho-load" rate 192.0.2.2 7 64 "$probe_rate" 3)
-    probe_lost=$(( $(kv lost "$probe") - $(kv late "$probe") ))
-    echo "soak: probe ${probe_rate}/s (${percent} % of the closed-loop peak ${peak}/s): lost ${probe_lost} of $(kv sent "$probe")"
-    if [ $((probe_lost * 200)) -le "$(kv sent "$probe")" ]; then capacity=$probe_rate; break; fi
+    held=0
+    for attempt in 1 2; do
+        probe=$(in_ns timeout 40 "$BENCH_BIN/udpecho-load" rate 192.0.2.2 7 64 "$probe_rate" 3)
+        probe_lost=$(( $(kv lost "$probe") - $(kv late "$probe") ))
+        echo "soak: probe ${probe_rate}/s (${percent} % of the closed-loop peak ${peak}/s), ${attempt} of 2: lost ${probe_lost} of $(kv sent "$probe")"
+        [ $((probe_lost * 200)) -le "$(kv sent "$probe")" ] || break
+        held=$attempt
+    done
+    if [ "$held" = 2 ]; then capacity=$probe_rate; break; fi
 done
 [ -n "$capacity" ] || { capacity=$probe_rate; echo "soak: no probe passed; taking the last one as capacity"; }
 sleep 1 # the last probe's echoes are counted before the soak starts
@@ -101,7 +109,14 @@ explained=$(( stack_dropped + tap_dropped + snmp_after - snmp_before ))
 echo "soak: lost $lost echoes and $ping_lost pings; counters explain $explained (stack queue/ring/link drops $stack_dropped, tap tx_dropped $tap_dropped, client socket errors $((snmp_after - snmp_before)))"
 [ $((lost + ping_lost)) -le "$explained" ]; verdict $? "every lost echo and ping is explained by a counter"
 [ "$(kv bad "$line")" = 0 ]; verdict $? "no corrupt echo"
-[ "$ping_lost" -le 5 ]; verdict $? "ping kept answering (at most 5 of $((DURATION * 5)) lost, and those counted)"
+# Ping must not starve behind the echoes: at most 5 lost, more only as far as
+# the echoes lost as large a share (a host that slowed down mid-soak drops
+# both at the tap, counted).
+pings=$((DURATION * 5))
+sent=$(kv sent "$line")
+allowed=5
+[ "${sent:-0}" -gt 0 ] && allowed=$(( 5 + (2 * pings * lost + sent - 1) / sent ))
+[ "$ping_lost" -le "$allowed" ]; verdict $? "ping kept answering (at most $allowed of $pings lost: 5, plus twice the echoes' loss share; those counted)"
 first=$(awk 'NR == 2 {print $2}' "$WORK/rss.txt")
 last=$(tail -n 1 "$WORK/rss.txt" | awk '{print $2}')
 echo "soak: RSS after warm-up ${first:-?} KiB, at the end ${last:-?} KiB"

@@ -132,7 +132,7 @@ static int poll_ring(const tsr_shared *ring, int64_t deadline, uint64_t hold, ui
 }
 
 int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
-    if (nanoseconds <= 0 || !tsc_ring_settled(s, 1) || s->ring_refused) return 0;
+    if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
     int64_t deadline = monotonic_ns() + nanoseconds;
     if (!hold_signals) {

@@ -320,8 +320,9 @@ public final class UDPSocket: DatagramSocket {
     /// `.writable`), has hung up, or the timeout passes; waiting to read,
     /// first polls the ring for `busyPollMicroseconds`.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
-        if !events.contains(.writable), timeoutMilliseconds != 0 {
-            var socket = state.withLock { $0 }  // the region stays mapped while self lives
+        // Only a socket that busy-polls copies its state (the region stays mapped while self lives).
+        if !events.contains(.writable), timeoutMilliseconds != 0,
+           var socket = state.withLock({ $0.busy_poll_us > 0 ? $0 : nil }) {
             let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1000
             let microseconds = min(Int64(socket.busy_poll_us), Int64(TSC_BUSY_POLL_MAX_US), limit)
             if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000, 0) != 0 { return }

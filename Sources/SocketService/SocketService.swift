@@ -66,7 +66,8 @@ public final class SocketService: @unchecked Sendable {
     var thread: JoinableThread?
 
     static let batchCount: UInt32 = 16
-    static let slotSize = 65536
+    /// A slot holds the largest UDP payload (65 507 bytes over IPv4, 65 527 over IPv6) behind its header.
+    static let slotSize = headerSize + 65536
     static let headerSize = MemoryLayout<tsp_datagram_header>.size
     static let listenTag: UInt64 = 0
     static let wakeupTag: UInt64 = 3

@@ -170,10 +170,12 @@ assert c.getsockname()[0] == "192.0.2.2", c.getsockname()
 c.settimeout(2)
 c.send(b"three")
 assert c.recv(100) == b"three"
-# A 1472-byte datagram and a fragmented 4000-byte one come back whole.
-for size in (1472, 4000):
-    c.send(bytes(range(256)) * (size // 256) + bytes(size % 256))
-    assert len(c.recv(65535)) == size
+# A 1472-byte datagram, a fragmented 4000-byte one and the largest (too
+# large for the socket's ring: it goes on the channel) come back whole.
+for size in (1472, 4000, 65507):
+    sent = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    c.send(sent)
+    assert c.recv(65535) == sent, size
 # A duplicate descriptor names the same socket (SO_TYPE, SO_DOMAIN and SO_PROTOCOL are
 # what socket.socket(fileno=) asks), and outlives the original being closed.
 d = socket.socket(fileno=os.dup(c.fileno()))

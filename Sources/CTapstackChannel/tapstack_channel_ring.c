@@ -114,15 +114,19 @@ static int interrupts_calls(uint64_t pending) {
     return 0;
 }
 
-/* Polls the ring until a record waits (1) or `deadline` passes (0); with
- * `hold` (a signal set that the caller blocked) also until one of those
- * signals is pending (0), looked for as often as the clock is. */
-static int poll_ring(const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending) {
+/* Polls the ring until a record waits, or a message came on the channel
+ * since the receiver last found it empty (1), or `deadline` passes (0);
+ * with `hold` (a signal set that the caller blocked) also until one of
+ * those signals is pending (0), looked for as often as the clock is. */
+static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending) {
     for (unsigned spins = 1;; spins++) {
         /* Only the two indices, read as they change: the service writes the
          * tail, the client the head. Unequal: a record waits (or the ring is
          * broken, which the receive that follows reports). */
         if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) return 1;
+        /* A datagram too large for the ring, one that found it full, an
+         * error: on the channel, which the receive looks at next. */
+        if (__atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) != __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 1;
         spin_pause();
         if (spins % 64 == 0) {
             if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
@@ -133,11 +137,12 @@ static int poll_ring(const tsr_shared *ring, int64_t deadline, uint64_t hold, ui
 
 int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
+    const tsr_region_header *h = s->ring;
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
     int64_t deadline = monotonic_ns() + nanoseconds;
     if (!hold_signals) {
         uint64_t none = 0;
-        return poll_ring(ring, deadline, 0, &none);
+        return poll_ring(h, ring, deadline, 0, &none);
     }
     /* Signals are held while polling and looked for as the clock is: a
      * handler that ran in the middle of the poll would leave the receive
@@ -147,7 +152,7 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
     uint64_t hold = ~((1ull << 31) | (1ull << 32)), old = 0, pending = 0;
     if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
     hold &= ~old;  /* what the program blocked itself stays as it was */
-    int found = poll_ring(ring, deadline, hold, &pending);
+    int found = poll_ring(h, ring, deadline, hold, &pending);
     if (!found) syscall(SYS_rt_sigpending, &pending, sizeof pending);
     int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
@@ -315,9 +320,13 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
             return (flags & MSG_TRUNC) || (size_t)n <= capacity ? n : (ssize_t)capacity;
         }
         take_spent_doorbells(s, &end);
-        /* Empty: what heads the channel? */
+        /* Empty: what heads the channel? (What the service sent on it
+         * before this look, this look sees; what it sends after, a
+         * polling receive sees in `channel_sends`.) */
+        uint32_t channel_sends = __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE);
         tsp_datagram_header head;
         ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+        if (m < 0 && errno == EAGAIN) __atomic_store_n(&h->channel_seen, channel_sends, __ATOMIC_RELAXED);
         if (m < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT)) {
             /* Wait for a message as the descriptor waits (O_NONBLOCK,
              * SO_RCVTIMEO, signals), without holding the lock; with

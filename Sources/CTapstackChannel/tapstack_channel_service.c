@@ -183,6 +183,7 @@ struct tsv_region {
     tsr_end from_client;  /* consumer */
     tsr_end to_client;    /* producer */
     uint32_t doorbells;   /* rung toward the client */
+    uint32_t channel_sends;
 };
 
 /* Process-shared and robust: the client's processes share it, and one
@@ -313,6 +314,11 @@ int tsv_doorbell(int fd) {
 }
 
 int tsv_wake_create(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void tsv_region_note_channel(tsv_region *r) {
+    tsr_region_header *h = r->memory;
+    __atomic_store_n(&h->channel_sends, ++r->channel_sends, __ATOMIC_RELEASE);
+}
 
 int tsv_region_ring(tsv_region *r, int fd) {
     tsr_region_header *h = r->memory;

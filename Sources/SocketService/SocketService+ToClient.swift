@@ -82,6 +82,7 @@ extension SocketService {
                 break
             }
             client.waitingForClient.removeFirst()
+            if let region = client.region { tsv_region_note_channel(region) }
         }
         setDataInterest(client, client.dataInterest & ~UInt32(TSV_OUT))
         // Back to the ring once the client has read everything on the channel.
@@ -115,7 +116,9 @@ extension SocketService {
                     }
                 }
                 if sent < count {
-                    sent += max(0, Int(tsv_batch_send(client.data, toClients, UInt32(sent), count - UInt32(sent))))
+                    let onChannel = max(0, Int(tsv_batch_send(client.data, toClients, UInt32(sent), count - UInt32(sent))))
+                    sent += onChannel
+                    if onChannel > 0, let region = client.region { tsv_region_note_channel(region) }
                 }
                 counters.datagramsReceived.add(UInt64(sent), ordering: .relaxed)
                 if sent < count {

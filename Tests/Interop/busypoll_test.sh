@@ -89,6 +89,13 @@ def receive(label, microseconds):
 receive("setup", 0)
 receive("polling", 1000000)   # polls up to a second: the datagram comes long before
 receive("sleeping", 0)
+# The largest datagram does not fit the ring: it comes on the channel,
+# which a polling receive must notice as it polls, not after the poll.
+s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, 1000000)
+print("waiting large", flush=True)
+start = time.monotonic()
+data, peer = s.recvfrom(65535)
+print("received large %d after %.3f s" % (len(data), time.monotonic() - start), flush=True)
 s.setblocking(False)
 s.setsockopt(socket.SOL_SOCKET, SO_BUSY_POLL, 1000000)
 start = time.monotonic()
@@ -120,6 +127,8 @@ send_when_waiting() {
         wait_for grep -q "^waiting $label" "$WORK/busy.out" || return 1
         in_ns python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'$label', ('192.0.2.2', 9400))"
     done
+    wait_for grep -q "^waiting large" "$WORK/busy.out" || return 1
+    in_ns python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'L' * 65507, ('192.0.2.2', 9400))"
 }
 
 busy_receiver >"$WORK/busy.out" 2>&1 &
@@ -140,6 +149,11 @@ nonblocking_does_not_poll() {
     seconds=$(sed -n 's/^nonblocking EAGAIN after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
     [ -n "$seconds" ] && python3 -c "import sys; sys.exit(not float('$seconds') < 0.5)"
 }
+channel_datagram_ends_the_poll() {
+    local seconds
+    seconds=$(sed -n 's/^received large 65507 after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
+    [ -n "$seconds" ] && python3 -c "import sys; sys.exit(not float('$seconds') < 0.5)"
+}
 signal_ends_the_poll() {
     local seconds
     seconds=$(sed -n 's/^interrupted after \([0-9.]*\) s$/\1/p' "$WORK/busy.out")
@@ -149,5 +163,6 @@ check "exec --busy-poll 250 is each socket's SO_BUSY_POLL; a negative one is EIN
 check "a blocking receive with SO_BUSY_POLL takes a datagram that comes while it polls, without sleeping" polled_receive_did_not_sleep
 check "the same receive without SO_BUSY_POLL sleeps" plain_receive_slept
 check "a nonblocking receive returns EAGAIN at once, SO_BUSY_POLL or not" nonblocking_does_not_poll
+check "a polling receive takes a datagram too large for the ring (it comes on the channel) as it comes, not after the poll" channel_datagram_ends_the_poll
 check "a signal whose handler raises ends a polling receive when it comes (EINTR), not after the poll" signal_ends_the_poll
 finish

@@ -519,6 +519,7 @@ import Wire
         #expect(socket.busyPollMicroseconds == microseconds)
 
         let waiter = Atomic<Int32>(0)  // the waiting thread's id, once it is about to wait
+        let injectorTimedOut = Atomic<Bool>(false)  // its deadline passed before what it waited for
         let link = served.link
         let injector = JoinableThread(name: "injector") {
             let deadline = Deadline(.seconds(5))
@@ -527,6 +528,7 @@ import Wire
             if microseconds == 0 {
                 while !Self.isSleeping(thread: waiter.load(ordering: .acquiring)) && !deadline.hasPassed { usleep(100) }
             }
+            injectorTimedOut.store(deadline.hasPassed, ordering: .releasing)
             link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [2]))
         }
         let before = Self.voluntarySwitches()
@@ -536,6 +538,8 @@ import Wire
         let waited = ContinuousClock.now - started
         let sleeps = Self.voluntarySwitches() - before
         injector.join()
+        let timedOut = injectorTimedOut.load(ordering: .acquiring)
+        #expect(!timedOut, "the injector's deadline passed before the wait began (or, without polling, slept)")
         #expect(datagram.payload == [2])
         if microseconds > 0 {
             #expect(sleeps == 0)
@@ -544,6 +548,42 @@ import Wire
         } else {
             #expect(sleeps > 0)
         }
+    }
+
+    /// A datagram too large for the ring comes on the channel: a wait that
+    /// polls the ring sees it come (the service counts it in the region),
+    /// rather than find it only once the second of polling is over.
+    @Test func aBusyPollingWaitSeesADatagramThatCameOnTheChannel() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+        #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
+        socket.busyPollMicroseconds = 1_000_000
+
+        let largest = (0..<65507).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let packet = FrameBuilder.ipv4(proto: .udp, payload: FrameBuilder.udp(sourcePort: 35789, destinationPort: 7, payload: largest),
+                                       identification: 0x5151)
+        let waiting = Atomic<Bool>(false)
+        let injectorTimedOut = Atomic<Bool>(false)
+        let link = served.link
+        let injector = JoinableThread(name: "injector") {
+            let deadline = Deadline(.seconds(5))
+            while !waiting.load(ordering: .acquiring) && !deadline.hasPassed { usleep(100) }
+            injectorTimedOut.store(!waiting.load(ordering: .acquiring), ordering: .releasing)
+            for fragment in FrameBuilder.fragments(of: packet, size: 1480) { link.inject(fragment) }
+        }
+        let started = ContinuousClock.now
+        waiting.store(true, ordering: .releasing)
+        let datagram = try socket.receive(timeout: .seconds(5))
+        let waited = ContinuousClock.now - started
+        injector.join()
+        let timedOut = injectorTimedOut.load(ordering: .acquiring)
+        #expect(!timedOut, "the injector's deadline passed before the wait began")
+        #expect(datagram.payload == largest)
+        #expect(waited < .milliseconds(500))
     }
 
     /// The calling thread's voluntary context switches: the times it slept.

@@ -90,6 +90,9 @@ int tsv_region_put(tsv_region *region, tsv_batch *batch, unsigned first, unsigne
 int tsv_region_to_client_holds(tsv_region *region);
 /// Bytes the service wrote on `fd` that the client has not read yet (SIOCOUTQ).
 int tsv_unread(int fd);
+/// Counts a message just sent on the client's channel in the region, where
+/// a receiver polling the ring sees it (call after each send of datagrams or errors).
+void tsv_region_note_channel(tsv_region *region);
 /// Counts a doorbell in the region, then puts it (TSP_DOORBELL) on the
 /// channel `fd`: after tsv_region_put said the ring had been empty. -1
 /// when it could not be sent (a full channel: EAGAIN): it is owed, and

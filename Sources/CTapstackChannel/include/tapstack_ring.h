@@ -116,7 +116,11 @@ typedef struct {
     /// knows one is on its way and takes it: none is left to wake a poll
     /// for nothing).
     uint32_t doorbells;
-    uint8_t pad0[52];
+    /// Messages the service sent on the channel (datagrams too large for
+    /// the ring or that found it full, errors; service, counted after each
+    /// is sent), so a receiver polling the ring sees one come.
+    uint32_t channel_sends;
+    uint8_t pad0[48];
     /// Client: one sender at a time, and one receiver (process-shared
     /// robust mutexes the service initialises at creation: a process killed
     /// while holding one leaves it to the next, not locked forever).
@@ -125,7 +129,10 @@ typedef struct {
     uint32_t receiving;         ///< client: the service puts received datagrams in the ring
     uint32_t send_fallback;     ///< client: sends go on the channel until the service read it all
     uint32_t doorbells_taken;   ///< client: doorbells taken off the channel
-    uint8_t pad1[52];
+    /// Client: `channel_sends` as read before a look that found the channel
+    /// empty; while it is still `channel_sends`, nothing came on the channel since.
+    uint32_t channel_seen;
+    uint8_t pad1[48];
 } tsr_region_header;
 _Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
 

@@ -126,7 +126,8 @@ EXEC=("$BIN" exec --socket "$WORK/tapstack.sock" --)
 
 python_inet6_under_exec() {
     # A dual-stack AF_INET6 program under exec: bound to [::]:9600, it echoes
-    # one datagram from each family and reports what the socket API showed it.
+    # one datagram from each family and reports what the socket API showed
+    # it, then echoes the largest IPv6 datagram (65 527 bytes) as it came.
     in_ns timeout 20 "${EXEC[@]}" python3 -c '
 import socket
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -138,6 +139,9 @@ for _ in range(2):
     data, peer = s.recvfrom(100)
     print("from", peer[:2], data, flush=True)
     s.sendto(b"echo:" + data, peer)
+data, peer = s.recvfrom(65535)
+print("largest", len(data), flush=True)
+s.sendto(data, peer)
 ' >"$WORK/inet6.out" 2>&1 &
     local program=$!
     wait_for grep -q bound "$WORK/inet6.out"
@@ -150,14 +154,19 @@ s.sendto(b"six", ("2001:db8::2", 9600)); print(s.recvfrom(100)[0].decode())')
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
 s.sendto(b"four", ("192.0.2.2", 9600)); print(s.recvfrom(100)[0].decode())')
+    largest=$(in_ns timeout 5 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(3)
+sent = bytes(range(256)) * 255 + bytes(range(247))
+s.sendto(sent, ("2001:db8::2", 9600)); print("intact" if s.recvfrom(65535)[0] == sent else "changed")')
     wait "$program"
-    cat "$WORK/inet6.out"; echo "kernel side got: '$six' '$four'"
-    [ "$six" = "echo:six" ] && [ "$four" = "echo:four" ] &&
+    cat "$WORK/inet6.out"; echo "kernel side got: '$six' '$four' '$largest'"
+    [ "$six" = "echo:six" ] && [ "$four" = "echo:four" ] && [ "$largest" = intact ] && grep -qx "largest 65527" "$WORK/inet6.out" &&
         grep -q "^v6only 0" "$WORK/inet6.out" && grep -q "^bound ('::', 9600)" "$WORK/inet6.out" &&
         grep -qE "^from \('2001:db8::[0-9a-f]+', [0-9]+\) b'six'" "$WORK/inet6.out" &&
         grep -qE "^from \('::ffff:192.0.2.1', [0-9]+\) b'four'" "$WORK/inet6.out"
 }
-check "python AF_INET6 under tapstack exec: bound to [::]:9600, echoes IPv6 and (v4-mapped) IPv4 from the kernel side" python_inet6_under_exec
+check "python AF_INET6 under tapstack exec: bound to [::]:9600, echoes IPv6 and (v4-mapped) IPv4 from the kernel side, and the largest IPv6 datagram byte for byte" python_inet6_under_exec
 
 nc6_under_exec() {
     in_ns timeout 10 nc -6 -n -u -l 2001:db8::1 9700 >"$WORK/listener6.out" 2>&1 &

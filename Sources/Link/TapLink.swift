@@ -69,6 +69,10 @@ public final class TapLink: LinkEndpoint {
 
     private struct IOState {
         var ring: OpaquePointer?
+        /// The ring runs completions' task work only while an enter waits
+        /// (DEFER_TASKRUN): a chain of linked writes then goes on only as
+        /// far as the enter waits for completions.
+        var defersTaskWork = false
         var readArmed = false
         /// RX positions below this have a buffer in the kernel's buffer ring
         /// (from `rx.produced` on: given, not filled yet).
@@ -137,6 +141,9 @@ public final class TapLink: LinkEndpoint {
     private static let maximumGroups = 64
     private static let headerRoom = 64
     private static let submissionEntries: UInt32 = 128
+    /// The longest a turn that does not sleep waits for its chain of writes
+    /// (ns): they complete at once, this only bounds a surprise.
+    private static let writeChainTimeout: Int64 = 1_000_000
 
     /// - Parameters:
     ///   - ioMode: io_uring (falls back to syscalls when refused) or syscalls.
@@ -209,6 +216,7 @@ public final class TapLink: LinkEndpoint {
         // The kernel may write a whole slot: headroom and frame.
         precondition(rx.stride >= rx.headroom + rx.slotSize)
         io.ring = ring
+        io.defersTaskWork = ctun_ring_defers_task_work(ring) != 0
         io.readArmed = true
         io.recycled = rx.produced
         io.producedAtLastTurn = rx.produced
@@ -307,6 +315,13 @@ public final class TapLink: LinkEndpoint {
         }
         let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
         var submitted = queueWrites(ring)
+        // Under DEFER_TASKRUN each write after the first of a chain is task
+        // work that runs only while the enter waits: a turn that does not
+        // sleep waits for its writes (they complete at once, RWF_NOWAIT),
+        // or the chain would go on one write per enter.
+        let waitForWrites = { (submitted: Int) -> (count: Int, timeout: Int64) in
+            self.io.defersTaskWork && submitted > 1 ? (submitted, Self.writeChainTimeout) : (0, 0)
+        }
         // More frames than one batch of writes (the fragments of a few large
         // datagrams, say): hand them all to the device now, a batch per
         // enter, rather than sleep with frames in the ring. Not when the
@@ -317,7 +332,8 @@ public final class TapLink: LinkEndpoint {
         var handedOver = false
         var batches = 0
         while submitted > 0, io.queued != tx.produced, !io.transmitBlocked, batches < tx.capacity / Self.maximumGroups {
-            enter(ring, waitFor: 0, timeout: 0)
+            let writes = waitForWrites(submitted)
+            enter(ring, waitFor: writes.count, timeout: writes.timeout)
             handedOver = true
             batches += 1
             guard io.ring != nil else { return }  // fell back to read()/write()
@@ -340,6 +356,8 @@ public final class TapLink: LinkEndpoint {
         if deadline != nil && timeout != 0 && !handedOver {
             waitFor = inFlight ? 1 : submitted + 1
             counters.add(.sleeps)
+        } else {
+            (waitFor, timeout) = waitForWrites(submitted)
         }
         enter(ring, waitFor: waitFor, timeout: timeout)
     }

@@ -5,9 +5,11 @@
 #include <sys/uio.h>
 
 /// The TAP device's I/O through one io_uring, used by one thread only (the
-/// executor: the ring is SINGLE_ISSUER with COOP_TASKRUN, so completions
-/// are produced while that thread is in `ctun_ring_enter`; DEFER_TASKRUN
-/// advanced a chain of linked writes one write per enter):
+/// executor: the ring is SINGLE_ISSUER with DEFER_TASKRUN, COOP_TASKRUN
+/// where the kernel refuses that, so completions are produced while that
+/// thread is in `ctun_ring_enter`; under DEFER_TASKRUN only while it waits
+/// there, so a chain of linked writes goes on only as far as the enter
+/// waits for their completions):
 ///  - one multishot read (IORING_OP_READ_MULTISHOT, kernel >= 6.7) that
 ///    reads each frame into the next buffer of a provided-buffer ring, the
 ///    memory of the stack's RX FIFO;
@@ -103,5 +105,7 @@ int ctun_ring_enter(ctun_ring *ring, unsigned wait_for, int64_t timeout_ns, ctun
 /// shared memory only, so a polling executor enters the kernel only when
 /// there is something there for it.
 int ctun_ring_has_pending(ctun_ring *ring);
+/// 1 when the ring runs task work only in enters that wait (DEFER_TASKRUN).
+int ctun_ring_defers_task_work(ctun_ring *ring);
 
 #endif

@@ -75,27 +75,22 @@ ctun_ring *ctun_ring_open(int fd, int wake_fd, void *buffers, unsigned buffer_co
     }
     ctun_ring *ring = calloc(1, sizeof *ring);
     if (!ring) { *err = ENOMEM; *stage = CTUN_RING_SETUP; return NULL; }
-    /* Room for a completion per buffer (reads) besides the writes. */
-    /* DEFER_TASKRUN: completions' task work runs only when the executor
-     * waits in an enter, not as an interrupt of whatever it is doing; a
-     * frame then wakes it straight (no notification signal), which cut a
-     * ping-pong's round trip by 0.5 us here. COOP_TASKRUN where refused. */
-    struct io_uring_params params = {
-        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_CQSIZE,
-        .cq_entries = buffer_count + 4 * sq_entries,
+    /* DEFER_TASKRUN: completions' task work runs only while the executor
+     * waits in an enter, not as an interruption of whatever it is doing;
+     * a frame then wakes it straight, without a task-work notification
+     * (a ping-pong's round trip 0.5 us shorter here). COOP_TASKRUN where
+     * that is refused; no flags before 6.0, where the multishot read the
+     * probe below asks for is missing anyway. Room for a completion per
+     * buffer (reads) besides the writes. */
+    const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
     };
-    int r = io_uring_queue_init_params(sq_entries, &ring->ring, &params);
-    if (r == -EINVAL) {
-        struct io_uring_params coop = {
-            .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_CQSIZE,
-            .cq_entries = buffer_count + 4 * sq_entries,
-        };
-        r = io_uring_queue_init_params(sq_entries, &ring->ring, &coop);
-    }
-    if (r == -EINVAL) {
-        /* Before 6.1: no DEFER_TASKRUN; the multishot read is newer still, so the probe below refuses. */
-        struct io_uring_params plain = { .flags = IORING_SETUP_CQSIZE, .cq_entries = buffer_count + 4 * sq_entries };
-        r = io_uring_queue_init_params(sq_entries, &ring->ring, &plain);
+    int r = -EINVAL;
+    for (unsigned i = 0; i < sizeof flag_sets / sizeof flag_sets[0] && r == -EINVAL; i++) {
+        struct io_uring_params params = { .flags = flag_sets[i] | IORING_SETUP_CQSIZE, .cq_entries = buffer_count + 4 * sq_entries };
+        r = io_uring_queue_init_params(sq_entries, &ring->ring, &params);
     }
     if (r < 0) { *err = -r; *stage = CTUN_RING_SETUP; free(ring); return NULL; }
     ring->flags_task_work = (ring->ring.flags & IORING_SETUP_TASKRUN_FLAG) != 0;

@@ -315,13 +315,6 @@ public final class TapLink: LinkEndpoint {
         }
         let inFlight = io.groups.contains { if case .inFlight = $0.state { true } else { false } }
         var submitted = queueWrites(ring)
-        // Under DEFER_TASKRUN each write after the first of a chain is task
-        // work that runs only while the enter waits: a turn that does not
-        // sleep waits for its writes (they complete at once, RWF_NOWAIT),
-        // or the chain would go on one write per enter.
-        let waitForWrites = { (submitted: Int) -> (count: Int, timeout: Int64) in
-            self.io.defersTaskWork && submitted > 1 ? (submitted, Self.writeChainTimeout) : (0, 0)
-        }
         // More frames than one batch of writes (the fragments of a few large
         // datagrams, say): hand them all to the device now, a batch per
         // enter, rather than sleep with frames in the ring. Not when the
@@ -332,7 +325,7 @@ public final class TapLink: LinkEndpoint {
         var handedOver = false
         var batches = 0
         while submitted > 0, io.queued != tx.produced, !io.transmitBlocked, batches < tx.capacity / Self.maximumGroups {
-            let writes = waitForWrites(submitted)
+            let writes = writesToWaitFor(submitted)
             enter(ring, waitFor: writes.count, timeout: writes.timeout)
             handedOver = true
             batches += 1
@@ -357,9 +350,19 @@ public final class TapLink: LinkEndpoint {
             waitFor = inFlight ? 1 : submitted + 1
             counters.add(.sleeps)
         } else {
-            (waitFor, timeout) = waitForWrites(submitted)
+            (waitFor, timeout) = writesToWaitFor(submitted)
         }
         enter(ring, waitFor: waitFor, timeout: timeout)
+    }
+
+    /// What an enter that does not sleep waits for after submitting
+    /// `submitted` linked writes: nothing, except under DEFER_TASKRUN,
+    /// where each write after a chain's first is task work that runs only
+    /// while the enter waits, so it waits for them all (they complete at
+    /// once, RWF_NOWAIT; the timeout bounds a surprise) rather than let the
+    /// chain go on one write per enter.
+    private func writesToWaitFor(_ submitted: Int) -> (count: Int, timeout: Int64) {
+        io.defersTaskWork && submitted > 1 ? (submitted, Self.writeChainTimeout) : (0, 0)
     }
 
     /// One io_uring_enter: submits what is queued, waits for `waitFor`

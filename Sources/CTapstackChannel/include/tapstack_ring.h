@@ -93,10 +93,11 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * (TSP_RING) and passes it on the control connection. Layout: this header,
  * then the client-to-service ring, then the service-to-client ring, each
  * `tsr_ring_size(capacity)` bytes. The service writes `magic` and
- * `capacity` once, before passing it, and never reads the header again;
- * the rest of the header belongs to the client's processes (a socket may be
- * shared by fork), which is why their ring ends keep no private state: they
- * take a lock and use the indices in the region. */
+ * `capacity` once, before passing it, then only its two counts
+ * (`doorbells`, `channel_sends`), and never reads the header; the rest of
+ * the header belongs to the client's processes (a socket may be shared by
+ * fork), which is why their ring ends keep no private state: they take a
+ * lock and use the indices in the region. */
 #define TSR_REGION_MAGIC 0x52505355u  /* 'URPS': robust locks (the layout before had futex words) */
 /// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
 /// the channel), a window of 64 datagrams of 1400 bytes does.

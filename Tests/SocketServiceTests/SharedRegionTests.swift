@@ -566,17 +566,15 @@ import Wire
         let largest = (0..<65507).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let packet = FrameBuilder.ipv4(proto: .udp, payload: FrameBuilder.udp(sourcePort: 35789, destinationPort: 7, payload: largest),
                                        identification: 0x5151)
-        let waiting = Atomic<Bool>(false)
+        let waiting = Event()  // the receive is about to wait
         let injectorTimedOut = Atomic<Bool>(false)
         let link = served.link
         let injector = JoinableThread(name: "injector") {
-            let deadline = Deadline(.seconds(5))
-            while !waiting.load(ordering: .acquiring) && !deadline.hasPassed { usleep(100) }
-            injectorTimedOut.store(!waiting.load(ordering: .acquiring), ordering: .releasing)
+            injectorTimedOut.store(!waiting.wait(timeoutMilliseconds: 5000), ordering: .releasing)
             for fragment in FrameBuilder.fragments(of: packet, size: 1480) { link.inject(fragment) }
         }
         let started = ContinuousClock.now
-        waiting.store(true, ordering: .releasing)
+        waiting.signal()
         let datagram = try socket.receive(timeout: .seconds(5))
         let waited = ContinuousClock.now - started
         injector.join()

@@ -308,8 +308,10 @@ int tsc_use_ring(tsc_socket *socket, int receive);
 int tsc_ring_settled(const tsc_socket *socket, int receive);
 /// Polls the ring toward the client for up to `nanoseconds` without a
 /// lock (the receive side of SO_BUSY_POLL): 1 as soon as a datagram waits
-/// there; 0 when the time ran out or received datagrams do not come
-/// through a ring (then only the channel can tell). With `hold_signals`
+/// there, or the service sent something on the channel since a receive
+/// last found it empty (region `channel_sends`); 0 when the time ran out
+/// or received datagrams do not come through a ring (then only the
+/// channel can tell). With `hold_signals`
 /// (a receive that stands for the kernel's, as the preload's) signals are
 /// held meanwhile and end the poll: 0 for one that restarts calls, -1 for
 /// one whose handler interrupts them (it has run by the return: EINTR).

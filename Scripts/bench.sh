@@ -24,7 +24,10 @@
 #          (--link-io syscalls), tapstack-poll (--busy-poll auto: against
 #          tapstack, poll/ts), tapstack-service-poll (both sides poll: the
 #          stack --busy-poll auto, EchoOverService TAPSTACK_BUSY_POLL=
-#          CLIENT_BUSY_POLL; against tapstack-poll, svcpoll/poll) and
+#          CLIENT_BUSY_POLL; against tapstack-poll, svcpoll/poll),
+#          tapstack-service-busypoll (only the echo polls, as a program that
+#          sets SO_BUSY_POLL or runs with TAPSTACK_BUSY_POLL; the stack as
+#          tapstack: against tapstack, svcbp/ts) and
 #          tapstack-service-channel (EchoOverService with TAPSTACK_RINGS=0:
 #          its datagrams on the data channel, not in shared memory).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
@@ -91,7 +94,7 @@ start() {
         tapstack-poll) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --busy-poll auto $EXTRA >>"$log" 2>&1 & ;;
         nio) ip netns exec "$ns" "$RELEASE_DIR/nio-echo-server" --interface "$TAP" --port 7 >>"$log" 2>&1 & ;;
         tapstack-service-poll) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" --busy-poll auto $EXTRA >>"$log" 2>&1 & ;;
-        tapstack-service|tapstack-service-channel|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
+        tapstack-service|tapstack-service-busypoll|tapstack-service-channel|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
         *) echo "unknown target $target" >&2; return 1 ;;
     esac
     pid=$!
@@ -99,11 +102,12 @@ start() {
     for _ in $(seq 100); do ip -n "$ns" link show "$TAP" >/dev/null 2>&1 && break; sleep 0.05; done
     ip -n "$ns" link set "$TAP" up || return 1
     ip -n "$ns" addr add 192.0.2.1/24 dev "$TAP"
-    if [ "$target" = tapstack-service ] || [ "$target" = tapstack-service-poll ] || [ "$target" = tapstack-service-channel ] || [ "$target" = nio-service ]; then
+    if [ "$target" = tapstack-service ] || [ "$target" = tapstack-service-poll ] || [ "$target" = tapstack-service-busypoll ] \
+        || [ "$target" = tapstack-service-channel ] || [ "$target" = nio-service ]; then
         for _ in $(seq 100); do [ -S "$OUT/$target.sock" ] && break; sleep 0.05; done
         if [ "$target" = tapstack-service ]; then
             ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
-        elif [ "$target" = tapstack-service-poll ]; then
+        elif [ "$target" = tapstack-service-poll ] || [ "$target" = tapstack-service-busypoll ]; then
             TAPSTACK_BUSY_POLL=${CLIENT_BUSY_POLL:-50} ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
         elif [ "$target" = tapstack-service-channel ]; then
             # The same echo with its datagrams on the data channel (no shared-memory rings).
@@ -189,10 +193,11 @@ metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), 
 print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
       f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
 short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc", "tapstack-service-channel": "chan",
-         "tapstack-syscalls": "sys", "tapstack-poll": "poll", "tapstack-service-poll": "svcpoll", "nio": "nio", "nio-service": "niosvc"}
+         "tapstack-syscalls": "sys", "tapstack-poll": "poll", "tapstack-service-poll": "svcpoll", "tapstack-service-busypoll": "svcbp", "nio": "nio", "nio-service": "niosvc"}
 # Each pair: the first against the second (SwiftNIO on tapstack against the native API's echo, same place).
 pairs = [(a, b) for a, b in (("tapstack-service", "tapstack"), ("tapstack-service-channel", "tapstack"), ("tapstack-poll", "tapstack"),
-                             ("tapstack-service-poll", "tapstack-poll"), ("nio", "tapstack"), ("nio-service", "tapstack-service"))
+                             ("tapstack-service-poll", "tapstack-poll"), ("tapstack-service-busypoll", "tapstack"),
+                             ("nio", "tapstack"), ("nio-service", "tapstack-service"))
          if a in targets and b in targets]
 head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>13}" for t in others)
 print(head + "".join(f"{short[a] + '/' + short[b]:>13}" for a, b in pairs))

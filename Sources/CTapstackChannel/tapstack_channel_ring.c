@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
@@ -140,9 +141,20 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
     const tsr_region_header *h = s->ring;
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
     int64_t deadline = monotonic_ns() + nanoseconds;
+    /* Says where and how long it polls: the service may then wait for the
+     * answer to what it delivers without sleeping (the header is the
+     * client's; see tsr_region_header). Said until a poll finds nothing
+     * (the receiver sleeps then): between its datagrams a conversing
+     * receiver is awake, and a datagram delivered then is taken as soon. */
+    tsr_region_header *polling = (tsr_region_header *)h;
+    int cpu = sched_getcpu();
+    __atomic_store_n(&polling->polling_us, (uint32_t)(nanoseconds / 1000), __ATOMIC_RELAXED);
+    __atomic_store_n(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
     if (!hold_signals) {
         uint64_t none = 0;
-        return poll_ring(h, ring, deadline, 0, &none);
+        int found = poll_ring(h, ring, deadline, 0, &none);
+        if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
+        return found;
     }
     /* Signals are held while polling and looked for as the clock is: a
      * handler that ran in the middle of the poll would leave the receive
@@ -153,6 +165,7 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
     if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
     hold &= ~old;  /* what the program blocked itself stays as it was */
     int found = poll_ring(h, ring, deadline, hold, &pending);
+    if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
     if (!found) syscall(SYS_rt_sigpending, &pending, sizeof pending);
     int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */

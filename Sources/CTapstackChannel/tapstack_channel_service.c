@@ -270,6 +270,14 @@ int tsv_region_peek(tsv_region *r) {
     return __atomic_load_n(&shared->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&shared->head, __ATOMIC_RELAXED);
 }
 
+unsigned tsv_region_client_polling(tsv_region *r, unsigned limit, unsigned *microseconds) {
+    tsr_region_header *h = r->memory;
+    unsigned cpu = __atomic_load_n(&h->polling_cpu, __ATOMIC_RELAXED);
+    unsigned us = __atomic_load_n(&h->polling_us, __ATOMIC_RELAXED);
+    *microseconds = us < limit ? us : limit;
+    return cpu;
+}
+
 int tsv_region_arm_quick(tsv_region *r) {
     tsr_shared *shared = r->from_client.shared;
     /* Still raised since the last time: a sender after it sees it and rings,

@@ -38,6 +38,8 @@ int csys_pin_thread(const int *cpus, int count) {
 
 long csys_thread_id(void) { return (long)syscall(SYS_gettid); }
 
+int csys_current_cpu(void) { return sched_getcpu(); }
+
 int csys_set_timer_slack(unsigned long nanoseconds) {
     return prctl(PR_SET_TIMERSLACK, nanoseconds ? nanoseconds : 1, 0, 0, 0) == 0 ? 0 : errno;
 }

@@ -163,6 +163,9 @@ public final class NetworkHost: Sendable {
     /// Set when two poll turns of this idle period were further apart than
     /// `IdlePolling.preemptionGap` (steal); executor thread only.
     @exclusivity(unchecked) nonisolated(unsafe) private var pollLostCPU = false
+    /// Until when (monotonic ns) the executor waits for an answer without
+    /// sleeping (`awaitAnswer`; 0: it does not); executor thread only.
+    @exclusivity(unchecked) nonisolated(unsafe) private var answerDue: UInt64 = 0
     /// `polling`'s window and limit, for other threads (see `idlePollingState`).
     private let publishedWindow = Atomic<UInt64>(0)
     private let publishedLimit = Atomic<UInt64>(0)
@@ -270,6 +273,36 @@ public final class NetworkHost: Sendable {
     public func executeAtEndOfTurn(_ work: @escaping () -> Void) {
         assert(isExecutorThread, "executeAtEndOfTurn is for the executor's thread")
         endOfTurn.append(DeferredWork(run: work))
+    }
+
+    /// Keeps the executor awake until `deadline` (monotonic ns) or
+    /// `answerArrived()`, looking at `source` and the link on every turn
+    /// instead of sleeping: for work that has just handed something to a
+    /// producer that is awake and answers at once (a socket service's
+    /// client that busy-polls its receive), whose answer then costs no
+    /// wake-up of the executor. Not when the producer runs on the
+    /// executor's CPU (`producerCPU`): waiting would only keep it from
+    /// answering. Returns whether the executor waits. Executor thread only.
+    @discardableResult
+    public func awaitAnswer(from source: any ExecutorSource, until deadline: UInt64, producerCPU: Int32) -> Bool {
+        assert(isExecutorThread, "awaitAnswer is for the executor's thread")
+        guard producerCPU != csys_current_cpu() else { return false }
+        answerDue = max(answerDue, deadline)
+        sources.activate(source)
+        return true
+    }
+
+    /// Whether the executor waits for an answer (`awaitAnswer`). Executor thread only.
+    public var isAwaitingAnswer: Bool { answerDue != 0 && answerDue > monotonicNanoseconds() }
+
+    /// The awaited answer came (see `awaitAnswer`): the executor may sleep
+    /// again. Returns whether it was still waiting (the answer came in
+    /// time). Executor thread only.
+    @discardableResult
+    public func answerArrived() -> Bool {
+        assert(isExecutorThread, "answerArrived is for the executor's thread")
+        defer { answerDue = 0 }
+        return answerDue != 0
     }
 
     /// Whether a source's `wakeDescriptor` wakes the executor (the link watches descriptors).
@@ -394,7 +427,7 @@ public final class NetworkHost: Sendable {
         // Out of work: the idle period starts (at this turn's start), and
         // the executor polls until the window has passed, then sleeps.
         if !busy && idleSince == 0 { idleSince = now.nanoseconds }
-        if !busy && now.nanoseconds &- idleSince >= polling.window {
+        if !busy && now.nanoseconds &- idleSince >= polling.window && !awaitingAnswer(now: now.nanoseconds) {
             let until = min(deadline, limit, linkCheck)
             sleepsUntil.store(until, ordering: .sequentiallyConsistent)
             sleeping.store(true, ordering: .sequentiallyConsistent)
@@ -428,6 +461,14 @@ public final class NetworkHost: Sendable {
         }
         if !sources.isEmpty { link.takeFiredDescriptors { sources.activate(descriptor: $0) } }
         return handled > 0
+    }
+
+    /// Whether an answer wait (`awaitAnswer`) keeps this turn from sleeping: until its deadline.
+    private func awaitingAnswer(now: UInt64) -> Bool {
+        guard answerDue != 0 else { return false }
+        if now < answerDue { return true }
+        answerDue = 0
+        return false
     }
 
     /// After the exchange (so that the system call here does not delay the

@@ -43,6 +43,13 @@ struct SourceSet {
         active.append(source)
     }
 
+    /// Look at `source` (registered) from the next turn on, whether or not it rang.
+    mutating func activate(_ source: any ExecutorSource) {
+        let id = ObjectIdentifier(source)
+        guard all[id] != nil, isActive.insert(id).inserted else { return }
+        active.append(source)
+    }
+
     /// Lets every active source take what is ready; true if any had something.
     func poll() -> Bool {
         var any = false

@@ -79,6 +79,7 @@ extension SocketService {
                 }
                 return took
             }
+            if !took { clientAnswered(client) }
             took = true
             counters.regionSendsDirect.add(UInt64(count), ordering: .relaxed)
             let (blocked, _, errors) = sendBatch(batch, count: count, from: client, on: socket)

@@ -47,6 +47,11 @@ final class RemoteSocket: @unchecked Sendable {
     /// The executor put datagrams in an empty ring toward the client this
     /// turn: it rings the doorbell at the end of the turn.
     var doorbellDue = false
+    /// The executor waits for the client's answer to what it delivered
+    /// (its receive busy-polls: `awaitAnswer`), and how many such waits in a
+    /// row ended without one. Executor thread only.
+    var answerAwaited = false
+    var unansweredWaits = 0
     /// A delivery by the executor is queued (once until it runs).
     let deliveryScheduled = Atomic<Bool>(false)
     /// Messages for the client its channel had no room for, oldest first;

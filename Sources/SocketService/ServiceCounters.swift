@@ -44,6 +44,11 @@ public final class ServiceCounters: Sendable {
     /// Received datagrams sent on the channel because the client's ring was full.
     public let regionFallbacks = Atomic<UInt64>(0)
 
+    /// Times the stack's executor waited for a busy-polling client's answer
+    /// instead of sleeping, and those in which the answer came in time.
+    public let answerWaits = Atomic<UInt64>(0)
+    public let answersInTime = Atomic<UInt64>(0)
+
     public init() {}
 
     /// Name and value of every counter, in a stable order.
@@ -65,6 +70,8 @@ public final class ServiceCounters: Sendable {
          ("service.rx_region_direct", regionDirect.load(ordering: .relaxed)),
          ("service.tx_region_direct", regionSendsDirect.load(ordering: .relaxed)),
          ("service.rx_doorbells_deferred", doorbellsDeferred.load(ordering: .relaxed)),
-         ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed))]
+         ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed)),
+         ("service.answer_waits", answerWaits.load(ordering: .relaxed)),
+         ("service.answers_in_time", answersInTime.load(ordering: .relaxed))]
     }
 }

@@ -257,6 +257,7 @@ extension SocketService {
                 if count > 0 {
                     let (put, rang) = putInRegion(region, batch, count: count)
                     if rang { ringAtEndOfTurn(client) }
+                    if put > 0 { awaitAnswer(from: client, region: region) }
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {
@@ -277,5 +278,46 @@ extension SocketService {
             }
         }
         if leftForService && client.flag.raise() { news.post(client.id) }
+    }
+
+    /// The longest the executor waits for a busy-polling client's answer
+    /// (its busy-poll time, at most this).
+    static let longestAnswerWaitMicroseconds: UInt32 = 200
+    /// Waits in a row a client may leave unanswered before it is no longer waited for.
+    static let unansweredWaitsTolerated = 2
+
+    /// On the executor, having just put datagrams in the client's ring: a
+    /// client whose receive busy-polls (on another CPU) has them at once
+    /// and, if it converses, answers at once, so the executor waits for the
+    /// answer (as long as the client polls, at most
+    /// `longestAnswerWaitMicroseconds`) instead of sleeping and being woken
+    /// for it. A client that leaves `unansweredWaitsTolerated` waits in a
+    /// row unanswered (it only receives) is not waited for until it sends
+    /// again.
+    private func awaitAnswer(from client: RemoteSocket, region: OpaquePointer) {
+        if client.answerAwaited {
+            // Unanswered since the last delivery: a wait still on goes on; one over went unanswered.
+            if host.isAwaitingAnswer { return }
+            client.answerAwaited = false
+            client.unansweredWaits += 1
+        }
+        guard let sender = client.sender, client.unansweredWaits < Self.unansweredWaitsTolerated else { return }
+        var microseconds: UInt32 = 0
+        let cpu = tsv_region_client_polling(region, Self.longestAnswerWaitMicroseconds, &microseconds)
+        guard cpu != 0, microseconds > 0 else { return }
+        let deadline = monotonicNanoseconds() &+ UInt64(microseconds) &* 1000
+        client.answerAwaited = host.awaitAnswer(from: sender, until: deadline, producerCPU: Int32(bitPattern: cpu &- 1))
+        guard client.answerAwaited else { return }
+        counters.answerWaits.add(1, ordering: .relaxed)
+        // The executor looks at the ring on every turn meanwhile: the client need not ring.
+        tsv_region_disarm(region)
+    }
+
+    /// On the executor: the client sent from its ring, answering a wait if there was one.
+    func clientAnswered(_ client: RemoteSocket) {
+        client.unansweredWaits = 0
+        guard client.answerAwaited else { return }
+        client.answerAwaited = false
+        if host.answerArrived() { counters.answersInTime.add(1, ordering: .relaxed) }
     }
 }

@@ -297,6 +297,66 @@ private final class DrainTally: @unchecked Sendable {
         #expect(source.polls.load(ordering: .relaxed) == polls)
     }
 
+    /// An executor awaiting an answer from a source (a busy-polling client
+    /// of the socket service) looks at it on every turn without sleeping,
+    /// so work the source's producer publishes without ringing is taken;
+    /// once the answer came it sleeps again.
+    @Test func anExecutorAwaitingAnAnswerLooksForItWithoutSleeping() throws {
+        let live = Live(options: ExecutorOptions(cpus: [0]))
+        let source = CountingSource()
+        live.host.addSource(source)
+        #expect(live.host.waitUntilIdle())  // the source armed and left alone
+        let host = live.host
+        let waiting = Atomic<Bool>(false)
+        host.withStack { _ in
+            host.execute {
+                // Pinned to CPU 0: a producer there is not waited for.
+                let sameCPU = host.awaitAnswer(from: source, until: monotonicNanoseconds() + 10_000_000_000, producerCPU: 0)
+                waiting.store(!sameCPU && host.awaitAnswer(from: source, until: monotonicNanoseconds() + 10_000_000_000, producerCPU: -1),
+                              ordering: .sequentiallyConsistent)
+            }
+        }
+        let waits = eventually { waiting.load(ordering: .sequentiallyConsistent) }
+        #expect(waits, "awaits a producer on another CPU, not one on its own")
+        let slept = host.idleTurnCount
+        let polls = source.polls.load(ordering: .relaxed)
+        #expect(eventually { source.polls.load(ordering: .relaxed) > polls + 100 }, "looked at on every turn")
+        source.pending.add(1, ordering: .sequentiallyConsistent)  // published without ringing
+        #expect(eventually { source.taken.load(ordering: .sequentiallyConsistent) == 1 })
+        #expect(source.rang.load(ordering: .relaxed) == 0)
+        #expect(host.idleTurnCount == slept, "the executor slept while awaiting the answer")
+        let inTime = Atomic<Bool>(false)
+        host.withStack { _ in host.execute { inTime.store(host.answerArrived(), ordering: .sequentiallyConsistent) } }
+        #expect(host.waitUntilIdle(), "it sleeps once the answer came")
+        let answeredInTime = inTime.load(ordering: .sequentiallyConsistent)
+        #expect(answeredInTime)
+    }
+
+    /// An answer that does not come ends the wait at its deadline: the executor sleeps then.
+    @Test func anUnansweredWaitEndsAtItsDeadline() throws {
+        let live = Live()
+        let source = CountingSource()
+        live.host.addSource(source)
+        #expect(live.host.waitUntilIdle())
+        let host = live.host
+        let began = Atomic<UInt64>(0)
+        host.withStack { _ in
+            host.execute {
+                began.store(monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+                host.awaitAnswer(from: source, until: monotonicNanoseconds() + 50_000_000, producerCPU: -1)
+            }
+        }
+        let started = eventually { began.load(ordering: .sequentiallyConsistent) != 0 }
+        #expect(started)
+        #expect(host.waitUntilIdle())
+        let waited = monotonicNanoseconds() - began.load(ordering: .sequentiallyConsistent)
+        #expect(waited >= 50_000_000, "slept before the deadline")
+        let inTime = Atomic<Bool>(true)
+        host.withStack { _ in host.execute { inTime.store(host.answerArrived(), ordering: .sequentiallyConsistent) } }
+        let late = eventually { !inTime.load(ordering: .sequentiallyConsistent) }
+        #expect(late, "an answer after the deadline was not in time")
+    }
+
     /// A removed source is not looked at again (after the turn that was running).
     @Test func aRemovedSourceIsNotPolledAgain() throws {
         let live = Live()

@@ -6,16 +6,19 @@
 # traffic stops the stack goes back to sleep (an idle stack spends no CPU).
 # And a program's side, under tapstack exec: SO_BUSY_POLL (or exec
 # --busy-poll) makes a blocking receive poll its socket's ring before it
-# sleeps, so a datagram that comes meanwhile is taken without a sleep.
+# sleeps, so a datagram that comes meanwhile is taken without a sleep;
+# and the stack, having handed such a program a datagram, waits for its
+# answer instead of sleeping (service.answer_waits), where the program
+# polls on another CPU than the stack's executor.
 source "$(dirname "$0")/lib.sh"
 
-# 2000 ping-pong round trips, one datagram in flight, each echoed byte for byte.
+# 2000 ping-pong round trips to port $1 (7), one datagram in flight, each echoed byte for byte.
 pingpong_echoed() {
-    in_ns timeout 30 python3 - <<'PY'
+    in_ns timeout 30 python3 - "${1:-7}" <<'PY'
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
-s.connect(("192.0.2.2", 7))
+s.connect(("192.0.2.2", int(sys.argv[1])))
 rtts = []
 for i in range(2000):
     payload = i.to_bytes(4, "big") * (1 + i % 100)
@@ -165,4 +168,45 @@ check "the same receive without SO_BUSY_POLL sleeps" plain_receive_slept
 check "a nonblocking receive returns EAGAIN at once, SO_BUSY_POLL or not" nonblocking_does_not_poll
 check "a polling receive takes a datagram too large for the ring (it comes on the channel) as it comes, not after the poll" channel_datagram_ends_the_poll
 check "a signal whose handler raises ends a polling receive when it comes (EINTR), not after the poll" signal_ends_the_poll
+stop_stack TERM
+ip -n "$NS" link del "$TAP" 2>/dev/null
+
+# An echo under tapstack exec on CPU 1, the stack's executor on CPU 0:
+# first sleeping in its receives, then with --busy-poll 200.
+[ "$(nproc)" -ge 2 ] || { echo "FAIL $TEST_NAME: the answer-wait checks need two CPUs, this machine has $(nproc)"; FAILED=$((FAILED + 1)); finish; exit 1; }
+start_stack --socket "$SOCK" --cpu 0 --echo-port 0 || { echo "FAIL $TEST_NAME: stack did not start (--socket --cpu 0)"; finish; exit 1; }
+wait_for test -S "$SOCK"
+ECHO_PID=
+# start_echo PORT [EXEC-OPTIONS]
+start_echo() {
+    local port=$1
+    shift
+    rm -f "$WORK/echo.out"
+    in_ns taskset -c 1 timeout 120 "$BIN" exec --socket "$SOCK" "$@" -- python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+' "$port" >"$WORK/echo.out" 2>&1 &
+    ECHO_PID=$!
+    wait_for grep -q "^ready" "$WORK/echo.out"
+}
+stop_echo() { kill "$ECHO_PID" 2>/dev/null; wait "$ECHO_PID" 2>/dev/null; }
+answer_waits() {
+    local waits in_time
+    waits=$(stack_counter service.answer_waits) && in_time=$(stack_counter service.answers_in_time) || return 1
+    echo "service.answer_waits $waits, service.answers_in_time $in_time"
+    [ "$waits" "$1" "$2" ] && [ "$in_time" "$3" "$4" ]
+}
+start_echo 7 || { echo "FAIL $TEST_NAME: the sleeping echo did not start"; cat "$WORK/echo.out"; FAILED=$((FAILED + 1)); }
+check "through the service, a sleeping echo: 2000 ping-pong echoes come back intact" pingpong_echoed 7
+check "the stack does not wait for the answers of a program that sleeps in its receives" answer_waits -eq 0 -eq 0
+stop_echo
+start_echo 8 --busy-poll 200 || { echo "FAIL $TEST_NAME: the polling echo did not start"; cat "$WORK/echo.out"; FAILED=$((FAILED + 1)); }
+check "through the service, an echo with --busy-poll 200: 2000 ping-pong echoes come back intact" pingpong_echoed 8
+check "the stack waits for the answers of a program that busy-polls on another CPU, and gets them in time" answer_waits -ge 1000 -ge 1
+stop_echo
 finish

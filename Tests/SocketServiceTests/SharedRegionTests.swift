@@ -584,6 +584,69 @@ import Wire
         #expect(waited < .milliseconds(500))
     }
 
+    /// A client whose receive busy-polls (on another CPU than the stack's
+    /// executor) answers what the executor delivers at once: the executor
+    /// waits for the answer instead of sleeping (and being woken by the
+    /// client's doorbell for it). A client that stops answering (it only
+    /// receives) is waited for twice more, and again once it answers; one
+    /// that does not poll is never waited for.
+    @Test func theStackAwaitsABusyPollingClientsAnswer() throws {
+        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the client and the executor on CPUs of their own")
+        let served = try ServedHost(executorCPUs: [0])
+        served.learnPeer()
+        let counters = served.service.counters
+        let failures = Mutex<[String]>([])
+        let waitsAfter = Mutex<[Int]>([])
+        let link = served.link, path = served.path
+        let client = JoinableThread(name: "client") {
+            var cpu: Int32 = 1
+            _ = csys_pin_thread(&cpu, 1)
+            func fail(_ text: String) { failures.withLock { $0.append(text) } }
+            do {
+                let socket = try TapstackClient.UDPSocket(servicePath: path)
+                try socket.bind(port: 7)
+                _ = try? socket.receive()  // asks for the region
+                var sequence: UInt32 = 0
+                /// One datagram from the peer, received; answered when `answer`.
+                func round(answer: Bool) throws {
+                    sequence += 1
+                    let payload = Self.numbered(sequence, size: 32)
+                    link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload))
+                    let datagram = try socket.receive(timeout: .seconds(5))
+                    if datagram.payload != payload { fail("datagram \(sequence) came as \(datagram.payload)") }
+                    guard answer else { return }
+                    try socket.send(payload, to: peer)
+                    guard let frame = link.nextTransmitted(timeoutMilliseconds: 5000), Array(frame[42..<74]) == payload else {
+                        return fail("answer \(sequence) did not leave")
+                    }
+                }
+                func waits() -> Int { Int(counters.answerWaits.load(ordering: .relaxed)) }
+                for _ in 0..<20 { try round(answer: true) }  // not polling
+                waitsAfter.withLock { $0.append(waits()) }
+                socket.busyPollMicroseconds = 1_000_000
+                for _ in 0..<50 { try round(answer: true) }
+                waitsAfter.withLock { $0.append(waits()) }
+                for _ in 0..<20 { try round(answer: false) }
+                waitsAfter.withLock { $0.append(waits()) }
+                for _ in 0..<20 { try round(answer: true) }
+                waitsAfter.withLock { $0.append(waits()) }
+            } catch {
+                fail("\(error)")
+            }
+        }
+        client.join()
+        let failed = failures.withLock { $0 }
+        #expect(failed.isEmpty)
+        let waits = waitsAfter.withLock { $0 }
+        try #require(waits.count == 4)
+        #expect(waits[0] == 0, "a client that does not poll is not waited for")
+        #expect(waits[1] - waits[0] >= 25, "one that polls is")
+        let inTime = counters.answersInTime.load(ordering: .relaxed)
+        #expect(inTime > 0)
+        #expect((1...2).contains(waits[2] - waits[1]), "waited for twice at most once it stopped answering")
+        #expect(waits[3] - waits[2] >= 10, "waited for again once it answers")
+    }
+
     /// The calling thread's voluntary context switches: the times it slept.
     static func voluntarySwitches() -> Int {
         var usage = rusage()

@@ -23,9 +23,10 @@ final class ServedHost {
 
     /// - Parameter watchesDescriptors: false plays a link that cannot watch
     ///   the clients' doorbells (they ring on the channel then).
-    init(maximumSockets: Int = 1024, watchesDescriptors: Bool = true) throws {
+    /// - Parameter executorCPUs: pins the stack's executor (none: it runs anywhere).
+    init(maximumSockets: Int = 1024, watchesDescriptors: Bool = true, executorCPUs: [Int] = []) throws {
         link = MemoryLink(capacity: 256, watchesDescriptors: watchesDescriptors)
-        host = try! NetworkHost(configuration: .standard, link: link)
+        host = try! NetworkHost(configuration: .standard, link: link, options: ExecutorOptions(cpus: executorCPUs))
         host.start()
         _ = link.nextTransmitted()  // the gratuitous ARP
         path = "/tmp/tapstack-svc-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"

@@ -90,6 +90,10 @@ int tsv_region_put(tsv_region *region, tsv_batch *batch, unsigned first, unsigne
 int tsv_region_to_client_holds(tsv_region *region);
 /// Bytes the service wrote on `fd` that the client has not read yet (SIOCOUTQ).
 int tsv_unread(int fd);
+/// Whether a receive of the client busy-polls its ring now (a hint the
+/// client writes): the CPU it polls on plus one (0: none), and in
+/// `*microseconds` its busy-poll time, at most `limit`.
+unsigned tsv_region_client_polling(tsv_region *region, unsigned limit, unsigned *microseconds);
 /// Counts a message just sent on the client's channel in the region, where
 /// a receiver polling the ring sees it (call after each send of datagrams or errors).
 void tsv_region_note_channel(tsv_region *region);

@@ -98,7 +98,7 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * the header belongs to the client's processes (a socket may be shared by
  * fork), which is why their ring ends keep no private state: they take a
  * lock and use the indices in the region. */
-#define TSR_REGION_MAGIC 0x52505355u  /* 'URPS': robust locks (the layout before had futex words) */
+#define TSR_REGION_MAGIC 0x51505355u  /* 'UPPQ': the header says when a receive busy-polls (before: robust locks, 'URPS') */
 /// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
 /// the channel), a window of 64 datagrams of 1400 bytes does.
 #define TSR_REGION_CAPACITY (128u * 1024u)
@@ -133,7 +133,13 @@ typedef struct {
     /// Client: `channel_sends` as read before a look that found the channel
     /// empty; while it is still `channel_sends`, nothing came on the channel since.
     uint32_t channel_seen;
-    uint8_t pad1[48];
+    /// Client: while a receive busy-polls the ring, the CPU it polls on
+    /// plus one (0: none polls), and its busy-poll time in microseconds:
+    /// the service, having just put a datagram there, may poll a while for
+    /// the answer instead of sleeping (a hint; the service bounds both).
+    uint32_t polling_cpu;
+    uint32_t polling_us;
+    uint8_t pad1[40];
 } tsr_region_header;
 _Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
 

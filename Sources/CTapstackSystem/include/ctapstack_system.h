@@ -31,6 +31,10 @@ int csys_set_timer_slack(unsigned long nanoseconds);
 /// (involuntary context switches, getrusage RUSAGE_THREAD); 0 on failure.
 uint64_t csys_thread_preemptions(void);
 
+/// The CPU the calling thread runs on (sched_getcpu, no system call with
+/// rseq); -1 when unknown.
+int csys_current_cpu(void);
+
 /// A CPU hint for spin-wait loops (x86 PAUSE).
 static inline void csys_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -11,6 +11,10 @@
 #   - CPU per echo: the target's CPU time (every thread of its processes,
 #     from /proc/PID/task/*/schedstat) per echo at a fixed open-loop RATE,
 #     the figure that moves least on a noisy machine.
+# and each round ends with the scheduling floor (Benchmarks/wakechain):
+# round trips between processes that only wake each other (eventfds, no
+# packets), with the 2 wake-ups of an in-process echo's round trip and the
+# 4 of one through the socket service.
 # A busy-polling target is stopped (SIGSTOP) outside its own visits, so that
 # its spinning does not take a CPU from the others' measurements.
 #
@@ -18,16 +22,16 @@
 #          of a stack doing one system call per frame), reflector-spin (the
 #          same, busy-polling), tapstack (tapstack run's echo service),
 #          tapstack-service (the echo in another process, EchoOverService,
-#          through the socket service), nio (nio-echo-server: SwiftNIO's UDP
-#          echo on TapstackNIO, its own stack in-process) and nio-service (the
+#          through the socket service), tapstack-service-busypoll (the same
+#          echo polling its receives, TAPSTACK_BUSY_POLL=CLIENT_BUSY_POLL, as
+#          a program that sets SO_BUSY_POLL; the stack as tapstack:
+#          svcbp/ts), nio (nio-echo-server: SwiftNIO's UDP echo on
+#          TapstackNIO, its own stack in-process) and nio-service (the
 #          same through the socket service); on request tapstack-syscalls
 #          (--link-io syscalls), tapstack-poll (--busy-poll auto: against
 #          tapstack, poll/ts), tapstack-service-poll (both sides poll: the
 #          stack --busy-poll auto, EchoOverService TAPSTACK_BUSY_POLL=
-#          CLIENT_BUSY_POLL; against tapstack-poll, svcpoll/poll),
-#          tapstack-service-busypoll (only the echo polls, as a program that
-#          sets SO_BUSY_POLL or runs with TAPSTACK_BUSY_POLL; the stack as
-#          tapstack: against tapstack, svcbp/ts) and
+#          CLIENT_BUSY_POLL; against tapstack-poll, svcpoll/poll) and
 #          tapstack-service-channel (EchoOverService with TAPSTACK_RINGS=0:
 #          its datagrams on the data channel, not in shared memory).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
@@ -47,7 +51,7 @@ SIZES=${SIZES:-"64 1400"}
 WINDOWS=${WINDOWS:-"1 16 64"}
 RATE=${RATE:-50000}
 CPU_SECS=${CPU_SECONDS:-2}
-TARGETS=${TARGETS:-"reflector reflector-spin tapstack tapstack-service nio nio-service"}
+TARGETS=${TARGETS:-"reflector reflector-spin tapstack tapstack-service tapstack-service-busypoll nio nio-service"}
 EXTRA=${TAPSTACK_ARGS:-}
 OUT=${OUT:-/tmp/tapstack-bench/$(date +%Y%m%d-%H%M%S)}
 BENCH_BIN=.build/bench
@@ -58,6 +62,7 @@ TAP=btap0
 mkdir -p "$OUT" "$BENCH_BIN"
 gcc -O2 -Wall -Wextra -o "$BENCH_BIN/udpecho-load" Benchmarks/load/udpecho-load.c || exit 1
 gcc -O2 -Wall -Wextra -o "$BENCH_BIN/tap-reflector" Benchmarks/reflector/tap-reflector.c || exit 1
+gcc -O2 -Wall -Wextra -o "$BENCH_BIN/wakechain" Benchmarks/wakechain/wakechain.c || exit 1
 RESULTS=$OUT/results.txt
 : >"$RESULTS"
 read -ra TARGET_LIST <<<"$TARGETS"
@@ -177,6 +182,11 @@ for round in $(seq "$ROUNDS"); do
             "$(python3 -c "print(f'{($after - $before) / 1000 / $ok:.3f}')")"
         [ "${SPINS[$i]}" = 1 ] && kill -STOP ${PIDS[$i]}
     done
+    for hops in 2 4; do
+        line=$(timeout -k 2 60 "$BENCH_BIN/wakechain" "$hops" "$PP_COUNT")
+        echo "wakechain-$hops $line" >>"$OUT/raw.txt"
+        record "wakechain-$hops" p50_us "$(kv p50_us "$line")"
+    done
 done
 
 python3 - "$RESULTS" "$ROUNDS" "${TARGET_LIST[@]}" <<'PY' | tee "$OUT/summary.txt"
@@ -189,7 +199,7 @@ for line in open(sys.argv[1]):
 targets = [t for t in sys.argv[3:] if any(k[0] == t for k in values)]
 base = "reflector" if "reflector" in targets else targets[0]
 others = [t for t in targets if t != base]
-metrics = sorted({m for _, m in values}, key=lambda m: (not m.startswith("pp"), not m.startswith("tput"), m))
+metrics = sorted({m for t, m in values if t in targets}, key=lambda m: (not m.startswith("pp"), not m.startswith("tput"), m))
 print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
       f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
 short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc", "tapstack-service-channel": "chan",
@@ -212,5 +222,11 @@ for m in metrics:
     print(row)
 print("(pp: latency in us, lower is better; tput: echoes per second, higher is better;")
 print(" cpu: the target's CPU time per echo in us at a fixed rate, lower is better)")
+two, four = values.get(("wakechain-2", "p50_us")), values.get(("wakechain-4", "p50_us"))
+if two and four:
+    extra = statistics.median(four) - statistics.median(two)
+    print(f"scheduling floor, round trips between processes that only wake each other (p50 us): 2 wake-ups {cell(two)}, "
+          f"4 wake-ups {cell(four)}: a round trip through the socket service (4) costs at least {extra:.1f} us "
+          f"more than an in-process one (2) here, before any work")
 PY
 echo "raw results in $OUT" >&2

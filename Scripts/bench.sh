@@ -14,7 +14,8 @@
 # and each round ends with the scheduling floor (Benchmarks/wakechain):
 # round trips between processes that only wake each other (eventfds, no
 # packets), with the 2 wake-ups of an in-process echo's round trip and the
-# 4 of one through the socket service.
+# 4 of one through the socket service, where the scheduler puts them and
+# with all of them on CPU 0 (every wake-up a switch on one CPU).
 # A busy-polling target is stopped (SIGSTOP) outside its own visits, so that
 # its spinning does not take a CPU from the others' measurements.
 #
@@ -186,6 +187,9 @@ for round in $(seq "$ROUNDS"); do
         line=$(timeout -k 2 60 "$BENCH_BIN/wakechain" "$hops" "$PP_COUNT")
         echo "wakechain-$hops $line" >>"$OUT/raw.txt"
         record "wakechain-$hops" p50_us "$(kv p50_us "$line")"
+        line=$(timeout -k 2 60 taskset -c 0 "$BENCH_BIN/wakechain" "$hops" "$PP_COUNT")
+        echo "wakechain-$hops-cpu0 $line" >>"$OUT/raw.txt"
+        record "wakechain-$hops-cpu0" p50_us "$(kv p50_us "$line")"
     done
 done
 
@@ -222,11 +226,12 @@ for m in metrics:
     print(row)
 print("(pp: latency in us, lower is better; tput: echoes per second, higher is better;")
 print(" cpu: the target's CPU time per echo in us at a fixed rate, lower is better)")
-two, four = values.get(("wakechain-2", "p50_us")), values.get(("wakechain-4", "p50_us"))
-if two and four:
-    extra = statistics.median(four) - statistics.median(two)
-    print(f"scheduling floor, round trips between processes that only wake each other (p50 us): 2 wake-ups {cell(two)}, "
-          f"4 wake-ups {cell(four)}: a round trip through the socket service (4) costs at least {extra:.1f} us "
-          f"more than an in-process one (2) here, before any work")
+chains = {k: values.get((f"wakechain-{k}", "p50_us")) for k in ("2", "4", "2-cpu0", "4-cpu0")}
+if all(chains.values()):
+    extra = statistics.median(chains["4-cpu0"]) - statistics.median(chains["2-cpu0"])
+    print("scheduling floor: round trips between processes that only wake each other, p50 us, with the 2 wake-ups of an")
+    print(f" in-process echo's and the 4 of one through the socket service: {cell(chains['2'])} and {cell(chains['4'])}"
+          f" where the scheduler puts them, {cell(chains['2-cpu0'])} and {cell(chains['4-cpu0'])} all on CPU 0;")
+    print(f" so with every wake-up a switch on one CPU a service round trip pays {extra:.1f} us more, before any work")
 PY
 echo "raw results in $OUT" >&2

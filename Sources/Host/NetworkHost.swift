@@ -282,13 +282,14 @@ public final class NetworkHost: Sendable {
     /// client that busy-polls its receive), whose answer then costs no
     /// wake-up of the executor. Not when the producer runs on the
     /// executor's CPU (`producerCPU`): waiting would only keep it from
-    /// answering. Returns whether the executor waits. Executor thread only.
+    /// answering; nor for a source that is not registered (`addSource`), which
+    /// the executor could not look at. Returns whether the executor waits.
+    /// Executor thread only.
     @discardableResult
     public func awaitAnswer(from source: any ExecutorSource, until deadline: UInt64, producerCPU: Int32) -> Bool {
         assert(isExecutorThread, "awaitAnswer is for the executor's thread")
-        guard producerCPU != csys_current_cpu() else { return false }
+        guard producerCPU != csys_current_cpu(), sources.activate(source) else { return false }
         answerDue = max(answerDue, deadline)
-        sources.activate(source)
         return true
     }
 

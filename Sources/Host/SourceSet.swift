@@ -43,11 +43,13 @@ struct SourceSet {
         active.append(source)
     }
 
-    /// Look at `source` (registered) from the next turn on, whether or not it rang.
-    mutating func activate(_ source: any ExecutorSource) {
+    /// Looks at `source` from the next turn on, whether or not it rang;
+    /// false when it is not registered (nothing to look at).
+    mutating func activate(_ source: any ExecutorSource) -> Bool {
         let id = ObjectIdentifier(source)
-        guard all[id] != nil, isActive.insert(id).inserted else { return }
-        active.append(source)
+        guard all[id] != nil else { return false }
+        if isActive.insert(id).inserted { active.append(source) }
+        return true
     }
 
     /// Lets every active source take what is ready; true if any had something.

@@ -310,14 +310,16 @@ private final class DrainTally: @unchecked Sendable {
         let waiting = Atomic<Bool>(false)
         host.withStack { _ in
             host.execute {
-                // Pinned to CPU 0: a producer there is not waited for.
+                // Pinned to CPU 0: a producer there is not waited for, nor a source it cannot look at.
                 let sameCPU = host.awaitAnswer(from: source, until: monotonicNanoseconds() + 10_000_000_000, producerCPU: 0)
-                waiting.store(!sameCPU && host.awaitAnswer(from: source, until: monotonicNanoseconds() + 10_000_000_000, producerCPU: -1),
-                              ordering: .sequentiallyConsistent)
+                let unregistered = host.awaitAnswer(from: CountingSource(), until: monotonicNanoseconds() + 10_000_000_000, producerCPU: -1)
+                waiting.store(!sameCPU && !unregistered && !host.isAwaitingAnswer
+                              && host.awaitAnswer(from: source, until: monotonicNanoseconds() + 10_000_000_000, producerCPU: -1)
+                              && host.isAwaitingAnswer, ordering: .sequentiallyConsistent)
             }
         }
         let waits = eventually { waiting.load(ordering: .sequentiallyConsistent) }
-        #expect(waits, "awaits a producer on another CPU, not one on its own")
+        #expect(waits, "awaits a registered producer on another CPU, not one on its own CPU or unregistered")
         let slept = host.idleTurnCount
         let polls = source.polls.load(ordering: .relaxed)
         #expect(eventually { source.polls.load(ordering: .relaxed) > polls + 100 }, "looked at on every turn")

@@ -115,10 +115,20 @@ static int interrupts_calls(uint64_t pending) {
     return 0;
 }
 
+/* Whether the stack's executor last ran on the calling thread's CPU: a
+ * poll there would keep it from running (Linux's busy poll stops when the
+ * scheduler wants the CPU; user space cannot see that, so it looks at
+ * where the executor was). */
+static int on_executor_cpu(const tsr_region_header *h) {
+    uint32_t executor = __atomic_load_n(&h->executor_cpu, __ATOMIC_RELAXED);
+    return executor != 0 && (int)executor - 1 == sched_getcpu();
+}
+
 /* Polls the ring until a record waits, or a message came on the channel
- * since the receiver last found it empty (1), or `deadline` passes (0);
- * with `hold` (a signal set that the caller blocked) also until one of
- * those signals is pending (0), looked for as often as the clock is. */
+ * since the receiver last found it empty (1), or `deadline` passes, or the
+ * thread finds itself on the executor's CPU (0); with `hold` (a signal set
+ * that the caller blocked) also until one of those signals is pending (0),
+ * looked for as often as the clock is. */
 static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending) {
     for (unsigned spins = 1;; spins++) {
         /* Only the two indices, read as they change: the service writes the
@@ -131,7 +141,7 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
         spin_pause();
         if (spins % 64 == 0) {
             if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
-            if (monotonic_ns() >= deadline) return 0;
+            if (monotonic_ns() >= deadline || on_executor_cpu(h)) return 0;
         }
     }
 }
@@ -139,6 +149,11 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
 int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_region_header *h = s->ring;
+    if (on_executor_cpu(h)) {
+        /* Sleep at once: the executor's doorbell is a switch on this CPU. */
+        __atomic_store_n(&((tsr_region_header *)h)->polling_cpu, 0, __ATOMIC_RELAXED);
+        return 0;
+    }
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
     int64_t deadline = monotonic_ns() + nanoseconds;
     /* Says where and how long it polls: the service may then wait for the

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -276,6 +277,13 @@ unsigned tsv_region_client_polling(tsv_region *r, unsigned limit, unsigned *micr
     unsigned us = __atomic_load_n(&h->polling_us, __ATOMIC_RELAXED);
     *microseconds = us < limit ? us : limit;
     return cpu;
+}
+
+void tsv_region_note_executor_cpu(tsv_region *r) {
+    tsr_region_header *h = r->memory;
+    int cpu = sched_getcpu();
+    uint32_t value = cpu >= 0 ? (uint32_t)cpu + 1 : 0;
+    if (__atomic_load_n(&h->executor_cpu, __ATOMIC_RELAXED) != value) __atomic_store_n(&h->executor_cpu, value, __ATOMIC_RELAXED);
 }
 
 int tsv_region_arm_quick(tsv_region *r) {

@@ -257,7 +257,10 @@ extension SocketService {
                 if count > 0 {
                     let (put, rang) = putInRegion(region, batch, count: count)
                     if rang { ringAtEndOfTurn(client) }
-                    if put > 0 { awaitAnswer(from: client, region: region) }
+                    if put > 0 {
+                        tsv_region_note_executor_cpu(region)  // a receive there sleeps rather than poll
+                        awaitAnswer(from: client, region: region)
+                    }
                     counters.datagramsReceived.add(UInt64(max(put, 0)), ordering: .relaxed)
                     counters.regionDirect.add(UInt64(max(put, 0)), ordering: .relaxed)
                     if put < Int(count) {

@@ -64,7 +64,10 @@ for poll in auto 100; do
     ip -n "$NS" link del "$TAP" 2>/dev/null
 done
 SOCK=$WORK/tapstack.sock
-start_stack --socket "$SOCK" || { echo "FAIL $TEST_NAME: stack did not start (--socket)"; finish; exit 1; }
+# The program polls on CPU 1, the stack's executor runs on CPU 0: a receive
+# on the executor's CPU sleeps instead (its poll would keep the executor from running).
+[ "$(nproc)" -ge 2 ] || { echo "FAIL $TEST_NAME: the program's checks need two CPUs, this machine has $(nproc)"; FAILED=$((FAILED + 1)); finish; exit 1; }
+start_stack --socket "$SOCK" --cpu 0 || { echo "FAIL $TEST_NAME: stack did not start (--socket)"; finish; exit 1; }
 wait_for test -S "$SOCK"
 
 # The program: three blocking receives on port 9400, each announced with a
@@ -72,7 +75,7 @@ wait_for test -S "$SOCK"
 # voluntary context switches (sleeps) each receive cost. The first sets up
 # the socket's ring (a call to the service: it sleeps regardless).
 busy_receiver() {
-    in_ns timeout 30 "$BIN" exec --socket "$SOCK" --busy-poll 250 -- python3 - <<'PY'
+    in_ns taskset -c 1 timeout 30 "$BIN" exec --socket "$SOCK" --busy-poll 250 -- python3 - <<'PY'
 import errno, resource, signal, socket, time
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -173,7 +176,6 @@ ip -n "$NS" link del "$TAP" 2>/dev/null
 
 # An echo under tapstack exec on CPU 1, the stack's executor on CPU 0:
 # first sleeping in its receives, then with --busy-poll 200.
-[ "$(nproc)" -ge 2 ] || { echo "FAIL $TEST_NAME: the answer-wait checks need two CPUs, this machine has $(nproc)"; FAILED=$((FAILED + 1)); finish; exit 1; }
 start_stack --socket "$SOCK" --cpu 0 --echo-port 0 || { echo "FAIL $TEST_NAME: stack did not start (--socket --cpu 0)"; finish; exit 1; }
 wait_for test -S "$SOCK"
 ECHO_PID=

@@ -503,50 +503,67 @@ import Wire
     /// `busyPollMicroseconds` (SO_BUSY_POLL): a waiting receive polls the
     /// ring first, so a datagram the stack puts there meanwhile is taken
     /// without the thread sleeping. Without it the same wait sleeps (the
-    /// datagram then comes only once the thread is asleep).
-    @Test(arguments: [1_000_000, 0])
-    func aBusyPollingWaitTakesADatagramWithoutSleeping(microseconds: Int) throws {
-        let served = try ServedHost()
+    /// datagram then comes only once the thread is asleep); so does a wait
+    /// on the CPU the stack's executor last ran on, where polling would
+    /// keep the executor from running (`onExecutorCPU`: the executor and
+    /// the waiter pinned to CPU 0; otherwise the waiter on CPU 1).
+    @Test(arguments: [(1_000_000, false), (0, false), (1_000_000, true)])
+    func aBusyPollingWaitTakesADatagramWithoutSleeping(microseconds: Int, onExecutorCPU: Bool) throws {
+        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the waiter and the executor on CPUs of their own")
+        let served = try ServedHost(executorCPUs: [0])
         served.learnPeer()
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
         try socket.bind(port: 7)
         #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests
         #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
-        // The first datagram after that may come on the channel; later ones come through the ring.
-        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
-        #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
+        // The first datagram after that may come on the channel; later ones
+        // come through the ring (put there by the executor, which notes its CPU).
+        for payload: UInt8 in 1...2 {
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [payload]))
+            #expect(try socket.receive(timeout: .seconds(5)).payload == [payload])
+        }
         socket.busyPollMicroseconds = microseconds
         #expect(socket.busyPollMicroseconds == microseconds)
 
         let waiter = Atomic<Int32>(0)  // the waiting thread's id, once it is about to wait
         let injectorTimedOut = Atomic<Bool>(false)  // its deadline passed before what it waited for
         let link = served.link
+        let polls = microseconds > 0 && !onExecutorCPU
         let injector = JoinableThread(name: "injector") {
             let deadline = Deadline(.seconds(5))
             while waiter.load(ordering: .acquiring) == 0 && !deadline.hasPassed { usleep(100) }
             // A sleeping wait gets its datagram only once it sleeps.
-            if microseconds == 0 {
+            if !polls {
                 while !Self.isSleeping(thread: waiter.load(ordering: .acquiring)) && !deadline.hasPassed { usleep(100) }
             }
             injectorTimedOut.store(deadline.hasPassed, ordering: .releasing)
-            link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [2]))
+            link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [3]))
         }
-        let before = Self.voluntarySwitches()
-        let started = ContinuousClock.now
-        waiter.store(Int32(csys_thread_id()), ordering: .releasing)
-        let datagram = try socket.receive(timeout: .seconds(5))
-        let waited = ContinuousClock.now - started
-        let sleeps = Self.voluntarySwitches() - before
+        let outcome = Mutex<(payload: [UInt8], waited: Duration, sleeps: Int)?>(nil)
+        let receiver = JoinableThread(name: "receiver") {
+            var cpu: Int32 = onExecutorCPU ? 0 : 1
+            _ = csys_pin_thread(&cpu, 1)
+            let before = Self.voluntarySwitches()
+            let started = ContinuousClock.now
+            waiter.store(Int32(csys_thread_id()), ordering: .releasing)
+            let datagram = try? socket.receive(timeout: .seconds(5))
+            let waited = ContinuousClock.now - started
+            outcome.withLock { $0 = (datagram?.payload ?? [], waited, Self.voluntarySwitches() - before) }
+        }
+        receiver.join()
         injector.join()
         let timedOut = injectorTimedOut.load(ordering: .acquiring)
         #expect(!timedOut, "the injector's deadline passed before the wait began (or, without polling, slept)")
-        #expect(datagram.payload == [2])
-        if microseconds > 0 {
-            #expect(sleeps == 0)
+        let result = try #require(outcome.withLock { $0 })
+        #expect(result.payload == [3])
+        if polls {
+            #expect(result.sleeps == 0)
             // Caught in the ring by the poll, not found on the channel once the second of polling was over.
-            #expect(waited < .milliseconds(500))
+            #expect(result.waited < .milliseconds(500))
         } else {
-            #expect(sleeps > 0)
+            #expect(result.sleeps > 0)
+            // On the executor's CPU it slept at once: it did not poll its second first.
+            if microseconds > 0 { #expect(result.waited < .milliseconds(500)) }
         }
     }
 

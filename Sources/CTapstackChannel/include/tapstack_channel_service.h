@@ -94,6 +94,9 @@ int tsv_unread(int fd);
 /// client writes): the CPU it polls on plus one (0: none), and in
 /// `*microseconds` its busy-poll time, at most `limit`.
 unsigned tsv_region_client_polling(tsv_region *region, unsigned limit, unsigned *microseconds);
+/// On the stack's executor, having put datagrams in the ring toward the
+/// client: notes the CPU it runs on (a receive there does not busy-poll).
+void tsv_region_note_executor_cpu(tsv_region *region);
 /// Counts a message just sent on the client's channel in the region, where
 /// a receiver polling the ring sees it (call after each send of datagrams or errors).
 void tsv_region_note_channel(tsv_region *region);

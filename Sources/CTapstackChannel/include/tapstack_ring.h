@@ -94,7 +94,7 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * then the client-to-service ring, then the service-to-client ring, each
  * `tsr_ring_size(capacity)` bytes. The service writes `magic` and
  * `capacity` once, before passing it, then only its two counts
- * (`doorbells`, `channel_sends`), and reads nothing of the header but the
+ * (`doorbells`, `channel_sends`) and `executor_cpu`, and reads nothing of the header but the
  * busy-poll hint (`polling_cpu`, `polling_us`: bounded, never trusted
  * further); the rest of the header belongs to the client's processes (a
  * socket may be shared by fork), which is why their ring ends keep no
@@ -122,7 +122,11 @@ typedef struct {
     /// the ring or that found it full, errors; service, counted after each
     /// is sent), so a receiver polling the ring sees one come.
     uint32_t channel_sends;
-    uint8_t pad0[48];
+    /// The CPU the stack's executor last put datagrams in the ring from,
+    /// plus one (service; 0: not yet): a receive there does not busy-poll,
+    /// since polling would keep the executor from running.
+    uint32_t executor_cpu;
+    uint8_t pad0[44];
     /// Client: one sender at a time, and one receiver (process-shared
     /// robust mutexes the service initialises at creation: a process killed
     /// while holding one leaves it to the next, not locked forever).

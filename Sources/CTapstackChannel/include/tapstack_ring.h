@@ -94,11 +94,12 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * then the client-to-service ring, then the service-to-client ring, each
  * `tsr_ring_size(capacity)` bytes. The service writes `magic` and
  * `capacity` once, before passing it, then only its two counts
- * (`doorbells`, `channel_sends`) and `executor_cpu`, and reads nothing of the header but the
- * busy-poll hint (`polling_cpu`, `polling_us`: bounded, never trusted
- * further); the rest of the header belongs to the client's processes (a
- * socket may be shared by fork), which is why their ring ends keep no
- * private state: they take a lock and use the indices in the region. */
+ * (`doorbells`, `channel_sends`) and `executor_cpu`, and reads nothing of
+ * the header but the busy-poll hint (`polling_cpu`, `polling_us`: bounded,
+ * never trusted further); the rest of the header belongs to the client's
+ * processes (a socket may be shared by fork), which is why their ring ends
+ * keep no private state: they take a lock and use the indices in the
+ * region. */
 #define TSR_REGION_MAGIC 0x51505355u  /* 'UPPQ': the header says when a receive busy-polls (before: robust locks, 'URPS') */
 /// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
 /// the channel), a window of 64 datagrams of 1400 bytes does.

@@ -115,13 +115,13 @@ static int interrupts_calls(uint64_t pending) {
     return 0;
 }
 
-/* Whether the stack's executor last ran on the calling thread's CPU: a
- * poll there would keep it from running (Linux's busy poll stops when the
+/* Whether the stack's executor last ran on `cpu` (the caller's): a poll
+ * there would keep it from running (Linux's busy poll stops when the
  * scheduler wants the CPU; user space cannot see that, so it looks at
  * where the executor was). */
-static int on_executor_cpu(const tsr_region_header *h) {
+static int is_executor_cpu(const tsr_region_header *h, int cpu) {
     uint32_t executor = __atomic_load_n(&h->executor_cpu, __ATOMIC_RELAXED);
-    return executor != 0 && (int)executor - 1 == sched_getcpu();
+    return executor != 0 && (int)executor - 1 == cpu;
 }
 
 /* Polls the ring until a record waits, or a message came on the channel
@@ -141,7 +141,7 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
         spin_pause();
         if (spins % 64 == 0) {
             if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
-            if (monotonic_ns() >= deadline || on_executor_cpu(h)) return 0;
+            if (monotonic_ns() >= deadline || is_executor_cpu(h, sched_getcpu())) return 0;
         }
     }
 }
@@ -149,9 +149,11 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
 int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_region_header *h = s->ring;
-    if (on_executor_cpu(h)) {
+    tsr_region_header *polling = (tsr_region_header *)h;
+    int cpu = sched_getcpu();
+    if (is_executor_cpu(h, cpu)) {
         /* Sleep at once: the executor's doorbell is a switch on this CPU. */
-        __atomic_store_n(&((tsr_region_header *)h)->polling_cpu, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
         return 0;
     }
     const tsr_shared *ring = tsr_region_to_client(s->ring, TSR_REGION_CAPACITY);
@@ -161,8 +163,6 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
      * client's; see tsr_region_header). Said until a poll finds nothing
      * (the receiver sleeps then): between its datagrams a conversing
      * receiver is awake, and a datagram delivered then is taken as soon. */
-    tsr_region_header *polling = (tsr_region_header *)h;
-    int cpu = sched_getcpu();
     __atomic_store_n(&polling->polling_us, (uint32_t)(nanoseconds / 1000), __ATOMIC_RELAXED);
     __atomic_store_n(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
     if (!hold_signals) {

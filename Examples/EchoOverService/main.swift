@@ -1,5 +1,5 @@
 // UDP echo in its own process, on a stack that `tapstack run --socket PATH` serves.
-// Nonblocking calls through one reused buffer; it waits on the socket when
+// Nonblocking batch calls through reused buffers; it waits on the socket when
 // there is nothing to do (busy-polling first when $TAPSTACK_BUSY_POLL says so).
 import ExampleSupport
 import Glibc
@@ -24,25 +24,41 @@ command.run {
     let ready = "echoing UDP port \(port) through \(path)\n"
     _ = ready.withCString { write(1, $0, strlen($0)) }  // unbuffered: a script waits for this line
 
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+    // A batch of datagrams per call each way, as the in-process echo takes
+    // them: received into slots, sent back together.
+    let slots = 32, slotSize = 65536
+    let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: slots * slotSize, alignment: 16)
+    func slot(_ index: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: buffers[(index * slotSize)..<((index + 1) * slotSize)])
+    }
+    var lengths = [Int](repeating: 0, count: slots)
+    var sources = [SocketAddress?](repeating: nil, count: slots)
     while true {
+        let count: Int
         do throws(SocketError) {
-            let (length, source) = try socket.receive(into: buffer)
-            let payload = UnsafeRawBufferPointer(rebasing: buffer[0..<min(length, buffer.count)])
-            while true {
-                do throws(SocketError) {
-                    try socket.send(payload, to: source)
-                    break
-                } catch .wouldBlock {
-                    socket.wait(for: .writable, timeoutMilliseconds: -1)  // the stack's link is backed up
-                }
+            count = try socket.receive(upTo: slots, into: slot) { index, length, source in
+                lengths[index] = min(length, slotSize)
+                sources[index] = source
             }
-        } catch .wouldBlock {
-            socket.wait(for: .readable, timeoutMilliseconds: -1)
         } catch .networkUnreachable, .closed {
             command.fail("the stack went away")
         } catch {
             continue  // e.g. port unreachable for an earlier echo: the next datagram is unaffected
+        }
+        if count == 0 {
+            socket.wait(for: .readable, timeoutMilliseconds: -1)
+            continue
+        }
+        var echoed = 0
+        while echoed < count {
+            var next = echoed
+            let (taken, blocked) = socket.send(batch: {
+                guard next < count else { return nil }
+                defer { next += 1 }
+                return (UnsafeRawBufferPointer(rebasing: slot(next)[0..<lengths[next]]), sources[next])
+            }, failed: { _ in })  // lost only that echo (e.g. no route back); the stack counts why
+            echoed += taken
+            if blocked { socket.wait(for: .writable, timeoutMilliseconds: -1) }  // the stack's link is backed up
         }
     }
 }

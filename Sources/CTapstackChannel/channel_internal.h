@@ -15,6 +15,13 @@ int tsc_call(tsc_socket *s, tsp_request *request, int *fd);
 /// Sends the datagram in `parts` (header first) through the region, or on
 /// the channel when the ring cannot take it. As sendmsg.
 ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int flags);
+/// The pieces of tsc_ring_send, for a batch: begin takes the send lock,
+/// each send writes into the ring without publishing (or, when the ring
+/// cannot take it, publishes what was written and sends on the channel),
+/// end publishes, unlocks and wakes the stack if it asked.
+void tsc_ring_send_begin(tsc_socket *s, tsc_send_batch *batch);
+ssize_t tsc_ring_send_in(tsc_socket *s, tsc_send_batch *batch, const struct iovec *parts, int count, int flags);
+void tsc_ring_send_end(tsc_socket *s, tsc_send_batch *batch);
 /// Takes the oldest datagram from the region into `parts` (header first);
 /// returns its length (as recvmsg with `flags`), -1 with errno, or -2 when
 /// the next message is on the channel (take it there). `*cut` is set when

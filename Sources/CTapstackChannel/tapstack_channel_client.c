@@ -289,8 +289,31 @@ ssize_t tsc_sendv(tsc_socket *s, const struct iovec *iov, int iovcnt,
     return tsc_sendv_info(s, iov, iovcnt, address, port, flags, NULL);
 }
 
+static ssize_t send_framed(tsc_socket *s, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
+                           const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info);
+
 ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
                        const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info) {
+    return send_framed(s, NULL, iov, iovcnt, address, port, flags, info);
+}
+
+void tsc_send_batch_begin(tsc_socket *s, tsc_send_batch *batch) {
+    memset(batch, 0, sizeof *batch);
+    if (s->ring) tsc_ring_send_begin(s, batch);
+}
+
+ssize_t tsc_send_batch_add(tsc_socket *s, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
+                           const tsp_address *address, uint16_t port) {
+    return send_framed(s, batch, iov, iovcnt, address, port, MSG_DONTWAIT, NULL);
+}
+
+void tsc_send_batch_end(tsc_socket *s, tsc_send_batch *batch) {
+    if (batch->locked) tsc_ring_send_end(s, batch);
+}
+
+/* One datagram, framed, through the ring (within `batch` if it holds it) or on the channel. */
+static ssize_t send_framed(tsc_socket *s, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
+                           const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info) {
     if (iovcnt < 0 || iovcnt >= 1024) { errno = EMSGSIZE; return -1; }
     size_t length = 0;
     for (int i = 0; i < iovcnt; i++) length += iov[i].iov_len;
@@ -322,8 +345,9 @@ ssize_t tsc_sendv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
     parts[0].iov_len = sizeof header;
     if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
     struct msghdr message = { .msg_iov = parts, .msg_iovlen = (size_t)iovcnt + 1 };
-    ssize_t n = s->ring ? tsc_ring_send(s, parts, iovcnt + 1, flags)
-                        : sys_sendmsg(s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    ssize_t n = batch && batch->locked ? tsc_ring_send_in(s, batch, parts, iovcnt + 1, flags)
+              : s->ring ? tsc_ring_send(s, parts, iovcnt + 1, flags)
+              : sys_sendmsg(s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
     if (n < 0) { errno = channel_errno(errno); return -1; }
     return n - (ssize_t)sizeof header;
 }
@@ -426,6 +450,39 @@ ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
         info->timestamp_ns = header.timestamp_ns;
     }
     return n - (ssize_t)sizeof header;
+}
+
+ssize_t tsc_recv_next(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                      tsp_address *address, uint16_t *port, int *truncated) {
+    if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
+    if (s->ring && __atomic_load_n(&((tsr_region_header *)s->ring)->receiving, __ATOMIC_ACQUIRE)) {
+        tsp_datagram_header header;
+        struct iovec parts[iovcnt + 1];
+        parts[0].iov_base = &header;
+        parts[0].iov_len = sizeof header;
+        if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
+        int cut = 0;
+        ssize_t n = tsc_ring_receive(s, parts, iovcnt + 1, MSG_DONTWAIT | MSG_TRUNC, &cut);
+        if (n >= 0) {
+            /* The service frames every datagram it puts in the ring. */
+            if ((size_t)n < sizeof header || header.magic != TSP_MAGIC || header.kind != TSP_DATAGRAM) { errno = EPROTO; return -1; }
+            if (address) *address = header.address;
+            if (port) *port = header.port;
+            if (truncated) *truncated = cut;
+            return n - (ssize_t)sizeof header;
+        }
+        if (n != -2) { errno = channel_errno(errno); return -1; }
+    }
+    /* The channel's turn: its head only if it is a datagram (framed, or
+     * bare from the peer), so that an error stays for the next call. */
+    tsp_datagram_header head;
+    struct iovec part = { &head, sizeof head };
+    struct msghdr peek = { .msg_iov = &part, .msg_iovlen = 1 };
+    ssize_t m = sys_recvmsg(s->data_fd, &peek, MSG_PEEK | MSG_DONTWAIT);
+    int datagram = m > 0 && ((size_t)m >= sizeof head && head.magic == TSP_MAGIC ? head.kind == TSP_DATAGRAM : s->connected);
+    if (!datagram) { errno = EAGAIN; return -1; }
+    /* (Another thread may take it first; then this takes what follows, as a receive would.) */
+    return tsc_recvv(s, iov, iovcnt, address, port, MSG_DONTWAIT | MSG_TRUNC, truncated);
 }
 
 int tsc_pending_bytes(tsc_socket *s) {

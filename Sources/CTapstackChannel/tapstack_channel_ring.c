@@ -263,31 +263,60 @@ int tsc_unsent_bytes(tsc_socket *s) {
     return bytes;
 }
 
-ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int flags) {
+void tsc_ring_send_begin(tsc_socket *s, tsc_send_batch *batch) {
+    memset(batch, 0, sizeof *batch);
     tsr_region_header *h = header_of(s);
     region_lock(&h->send_lock);
+    batch->locked = 1;
+    batch->attached = tsr_attach(&batch->end, tsr_region_to_service(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1) == 0;
+}
+
+/* Makes what the batch wrote visible to the service; notes whether it asked to be woken. */
+static void publish(tsc_send_batch *batch) {
+    if (!batch->unpublished) return;
+    tsr_publish(&batch->end);
+    batch->unpublished = 0;
+    if (tsr_take_wake_request(&batch->end)) batch->wake = 1;
+}
+
+void tsc_ring_send_end(tsc_socket *s, tsc_send_batch *batch) {
+    if (!batch->locked) return;
+    publish(batch);
+    batch->locked = 0;
+    region_unlock(&header_of(s)->send_lock);
+    if (batch->wake) wake_service(s);
+    batch->wake = 0;
+}
+
+ssize_t tsc_ring_send_in(tsc_socket *s, tsc_send_batch *batch, const struct iovec *parts, int count, int flags) {
+    tsr_region_header *h = header_of(s);
     if (h->send_fallback && unread_on_channel(s->data_fd) == 0) h->send_fallback = 0;
     if (!h->send_fallback) {
-        tsr_end end;
-        if (tsr_attach(&end, tsr_region_to_service(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 1) == 0
-            && tsr_push(&end, parts, count, NULL) == 0) {
-            int wake = tsr_take_wake_request(&end);
-            region_unlock(&h->send_lock);
-            if (wake) wake_service(s);
+        if (batch->attached && tsr_write(&batch->end, parts, count) == 0) {
+            batch->unpublished = 1;
             size_t length = 0;
             for (int i = 0; i < count; i++) length += parts[i].iov_len;
             return (ssize_t)length;
         }
         h->send_fallback = 1;  /* full, or too long for it: the channel, until the service read it all */
     }
-    /* What the ring holds now goes first: the service reads this stamp. */
+    /* What the ring holds goes first: published now, and the service reads this stamp. */
+    publish(batch);
+    if (batch->wake) wake_service(s);
+    batch->wake = 0;
     tsp_datagram_header *header = parts[0].iov_base;
     header->flags |= TSP_SEND_AFTER_RING;
     header->timestamp_ns = __atomic_load_n(&((tsr_shared *)tsr_region_to_service(s->ring, TSR_REGION_CAPACITY))->tail, __ATOMIC_RELAXED);
     struct msghdr message = { .msg_iov = (struct iovec *)parts, .msg_iovlen = (size_t)count };
-    ssize_t n = syscall(SYS_sendmsg, s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    return syscall(SYS_sendmsg, s->data_fd, &message, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+}
+
+ssize_t tsc_ring_send(tsc_socket *s, const struct iovec *parts, int count, int flags) {
+    tsc_send_batch batch;
+    tsc_ring_send_begin(s, &batch);
+    ssize_t n = tsc_ring_send_in(s, &batch, parts, count, flags);
     int error = errno;
-    region_unlock(&h->send_lock);
+    tsc_ring_send_end(s, &batch);
     errno = error;
     return n;
 }

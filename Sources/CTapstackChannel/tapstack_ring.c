@@ -21,12 +21,20 @@ int tsr_attach(tsr_end *end, void *memory, uint32_t capacity, int producer) {
 }
 
 int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty) {
+    uint32_t start = end->index;  /* its own, never the shared copy a client could write */
+    if (tsr_write(end, iov, iovcnt) < 0) return -1;
+    tsr_publish(end);
+    if (was_empty) *was_empty = load_acquire(&end->shared->head) == start;
+    return 0;
+}
+
+int tsr_write(tsr_end *end, const struct iovec *iov, int iovcnt) {
     if (end->broken) { errno = EBADMSG; return -1; }
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     if (total == 0 || total > end->capacity / 2 - TSR_RECORD_HEADER) { errno = EMSGSIZE; return -1; }
     uint32_t length = (uint32_t)total, need = padded(length);
-    uint32_t start = end->index, tail = start;
+    uint32_t tail = end->index;
     uint32_t head = load_acquire(&end->shared->head);
     uint32_t used = tail - head;
     if (used > end->capacity || (used & 7u) != 0) { end->broken = 1; errno = EBADMSG; return -1; }
@@ -47,11 +55,13 @@ int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty) 
         at += (uint32_t)iov[i].iov_len;
     }
     end->index = tail + need;
+    return 0;
+}
+
+void tsr_publish(tsr_end *end) {
     store_release(&end->shared->tail, end->index);
     /* Publish, then look at the consumer (a full fence: it may be deciding to sleep). */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (was_empty) *was_empty = load_acquire(&end->shared->head) == start;
-    return 0;
 }
 
 /* The consumer's view of the next record: its offset, length and the bytes

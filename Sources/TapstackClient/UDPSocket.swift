@@ -26,6 +26,9 @@ public final class UDPSocket: DatagramSocket {
     private let state: Locked<tsc_socket>
     /// The data channel, closed only once no call is using it.
     private let channel: DataChannel
+    /// An error a batch receive took after its datagrams (another thread
+    /// raced it to the channel), for the next receive to report: its errno, 0 when none.
+    private let stashedError = Atomic<Int32>(0)
     /// The data channel; readable when a datagram (or an error) waits.
     /// Valid until `close()`.
     public var fileDescriptor: Int32 { channel.descriptor }
@@ -273,6 +276,55 @@ public final class UDPSocket: DatagramSocket {
         return n
     }
 
+    /// Sends datagrams one after another without waiting, as one batch:
+    /// those that go into the socket's shared ring become visible to the
+    /// stack together at the end (one look for the stack, one fence and at
+    /// most one doorbell for the sender). `next` gives each payload and
+    /// destination (nil: the peer), or nil when there are no more; each
+    /// payload is copied before `next` is called again. `next` and `failed`
+    /// run while the batch holds the socket's send lock: they must not call
+    /// this socket.
+    /// - Returns: how many were taken (sent, or failed and reported to
+    ///   `failed`), and whether the stack's side filled up: the datagram
+    ///   after those was not sent and should be offered again once `.writable`.
+    public func send(batch next: () -> (UnsafeRawBufferPointer, SocketAddress?)?,
+                     failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        var socket = dataState(receiving: false)
+        let outcome: Result<(taken: Int, blocked: Bool), SocketError> = Result { () throws(SocketError) in
+            try channel.use { fd in
+                socket.data_fd = fd
+                var batch = tsc_send_batch()
+                tsc_send_batch_begin(&socket, &batch)
+                defer { tsc_send_batch_end(&socket, &batch) }
+                var taken = 0
+                while let (payload, destination) = next() {
+                    var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+                    var address = destination.map { tsp_address($0) } ?? tsp_address()
+                    let n = destination == nil ? tsc_send_batch_add(&socket, &batch, &part, 1, nil, 0)
+                        : tsc_send_batch_add(&socket, &batch, &part, 1, &address, destination!.port)
+                    if n < 0 {
+                        let code = errno
+                        if code == EAGAIN { return (taken, true) }
+                        failed(Self.error(code))
+                    }
+                    taken += 1
+                }
+                return (taken, false)
+            }
+        }
+        switch outcome {
+        case .success(let result): return result
+        case .failure(let error):
+            // Closed: each datagram fails, as each send would.
+            var taken = 0
+            while next() != nil {
+                failed(error)
+                taken += 1
+            }
+            return (taken, false)
+        }
+    }
+
     // MARK: Receiving
 
     /// Copies the oldest datagram into `buffer` without waiting. A datagram
@@ -280,6 +332,7 @@ public final class UDPSocket: DatagramSocket {
     /// - Throws: `.wouldBlock` when none waits; an asynchronous error an
     ///   earlier datagram caused (once); `.networkUnreachable` when the service is gone.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> (length: Int, source: SocketAddress) {
+        try throwStashedError()
         var socket = dataState(receiving: true)
         var part = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
@@ -291,8 +344,53 @@ public final class UDPSocket: DatagramSocket {
         return (n, address.socketAddress(port: port))
     }
 
+    /// Copies up to `maximum` waiting datagrams out without waiting: the
+    /// i-th into `buffer(i)`, then `received(i, length, source)` (a longer
+    /// datagram is cut; `length` is its full length). It stops at an
+    /// error, which the next call reports.
+    /// - Returns: how many were copied (0 when none waited).
+    /// - Throws: an asynchronous error, only when it is the first thing
+    ///   found; `.closed`; `.networkUnreachable` when the service is gone.
+    public func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                        received: (Int, Int, SocketAddress) -> Void) throws(SocketError) -> Int {
+        guard maximum > 0 else { return 0 }
+        try throwStashedError()
+        var socket = dataState(receiving: true)
+        return try channel.use { fd throws(SocketError) in
+            socket.data_fd = fd
+            var count = 0
+            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+            while count < maximum {
+                let target = buffer(count)
+                var part = iovec(iov_base: target.baseAddress, iov_len: target.count)
+                let n = count == 0
+                    ? tsc_recvv(&socket, &part, 1, &address, &port, Int32(MSG_DONTWAIT | MSG_TRUNC), &truncated)
+                    : tsc_recv_next(&socket, &part, 1, &address, &port, &truncated)
+                guard n >= 0 else {
+                    let code = errno
+                    if code != EAGAIN {
+                        if count == 0 { throw Self.error(code) }
+                        stashedError.store(code, ordering: .releasing)
+                    }
+                    break
+                }
+                received(count, n, address.socketAddress(port: port))
+                count += 1
+            }
+            return count
+        }
+    }
+
+    /// Throws the error a batch left for the next receive, if any (once).
+    private func throwStashedError() throws(SocketError) {
+        guard stashedError.load(ordering: .relaxed) != 0 else { return }
+        let code = stashedError.exchange(0, ordering: .acquiring)
+        if code != 0 { throw Self.error(code) }
+    }
+
     /// Takes the oldest datagram without waiting; throws as `receive(into:)`.
     public func receive() throws(SocketError) -> Datagram {
+        try throwStashedError()
         var socket = dataState(receiving: true)
         let length = try channel.use { fd throws(SocketError) in
             socket.data_fd = fd
@@ -320,6 +418,7 @@ public final class UDPSocket: DatagramSocket {
     /// `.writable`), has hung up, or the timeout passes; waiting to read,
     /// first polls the ring for `busyPollMicroseconds`.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
+        if stashedError.load(ordering: .relaxed) != 0 { return }  // the next receive reports it
         // Only a socket that busy-polls copies its state (the region stays mapped while self lives).
         if !events.contains(.writable), timeoutMilliseconds != 0,
            var socket = state.withLock({ $0.busy_poll_us > 0 ? $0 : nil }) {
@@ -337,6 +436,7 @@ public final class UDPSocket: DatagramSocket {
     /// Suspends until the channel is readable (or writable, for `.writable`),
     /// without blocking a thread.
     public func waitAsync(for events: ReadinessEvents) async throws(SocketError) {
+        if stashedError.load(ordering: .relaxed) != 0 { return }
         let copy = try channel.use { dup($0) }
         guard copy >= 0 else { throw .noPortsAvailable }
         try await Reactor.shared.wait(owning: copy, writable: events.contains(.writable))
@@ -346,6 +446,7 @@ public final class UDPSocket: DatagramSocket {
     /// become readable (or writable, for `.writable`), has hung up, or is
     /// closed: an event loop's way to wait without a thread of its own.
     public func whenReady(_ events: ReadinessEvents, _ callback: @escaping @Sendable () -> Void) {
+        if stashedError.load(ordering: .relaxed) != 0 { return callback() }
         guard let copy = try? channel.use({ fd throws(SocketError) in dup(fd) }), copy >= 0 else {
             callback()  // closed: the next call reports it
             return

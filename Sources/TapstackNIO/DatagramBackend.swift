@@ -122,13 +122,7 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
     /// All under one hold of the stack, as the native echo does.
     func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
               failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        var next = 0, current = 0
-        return socket.send(batch: {
-            guard next < count else { return nil }
-            current = next
-            next += 1
-            return datagram(current)
-        }, failed: { failed(current, $0) })
+        socket.send(count: count, datagram, failed: failed)
     }
 
     func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
@@ -198,6 +192,40 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
         }
     }
     var controlIsRemote: Bool { true }
+
+    /// One batch through the socket's shared ring: the stack sees them together.
+    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
+              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        socket.send(count: count, datagram, failed: failed)
+    }
+
+    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
+        try socket.receive(upTo: maximum, into: buffer, received: received)
+    }
+}
+
+/// The batch send both socket types have.
+protocol BatchSendingSocket {
+    func send(batch next: () -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?)?,
+              failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool)
+}
+
+extension Sockets.UDPSocket: BatchSendingSocket {}
+extension TapstackClient.UDPSocket: BatchSendingSocket {}
+
+extension BatchSendingSocket {
+    /// Datagrams `0..<count` as one batch, failures numbered.
+    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
+              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
+        var next = 0, current = 0
+        return send(batch: {
+            guard next < count else { return nil }
+            current = next
+            next += 1
+            return datagram(current)
+        }, failed: { failed(current, $0) })
+    }
 }
 
 extension NIOCore.SocketAddress {

@@ -25,6 +25,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "tapstack_ring.h"
+
 #define TSP_VERSION 4
 /// Opens every framed message on the data channel. A message without it is a
 /// bare payload: what a program wrote with a raw system call the preload shim
@@ -287,6 +289,26 @@ ssize_t tsc_sendv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
 /// As tsc_sendv, with `info` (may be NULL) giving the source, TTL and TOS of this datagram.
 ssize_t tsc_sendv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                        const tsp_address *address, uint16_t port, int flags, const tsc_message_info *info);
+/// Sends made together (tsc_send_batch_begin): the datagrams that go into
+/// the socket's ring are published at once, at the end, so the stack looks
+/// once and the sender fences and looks for a doorbell request once. Private fields.
+typedef struct {
+    tsr_end end;
+    int locked;       ///< holds the ring's send lock
+    int attached;     ///< `end` is usable
+    int unpublished;  ///< records written and not yet visible
+    int wake;         ///< the stack asked to be woken
+} tsc_send_batch;
+
+/// Begins a batch of sends on `socket`. Between begin and end the batch
+/// holds the socket's send lock (other threads' and processes' sends on it
+/// wait): make no other call on the socket meanwhile.
+void tsc_send_batch_begin(tsc_socket *socket, tsc_send_batch *batch);
+/// Sends one datagram as tsc_sendv with MSG_DONTWAIT, within `batch`.
+ssize_t tsc_send_batch_add(tsc_socket *socket, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
+                           const tsp_address *address, uint16_t port);
+/// Ends the batch: publishes what it wrote, wakes the stack if it asked.
+void tsc_send_batch_end(tsc_socket *socket, tsc_send_batch *batch);
 /// Receives one datagram into `iov`; fills the source. `flags` as recv(2)
 /// (MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC). Returns the payload length (the
 /// full length with MSG_TRUNC); `*truncated` is set when it did not fit.
@@ -295,6 +317,13 @@ ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
 /// As tsc_recvv, filling `info` (may be NULL) with the datagram's facts.
 ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                        tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
+/// After a receive that returned a datagram, for a batch: the next one as
+/// tsc_recvv with MSG_DONTWAIT | MSG_TRUNC returns it, only if a datagram
+/// comes next. -1 with EAGAIN when none does: an error is left on the
+/// channel for the next receive to report (unless another thread's receive
+/// took the datagram in between: then this returns the error).
+ssize_t tsc_recv_next(tsc_socket *socket, const struct iovec *iov, int iovcnt,
+                      tsp_address *address, uint16_t *port, int *truncated);
 /// Bytes of the next datagram's payload (FIONREAD), 0 when none.
 int tsc_pending_bytes(tsc_socket *socket);
 

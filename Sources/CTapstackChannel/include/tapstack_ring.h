@@ -61,6 +61,14 @@ int tsr_attach(tsr_end *end, void *memory, uint32_t capacity, int producer);
 /// when the consumer's index is impossible. `*was_empty` tells whether the
 /// consumer had taken everything before this record (so may need waking).
 int tsr_push(tsr_end *end, const struct iovec *iov, int iovcnt, int *was_empty);
+/// Producer: writes one record as `tsr_push` does (same results) without
+/// publishing it: the consumer sees it, and every record written before it,
+/// at the next `tsr_publish`. A batch written this way costs the consumer
+/// one look, and the producer one fence.
+int tsr_write(tsr_end *end, const struct iovec *iov, int iovcnt);
+/// Producer: publishes every record written so far, then fences (look at
+/// `tsr_take_wake_request` after it).
+void tsr_publish(tsr_end *end);
 
 /// Consumer: copies the oldest record into `out` (at most `size` bytes) and
 /// removes it unless `peek`. Returns its full length (which may exceed

@@ -1,0 +1,186 @@
+import Glibc
+import SocketAPI
+import SocketService
+import TapstackClient
+import Testing
+import TestSupport
+import Wire
+
+/// `TapstackClient.UDPSocket`'s batch calls, `receive(upTo:into:received:)`
+/// and `send(batch:failed:)`: what the in-process socket's batch calls do,
+/// through the service's shared rings.
+@Suite(.serialized) struct ClientBatchTests {
+    /// Receives into `slots` slots of `slotSize` bytes; returns each datagram's full length, source and the bytes kept.
+    static func receiveBatch(_ socket: TapstackClient.UDPSocket, slots: Int = 8, slotSize: Int = 128) throws(SocketError)
+        -> [(length: Int, source: SocketAddress, bytes: [UInt8])] {
+        let buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: slots * slotSize, alignment: 8)
+        defer { buffers.deallocate() }
+        func slot(_ index: Int) -> UnsafeMutableRawBufferPointer {
+            UnsafeMutableRawBufferPointer(rebasing: buffers[(index * slotSize)..<((index + 1) * slotSize)])
+        }
+        var got: [(length: Int, source: SocketAddress, bytes: [UInt8])] = []
+        let count = try socket.receive(upTo: slots, into: slot) { index, length, source in
+            got.append((length, source, Array(slot(index)[0..<min(length, slotSize)])))
+        }
+        #expect(count == got.count)
+        return got
+    }
+
+    /// Copies of `payloads` that stay put until `body` returns (a batch's `next` hands out pointers).
+    static func withCopies<R>(of payloads: [[UInt8]], _ body: ([UnsafeRawBufferPointer]) throws -> R) rethrows -> R {
+        let copies = payloads.map { payload in
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(payload.count, 1), alignment: 8)
+            payload.withUnsafeBytes { copy.copyMemory(from: $0) }
+            return UnsafeRawBufferPointer(rebasing: copy[0..<payload.count])
+        }
+        defer { copies.forEach { UnsafeMutableRawPointer(mutating: $0.baseAddress!).deallocate() } }
+        return try body(copies)
+    }
+
+    @Test func aBatchTakesEveryWaitingDatagramInOrderAndCutsWhatDoesNotFit() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(try Self.receiveBatch(socket).isEmpty)  // nothing waits; asks for the region
+        let payloads = [10, 100, 200, 128, 1].enumerated().map { index, size in
+            [UInt8](repeating: UInt8(index + 1), count: size)
+        }
+        for payload in payloads {
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload))
+        }
+        let counters = served.service.counters
+        #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == UInt64(payloads.count) })
+        // One call takes all five, from the ring.
+        let got = try Self.receiveBatch(socket)
+        #expect(got.map(\.length) == payloads.map(\.count))  // full lengths, the 200-byte one too
+        #expect(got.map(\.bytes) == payloads.map { Array($0.prefix(128)) })
+        #expect(got.allSatisfy { $0.source == peer })
+        #expect(counters.regionFallbacks.load(ordering: .relaxed) == 0)
+        #expect(try Self.receiveBatch(socket).isEmpty)
+        // No doorbell outlived its datagrams.
+        var descriptor = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&descriptor, 1, 0) == 0)
+    }
+
+    /// An error is reported once, by the call that finds it first: a batch
+    /// that already holds datagrams leaves it for the next call.
+    @Test func anErrorBehindTheBatchWaitsForTheNextCall() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(try Self.receiveBatch(socket).isEmpty)  // asks for the region
+        let counters = served.service.counters
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+        #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == 1 })
+        // A bare message on an unconnected socket has nowhere to go: the
+        // service refuses it, and the refusal goes on the channel...
+        _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(socket.fileDescriptor, $0.baseAddress, $0.count, 0) }
+        #expect(eventually { counters.errorsDelivered.load(ordering: .relaxed) == 1 })
+        // ...before the next datagram is passed on (one client's deliveries take turns).
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [2]))
+        #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == 2 })
+
+        let first = try Self.receiveBatch(socket)  // the datagram in the ring, not the error behind it
+        #expect(first.first?.bytes == [1])
+        var events = first.map { "datagram \($0.bytes)" }
+        for _ in 0..<3 {
+            do throws(SocketError) {
+                events += try Self.receiveBatch(socket).map { "datagram \($0.bytes)" }
+            } catch {
+                events.append("\(error)")
+            }
+        }
+        // Each once: the error where the channel had it, or after the ring's datagrams.
+        #expect(events == ["datagram [1]", "\(SocketError.notConnected)", "datagram [2]"]
+                || events == ["datagram [1]", "datagram [2]", "\(SocketError.notConnected)"])
+    }
+
+    @Test func aSendBatchLeavesInOrderAndReportsEachRefusal() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        let tooLong = [UInt8](repeating: 0, count: 65508)
+        let batch: [([UInt8], SocketAddress)] = [
+            (Array("first".utf8), peer),
+            (tooLong, peer),
+            ([1], SocketAddress(IPv4Address(10, 0, 0, 1), 9)),
+            (Array("second".utf8), peer),
+        ]
+        var offered = 0
+        var refusals: [SocketError] = []
+        let (taken, blocked) = Self.withCopies(of: batch.map(\.0)) { payloads in
+            socket.send(batch: {
+                guard offered < batch.count else { return nil }
+                defer { offered += 1 }
+                return (payloads[offered], batch[offered].1)
+            }, failed: { refusals.append($0) })
+        }
+        #expect(taken == 4 && !blocked)
+        #expect(refusals == [.messageTooLong, .networkUnreachable])
+        for payload in [Array("first".utf8), Array("second".utf8)] {
+            let frame = try #require(served.link.nextTransmitted(timeoutMilliseconds: 5000))
+            #expect(Int(frame[38]) << 8 | Int(frame[39]) == 8 + payload.count)
+            #expect(Array(frame[42..<(42 + payload.count)]) == payload)
+            #expect(Array(frame[30..<34]) == [192, 0, 2, 1] && Array(frame[36..<38]) == [0x8b, 0xcd])
+        }
+        #expect(served.link.nextTransmitted(timeoutMilliseconds: 0) == nil)
+    }
+
+    /// Batches beyond what the ring and the channel hold while the link is
+    /// full: a batch reports where it stopped, and every datagram leaves
+    /// once, in order, when offered again.
+    @Test func sendBatchesBeyondTheRingLeaveInOrder() throws {
+        let served = try ServedHost()
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        let count: UInt32 = 2000
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1000, alignment: 8)
+        defer { scratch.deallocate() }
+        var sent: UInt32 = 0
+        var seen: [UInt32] = []
+        var blockedBatches = 0
+        var idleRounds = 0
+        while seen.count < Int(count) && idleRounds < 500 {
+            var progressed = false
+            let (taken, blocked) = socket.send(batch: {
+                guard sent < count else { return nil }
+                // One buffer for all: each payload is copied before `next` is called again.
+                SharedRegionTests.numbered(sent, size: 1000).withUnsafeBytes { scratch.copyMemory(from: $0) }
+                sent += 1
+                return (UnsafeRawBufferPointer(scratch), peer)
+            }, failed: { Issue.record("refused: \($0)") })
+            if blocked {
+                sent -= 1  // offered, not taken: offered again
+                blockedBatches += 1
+            }
+            progressed = taken > 0
+            while let frame = served.link.nextTransmitted(timeoutMilliseconds: progressed ? 0 : 10) {
+                seen.append(SharedRegionTests.sequence(of: frame[42...]))
+                progressed = true
+            }
+            idleRounds = progressed ? 0 : idleRounds + 1
+        }
+        #expect(seen == Array(0..<count))
+        #expect(blockedBatches > 0)  // the scenario: the ring and the channel filled up
+    }
+
+    @Test func aClosedSocketFailsEachDatagramOfABatch() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        socket.close()
+        var offered = 0
+        var refusals: [SocketError] = []
+        let (taken, blocked) = Self.withCopies(of: [[1, 2, 3]]) { payloads in
+            socket.send(batch: {
+                guard offered < 3 else { return nil }
+                offered += 1
+                return (payloads[0], peer)
+            }, failed: { refusals.append($0) })
+        }
+        #expect(taken == 3 && !blocked && refusals == [.closed, .closed, .closed])
+        #expect(throws: SocketError.closed) { try Self.receiveBatch(socket) }
+    }
+}

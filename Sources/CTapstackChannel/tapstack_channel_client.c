@@ -452,35 +452,23 @@ ssize_t tsc_recvv_info(tsc_socket *s, const struct iovec *iov, int iovcnt,
     return n - (ssize_t)sizeof header;
 }
 
-ssize_t tsc_recv_next(tsc_socket *s, const struct iovec *iov, int iovcnt,
-                      tsp_address *address, uint16_t *port, int *truncated) {
-    if (iovcnt < 0 || iovcnt >= 1024) { errno = EINVAL; return -1; }
+int tsc_datagram_next(tsc_socket *s) {
     if (s->ring && __atomic_load_n(&((tsr_region_header *)s->ring)->receiving, __ATOMIC_ACQUIRE)) {
-        tsp_datagram_header header;
-        struct iovec parts[iovcnt + 1];
-        parts[0].iov_base = &header;
-        parts[0].iov_len = sizeof header;
-        if (iovcnt > 0) memcpy(parts + 1, iov, (size_t)iovcnt * sizeof *iov);
-        int cut = 0;
-        ssize_t n = tsc_ring_receive(s, parts, iovcnt + 1, MSG_DONTWAIT | MSG_TRUNC, &cut);
-        if (n >= 0) {
-            /* The service frames every datagram it puts in the ring. */
-            if ((size_t)n < sizeof header || header.magic != TSP_MAGIC || header.kind != TSP_DATAGRAM) { errno = EPROTO; return -1; }
-            if (address) *address = header.address;
-            if (port) *port = header.port;
-            if (truncated) *truncated = cut;
-            return n - (ssize_t)sizeof header;
-        }
-        if (n != -2) { errno = channel_errno(errno); return -1; }
+        tsr_end end;
+        if (tsr_attach(&end, tsr_region_to_client(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0) == 0
+            && tsr_has_record(&end)) return 1;  /* the service puts only datagrams in the ring */
     }
-    /* The channel's turn: its head only if it is a datagram (framed, or
-     * bare from the peer), so that an error stays for the next call. */
     tsp_datagram_header head;
     struct iovec part = { &head, sizeof head };
     struct msghdr peek = { .msg_iov = &part, .msg_iovlen = 1 };
     ssize_t m = sys_recvmsg(s->data_fd, &peek, MSG_PEEK | MSG_DONTWAIT);
-    int datagram = m > 0 && ((size_t)m >= sizeof head && head.magic == TSP_MAGIC ? head.kind == TSP_DATAGRAM : s->connected);
-    if (!datagram) { errno = EAGAIN; return -1; }
+    if (m <= 0) return 0;
+    return (size_t)m >= sizeof head && head.magic == TSP_MAGIC ? head.kind == TSP_DATAGRAM : s->connected;  /* else bare, from the peer */
+}
+
+ssize_t tsc_recv_next(tsc_socket *s, const struct iovec *iov, int iovcnt,
+                      tsp_address *address, uint16_t *port, int *truncated) {
+    if (!tsc_datagram_next(s)) { errno = EAGAIN; return -1; }
     /* (Another thread may take it first; then this takes what follows, as a receive would.) */
     return tsc_recvv(s, iov, iovcnt, address, port, MSG_DONTWAIT | MSG_TRUNC, truncated);
 }

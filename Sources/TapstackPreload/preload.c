@@ -962,6 +962,12 @@ int recvmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags, st
     unsigned received = 0;
     for (; received < count; received++) {
         int each = (flags & ~MSG_WAITFORONE) | (received ? MSG_DONTWAIT : 0);
+        /* After a datagram, only another datagram: an error stays for the
+         * next call to report, as the kernel keeps it. */
+        if (received) {
+            tsc_socket s = view(shared, fd);
+            if (!tsc_datagram_next(&s)) break;
+        }
         ssize_t n = recvmsg(fd, &messages[received].msg_hdr, each);
         if (n < 0) return received ? (int)received : -1;
         messages[received].msg_len = (unsigned)n;

@@ -1,3 +1,4 @@
+import CTapstackChannel
 import Glibc
 import SocketAPI
 import SocketService
@@ -182,5 +183,42 @@ import Wire
         }
         #expect(taken == 3 && !blocked && refusals == [.closed, .closed, .closed])
         #expect(throws: SocketError.closed) { try Self.receiveBatch(socket) }
+    }
+
+    /// What a batch (and the shim's recvmmsg) asks before each datagram
+    /// after the first: whether a datagram comes next, in the ring or at the
+    /// head of the channel, as opposed to nothing or an error.
+    @Test func theNextDatagramIsToldApartFromAnErrorAndFromNothing() throws {
+        let served = try ServedHost()
+        let counters = served.service.counters
+        var ring = try SharedRegionTests.ringSocket(served, port: 7)
+        defer { tsc_close(&ring) }
+        #expect(tsc_datagram_next(&ring) == 0)
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+        #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == 1 })
+        #expect(tsc_datagram_next(&ring) == 1)
+        var byte: UInt8 = 0
+        var part = iovec(iov_base: &byte, iov_len: 1)
+        var address = tsp_address(), port: UInt16 = 0, cut: Int32 = 0
+        #expect(tsc_recvv(&ring, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &cut) == 1 && byte == 1)
+        #expect(tsc_datagram_next(&ring) == 0)
+        // A refusal on the channel: readable, and still no datagram next.
+        _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(ring.data_fd, $0.baseAddress, $0.count, 0) }
+        var descriptor = pollfd(fd: ring.data_fd, events: Int16(POLLIN), revents: 0)
+        try #require(poll(&descriptor, 1, 5000) == 1)
+        #expect(tsc_datagram_next(&ring) == 0)
+        #expect(tsc_recvv(&ring, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &cut) == -1 && errno == ENOTCONN)
+
+        // A socket that never asked for a region: its datagrams head the channel.
+        var plain = tsc_socket()
+        try #require(tsc_open(&plain, served.path, AF_INET, Int32(SOCK_NONBLOCK.rawValue)) == 0)
+        defer { tsc_close(&plain) }
+        var any = tsp_address_v4(0)
+        try #require(tsc_bind(&plain, &any, 8) == 0)
+        #expect(tsc_datagram_next(&plain) == 0)
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 8, payload: [2]))
+        descriptor = pollfd(fd: plain.data_fd, events: Int16(POLLIN), revents: 0)
+        try #require(poll(&descriptor, 1, 5000) == 1)
+        #expect(tsc_datagram_next(&plain) == 1)
     }
 }

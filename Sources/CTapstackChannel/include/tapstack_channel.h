@@ -317,6 +317,9 @@ ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
 /// As tsc_recvv, filling `info` (may be NULL) with the datagram's facts.
 ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                        tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
+/// 1 when the next receive would return a datagram now (not an error, and
+/// not nothing): one waits in the socket's ring, or heads its channel.
+int tsc_datagram_next(tsc_socket *socket);
 /// After a receive that returned a datagram, for a batch: the next one as
 /// tsc_recvv with MSG_DONTWAIT | MSG_TRUNC returns it, only if a datagram
 /// comes next. -1 with EAGAIN when none does: an error is left on the

@@ -45,45 +45,46 @@ protocol DatagramBackend: AnyObject, Sendable {
                  received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int
 }
 
-extension DatagramBackend {
-    /// One datagram at a time (the service's channel takes each as a message).
+/// The batch calls both socket types have.
+protocol BatchingSocket: AnyObject {
+    func send(batch next: () -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?)?,
+              failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool)
+    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
+                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int
+}
+
+extension Sockets.UDPSocket: BatchingSocket {}
+extension TapstackClient.UDPSocket: BatchingSocket {}
+
+/// A backend over either socket type: a channel's batches are the socket's
+/// (in-process one hold of the stack, as the native echo; through the
+/// service one publication in the socket's shared ring).
+protocol BatchingBackend: DatagramBackend {
+    associatedtype Socket: BatchingSocket
+    var socket: Socket { get }
+}
+
+extension BatchingBackend {
     func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
               failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        for index in 0..<count {
-            let (payload, destination) = datagram(index)
-            do throws(SocketError) {
-                _ = try send(payload, to: destination)
-            } catch .wouldBlock {
-                return (index, true)
-            } catch {
-                failed(index, error)
-            }
-        }
-        return (count, false)
+        var next = 0, current = 0
+        return socket.send(batch: {
+            guard next < count else { return nil }
+            current = next
+            next += 1
+            return datagram(current)
+        }, failed: { failed(current, $0) })
     }
 
     func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
                  received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
-        var count = 0
-        while count < maximum {
-            do throws(SocketError) {
-                let (length, source) = try receive(into: buffer(count))
-                received(count, length, source)
-                count += 1
-            } catch .wouldBlock {
-                break
-            } catch {
-                if count == 0 { throw error }
-                break
-            }
-        }
-        return count
+        try socket.receive(upTo: maximum, into: buffer, received: received)
     }
 }
 
 /// A socket of an in-process stack: the stack's readiness callback tells the
 /// channel of every change, so nothing needs arming.
-final class InProcessBackend: DatagramBackend, @unchecked Sendable {
+final class InProcessBackend: BatchingBackend, @unchecked Sendable {
     let socket: Sockets.UDPSocket
     private var token: Int?
 
@@ -118,21 +119,10 @@ final class InProcessBackend: DatagramBackend, @unchecked Sendable {
     }
     func armNotification(_ events: ReadinessEvents) {}
     var controlIsRemote: Bool { false }
-
-    /// All under one hold of the stack, as the native echo does.
-    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
-              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        socket.send(count: count, datagram, failed: failed)
-    }
-
-    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
-                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
-        try socket.receive(upTo: maximum, into: buffer, received: received)
-    }
 }
 
 /// A socket of a stack in another process, through its socket service.
-final class ServiceBackend: DatagramBackend, @unchecked Sendable {
+final class ServiceBackend: BatchingBackend, @unchecked Sendable {
     let socket: TapstackClient.UDPSocket
     /// Cleared on close: a watch that fires later (the service hung up) must
     /// not reach a channel, or an event loop, that is gone. Boxed: a bare
@@ -192,40 +182,6 @@ final class ServiceBackend: DatagramBackend, @unchecked Sendable {
         }
     }
     var controlIsRemote: Bool { true }
-
-    /// One batch through the socket's shared ring: the stack sees them together.
-    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
-              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        socket.send(count: count, datagram, failed: failed)
-    }
-
-    func receive(upTo maximum: Int, into buffer: (Int) -> UnsafeMutableRawBufferPointer,
-                 received: (Int, Int, SocketAPI.SocketAddress) -> Void) throws(SocketError) -> Int {
-        try socket.receive(upTo: maximum, into: buffer, received: received)
-    }
-}
-
-/// The batch send both socket types have.
-protocol BatchSendingSocket {
-    func send(batch next: () -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?)?,
-              failed: (SocketError) -> Void) -> (taken: Int, blocked: Bool)
-}
-
-extension Sockets.UDPSocket: BatchSendingSocket {}
-extension TapstackClient.UDPSocket: BatchSendingSocket {}
-
-extension BatchSendingSocket {
-    /// Datagrams `0..<count` as one batch, failures numbered.
-    func send(count: Int, _ datagram: (Int) -> (UnsafeRawBufferPointer, SocketAPI.SocketAddress?),
-              failed: (Int, SocketError) -> Void) -> (taken: Int, blocked: Bool) {
-        var next = 0, current = 0
-        return send(batch: {
-            guard next < count else { return nil }
-            current = next
-            next += 1
-            return datagram(current)
-        }, failed: { failed(current, $0) })
-    }
 }
 
 extension NIOCore.SocketAddress {

@@ -33,6 +33,10 @@ public final class UDPSocket: DatagramSocket {
     /// Valid until `close()`.
     public var fileDescriptor: Int32 { channel.descriptor }
 
+    /// The socket's shared region, nil until a data call asked for it (for
+    /// tests that play a service writing what no service writes).
+    var region: UnsafeMutableRawPointer? { state.withLock { $0.ring } }
+
     /// The service path: $TAPSTACK_SOCKET, else /run/tapstack/tap0.sock.
     public static var defaultServicePath: String { String(cString: tsc_socket_path()) }
 
@@ -418,7 +422,7 @@ public final class UDPSocket: DatagramSocket {
     /// `.writable`), has hung up, or the timeout passes; waiting to read,
     /// first polls the ring for `busyPollMicroseconds`.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
-        if stashedError.load(ordering: .relaxed) != 0 { return }  // the next receive reports it
+        if events.contains(.readable) && stashedError.load(ordering: .relaxed) != 0 { return }  // the next receive reports it
         // Only a socket that busy-polls copies its state (the region stays mapped while self lives).
         if !events.contains(.writable), timeoutMilliseconds != 0,
            var socket = state.withLock({ $0.busy_poll_us > 0 ? $0 : nil }) {
@@ -436,7 +440,7 @@ public final class UDPSocket: DatagramSocket {
     /// Suspends until the channel is readable (or writable, for `.writable`),
     /// without blocking a thread.
     public func waitAsync(for events: ReadinessEvents) async throws(SocketError) {
-        if stashedError.load(ordering: .relaxed) != 0 { return }
+        if events.contains(.readable) && stashedError.load(ordering: .relaxed) != 0 { return }
         let copy = try channel.use { dup($0) }
         guard copy >= 0 else { throw .noPortsAvailable }
         try await Reactor.shared.wait(owning: copy, writable: events.contains(.writable))
@@ -446,7 +450,7 @@ public final class UDPSocket: DatagramSocket {
     /// become readable (or writable, for `.writable`), has hung up, or is
     /// closed: an event loop's way to wait without a thread of its own.
     public func whenReady(_ events: ReadinessEvents, _ callback: @escaping @Sendable () -> Void) {
-        if stashedError.load(ordering: .relaxed) != 0 { return callback() }
+        if events.contains(.readable) && stashedError.load(ordering: .relaxed) != 0 { return callback() }
         guard let copy = try? channel.use({ fd throws(SocketError) in dup(fd) }), copy >= 0 else {
             callback()  // closed: the next call reports it
             return

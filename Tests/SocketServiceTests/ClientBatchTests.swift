@@ -2,7 +2,7 @@ import CTapstackChannel
 import Glibc
 import SocketAPI
 import SocketService
-import TapstackClient
+@testable import TapstackClient
 import Testing
 import TestSupport
 import Wire
@@ -94,6 +94,28 @@ import Wire
         // Each once: the error where the channel had it, or after the ring's datagrams.
         #expect(events == ["datagram [1]", "\(SocketError.notConnected)", "datagram [2]"]
                 || events == ["datagram [1]", "datagram [2]", "\(SocketError.notConnected)"])
+    }
+
+    /// When the datagram a batch saw coming is gone by the time it takes it
+    /// (another thread took it, or here the ring broke), the error the
+    /// batch found instead is the next call's, not lost.
+    @Test func anErrorABatchTookAfterItsDatagramsComesWithTheNextCall() throws {
+        let served = try ServedHost()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(try Self.receiveBatch(socket).isEmpty)  // asks for the region
+        served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+        let counters = served.service.counters
+        #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == 1 })
+        // Behind the datagram, a record of length 0 (zeroed memory), which no service writes.
+        let region = try #require(socket.region)
+        let toClient = tsr_region_to_client(region, TSR_REGION_CAPACITY)!.assumingMemoryBound(to: tsr_shared.self)
+        let tail = toClient.pointee.tail
+        toClient.pointee.tail = tail + 8
+        #expect(try Self.receiveBatch(socket).map(\.bytes) == [[1]])
+        toClient.pointee.tail = tail  // mended: only the error taken meanwhile is left
+        #expect(throws: SocketError.self) { try Self.receiveBatch(socket) }
+        #expect(try Self.receiveBatch(socket).isEmpty)
     }
 
     @Test func aSendBatchLeavesInOrderAndReportsEachRefusal() throws {

@@ -359,7 +359,8 @@ PY
     wait_for grep -q sent "$WORK/recvmmsg.out"
     errored() { [ "$(stack_counter service.rx_errors_delivered)" -ge 1 ] 2>/dev/null; }
     wait_for errored
-    echo go >"$go"
+    # Bounded: a program that died before opening the fifo never reads it.
+    timeout 10 bash -c 'echo go >"$1"' _ "$go"
     wait "$program"; status=$?
     kill "$peer" 2>/dev/null; wait "$peer" 2>/dev/null
     cat "$WORK/recvmmsg.out"

@@ -303,8 +303,8 @@ void tsc_send_batch_begin(tsc_socket *s, tsc_send_batch *batch) {
 }
 
 ssize_t tsc_send_batch_add(tsc_socket *s, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
-                           const tsp_address *address, uint16_t port) {
-    return send_framed(s, batch, iov, iovcnt, address, port, MSG_DONTWAIT, NULL);
+                           const tsp_address *address, uint16_t port, const tsc_message_info *info) {
+    return send_framed(s, batch, iov, iovcnt, address, port, MSG_DONTWAIT, info);
 }
 
 void tsc_send_batch_end(tsc_socket *s, tsc_send_batch *batch) {

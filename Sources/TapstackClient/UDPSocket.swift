@@ -304,8 +304,8 @@ public final class UDPSocket: DatagramSocket {
                 while let (payload, destination) = next() {
                     var part = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
                     var address = destination.map { tsp_address($0) } ?? tsp_address()
-                    let n = destination == nil ? tsc_send_batch_add(&socket, &batch, &part, 1, nil, 0)
-                        : tsc_send_batch_add(&socket, &batch, &part, 1, &address, destination!.port)
+                    let n = destination == nil ? tsc_send_batch_add(&socket, &batch, &part, 1, nil, 0, nil)
+                        : tsc_send_batch_add(&socket, &batch, &part, 1, &address, destination!.port, nil)
                     if n < 0 {
                         let code = errno
                         if code == EAGAIN { return (taken, true) }

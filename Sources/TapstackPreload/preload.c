@@ -769,12 +769,31 @@ ssize_t sendmsg(int fd, const struct msghdr *message, int flags) {
 int sendmmsg(int fd, struct mmsghdr *messages, unsigned int count, int flags) {
     shared_socket *shared = lookup(fd);
     if (!shared) return REAL(sendmmsg)(fd, messages, count, flags);
-    unsigned sent = 0;
+    if (count == 0) return 0;
+    /* The first as sendmsg sends it (it may wait); the rest without
+     * waiting, as one batch that the stack sees at one look. Stops at the
+     * first refused, as Linux does once one was sent. */
+    ssize_t n = sendmsg(fd, &messages[0].msg_hdr, flags);
+    if (n < 0) return -1;
+    messages[0].msg_len = (unsigned)n;
+    use_ring(shared, 0);
+    tsc_socket s = view(shared, fd);
+    tsc_send_batch batch;
+    tsc_send_batch_begin(&s, &batch);
+    unsigned sent = 1;
     for (; sent < count; sent++) {
-        ssize_t n = sendmsg(fd, &messages[sent].msg_hdr, sent ? flags | MSG_DONTWAIT : flags);
-        if (n < 0) return sent ? (int)sent : -1;
+        const struct msghdr *message = &messages[sent].msg_hdr;
+        tsc_message_info info;
+        tsp_address ip;
+        uint16_t port = 0;
+        if (send_info(shared, message, &info) < 0) break;
+        if (message->msg_name && inet_address(&s, message->msg_name, message->msg_namelen, &ip, &port) < 0) break;
+        n = tsc_send_batch_add(&s, &batch, message->msg_iov, (int)message->msg_iovlen,
+                               message->msg_name ? &ip : NULL, port, &info);
+        if (n < 0) break;
         messages[sent].msg_len = (unsigned)n;
     }
+    tsc_send_batch_end(&s, &batch);
     return (int)sent;
 }
 

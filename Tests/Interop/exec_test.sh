@@ -367,6 +367,59 @@ PY
     [ "$status" = 0 ] && grep -qx "2 \['a', 'b', 'refused', 'nothing'\]" "$WORK/recvmmsg.out"
 }
 
+sendmmsg_sends_in_order_and_stops_at_a_refusal() {
+    # The shim sends all but the first datagram of a sendmmsg as one batch
+    # in the socket's ring; the kernel side sees them in order, and a call
+    # stops at the first the stack refuses, returning how many went.
+    ip netns exec "$NS" python3 - >"$WORK/sendmmsg-kernel.out" 2>&1 <<'PY' &
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.1", 9303))
+s.settimeout(10)
+got = []
+while len(got) < 3:
+    got.append(s.recv(100).decode())
+print(got, flush=True)
+PY
+    local kernel=$! status
+    wait_for kernel_udp_bound 9303
+    in_ns timeout 20 "${EXEC[@]}" python3 - <<'PY'
+import ctypes, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)  # the shim's sendmmsg, as a C program calls it
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+def sendmmsg(s, datagrams):
+    count = len(datagrams)
+    names = [ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
+                                         + socket.inet_aton(host) + bytes(8), 16) for host, port, _ in datagrams]
+    payloads = [ctypes.create_string_buffer(payload, len(payload)) for _, _, payload in datagrams]
+    parts = (iovec * count)(*[iovec(ctypes.cast(b, ctypes.c_void_p), len(b)) for b in payloads])
+    messages = (mmsghdr * count)()
+    for i in range(count):
+        messages[i].hdr.name = ctypes.cast(names[i], ctypes.c_void_p)
+        messages[i].hdr.namelen = 16
+        messages[i].hdr.iov = ctypes.pointer(parts[i])
+        messages[i].hdr.iovlen = 1
+    n = libc.sendmmsg(s.fileno(), messages, count, 0)
+    return n, [messages[i].len for i in range(max(n, 0))]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+first = sendmmsg(s, [("192.0.2.1", 9303, b"one"), ("192.0.2.1", 9303, b"two"), ("10.9.9.9", 9, b"bad"), ("192.0.2.1", 9303, b"four")])
+second = sendmmsg(s, [("192.0.2.1", 9303, b"four")])
+print(first, second)
+assert first == (2, [3, 3]) and second == (1, [4]), (first, second)
+PY
+    status=$?
+    wait "$kernel"
+    cat "$WORK/sendmmsg-kernel.out"
+    [ "$status" = 0 ] && grep -qx "\['one', 'two', 'four'\]" "$WORK/sendmmsg-kernel.out"
+}
+
 missing_service_is_a_clear_error() {
     local out status
     out=$(in_ns "$BIN" exec --socket "$WORK/nothing.sock" -- true 2>&1); status=$?
@@ -383,6 +436,7 @@ check "asyncio's datagram endpoint and epoll edge triggered see every datagram i
 check "a program killed mid-transfer leaves no socket or port behind" killed_program_leaves_nothing_behind
 check "a forked sender killed mid-send leaves the socket usable for the others" forked_sender_killed_mid_send_leaves_the_socket_usable
 check "two programs use the stack at once" two_programs_at_once
+check "sendmmsg under exec sends in order and stops at the first refused datagram" sendmmsg_sends_in_order_and_stops_at_a_refusal
 check "recvmmsg under exec returns the datagrams and leaves the error behind them for the next call" recvmmsg_leaves_an_error_for_the_next_call
 check "exec without a service fails with one line" missing_service_is_a_clear_error
 stop_stack TERM

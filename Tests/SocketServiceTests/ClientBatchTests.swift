@@ -219,10 +219,11 @@ import Wire
         served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
         #expect(eventually { counters.datagramsReceived.load(ordering: .relaxed) == 1 })
         #expect(tsc_datagram_next(&ring) == 1)
-        var byte: UInt8 = 0
-        var part = iovec(iov_base: &byte, iov_len: 1)
+        let byte = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
+        defer { byte.deallocate() }
+        var part = iovec(iov_base: byte.baseAddress, iov_len: 1)
         var address = tsp_address(), port: UInt16 = 0, cut: Int32 = 0
-        #expect(tsc_recvv(&ring, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &cut) == 1 && byte == 1)
+        #expect(tsc_recvv(&ring, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &cut) == 1 && byte[0] == 1)
         #expect(tsc_datagram_next(&ring) == 0)
         // A refusal on the channel: readable, and still no datagram next.
         _ = [UInt8](repeating: 0, count: 3).withUnsafeBytes { send(ring.data_fd, $0.baseAddress, $0.count, 0) }

@@ -304,9 +304,9 @@ typedef struct {
 /// holds the socket's send lock (other threads' and processes' sends on it
 /// wait): make no other call on the socket meanwhile.
 void tsc_send_batch_begin(tsc_socket *socket, tsc_send_batch *batch);
-/// Sends one datagram as tsc_sendv with MSG_DONTWAIT, within `batch`.
+/// Sends one datagram as tsc_sendv_info with MSG_DONTWAIT, within `batch`.
 ssize_t tsc_send_batch_add(tsc_socket *socket, tsc_send_batch *batch, const struct iovec *iov, int iovcnt,
-                           const tsp_address *address, uint16_t port);
+                           const tsp_address *address, uint16_t port, const tsc_message_info *info);
 /// Ends the batch: publishes what it wrote, wakes the stack if it asked.
 void tsc_send_batch_end(tsc_socket *socket, tsc_send_batch *batch);
 /// Receives one datagram into `iov`; fills the source. `flags` as recv(2)

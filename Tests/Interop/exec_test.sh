@@ -315,17 +315,9 @@ open(sys.argv[1], "w").close()
 PY
     local peer=$!
     wait_for kernel_udp_bound 9302
-    in_ns timeout 20 "${EXEC[@]}" python3 - "$closed" "$go" >"$WORK/recvmmsg.out" 2>&1 <<'PY' &
-import ctypes, os, socket, sys, time
-libc = ctypes.CDLL(None, use_errno=True)  # the shim's recvmmsg, as a C program calls it
-class iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-class msghdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-class mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+    in_ns timeout 20 env PYTHONPATH="$ROOT/Tests/Interop" "${EXEC[@]}" python3 - "$closed" "$go" >"$WORK/recvmmsg.out" 2>&1 <<'PY' &
+import os, socket, sys, time
+from mmsg import recvmmsg
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect(("192.0.2.1", 9302))
 s.send(b"hi")
@@ -335,15 +327,8 @@ while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
 s.send(b"x")
 print("sent", flush=True)
 open(sys.argv[2]).read()  # the test saw the stack pass the error on
-count = 8
-buffers = [ctypes.create_string_buffer(64) for _ in range(count)]
-parts = (iovec * count)(*[iovec(ctypes.cast(b, ctypes.c_void_p), 64) for b in buffers])
-messages = (mmsghdr * count)()
-for i in range(count):
-    messages[i].hdr.iov = ctypes.pointer(parts[i])
-    messages[i].hdr.iovlen = 1
-n = libc.recvmmsg(s.fileno(), messages, count, socket.MSG_DONTWAIT, None)
-events = [buffers[i].raw[:messages[i].len].decode() for i in range(max(n, 0))]
+n, payloads = recvmmsg(s, 8)
+events = [payload.decode() for payload in payloads]
 s.settimeout(0.5)
 for _ in range(3):
     try:
@@ -383,31 +368,9 @@ print(got, flush=True)
 PY
     local kernel=$! status
     wait_for kernel_udp_bound 9303
-    in_ns timeout 20 "${EXEC[@]}" python3 - <<'PY'
-import ctypes, socket, struct
-libc = ctypes.CDLL(None, use_errno=True)  # the shim's sendmmsg, as a C program calls it
-class iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-class msghdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-class mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
-def sendmmsg(s, datagrams):
-    count = len(datagrams)
-    names = [ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
-                                         + socket.inet_aton(host) + bytes(8), 16) for host, port, _ in datagrams]
-    payloads = [ctypes.create_string_buffer(payload, len(payload)) for _, _, payload in datagrams]
-    parts = (iovec * count)(*[iovec(ctypes.cast(b, ctypes.c_void_p), len(b)) for b in payloads])
-    messages = (mmsghdr * count)()
-    for i in range(count):
-        messages[i].hdr.name = ctypes.cast(names[i], ctypes.c_void_p)
-        messages[i].hdr.namelen = 16
-        messages[i].hdr.iov = ctypes.pointer(parts[i])
-        messages[i].hdr.iovlen = 1
-    n = libc.sendmmsg(s.fileno(), messages, count, 0)
-    return n, [messages[i].len for i in range(max(n, 0))]
+    in_ns timeout 20 env PYTHONPATH="$ROOT/Tests/Interop" "${EXEC[@]}" python3 - <<'PY'
+import socket
+from mmsg import sendmmsg
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 first = sendmmsg(s, [("192.0.2.1", 9303, b"one"), ("192.0.2.1", 9303, b"two"), ("10.9.9.9", 9, b"bad"), ("192.0.2.1", 9303, b"four")])
 second = sendmmsg(s, [("192.0.2.1", 9303, b"four")])

@@ -297,36 +297,35 @@ recvmmsg_leaves_an_error_for_the_next_call() {
     # two answers. recvmmsg returns the answers; the error is the next
     # call's, as with a kernel socket (it was lost before: the shim's
     # recvmmsg took it after the answers and returned only their count).
-    local go=$WORK/recvmmsg-go closed=$WORK/recvmmsg-closed status
-    mkfifo "$go"
+    # The program moves on only when the test saw each step happen.
+    local answered=$WORK/recvmmsg-answered errored=$WORK/recvmmsg-errored status
+    mkfifo "$answered" "$errored"
     # The earlier checks' port unreachables used up the kernel's burst for
     # this host (the namespace's own setting).
     in_ns sysctl -qw net.ipv4.icmp_ratelimit=0
-    ip netns exec "$NS" python3 - "$closed" <<'PY' &
-import socket, sys
+    local received_before errors_before
+    received_before=$(stack_counter service.rx_datagrams)
+    errors_before=$(stack_counter service.rx_errors_delivered)
+    ip netns exec "$NS" python3 - <<'PY' &
+import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("192.0.2.1", 9302))
 s.settimeout(10)
 _, peer = s.recvfrom(100)
 s.sendto(b"a", peer)
 s.sendto(b"b", peer)
-s.close()
-open(sys.argv[1], "w").close()
 PY
     local peer=$!
     wait_for kernel_udp_bound 9302
-    in_ns timeout 20 env PYTHONPATH="$ROOT/Tests/Interop" "${EXEC[@]}" python3 - "$closed" "$go" >"$WORK/recvmmsg.out" 2>&1 <<'PY' &
-import os, socket, sys, time
+    in_ns timeout 20 env PYTHONPATH="$ROOT/Tests/Interop" "${EXEC[@]}" python3 - "$answered" "$errored" >"$WORK/recvmmsg.out" 2>&1 <<'PY' &
+import socket, sys
 from mmsg import recvmmsg
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect(("192.0.2.1", 9302))
 s.send(b"hi")
-deadline = time.monotonic() + 10
-while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:
-    time.sleep(0.01)  # the peer answered and closed its port
+open(sys.argv[1]).read()  # both answers reached this socket, and the peer's port is closed
 s.send(b"x")
-print("sent", flush=True)
-open(sys.argv[2]).read()  # the test saw the stack pass the error on
+open(sys.argv[2]).read()  # the stack passed the port unreachable on
 n, payloads = recvmmsg(s, 8)
 events = [payload.decode() for payload in payloads]
 s.settimeout(0.5)
@@ -341,11 +340,11 @@ for _ in range(3):
 print(n, events)
 PY
     local program=$!
-    wait_for grep -q sent "$WORK/recvmmsg.out"
-    errored() { [ "$(stack_counter service.rx_errors_delivered)" -ge 1 ] 2>/dev/null; }
-    wait_for errored
-    # Bounded: a program that died before opening the fifo never reads it.
-    timeout 10 bash -c 'echo go >"$1"' _ "$go"
+    delivered() { [ "$(stack_counter service.rx_datagrams)" -ge $((received_before + 2)) ] 2>/dev/null; }
+    reported() { [ "$(stack_counter service.rx_errors_delivered)" -gt "$errors_before" ] 2>/dev/null; }
+    # Each hand-over bounded: a program that died before opening its fifo never reads it.
+    wait_for delivered && wait "$peer" && timeout 10 bash -c 'echo >"$1"' _ "$answered" &&
+        wait_for reported && timeout 10 bash -c 'echo >"$1"' _ "$errored"
     wait "$program"; status=$?
     kill "$peer" 2>/dev/null; wait "$peer" 2>/dev/null
     cat "$WORK/recvmmsg.out"

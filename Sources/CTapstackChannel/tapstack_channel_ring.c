@@ -34,6 +34,7 @@
 #include <sys/ioctl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -75,10 +76,10 @@ static void wake_service(tsc_socket *s) {
 
 int tsc_busy_poll_default(void) {
     const char *text = getenv("TAPSTACK_BUSY_POLL");
-    if (!text || !*text) return 0;
+    if (!text || !*text || strcmp(text, "auto") == 0) return TSC_BUSY_POLL_AUTO;
     char *end;
     long value = strtol(text, &end, 10);
-    return *end == 0 && value > 0 && value <= TSC_BUSY_POLL_MAX_US ? (int)value : 0;
+    return *end == 0 && value >= 0 && value <= TSC_BUSY_POLL_MAX_US ? (int)value : TSC_BUSY_POLL_AUTO;
 }
 
 static int64_t monotonic_ns(void) {
@@ -124,12 +125,22 @@ static int is_executor_cpu(const tsr_region_header *h, int cpu) {
     return executor != 0 && (int)executor - 1 == cpu;
 }
 
+/* What a poll of the ring came to. */
+enum { POLL_NOTHING = 0, POLL_FOUND = 1, POLL_LOST_CPU = 2 };
+
+/* A poll whose looks at the clock are this far apart lost its CPU meanwhile
+ * (the scheduler ran another thread, or the hypervisor took the vCPU). */
+#define PREEMPTION_GAP_NS 25000
+
 /* Polls the ring until a record waits, or a message came on the channel
- * since the receiver last found it empty (1), or `deadline` passes, or the
- * thread finds itself on the executor's CPU (0); with `hold` (a signal set
- * that the caller blocked) also until one of those signals is pending (0),
- * looked for as often as the clock is. */
-static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending) {
+ * since the receiver last found it empty (POLL_FOUND), or `deadline`
+ * passes, or the thread finds itself on the executor's CPU (POLL_NOTHING);
+ * with `hold` (a signal set that the caller blocked) also until one of
+ * those signals is pending (POLL_NOTHING), looked for as often as the
+ * clock is; with `watch_cpu`, also until two looks at the clock are
+ * PREEMPTION_GAP_NS apart (POLL_LOST_CPU). */
+static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending, int watch_cpu) {
+    int64_t last_look = watch_cpu ? monotonic_ns() : 0;
     for (unsigned spins = 1;; spins++) {
         /* Only the two indices, read as they change: the service writes the
          * tail, the client the head. Unequal: a record waits (or the ring is
@@ -140,17 +151,49 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
         if (__atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) != __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 1;
         spin_pause();
         if (spins % 64 == 0) {
-            if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
-            if (monotonic_ns() >= deadline || is_executor_cpu(h, sched_getcpu())) return 0;
+            if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return POLL_NOTHING;
+            /* Lets a thread waiting for this CPU run first (the peer that
+             * will send what the poll waits for, if it shares the CPU):
+             * user space cannot see that the scheduler wants the CPU, as
+             * the kernel's busy poll does (need_resched). */
+            if (watch_cpu) syscall(SYS_sched_yield);
+            int64_t now = monotonic_ns();
+            if (watch_cpu) {
+                if (now - last_look > PREEMPTION_GAP_NS) return POLL_LOST_CPU;
+                last_look = now;
+            }
+            if (now >= deadline || is_executor_cpu(h, sched_getcpu())) return POLL_NOTHING;
         }
     }
 }
 
-int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
+/* Moves the calling thread off `cpu` if its affinity allows another, and
+ * returns the CPU it is on then. Its own affinity is set without `cpu`, then
+ * put back as it was: the kernel moves a thread at once when its CPU is
+ * taken out, and does not move it back when the CPU is let in again. A
+ * receiver about to poll on the stack executor's CPU does this: polling
+ * there would keep the executor from running, and sleeping there keeps the
+ * two together, since the executor's doorbell wakes the receiver on the
+ * waker's CPU (a Unix socket's wake-up is a synchronous one) and the
+ * scheduler does not move it while each wakes the other. */
+static int leave_cpu(int cpu) {
+    cpu_set_t mine, others;
+    if (cpu < 0 || syscall(SYS_sched_getaffinity, 0, sizeof mine, &mine) <= 0) return cpu;
+    if (!CPU_ISSET(cpu, &mine) || CPU_COUNT(&mine) < 2) return cpu;
+    others = mine;
+    CPU_CLR(cpu, &others);
+    if (syscall(SYS_sched_setaffinity, 0, sizeof others, &others) != 0) return cpu;
+    syscall(SYS_sched_setaffinity, 0, sizeof mine, &mine);
+    return sched_getcpu();
+}
+
+/* tsc_ring_busy_poll, and with `watch_cpu` 2 when the poll lost its CPU. */
+static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals, int watch_cpu) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_region_header *h = s->ring;
     tsr_region_header *polling = (tsr_region_header *)h;
     int cpu = sched_getcpu();
+    if (is_executor_cpu(h, cpu)) cpu = leave_cpu(cpu);
     if (is_executor_cpu(h, cpu)) {
         /* Sleep at once: the executor's doorbell is a switch on this CPU. */
         __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
@@ -167,8 +210,8 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
     __atomic_store_n(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
     if (!hold_signals) {
         uint64_t none = 0;
-        int found = poll_ring(h, ring, deadline, 0, &none);
-        if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
+        int found = poll_ring(h, ring, deadline, 0, &none, watch_cpu);
+        if (found != POLL_FOUND) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
         return found;
     }
     /* Signals are held while polling and looked for as the clock is: a
@@ -179,12 +222,86 @@ int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signal
     uint64_t hold = ~((1ull << 31) | (1ull << 32)), old = 0, pending = 0;
     if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
     hold &= ~old;  /* what the program blocked itself stays as it was */
-    int found = poll_ring(h, ring, deadline, hold, &pending);
+    int outcome = poll_ring(h, ring, deadline, hold, &pending, watch_cpu);
+    int found = outcome == POLL_FOUND;
     if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
     if (!found) syscall(SYS_rt_sigpending, &pending, sizeof pending);
     int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
-    return found ? 1 : interrupted ? -1 : 0;
+    return found ? 1 : interrupted ? -1 : outcome;
+}
+
+int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
+    return busy_poll(s, nanoseconds, hold_signals, 0);
+}
+
+/* ---- The adaptive busy poll (TSC_BUSY_POLL_AUTO; rules in tapstack_poll_policy.c) ---- */
+
+#define ADAPTIVE_WAKE_UPS 4
+#define ADAPTIVE_LIMIT_MIN_NS 4000
+#define ADAPTIVE_LIMIT_MAX_NS 200000
+#define WAKE_UP_SAMPLES 7
+
+static int64_t wake_up_cost_ns;  /* measured once per process; 0: not yet */
+
+/* What a wake-up costs here: the median lateness of short timed sleeps
+ * with the thread's timer slack at 1 ns (then put back), as the stack's
+ * executor measures it. On a VM whose idle vCPU halts, it is the exit to
+ * the hypervisor and back. */
+static int64_t wake_up_cost(void) {
+    int64_t cost = __atomic_load_n(&wake_up_cost_ns, __ATOMIC_RELAXED);
+    if (cost > 0) return cost;
+    long slack = syscall(SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    syscall(SYS_prctl, PR_SET_TIMERSLACK, 1, 0, 0, 0);
+    int64_t samples[WAKE_UP_SAMPLES];
+    for (int i = 0; i < WAKE_UP_SAMPLES; i++) {
+        struct timespec pause = { .tv_sec = 0, .tv_nsec = 1000 };
+        int64_t start = monotonic_ns();
+        syscall(SYS_nanosleep, &pause, NULL);
+        int64_t late = monotonic_ns() - start - pause.tv_nsec;
+        int j = i;
+        for (; j > 0 && samples[j - 1] > late; j--) samples[j] = samples[j - 1];
+        samples[j] = late;
+    }
+    if (slack > 0) syscall(SYS_prctl, PR_SET_TIMERSLACK, slack, 0, 0, 0);
+    cost = samples[WAKE_UP_SAMPLES / 2] > 1 ? samples[WAKE_UP_SAMPLES / 2] : 1;
+    __atomic_store_n(&wake_up_cost_ns, cost, __ATOMIC_RELAXED);
+    return cost;
+}
+
+int64_t tsc_adaptive_poll_limit(void) {
+    int64_t limit = wake_up_cost() * ADAPTIVE_WAKE_UPS;
+    return limit < ADAPTIVE_LIMIT_MIN_NS ? ADAPTIVE_LIMIT_MIN_NS : limit > ADAPTIVE_LIMIT_MAX_NS ? ADAPTIVE_LIMIT_MAX_NS : limit;
+}
+
+/* The socket's adaptive policy, or NULL when it does not poll adaptively
+ * or has no region to poll. */
+static tsc_poll_policy *adaptive_policy(const tsc_socket *s) {
+    if (s->busy_poll_us != TSC_BUSY_POLL_AUTO || s->ring_refused || !tsc_ring_settled(s, 1)) return NULL;
+    return &((tsr_region_header *)s->ring)->poll_policy;
+}
+
+int tsc_ring_wait_poll(const tsc_socket *s, int64_t longest, int hold_signals) {
+    if (s->busy_poll_us != TSC_BUSY_POLL_AUTO) {
+        int64_t us = s->busy_poll_us < TSC_BUSY_POLL_MAX_US ? s->busy_poll_us : TSC_BUSY_POLL_MAX_US;
+        int64_t ns = us * 1000 < longest ? us * 1000 : longest;
+        return ns > 0 ? busy_poll(s, ns, hold_signals, 0) : 0;
+    }
+    tsc_poll_policy *policy = adaptive_policy(s);
+    if (!policy) return 0;
+    int64_t limit = tsc_adaptive_poll_limit();  /* measured before the idle period begins */
+    int64_t window = tsc_poll_policy_begin(policy, monotonic_ns(), limit);
+    if (window > longest) window = longest;
+    if (window <= 0) return 0;
+    int outcome = busy_poll(s, window, hold_signals, 1);
+    if (outcome == POLL_FOUND) tsc_poll_policy_caught(policy, limit);
+    if (outcome == POLL_LOST_CPU) tsc_poll_policy_lost_cpu(policy);
+    return outcome == POLL_LOST_CPU ? 0 : outcome;
+}
+
+void tsc_ring_wait_ended(const tsc_socket *s) {
+    tsc_poll_policy *policy = adaptive_policy(s);
+    if (policy) tsc_poll_policy_slept(policy, monotonic_ns(), tsc_adaptive_poll_limit(), wake_up_cost());
 }
 
 /* Whether a receive on `fd` may sleep (not O_NONBLOCK): only then does it busy-poll. */
@@ -369,7 +486,10 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
         tsr_end end;
         if (tsr_attach(&end, tsr_region_to_client(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0) < 0) break;
         ssize_t n = tsr_popv(&end, parts, count, peeking);
-        if (n > 0 && !peeking) take_spent_doorbells(s, &end);
+        if (n > 0 && !peeking) {
+            take_spent_doorbells(s, &end);
+            tsc_poll_policy_took(&h->poll_policy);
+        }
         if (n != 0) {
             region_unlock(&h->receive_lock);
             if (n < 0) { errno = EIO; return -1; }
@@ -389,8 +509,7 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
              * SO_RCVTIMEO, signals), without holding the lock; with
              * SO_BUSY_POLL, a blocking one first polls the ring that long. */
             region_unlock(&h->receive_lock);
-            int64_t busy_us = s->busy_poll_us < TSC_BUSY_POLL_MAX_US ? s->busy_poll_us : TSC_BUSY_POLL_MAX_US;
-            int polled = busy_us > 0 && descriptor_blocks(s->data_fd) ? tsc_ring_busy_poll(s, busy_us * 1000, 1) : 0;
+            int polled = s->busy_poll_us != 0 && descriptor_blocks(s->data_fd) ? tsc_ring_wait_poll(s, INT64_MAX, 1) : 0;
             if (polled < 0) { errno = EINTR; return -1; }  /* as the kernel's wait would be */
             if (polled > 0) {
                 region_lock(&h->receive_lock);
@@ -398,6 +517,9 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
             }
             unsigned char byte;
             m = syscall(SYS_recvfrom, s->data_fd, &byte, 1, MSG_PEEK, NULL, NULL);
+            int error = errno;
+            tsc_ring_wait_ended(s);
+            errno = error;
             if (m < 0) return -1;
             region_lock(&h->receive_lock);
             continue;

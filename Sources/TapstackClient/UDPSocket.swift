@@ -174,15 +174,30 @@ public final class UDPSocket: DatagramSocket {
 
     /// Microseconds a waiting receive (`receive(timeout:)`, `wait(for:
     /// .readable ...)`) polls the socket's shared ring before it sleeps in
-    /// poll(), as SO_BUSY_POLL does on Linux. 0, the default unless
-    /// $TAPSTACK_BUSY_POLL gives one: sleep at once. A conversation whose
-    /// answers come within that time saves a wake-up per datagram, at the
-    /// price of the CPU it polls with. At most a second is used. The poll
-    /// makes no system call, so a signal that comes meanwhile runs its
-    /// handler and the wait goes on (as one just before poll() would).
+    /// poll(), as SO_BUSY_POLL does on Linux; 0: sleep at once. A
+    /// conversation whose answers come within that time saves a wake-up
+    /// per datagram, at the price of the CPU it polls with. At most a
+    /// second is used. The poll makes no system call, so a signal that
+    /// comes meanwhile runs its handler and the wait goes on (as one just
+    /// before poll() would). Setting it ends `busyPollsAdaptively`; 0 while
+    /// that is on. $TAPSTACK_BUSY_POLL gives the value sockets start with.
     public var busyPollMicroseconds: Int {
-        get { Int(state.withLock { $0.busy_poll_us }) }
+        get { Int(max(0, state.withLock { $0.busy_poll_us })) }
         set { state.withLock { $0.busy_poll_us = Int32(clamping: max(0, newValue)) } }
+    }
+
+    /// Whether a waiting receive polls the ring adaptively: the default
+    /// (unless $TAPSTACK_BUSY_POLL gives microseconds). As the stack's
+    /// executor does with `--busy-poll auto`, it polls for a window that
+    /// follows the gaps between datagrams, within four wake-ups as measured
+    /// on this host; not in a stream (more than two datagrams taken since
+    /// the last wait), and not for a while after a poll lost its CPU or
+    /// held up its own datagram. Datagrams further apart than that sleep at
+    /// once, as with 0. It is what spares a conversation through the
+    /// socket service the two extra wake-ups of its hop (docs/SOCKET-API.md).
+    public var busyPollsAdaptively: Bool {
+        get { state.withLock { $0.busy_poll_us } == TSC_BUSY_POLL_AUTO }
+        set { state.withLock { $0.busy_poll_us = newValue ? TSC_BUSY_POLL_AUTO : 0 } }
     }
 
     /// Lets the socket send to broadcast addresses (SO_BROADCAST).
@@ -420,21 +435,23 @@ public final class UDPSocket: DatagramSocket {
 
     /// Sleeps in poll() until the channel is readable (or writable, for
     /// `.writable`), has hung up, or the timeout passes; waiting to read,
-    /// first polls the ring for `busyPollMicroseconds`.
+    /// first polls the ring for `busyPollMicroseconds`, or adaptively.
     public func wait(for events: ReadinessEvents, timeoutMilliseconds: Int32) {
         if events.contains(.readable) && stashedError.load(ordering: .relaxed) != 0 { return }  // the next receive reports it
         // Only a socket that busy-polls copies its state (the region stays mapped while self lives).
+        var polling: tsc_socket? = nil
         if !events.contains(.writable), timeoutMilliseconds != 0,
-           var socket = state.withLock({ $0.busy_poll_us > 0 ? $0 : nil }) {
-            let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1000
-            let microseconds = min(Int64(socket.busy_poll_us), Int64(TSC_BUSY_POLL_MAX_US), limit)
-            if microseconds > 0, tsc_ring_busy_poll(&socket, microseconds * 1000, 0) != 0 { return }
+           var socket = state.withLock({ $0.busy_poll_us != 0 ? $0 : nil }) {
+            let limit = timeoutMilliseconds < 0 ? Int64.max : Int64(timeoutMilliseconds) * 1_000_000
+            if tsc_ring_wait_poll(&socket, limit, 0) != 0 { return }
+            polling = socket
         }
         // A closed socket returns at once; its next call reports `.closed`.
         _ = try? channel.use { fd in
             var descriptor = pollfd(fd: fd, events: Int16(events.contains(.writable) ? POLLOUT : POLLIN), revents: 0)
             return poll(&descriptor, 1, timeoutMilliseconds)
         }
+        if var socket = polling { tsc_ring_wait_ended(&socket) }
     }
 
     /// Suspends until the channel is readable (or writable, for `.writable`),

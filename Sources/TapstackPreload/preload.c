@@ -623,7 +623,7 @@ int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
         return 0;
     } else if (level == SOL_SOCKET && name == SO_BUSY_POLL) {
         pthread_mutex_lock(&shared->lock);
-        v = shared->socket.busy_poll_us;
+        v = shared->socket.busy_poll_us > 0 ? shared->socket.busy_poll_us : 0;  /* adaptive: no fixed time */
         pthread_mutex_unlock(&shared->lock);
     } else if (level == SOL_SOCKET && name == SO_TYPE) {
         v = SOCK_DGRAM;

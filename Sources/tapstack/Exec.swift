@@ -30,18 +30,20 @@ struct Exec: ParsableCommand {
     @Option(name: .customLong("busy-poll"), help: ArgumentHelp("""
         Microseconds a blocking receive of the program polls its socket's \
         shared ring before it sleeps, as if every socket had SO_BUSY_POLL \
-        (0, the default: sleep at once; $TAPSTACK_BUSY_POLL for the \
-        program). Its poll() and select() still sleep at once.
-        """, valueName: "microseconds"))
-    var busyPoll: Int?
+        (0: sleep at once), or 'auto' (the default): a window that follows \
+        the gaps between datagrams, within four wake-ups as measured here, \
+        none in a stream. $TAPSTACK_BUSY_POLL for the program. Its poll() \
+        and select() still sleep at once.
+        """, valueName: "microseconds|auto"))
+    var busyPoll: String?
 
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The program and its arguments, after --.", valueName: "command"))
     var command: [String] = []
 
     func validate() throws {
         guard !command.isEmpty else { throw ValidationError("give the program to run after --, e.g. tapstack exec -- nc -u 192.0.2.1 9000") }
-        if let busyPoll, !(0...Int(TSC_BUSY_POLL_MAX_US)).contains(busyPoll) {
-            throw ValidationError("--busy-poll takes microseconds (0 to \(TSC_BUSY_POLL_MAX_US)), not \(busyPoll)")
+        if let busyPoll, busyPoll != "auto", !(Int(busyPoll).map { (0...Int(TSC_BUSY_POLL_MAX_US)).contains($0) } ?? false) {
+            throw ValidationError("--busy-poll takes microseconds (0 to \(TSC_BUSY_POLL_MAX_US)) or 'auto', not \(busyPoll)")
         }
     }
 
@@ -69,7 +71,7 @@ struct Exec: ParsableCommand {
         let existing = getenv("LD_PRELOAD").map { String(cString: $0) } ?? ""
         setenv("LD_PRELOAD", existing.isEmpty ? absolute : absolute + ":" + existing, 1)
         setenv("TAPSTACK_SOCKET", path, 1)
-        if let busyPoll { setenv("TAPSTACK_BUSY_POLL", String(busyPoll), 1) }
+        if let busyPoll { setenv("TAPSTACK_BUSY_POLL", busyPoll, 1) }
         // main() ignores SIGPIPE for the stack; the program gets the default back.
         signal(SIGPIPE, SIG_DFL)
         let arguments = command.map { strdup($0) } + [nil]

@@ -30,6 +30,7 @@ check "--busy-poll with a word other than auto fails with one line" one_line_err
 check "--busy-poll beyond a second fails with one line" one_line_error "0 to 1000000" "$BIN" run --busy-poll 2000000
 check "exec --busy-poll beyond a second fails with one line" one_line_error "0 to 1000000" "$BIN" exec --busy-poll 2000000 -- true
 check "exec --busy-poll with a negative number fails with one line" one_line_error "not -5" "$BIN" exec --busy-poll=-5 -- true
+check "exec --busy-poll with a word other than auto fails with one line" one_line_error "or 'auto', not fast" "$BIN" exec --busy-poll fast -- true
 check "an unwritable pcap path fails with one line" \
     one_line_error "cannot open pcap file" in_ns "$BIN" run --pcap /nonexistent/x.pcap
 check "no permission to create a device fails with one line" \

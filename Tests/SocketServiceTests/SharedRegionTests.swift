@@ -514,7 +514,8 @@ import Wire
         served.learnPeer()
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
         try socket.bind(port: 7)
-        #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests
+        #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests: adaptive
+        #expect(socket.busyPollsAdaptively)
         #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
         // The first datagrams after that may come on the channel (from the
         // service thread); then the executor puts them in the ring itself,
@@ -625,6 +626,7 @@ import Wire
             do {
                 let socket = try TapstackClient.UDPSocket(servicePath: path)
                 try socket.bind(port: 7)
+                socket.busyPollMicroseconds = 0  // not the adaptive default: sleeps at once
                 _ = try? socket.receive()  // asks for the region
                 var sequence: UInt32 = 0
                 /// One datagram from the peer, received; answered when `answer`.

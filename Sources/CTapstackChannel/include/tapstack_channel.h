@@ -245,15 +245,20 @@ typedef struct {
     void *ring;          ///< the socket's shared region (TSP_RING), NULL until asked for
     int ring_refused;    ///< 1 once the service refused a region (or TAPSTACK_RINGS=0)
     int ring_wake;       ///< the region's doorbell eventfd plus one (0: none, doorbells go on the channel)
-    int busy_poll_us;    ///< SO_BUSY_POLL: microseconds a blocking receive polls the ring before it sleeps
+    int busy_poll_us;    ///< SO_BUSY_POLL: microseconds a blocking receive polls the ring before it sleeps; TSC_BUSY_POLL_AUTO: adaptively
 } tsc_socket;
+
+/// `busy_poll_us` of a socket that polls adaptively (the default, or
+/// $TAPSTACK_BUSY_POLL=auto): the rules are in tapstack_poll_policy.h.
+#define TSC_BUSY_POLL_AUTO (-1)
 
 /// The longest a receive busy-polls, in microseconds (one second): a larger SO_BUSY_POLL is kept as set and polls this long.
 #define TSC_BUSY_POLL_MAX_US 1000000
 
 /// The busy-poll time sockets start with: $TAPSTACK_BUSY_POLL microseconds
-/// (as Linux's net.core.busy_read sysctl for its sockets), 0 when unset or
-/// not a number from 0 to TSC_BUSY_POLL_MAX_US.
+/// (as Linux's net.core.busy_read sysctl for its sockets; 0: sleep at
+/// once), else TSC_BUSY_POLL_AUTO (unset, `auto`, or not a number from 0
+/// to TSC_BUSY_POLL_MAX_US).
 int tsc_busy_poll_default(void);
 
 /// The service socket's path: $TAPSTACK_SOCKET, else TSP_DEFAULT_SOCKET_PATH.
@@ -352,6 +357,22 @@ int tsc_ring_settled(const tsc_socket *socket, int receive);
 /// measured 50-130 µs against 20-25 on a 2-vCPU VM); a signal then runs
 /// its handler and the poll goes on.
 int tsc_ring_busy_poll(const tsc_socket *socket, int64_t nanoseconds, int hold_signals);
+/// A receive found nothing and is about to sleep: polls the ring first as
+/// the socket's `busy_poll_us` says, for at most `longest` ns; returns as
+/// tsc_ring_busy_poll. Adaptive (TSC_BUSY_POLL_AUTO): for the window of
+/// the region's policy (tapstack_poll_policy.h), within
+/// tsc_adaptive_poll_limit(). A poll, fixed or adaptive, that would begin
+/// on the stack executor's CPU first moves the thread off it (its affinity
+/// set without that CPU, then put back), if its affinity allows another.
+int tsc_ring_wait_poll(const tsc_socket *socket, int64_t longest, int hold_signals);
+/// The sleep that followed tsc_ring_wait_poll ended (something came, or the
+/// wait timed out or was interrupted): an adaptive window learns from how
+/// long the socket was idle, less the wake-up the sleep added.
+void tsc_ring_wait_ended(const tsc_socket *socket);
+/// The adaptive poll's limit in ns: four wake-ups as measured here, within
+/// 4-200 µs. A wake-up is the median lateness of seven 1 µs timed sleeps,
+/// measured on the first call of the process (about 0.1 ms).
+int64_t tsc_adaptive_poll_limit(void);
 /// Unmaps the region (after tsc_close, once no call can be using it).
 void tsc_unmap_ring(tsc_socket *socket);
 /// Bytes sent but not yet taken by the service (ring and channel).

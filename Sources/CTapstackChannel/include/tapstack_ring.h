@@ -1,5 +1,6 @@
 #ifndef TAPSTACK_RING_H
 #define TAPSTACK_RING_H
+#include "tapstack_poll_policy.h"
 /*
  * A single-producer single-consumer ring of variable-length records in
  * memory two processes share (issue 18: the socket service's datagrams
@@ -153,7 +154,9 @@ typedef struct {
     /// the answer instead of sleeping (a hint; the service bounds both).
     uint32_t polling_cpu;
     uint32_t polling_us;
-    uint8_t pad1[40];
+    /// Client: the adaptive busy poll's state (see tapstack_poll_policy.h).
+    tsc_poll_policy poll_policy;
+    uint8_t pad1[8];
 } tsr_region_header;
 _Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
 

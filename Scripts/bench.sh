@@ -23,10 +23,11 @@
 #          of a stack doing one system call per frame), reflector-spin (the
 #          same, busy-polling), tapstack (tapstack run's echo service),
 #          tapstack-service (the echo in another process, EchoOverService,
-#          through the socket service), tapstack-service-busypoll (the same
-#          echo polling its receives, TAPSTACK_BUSY_POLL=CLIENT_BUSY_POLL, as
-#          a program that sets SO_BUSY_POLL; the stack as tapstack:
-#          svcbp/ts), nio (nio-echo-server: SwiftNIO's UDP echo on
+#          through the socket service; its receives poll adaptively, as a
+#          client socket's do by default), tapstack-service-busypoll (the
+#          same echo polling a fixed time, TAPSTACK_BUSY_POLL=
+#          CLIENT_BUSY_POLL, as a program that sets SO_BUSY_POLL; the stack
+#          as tapstack: svcbp/ts), nio (nio-echo-server: SwiftNIO's UDP echo on
 #          TapstackNIO, its own stack in-process) and nio-service (the
 #          same through the socket service); on request tapstack-syscalls
 #          (--link-io syscalls), tapstack-poll (--busy-poll auto: against
@@ -34,7 +35,9 @@
 #          stack --busy-poll auto, EchoOverService TAPSTACK_BUSY_POLL=
 #          CLIENT_BUSY_POLL; against tapstack-poll, svcpoll/poll) and
 #          tapstack-service-channel (EchoOverService with TAPSTACK_RINGS=0:
-#          its datagrams on the data channel, not in shared memory).
+#          its datagrams on the data channel, not in shared memory) and
+#          tapstack-service-sleep (EchoOverService with TAPSTACK_BUSY_POLL=0:
+#          its receives sleep at once; svcsl/ts).
 # Knobs: ROUNDS (5), SECONDS_PER_TEST (1), PINGPONG_COUNT (5000), SIZES
 #        ("64 1400"), WINDOWS ("1 16 64"), RATE (50000), CPU_SECONDS (2),
 #        CLIENT_BUSY_POLL (50 microseconds),
@@ -100,7 +103,7 @@ start() {
         tapstack-poll) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 7 --no-socket --busy-poll auto $EXTRA >>"$log" 2>&1 & ;;
         nio) ip netns exec "$ns" "$RELEASE_DIR/nio-echo-server" --interface "$TAP" --port 7 >>"$log" 2>&1 & ;;
         tapstack-service-poll) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" --busy-poll auto $EXTRA >>"$log" 2>&1 & ;;
-        tapstack-service|tapstack-service-busypoll|tapstack-service-channel|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
+        tapstack-service|tapstack-service-busypoll|tapstack-service-channel|tapstack-service-sleep|nio-service) ip netns exec "$ns" "$TAPSTACK" run --interface "$TAP" --echo-port 0 --socket "$OUT/$target.sock" $EXTRA >>"$log" 2>&1 & ;;
         *) echo "unknown target $target" >&2; return 1 ;;
     esac
     pid=$!
@@ -109,10 +112,12 @@ start() {
     ip -n "$ns" link set "$TAP" up || return 1
     ip -n "$ns" addr add 192.0.2.1/24 dev "$TAP"
     if [ "$target" = tapstack-service ] || [ "$target" = tapstack-service-poll ] || [ "$target" = tapstack-service-busypoll ] \
-        || [ "$target" = tapstack-service-channel ] || [ "$target" = nio-service ]; then
+        || [ "$target" = tapstack-service-channel ] || [ "$target" = tapstack-service-sleep ] || [ "$target" = nio-service ]; then
         for _ in $(seq 100); do [ -S "$OUT/$target.sock" ] && break; sleep 0.05; done
-        if [ "$target" = tapstack-service ]; then
-            ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
+        if [ "$target" = tapstack-service ]; then  # the default poll, whatever the caller exported
+            TAPSTACK_BUSY_POLL=auto ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
+        elif [ "$target" = tapstack-service-sleep ]; then
+            TAPSTACK_BUSY_POLL=0 ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
         elif [ "$target" = tapstack-service-poll ] || [ "$target" = tapstack-service-busypoll ]; then
             TAPSTACK_BUSY_POLL=${CLIENT_BUSY_POLL:-50} ip netns exec "$ns" "$RELEASE_DIR/EchoOverService" "$OUT/$target.sock" 7 >>"$log.client" 2>&1 &
         elif [ "$target" = tapstack-service-channel ]; then
@@ -207,10 +212,10 @@ metrics = sorted({m for t, m in values if t in targets}, key=lambda m: (not m.st
 print(f"UDP echo over a TAP device: median [min-max] of {sys.argv[2]} interleaved rounds "
       f"({platform.machine()}, {os.cpu_count()} CPUs); ratios are of medians, to {base}")
 short = {"reflector": "refl", "reflector-spin": "spin", "tapstack": "ts", "tapstack-service": "svc", "tapstack-service-channel": "chan",
-         "tapstack-syscalls": "sys", "tapstack-poll": "poll", "tapstack-service-poll": "svcpoll", "tapstack-service-busypoll": "svcbp", "nio": "nio", "nio-service": "niosvc"}
+         "tapstack-syscalls": "sys", "tapstack-poll": "poll", "tapstack-service-poll": "svcpoll", "tapstack-service-busypoll": "svcbp", "tapstack-service-sleep": "svcsl", "nio": "nio", "nio-service": "niosvc"}
 # Each pair: the first against the second (SwiftNIO on tapstack against the native API's echo, same place).
 pairs = [(a, b) for a, b in (("tapstack-service", "tapstack"), ("tapstack-service-channel", "tapstack"), ("tapstack-poll", "tapstack"),
-                             ("tapstack-service-poll", "tapstack-poll"), ("tapstack-service-busypoll", "tapstack"),
+                             ("tapstack-service-poll", "tapstack-poll"), ("tapstack-service-busypoll", "tapstack"), ("tapstack-service-sleep", "tapstack"),
                              ("nio", "tapstack"), ("nio-service", "tapstack-service"))
          if a in targets and b in targets]
 head = f"{'metric':<26}" + "".join(f"{t:>30}" for t in targets) + "".join(f"{short.get(t, t[:5]) + '/' + short.get(base, 'base'):>13}" for t in others)

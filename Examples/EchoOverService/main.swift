@@ -1,6 +1,6 @@
 // UDP echo in its own process, on a stack that `tapstack run --socket PATH` serves.
 // Nonblocking batch calls through reused buffers; it waits on the socket when
-// there is nothing to do (busy-polling first when $TAPSTACK_BUSY_POLL says so).
+// there is nothing to do (busy-polling first, adaptively unless $TAPSTACK_BUSY_POLL says otherwise).
 import ExampleSupport
 import Glibc
 import Sockets

@@ -187,7 +187,8 @@ static int leave_cpu(int cpu) {
     return sched_getcpu();
 }
 
-/* tsc_ring_busy_poll, and with `watch_cpu` 2 when the poll lost its CPU. */
+/* Polls for `nanoseconds` (tsc_ring_wait_poll); with `watch_cpu` (adaptive)
+ * yields as it looks at the clock, and returns 2 when the poll lost its CPU. */
 static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals, int watch_cpu) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_region_header *h = s->ring;
@@ -229,10 +230,6 @@ static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals,
     int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
     return found ? 1 : interrupted ? -1 : outcome;
-}
-
-int tsc_ring_busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals) {
-    return busy_poll(s, nanoseconds, hold_signals, 0);
 }
 
 /* ---- The adaptive busy poll (TSC_BUSY_POLL_AUTO; rules in tapstack_poll_policy.c) ---- */

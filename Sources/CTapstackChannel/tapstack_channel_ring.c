@@ -125,22 +125,15 @@ static int is_executor_cpu(const tsr_region_header *h, int cpu) {
     return executor != 0 && (int)executor - 1 == cpu;
 }
 
-/* What a poll of the ring came to. */
-enum { POLL_NOTHING = 0, POLL_FOUND = 1, POLL_LOST_CPU = 2 };
-
-/* A poll whose looks at the clock are this far apart lost its CPU meanwhile
- * (the scheduler ran another thread, or the hypervisor took the vCPU). */
-#define PREEMPTION_GAP_NS 25000
+/* An adaptive poll yields its CPU every this many looks at the ring (under a µs). */
+#define YIELD_SPINS 32
 
 /* Polls the ring until a record waits, or a message came on the channel
- * since the receiver last found it empty (POLL_FOUND), or `deadline`
- * passes, or the thread finds itself on the executor's CPU (POLL_NOTHING);
- * with `hold` (a signal set that the caller blocked) also until one of
- * those signals is pending (POLL_NOTHING), looked for as often as the
- * clock is; with `watch_cpu`, also until two looks at the clock are
- * PREEMPTION_GAP_NS apart (POLL_LOST_CPU). */
-static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending, int watch_cpu) {
-    int64_t last_look = watch_cpu ? monotonic_ns() : 0;
+ * since the receiver last found it empty (1), or `deadline` passes, or the
+ * thread finds itself on the executor's CPU (0); with `hold` (a signal set
+ * that the caller blocked) also until one of those signals is pending (0),
+ * looked for as often as the clock is; `adaptive` polls yield as they go. */
+static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t deadline, uint64_t hold, uint64_t *pending, int adaptive) {
     for (unsigned spins = 1;; spins++) {
         /* Only the two indices, read as they change: the service writes the
          * tail, the client the head. Unequal: a record waits (or the ring is
@@ -150,19 +143,15 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
          * error: on the channel, which the receive looks at next. */
         if (__atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) != __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 1;
         spin_pause();
+        /* Lets a thread waiting for this CPU run first (the peer that
+         * sends what the poll waits for, if it shares the CPU): user space
+         * cannot see that the scheduler wants the CPU, as the kernel's
+         * busy poll does (need_resched). */
+        if (adaptive && spins % YIELD_SPINS == 0) syscall(SYS_sched_yield);
         if (spins % 64 == 0) {
-            if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return POLL_NOTHING;
-            /* Lets a thread waiting for this CPU run first (the peer that
-             * will send what the poll waits for, if it shares the CPU):
-             * user space cannot see that the scheduler wants the CPU, as
-             * the kernel's busy poll does (need_resched). */
-            if (watch_cpu) syscall(SYS_sched_yield);
+            if (hold && syscall(SYS_rt_sigpending, pending, sizeof *pending) == 0 && (*pending & hold)) return 0;
             int64_t now = monotonic_ns();
-            if (watch_cpu) {
-                if (now - last_look > PREEMPTION_GAP_NS) return POLL_LOST_CPU;
-                last_look = now;
-            }
-            if (now >= deadline || is_executor_cpu(h, sched_getcpu())) return POLL_NOTHING;
+            if (now >= deadline || is_executor_cpu(h, sched_getcpu())) return 0;
         }
     }
 }
@@ -187,14 +176,14 @@ static int leave_cpu(int cpu) {
     return sched_getcpu();
 }
 
-/* Polls for `nanoseconds` (tsc_ring_wait_poll); with `watch_cpu` (adaptive)
- * yields as it looks at the clock, and returns 2 when the poll lost its CPU. */
-static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals, int watch_cpu) {
+/* Polls for `nanoseconds` as tsc_ring_wait_poll says; an `adaptive` poll
+ * first moves off the executor's CPU, and yields as it goes. */
+static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals, int adaptive) {
     if (nanoseconds <= 0 || s->ring_refused || !tsc_ring_settled(s, 1)) return 0;  /* refused: no region to poll */
     const tsr_region_header *h = s->ring;
     tsr_region_header *polling = (tsr_region_header *)h;
     int cpu = sched_getcpu();
-    if (is_executor_cpu(h, cpu)) cpu = leave_cpu(cpu);
+    if (adaptive && is_executor_cpu(h, cpu)) cpu = leave_cpu(cpu);
     if (is_executor_cpu(h, cpu)) {
         /* Sleep at once: the executor's doorbell is a switch on this CPU. */
         __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
@@ -211,8 +200,8 @@ static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals,
     __atomic_store_n(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
     if (!hold_signals) {
         uint64_t none = 0;
-        int found = poll_ring(h, ring, deadline, 0, &none, watch_cpu);
-        if (found != POLL_FOUND) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
+        int found = poll_ring(h, ring, deadline, 0, &none, adaptive);
+        if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
         return found;
     }
     /* Signals are held while polling and looked for as the clock is: a
@@ -223,13 +212,12 @@ static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals,
     uint64_t hold = ~((1ull << 31) | (1ull << 32)), old = 0, pending = 0;
     if (syscall(SYS_rt_sigprocmask, SIG_BLOCK, &hold, &old, sizeof hold) != 0) return 0;
     hold &= ~old;  /* what the program blocked itself stays as it was */
-    int outcome = poll_ring(h, ring, deadline, hold, &pending, watch_cpu);
-    int found = outcome == POLL_FOUND;
+    int found = poll_ring(h, ring, deadline, hold, &pending, adaptive);
     if (!found) __atomic_store_n(&polling->polling_cpu, 0, __ATOMIC_RELAXED);
     if (!found) syscall(SYS_rt_sigpending, &pending, sizeof pending);
     int interrupted = !found && (pending & hold) && interrupts_calls(pending & hold);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, sizeof old);  /* the held signals are handled here */
-    return found ? 1 : interrupted ? -1 : outcome;
+    return found ? 1 : interrupted ? -1 : 0;
 }
 
 /* ---- The adaptive busy poll (TSC_BUSY_POLL_AUTO; rules in tapstack_poll_policy.c) ---- */
@@ -287,13 +275,18 @@ int tsc_ring_wait_poll(const tsc_socket *s, int64_t longest, int hold_signals) {
     tsc_poll_policy *policy = adaptive_policy(s);
     if (!policy) return 0;
     int64_t limit = tsc_adaptive_poll_limit();  /* measured before the idle period begins */
-    int64_t window = tsc_poll_policy_begin(policy, monotonic_ns(), limit);
+    int64_t now = monotonic_ns();
+    int64_t window = tsc_poll_policy_begin(policy, now, limit);
     if (window > longest) window = longest;
-    if (window <= 0) return 0;
+    if (window <= 0) {
+        /* It sleeps: the stack must not wait for its answer (busy_poll
+         * left the hint up after a poll that caught a datagram). */
+        __atomic_store_n(&((tsr_region_header *)s->ring)->polling_cpu, 0, __ATOMIC_RELAXED);
+        return 0;
+    }
     int outcome = busy_poll(s, window, hold_signals, 1);
-    if (outcome == POLL_FOUND) tsc_poll_policy_caught(policy, limit);
-    if (outcome == POLL_LOST_CPU) tsc_poll_policy_lost_cpu(policy);
-    return outcome == POLL_LOST_CPU ? 0 : outcome;
+    if (outcome > 0) tsc_poll_policy_caught(policy, limit);
+    return outcome;
 }
 
 void tsc_ring_wait_ended(const tsc_socket *s) {

@@ -4,26 +4,22 @@
 #define LOAD(field) __atomic_load_n(&policy->field, __ATOMIC_RELAXED)
 #define STORE(field, value) __atomic_store_n(&policy->field, (value), __ATOMIC_RELAXED)
 
-static void hold_off(tsc_poll_policy *policy) {
-    uint32_t next = LOAD(next_hold_off);
-    if (next < TSC_POLL_HOLD_OFF_FIRST) next = TSC_POLL_HOLD_OFF_FIRST;
-    STORE(window_ns, 0);
-    STORE(hold_off, next);
-    STORE(next_hold_off, next * 2 < TSC_POLL_HOLD_OFF_MOST ? next * 2 : TSC_POLL_HOLD_OFF_MOST);
-}
-
 void tsc_poll_policy_took(tsc_poll_policy *policy) { STORE(taken, LOAD(taken) + 1); }
 
 int64_t tsc_poll_policy_begin(tsc_poll_policy *policy, int64_t now, int64_t limit) {
     uint32_t taken = __atomic_exchange_n(&policy->taken, 0, __ATOMIC_RELAXED);
-    if (taken > TSC_POLL_STREAM_BATCH) {
+    uint32_t streaming = LOAD(stream_waits);
+    if (taken > TSC_POLL_STREAM_BATCH) streaming = TSC_POLL_STREAM_WAITS;
+    else if (streaming > 0) streaming--;
+    STORE(stream_waits, streaming);
+    if (streaming > 0) {
         STORE(idle_since, 0);  /* a stream's gaps say nothing of a conversation's */
         return 0;
     }
     STORE(idle_since, now);
     int64_t window = LOAD(window_ns);
     if (window > limit) window = limit;
-    if (window > 0 || LOAD(hold_off) > 0) return window;
+    if (window > 0) return window;
     uint32_t left = LOAD(probe_in);
     if (left > TSC_POLL_PROBE_INTERVAL) left = TSC_POLL_PROBE_INTERVAL;
     STORE(probe_in, left == 0 ? TSC_POLL_PROBE_INTERVAL : left - 1);
@@ -32,13 +28,7 @@ int64_t tsc_poll_policy_begin(tsc_poll_policy *policy, int64_t now, int64_t limi
 
 void tsc_poll_policy_caught(tsc_poll_policy *policy, int64_t limit) {
     STORE(idle_since, 0);
-    STORE(next_hold_off, TSC_POLL_HOLD_OFF_FIRST);
     if (LOAD(window_ns) == 0) STORE(window_ns, (uint32_t)limit);  /* a probe caught it */
-}
-
-void tsc_poll_policy_lost_cpu(tsc_poll_policy *policy) {
-    STORE(idle_since, 0);
-    hold_off(policy);
 }
 
 void tsc_poll_policy_slept(tsc_poll_policy *policy, int64_t now, int64_t limit, int64_t wake_up) {
@@ -47,15 +37,13 @@ void tsc_poll_policy_slept(tsc_poll_policy *policy, int64_t now, int64_t limit, 
     int64_t idle = now - since - 2 * wake_up;
     int64_t window = LOAD(window_ns);
     if (window > limit) window = limit;
-    uint32_t paused = LOAD(hold_off);
-    if (paused > 0) {
-        STORE(hold_off, paused - 1);
-        if (idle <= limit) return;
-    } else if (idle <= limit) {
+    if (idle <= limit) {
+        /* Polling longer would have caught it: grow. */
         int64_t grown = window * 2 > limit / 4 ? window * 2 : limit / 4;
         STORE(window_ns, (uint32_t)(grown < limit ? grown : limit));
         return;
     }
+    /* It came later than polling pays: halve, and below a quarter of the limit stop. */
     window /= 2;
     STORE(window_ns, (uint32_t)(window < limit / 4 ? 0 : window));
 }

@@ -190,10 +190,9 @@ public final class UDPSocket: DatagramSocket {
     /// (unless $TAPSTACK_BUSY_POLL gives microseconds). As the stack's
     /// executor does with `--busy-poll auto`, it polls for a window that
     /// follows the gaps between datagrams, within four wake-ups as measured
-    /// on this host; not in a stream (more than two datagrams taken since
-    /// the last wait), and not for a while after a poll lost its CPU or
-    /// held up its own datagram. Datagrams further apart than that sleep at
-    /// once, as with 0. It is what spares a conversation through the
+    /// on this host, yielding its CPU as it polls; not in a stream (more
+    /// than two datagrams taken since the last wait). Datagrams further
+    /// apart than that sleep at once, as with 0. It is what spares a conversation through the
     /// socket service the two extra wake-ups of its hop (docs/SOCKET-API.md).
     public var busyPollsAdaptively: Bool {
         get { state.withLock { $0.busy_poll_us } == TSC_BUSY_POLL_AUTO }

@@ -17,21 +17,25 @@
  *   counted less the two wake-ups a poll would have saved: the receiver's
  *   own, and the executor's for the answer (it waits for the answer of a
  *   receiver that polls).
- * - A poll that lost its CPU (25 µs between two of its looks at the clock:
- *   the poller yields each time it looks, so another thread on its CPU ran
- *   that long) stops polling for 8 waits, doubling while it keeps
- *   happening, up to 1024, back to 8 once a poll catches a datagram.
  * - A wait after more than TSC_POLL_STREAM_BATCH datagrams taken since the last is
  *   in a stream: they queued up while the receiver was busy, a poll would
  *   not bring the next sooner and would take the CPU its producers need.
- *   It sleeps, and the window is kept for when the conversation resumes.
- * - With no window, every 32nd wait polls the whole limit (a probe): a
+ *   It sleeps, and so do the 7 waits after it (a stream's batches come
+ *   small now and then too), and the window is kept for when the
+ *   conversation resumes.
+ * - With no window, the wait after every 32 that did not poll polls the
+ *   whole limit (a probe; a socket's first wait is one): a
  *   chain of processes that all sleep is slower than one that polls, so
  *   its gaps alone would never show that polling pays.
  *
  * The poll itself (tapstack_channel_ring.c) moves off the stack executor's
- * CPU before it begins, and yields its CPU each time it looks at the clock,
- * so that a peer sharing that CPU is not held up by it.
+ * CPU before it begins, and yields its CPU every 32 looks at the ring (under
+ * a µs), so that a thread waiting for that CPU (the peer, on one machine)
+ * runs first: user space cannot see that the scheduler wants the CPU, as
+ * the kernel's busy poll does. (A rule that stopped polling for a while
+ * after a poll lost its CPU, as the executor's does, was tried and left
+ * out: with the yields every poll that let a peer run counted as lost, and
+ * the pauses it piled up left conversations asleep.)
  *
  * The state lives in the socket's shared region, so every thread and
  * process holding the socket shares it; fields are read and written with
@@ -43,20 +47,18 @@
 
 typedef struct {
     uint32_t window_ns;      ///< how long the next wait polls
-    uint32_t hold_off;       ///< waits left without polling
-    uint32_t next_hold_off;  ///< the pause after the next poll that fails so
     uint32_t probe_in;       ///< waits without a window before the next probe
     uint32_t taken;          ///< datagrams taken since the last wait began
-    uint32_t reserved;       ///< (alignment)
+    uint32_t stream_waits;   ///< waits left in a stream (no polling)
     int64_t idle_since;      ///< when the last wait began; 0: not learning from it
 } tsc_poll_policy;
 
 /// Datagrams taken between two waits above which the receiver is in a stream.
 #define TSC_POLL_STREAM_BATCH 2
+/// Waits a stream lasts after its last batch of more than TSC_POLL_STREAM_BATCH.
+#define TSC_POLL_STREAM_WAITS 8
 /// Waits without a window between two probes.
 #define TSC_POLL_PROBE_INTERVAL 32
-#define TSC_POLL_HOLD_OFF_FIRST 8
-#define TSC_POLL_HOLD_OFF_MOST 1024
 
 /// A datagram was taken from the ring.
 void tsc_poll_policy_took(tsc_poll_policy *policy);
@@ -64,8 +66,6 @@ void tsc_poll_policy_took(tsc_poll_policy *policy);
 int64_t tsc_poll_policy_begin(tsc_poll_policy *policy, int64_t now, int64_t limit);
 /// The poll of that wait caught a datagram (a probe's sets the window to `limit`).
 void tsc_poll_policy_caught(tsc_poll_policy *policy, int64_t limit);
-/// The poll of that wait lost its CPU.
-void tsc_poll_policy_lost_cpu(tsc_poll_policy *policy);
 /// The wait's sleep ended at `now`; `wake_up` is what a wake-up costs here.
 void tsc_poll_policy_slept(tsc_poll_policy *policy, int64_t now, int64_t limit, int64_t wake_up);
 

@@ -156,7 +156,7 @@ typedef struct {
     uint32_t polling_us;
     /// Client: the adaptive busy poll's state (see tapstack_poll_policy.h).
     tsc_poll_policy poll_policy;
-    uint8_t pad1[8];
+    uint8_t pad1[16];
 } tsr_region_header;
 _Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
 

@@ -348,19 +348,20 @@ int tsc_ring_settled(const tsc_socket *socket, int receive);
 /// the socket's `busy_poll_us` says, for at most `longest` ns. Adaptive
 /// (TSC_BUSY_POLL_AUTO): for the window of the region's policy
 /// (tapstack_poll_policy.h), within tsc_adaptive_poll_limit(), yielding
-/// the CPU each time it looks at the clock. Returns 1 as soon as a datagram
+/// the CPU every 32 looks at the ring. Returns 1 as soon as a datagram
 /// waits in the ring, or the service sent something on the channel since a
 /// receive last found it empty (region `channel_sends`); 0 when the time
-/// ran out, the poll lost its CPU, or received datagrams do not come
-/// through a ring (then only the channel can tell). A poll that would begin
-/// on the stack executor's CPU first moves the thread off it (its affinity
-/// set without that CPU, then put back), if its affinity allows another,
-/// and else sleeps at once. With `hold_signals` (a receive that stands for
-/// the kernel's, as the preload's) signals are held meanwhile and end the
-/// poll: 0 for one that restarts calls, -1 for one whose handler interrupts
-/// them (it has run by the return: EINTR). Without, the only system calls
-/// are the clock's (the vDSO's) and an adaptive poll's yields; a signal
-/// then runs its handler and the poll goes on.
+/// ran out, or received datagrams do not come through a ring (then only
+/// the channel can tell). An adaptive poll that would begin on the stack
+/// executor's CPU first moves the thread off it (its affinity set without
+/// that CPU, then put back), if its affinity allows another; a fixed one,
+/// or one that could not move, sleeps at once there. With `hold_signals`
+/// (a receive that stands for the kernel's, as the preload's) signals are
+/// held meanwhile and end the poll: 0 for one that restarts calls, -1 for
+/// one whose handler interrupts them (it has run by the return: EINTR).
+/// Without, the only system calls are the clock's (the vDSO's) and an
+/// adaptive poll's yields; a signal then runs its handler and the poll
+/// goes on.
 int tsc_ring_wait_poll(const tsc_socket *socket, int64_t longest, int hold_signals);
 /// The sleep that followed tsc_ring_wait_poll ended (something came, or the
 /// wait timed out or was interrupted): an adaptive window learns from how

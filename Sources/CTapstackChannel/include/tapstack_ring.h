@@ -109,7 +109,7 @@ uint32_t tsr_used(tsr_end *end, int producer);
  * processes (a socket may be shared by fork), which is why their ring ends
  * keep no private state: they take a lock and use the indices in the
  * region. */
-#define TSR_REGION_MAGIC 0x51505355u  /* 'UPPQ': the header says when a receive busy-polls (before: robust locks, 'URPS') */
+#define TSR_REGION_MAGIC 0x41505355u  /* 'USPA': the header holds the adaptive poll's line (before: the busy-poll hint, 'UPPQ'; robust locks, 'URPS') */
 /// Each ring's data bytes: a datagram of 64 KiB does not fit (it goes on
 /// the channel), a window of 64 datagrams of 1400 bytes does.
 #define TSR_REGION_CAPACITY (128u * 1024u)
@@ -154,11 +154,14 @@ typedef struct {
     /// the answer instead of sleeping (a hint; the service bounds both).
     uint32_t polling_cpu;
     uint32_t polling_us;
-    /// Client: the adaptive busy poll's state (see tapstack_poll_policy.h).
+    uint8_t pad1[40];
+    /// Client: the adaptive busy poll's state (see tapstack_poll_policy.h),
+    /// a cache line of its own: a receiver counts each datagram there, and
+    /// the line above is one the executor reads on each delivery.
     tsc_poll_policy poll_policy;
-    uint8_t pad1[16];
+    uint8_t pad2[64 - sizeof(tsc_poll_policy)];
 } tsr_region_header;
-_Static_assert(sizeof(tsr_region_header) == 256, "the region's header is four cache lines");
+_Static_assert(sizeof(tsr_region_header) == 320, "the region's header is five cache lines");
 
 /// Bytes of a region whose rings hold `capacity` each.
 size_t tsr_region_size(uint32_t capacity);

@@ -311,6 +311,10 @@ int tsc_use_ring(tsc_socket *s, int receive) {
     if (tsc_ring_settled(s, receive)) return 0;
     const char *wanted = getenv("TAPSTACK_RINGS");
     if (wanted && strcmp(wanted, "0") == 0) { s->ring_refused = 1; return -1; }
+    /* An adaptive receiver measures this host's wake-ups here, once per
+     * process, rather than in its first blocking wait (a signal there must
+     * end the wait, not a timed sleep). */
+    if (receive && s->busy_poll_us == TSC_BUSY_POLL_AUTO) (void)tsc_adaptive_poll_limit();
     tsp_request r;
     memset(&r, 0, sizeof r);
     r.version = TSP_VERSION;

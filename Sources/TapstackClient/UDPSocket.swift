@@ -192,8 +192,9 @@ public final class UDPSocket: DatagramSocket {
     /// follows the gaps between datagrams, within four wake-ups as measured
     /// on this host, yielding its CPU as it polls; not in a stream (more
     /// than two datagrams taken since the last wait). Datagrams further
-    /// apart than that sleep at once, as with 0. It is what spares a conversation through the
-    /// socket service the two extra wake-ups of its hop (docs/SOCKET-API.md).
+    /// apart than that sleep at once, as with 0. It is what spares a
+    /// conversation through the socket service the two extra wake-ups of
+    /// its hop (docs/ARCHITECTURE.md).
     public var busyPollsAdaptively: Bool {
         get { state.withLock { $0.busy_poll_us } == TSC_BUSY_POLL_AUTO }
         set { state.withLock { $0.busy_poll_us = newValue ? TSC_BUSY_POLL_AUTO : 0 } }

@@ -369,7 +369,8 @@ int tsc_ring_wait_poll(const tsc_socket *socket, int64_t longest, int hold_signa
 void tsc_ring_wait_ended(const tsc_socket *socket);
 /// The adaptive poll's limit in ns: four wake-ups as measured here, within
 /// 4-200 µs. A wake-up is the median lateness of seven 1 µs timed sleeps,
-/// measured on the first call of the process (about 0.1 ms).
+/// measured on the first call of the process (about 0.1 ms; tsc_use_ring
+/// makes that call for an adaptive receiver).
 int64_t tsc_adaptive_poll_limit(void);
 /// Unmaps the region (after tsc_close, once no call can be using it).
 void tsc_unmap_ring(tsc_socket *socket);

@@ -280,8 +280,10 @@ int tsc_ring_wait_poll(const tsc_socket *s, int64_t longest, int hold_signals) {
     if (window > longest) window = longest;
     if (window <= 0) {
         /* It sleeps: the stack must not wait for its answer (busy_poll
-         * left the hint up after a poll that caught a datagram). */
-        __atomic_store_n(&((tsr_region_header *)s->ring)->polling_cpu, 0, __ATOMIC_RELAXED);
+         * left the hint up after a poll that caught a datagram). Written
+         * only when up: the executor reads that line on every delivery. */
+        tsr_region_header *h = (tsr_region_header *)s->ring;
+        if (__atomic_load_n(&h->polling_cpu, __ATOMIC_RELAXED) != 0) __atomic_store_n(&h->polling_cpu, 0, __ATOMIC_RELAXED);
         return 0;
     }
     int outcome = busy_poll(s, window, hold_signals, 1);

@@ -18,7 +18,7 @@ import Testing
         /// A wait that found nothing in its poll slept, and what it waited
         /// for came `idle` ns after the wait began, counted as the rules
         /// count it (less the two wake-ups a poll would have saved).
-        mutating func sleep(idle: Int64) {
+        mutating func slept(idle: Int64) {
             now += idle + 2 * PollPolicyTests.wakeUp
             tsc_poll_policy_slept(&policy, now, PollPolicyTests.limit, PollPolicyTests.wakeUp)
             now += 1_000
@@ -36,11 +36,11 @@ import Testing
     @Test func gapsWithinTheLimitGrowTheWindow() {
         var driven = Driven()
         _ = driven.begin()  // the first wait's probe, which found nothing
-        driven.sleep(idle: 30_000)
+        driven.slept(idle: 30_000)
         var windows: [Int64] = []
         for _ in 0..<4 {
             windows.append(driven.begin())
-            driven.sleep(idle: 30_000)
+            driven.slept(idle: 30_000)
         }
         #expect(windows == [10_000, 20_000, 40_000, 40_000])
     }
@@ -53,7 +53,7 @@ import Testing
         var windows: [Int64] = []
         for _ in 0..<4 {
             windows.append(driven.begin())
-            driven.sleep(idle: 100_000)
+            driven.slept(idle: 100_000)
         }
         #expect(windows == [40_000, 20_000, 10_000, 0])
         #expect(driven.policy.window_ns == 0)
@@ -70,7 +70,7 @@ import Testing
         var windows: [Int64] = []
         for _ in 0..<TSC_POLL_STREAM_WAITS {
             windows.append(driven.begin())
-            driven.sleep(idle: 500_000)
+            driven.slept(idle: 500_000)
             tsc_poll_policy_took(&driven.policy)  // one datagram between waits: a conversation's share
         }
         #expect(windows == Array(repeating: 0, count: Int(TSC_POLL_STREAM_WAITS)))
@@ -87,11 +87,11 @@ import Testing
     @Test func probesComeEvery32WaitsWithoutAWindow() {
         var driven = Driven()
         #expect(driven.begin() == Self.limit)  // the first
-        driven.sleep(idle: 10 * Self.limit)
+        driven.slept(idle: 10 * Self.limit)
         var waitsBetween = 0
         while driven.begin() == 0 {
             waitsBetween += 1
-            driven.sleep(idle: 10 * Self.limit)
+            driven.slept(idle: 10 * Self.limit)
             if waitsBetween > 100 { break }
         }
         #expect(waitsBetween == Int(TSC_POLL_PROBE_INTERVAL))

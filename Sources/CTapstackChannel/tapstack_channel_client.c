@@ -457,6 +457,12 @@ int tsc_datagram_next(tsc_socket *s) {
         tsr_end end;
         if (tsr_attach(&end, tsr_region_to_client(s->ring, TSR_REGION_CAPACITY), TSR_REGION_CAPACITY, 0) == 0
             && tsr_has_record(&end)) return 1;  /* the service puts only datagrams in the ring */
+        /* Nothing sent on the channel since a receive found it empty: no
+         * system call to look (one per datagram of a batch, and between a
+         * conversation's receive and its answer). */
+        const tsr_region_header *h = s->ring;
+        if (__atomic_load_n(&h->channel_looked, __ATOMIC_ACQUIRE)
+            && __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) == __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 0;
     }
     tsp_datagram_header head;
     struct iovec part = { &head, sizeof head };

@@ -176,6 +176,13 @@ static int leave_cpu(int cpu) {
     return sched_getcpu();
 }
 
+/* Stores a field of the busy-poll hint's line only when it changes: the
+ * executor reads that line on every delivery, and a store would take it
+ * from the executor's cache each time. */
+static void set_hint(uint32_t *field, uint32_t value) {
+    if (__atomic_load_n(field, __ATOMIC_RELAXED) != value) __atomic_store_n(field, value, __ATOMIC_RELAXED);
+}
+
 /* Polls for `nanoseconds` as tsc_ring_wait_poll says; an `adaptive` poll
  * first moves off the executor's CPU, and yields as it goes. */
 static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals, int adaptive) {
@@ -196,8 +203,8 @@ static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals,
      * client's; see tsr_region_header). Said until a poll finds nothing
      * (the receiver sleeps then): between its datagrams a conversing
      * receiver is awake, and a datagram delivered then is taken as soon. */
-    __atomic_store_n(&polling->polling_us, (uint32_t)(nanoseconds / 1000), __ATOMIC_RELAXED);
-    __atomic_store_n(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
+    set_hint(&polling->polling_us, (uint32_t)(nanoseconds / 1000));
+    set_hint(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0);
     if (!hold_signals) {
         uint64_t none = 0;
         int found = poll_ring(h, ring, deadline, 0, &none, adaptive);
@@ -499,7 +506,13 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
         uint32_t channel_sends = __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE);
         tsp_datagram_header head;
         ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-        if (m < 0 && errno == EAGAIN) __atomic_store_n(&h->channel_seen, channel_sends, __ATOMIC_RELAXED);
+        /* Written only when it changed: the executor reads this line on every delivery. */
+        if (m < 0 && errno == EAGAIN && __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED) != channel_sends) {
+            __atomic_store_n(&h->channel_seen, channel_sends, __ATOMIC_RELAXED);
+        }
+        if (m < 0 && errno == EAGAIN && !__atomic_load_n(&h->channel_looked, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&h->channel_looked, 1, __ATOMIC_RELEASE);
+        }
         if (m < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT)) {
             /* Wait for a message as the descriptor waits (O_NONBLOCK,
              * SO_RCVTIMEO, signals), without holding the lock; with

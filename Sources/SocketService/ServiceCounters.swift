@@ -39,6 +39,9 @@ public final class ServiceCounters: Sendable {
     /// Datagrams the stack's executor took from a client's region and sent
     /// itself (the rest of `datagramsSent` went through the service thread).
     public let regionSendsDirect = Atomic<UInt64>(0)
+    /// Doorbells rung on a client's channel: its ring went from empty to
+    /// holding datagrams, and the client did not take them at once.
+    public let doorbellsRung = Atomic<UInt64>(0)
     /// Doorbells a full channel could not take at once (sent when it had room).
     public let doorbellsDeferred = Atomic<UInt64>(0)
     /// Received datagrams sent on the channel because the client's ring was full.
@@ -69,6 +72,7 @@ public final class ServiceCounters: Sendable {
          ("service.drop_broken_region", brokenRegions.load(ordering: .relaxed)),
          ("service.rx_region_direct", regionDirect.load(ordering: .relaxed)),
          ("service.tx_region_direct", regionSendsDirect.load(ordering: .relaxed)),
+         ("service.rx_doorbells", doorbellsRung.load(ordering: .relaxed)),
          ("service.rx_doorbells_deferred", doorbellsDeferred.load(ordering: .relaxed)),
          ("service.rx_region_fallbacks", regionFallbacks.load(ordering: .relaxed)),
          ("service.answer_waits", answerWaits.load(ordering: .relaxed)),

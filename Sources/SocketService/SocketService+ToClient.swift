@@ -157,6 +157,7 @@ extension SocketService {
     /// Counts a doorbell in the region and sends it; owed when the channel
     /// had no room. Call holding `delivery`.
     private func ringDoorbell(_ region: OpaquePointer, for client: RemoteSocket) {
+        counters.doorbellsRung.add(1, ordering: .relaxed)
         if tsv_region_ring(region, client.data) != 0 {
             client.doorbellOwed = true
             counters.doorbellsDeferred.add(1, ordering: .relaxed)
@@ -178,19 +179,45 @@ extension SocketService {
     /// when the client (awake) took them all meanwhile. Ringing last, as the
     /// executor is about to write and sleep, the client's wake-up does not
     /// preempt the rest of the turn, and a turn's datagrams cost one.
+    ///
+    /// A client that polls its ring and whose answer the executor awaits
+    /// (`awaitAnswer`) takes them within a look or two, but not always
+    /// before the turn ends (half of a ping-pong's round trips, measured):
+    /// its doorbell is left to the next turn, and so on while the wait
+    /// lasts and its hint says it polls. A receiver about to sleep lowers
+    /// that hint first, and the wait ends at the client's poll time (at
+    /// most `longestAnswerWaitMicroseconds`), so the doorbell of datagrams
+    /// still there then is rung. A doorbell spared so spares the executor
+    /// a system call and the client two, on the round trip's path.
     func ringDueDoorbells() {
         for client in doorbellsDue {
-            let owed: Bool = client.delivery.withLock {
+            let (owed, postponed): (Bool, Bool) = client.delivery.withLock {
+                guard let region = client.region, tsv_region_to_client_holds(region) != 0 else {
+                    client.doorbellDue = false
+                    return (false, false)
+                }
+                if takesAtOnce(client, region: region) { return (false, true) }  // still due
                 client.doorbellDue = false
-                guard let region = client.region, tsv_region_to_client_holds(region) != 0 else { return false }
                 ringDoorbell(region, for: client)
-                guard client.doorbellOwed else { return false }
+                guard client.doorbellOwed else { return (false, false) }
                 client.updateDeliveryHint()  // the service thread sends it once the channel has room
-                return true
+                return (true, false)
             }
+            if postponed { doorbellsPostponed.append(client) }
             if owed && client.flag.raise() { news.post(client.id) }
         }
         doorbellsDue.removeAll(keepingCapacity: true)
+        guard !doorbellsPostponed.isEmpty else { return }
+        swap(&doorbellsDue, &doorbellsPostponed)
+        // At the end of the next turn (this turn's end-of-turn work runs until none is left).
+        host.execute(ringPostponedDoorbellsWork)
+    }
+
+    /// Whether the client polls its ring (its hint) while the executor awaits its answer.
+    private func takesAtOnce(_ client: RemoteSocket, region: OpaquePointer) -> Bool {
+        guard client.answerAwaited, host.isAwaitingAnswer else { return false }
+        var microseconds: UInt32 = 0
+        return tsv_region_client_polling(region, Self.longestAnswerWaitMicroseconds, &microseconds) != 0
     }
 
     /// Copies slots `range` of `batch` behind what waits for the client's

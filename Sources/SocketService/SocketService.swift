@@ -62,7 +62,11 @@ public final class SocketService: @unchecked Sendable {
     /// Clients whose doorbell the executor rings at the end of its turn, and
     /// that as work made once (executor thread only; see `ringDueDoorbells`).
     var doorbellsDue: [RemoteSocket] = []
+    /// Of `doorbellsDue`, those left for the next turn (`ringDueDoorbells`), and
+    /// the work that looks at them then (executor thread only).
+    var doorbellsPostponed: [RemoteSocket] = []
     private(set) var ringDueDoorbellsWork: () -> Void = {}
+    private(set) var ringPostponedDoorbellsWork: () -> Void = {}
     var thread: JoinableThread?
 
     static let batchCount: UInt32 = 16
@@ -100,6 +104,10 @@ public final class SocketService: @unchecked Sendable {
         _ = tsv_epoll_set(epollFD, 1, listenFD, UInt32(TSV_IN), Self.listenTag)
         _ = tsv_epoll_set(epollFD, 1, news.wakeup.fd, UInt32(TSV_IN), Self.wakeupTag)
         ringDueDoorbellsWork = { [weak self] in self?.ringDueDoorbells() }
+        ringPostponedDoorbellsWork = { [weak self] in
+            guard let self, !self.doorbellsDue.isEmpty else { return }
+            self.host.executeAtEndOfTurn(self.ringDueDoorbellsWork)
+        }
     }
 
     /// Each client socket holds two descriptors here: raise the soft limit

@@ -207,6 +207,38 @@ import Wire
         #expect(throws: SocketError.closed) { try Self.receiveBatch(socket) }
     }
 
+    /// A batch goes on from the ring to the channel: datagrams the full ring
+    /// sent there come next, although a batch looks at the channel only when
+    /// the service counted something sent there since a receive found it
+    /// empty (no system call per datagram otherwise).
+    @Test func aBatchTakesTheDatagramsAFullRingSentOnTheChannel() throws {
+        let served = try ServedHost()
+        let counters = served.service.counters
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        socket.receiveBufferSize = 4 << 20
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // finds ring and channel empty
+        let count = 200  // the ring holds 123 of these
+        for sequence in 0..<count {
+            let frame = FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7,
+                                              payload: SharedRegionTests.numbered(UInt32(sequence), size: 1000))
+            #expect(eventually { served.link.inject(frame) })
+        }
+        // The stack's queue may overflow while the service is behind: those are counted.
+        func dropped() -> UInt64 { served.host.counters[.udpDropQueueFull] }
+        #expect(eventually { served.host.counters[.udpRxDelivered] + dropped() == UInt64(count) })
+        #expect(eventually { counters.regionFallbacks.load(ordering: .relaxed) > 0 }, "the ring filled up")
+        var got = try Self.receiveBatch(socket, slots: 256, slotSize: 1024).map { SharedRegionTests.sequence(of: $0.bytes) }
+        #expect(got.count > 123)  // the first batch went on past the ring's 123
+        // The rest (the channel had no room for all of it at once).
+        while got.count + Int(dropped()) < count, let datagram = try? socket.receive(timeout: .seconds(5)) {
+            got.append(SharedRegionTests.sequence(of: datagram.payload))
+        }
+        #expect(got.count + Int(dropped()) == count)
+        #expect(zip(got, got.dropFirst()).allSatisfy { $0 < $1 })  // in order, none twice
+    }
+
     /// What a batch (and the shim's recvmmsg) asks before each datagram
     /// after the first: whether a datagram comes next, in the ring or at the
     /// head of the channel, as opposed to nothing or an error.

@@ -277,6 +277,84 @@ import Wire
         #expect(header.pointee.doorbells == rung + 1)
     }
 
+    /// A client that polls its ring, and whose answer the executor awaits,
+    /// takes what it was given within a look or two, but not always before
+    /// the executor's turn ends: its doorbell is left to the next turn, and
+    /// is not rung at all once the client took the datagrams. Datagrams it
+    /// leaves there past the wait are rung for (its poll has ended, or its
+    /// hint lies): the wait's end bounds how late the doorbell comes.
+    @Test func aPollingClientsDoorbellWaitsWhileItsAnswerIsAwaited() throws {
+        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the client's hint names a CPU other than the executor's")
+        let served = try ServedHost(executorCPUs: [0])
+        var client = try Self.ringSocket(served, port: 7)
+        defer { tsc_close(&client) }
+        let region = try #require(client.ring)
+        let header = region.assumingMemoryBound(to: tsr_region_header.self)
+        let host = served.host, counters = served.service.counters
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+        for round in 0..<50 where counters.regionDirect.load(ordering: .relaxed) == 0 {
+            #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(round)])))
+            #expect(poll(&descriptor, 1, 5000) == 1)
+            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+            var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
+            #expect(tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) == 1)
+        }
+        try #require(counters.regionDirect.load(ordering: .relaxed) > 0)
+        #expect(host.waitUntilIdle())
+        // The hint of a receive polling on CPU 1; the test takes the datagrams itself.
+        header.pointee.polling_us = 200
+        header.pointee.polling_cpu = 2
+        // A socket of the stack's own whose work, queued after the service's
+        // delivery in the same turn, takes the client's datagram right after
+        // the end of the turn's doorbell decision.
+        let local = Sockets.UDPSocket(host: host)
+        try local.bind(port: 9)
+        let taken = Mutex<[UInt8]>([])
+        let clientRing = SharedPointer(value: tsr_region_to_client(region, TSR_REGION_CAPACITY)!)
+        _ = local.addReadinessCallback(.readable) { _ in
+            host.execute {
+                _ = try? local.receive()
+                host.executeAtEndOfTurn {
+                    var ring = tsr_end()
+                    guard tsr_attach(&ring, clientRing.value, TSR_REGION_CAPACITY, 0) == 0 else { return }
+                    var record = [UInt8](repeating: 0, count: 2048)
+                    let length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }
+                    taken.withLock { $0 = Array(record.prefix(max(length, 0))) }
+                }
+            }
+        }
+        // Both frames in one batch, the client's first: the executor is held until both wait.
+        let held = Atomic<Bool>(false), release = Atomic<Bool>(false)
+        host.withStack { _ in
+            host.execute {
+                held.store(true, ordering: .sequentiallyConsistent)
+                for _ in 0..<5_000_000 where !release.load(ordering: .sequentiallyConsistent) { sched_yield() }
+            }
+        }
+        host.link.wake()
+        #expect(eventually { held.load(ordering: .sequentiallyConsistent) })
+        let rung = header.pointee.doorbells, rungCount = counters.doorbellsRung.load(ordering: .relaxed)
+        let waits = counters.answerWaits.load(ordering: .relaxed)
+        let payload = Self.numbered(1, size: 64)
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: [9])))
+        release.store(true, ordering: .sequentiallyConsistent)
+        #expect(host.waitUntilIdle())
+        #expect(counters.answerWaits.load(ordering: .relaxed) == waits + 1, "the executor awaited the answer")
+        let record = taken.withLock { $0 }
+        #expect(record.count > payload.count && Array(record.suffix(payload.count)) == payload)
+        #expect(header.pointee.doorbells == rung)
+        #expect(counters.doorbellsRung.load(ordering: .relaxed) == rungCount)
+        #expect(poll(&descriptor, 1, 0) == 0)
+        // Left there, with the hint still up: rung for once the wait is over.
+        #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
+        #expect(poll(&descriptor, 1, 5000) == 1)
+        #expect(counters.answerWaits.load(ordering: .relaxed) == waits + 2)
+        #expect(header.pointee.doorbells == rung + 1)
+        #expect(counters.doorbellsRung.load(ordering: .relaxed) == rungCount + 1)
+    }
+
     /// The library's own descriptors (the control connection, the ring's
     /// doorbell) sit high: a program that closes one it did not open and
     /// opens a file gets a lower number, and the doorbell the library then

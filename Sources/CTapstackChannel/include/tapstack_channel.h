@@ -323,7 +323,9 @@ ssize_t tsc_recvv(tsc_socket *socket, const struct iovec *iov, int iovcnt,
 ssize_t tsc_recvv_info(tsc_socket *socket, const struct iovec *iov, int iovcnt,
                        tsp_address *address, uint16_t *port, int flags, int *truncated, tsc_message_info *info);
 /// 1 when the next receive would return a datagram now (not an error, and
-/// not nothing): one waits in the socket's ring, or heads its channel.
+/// not nothing): one waits in the socket's ring, or heads its channel. A
+/// socket with a ring looks at its channel (a system call) only when the
+/// service counted something sent there since a receive found it empty.
 int tsc_datagram_next(tsc_socket *socket);
 /// After a receive that returned a datagram, for a batch: the next one as
 /// tsc_recvv with MSG_DONTWAIT | MSG_TRUNC returns it, only if a datagram

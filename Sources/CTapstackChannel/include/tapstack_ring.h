@@ -154,7 +154,11 @@ typedef struct {
     /// the answer instead of sleeping (a hint; the service bounds both).
     uint32_t polling_cpu;
     uint32_t polling_us;
-    uint8_t pad1[40];
+    /// Client: 1 once a receive found the channel empty (`channel_seen`
+    /// holds then). Until then, what waits on the channel (sent before the
+    /// region, uncounted) is only known by looking.
+    uint32_t channel_looked;
+    uint8_t pad1[36];
     /// Client: the adaptive busy poll's state (see tapstack_poll_policy.h),
     /// a cache line of its own: a receiver counts each datagram there, and
     /// the line above is one the executor reads on each delivery.

@@ -52,6 +52,8 @@ final class RemoteSocket: @unchecked Sendable {
     /// row ended without one. Executor thread only.
     var answerAwaited = false
     var unansweredWaits = 0
+    /// When the executor's wait for that answer ends (monotonic ns). Executor thread only.
+    var answerDeadline: UInt64 = 0
     /// A delivery by the executor is queued (once until it runs).
     let deliveryScheduled = Atomic<Bool>(false)
     /// Messages for the client its channel had no room for, oldest first;

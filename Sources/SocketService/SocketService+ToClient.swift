@@ -185,9 +185,9 @@ extension SocketService {
     /// before the turn ends (half of a ping-pong's round trips, measured):
     /// its doorbell is left to the next turn, and so on while the wait
     /// lasts and its hint says it polls. A receiver about to sleep lowers
-    /// that hint first, and the wait ends at the client's poll time (at
-    /// most `longestAnswerWaitMicroseconds`), so the doorbell of datagrams
-    /// still there then is rung. A doorbell spared so spares the executor
+    /// that hint first, and the client's wait ends at its poll time (at
+    /// most `longestAnswerWaitMicroseconds` after the delivery), so the
+    /// doorbell of datagrams still there then is rung. A doorbell spared so spares the executor
     /// a system call and the client two, on the round trip's path.
     func ringDueDoorbells() {
         for client in doorbellsDue {
@@ -213,9 +213,11 @@ extension SocketService {
         host.execute(ringPostponedDoorbellsWork)
     }
 
-    /// Whether the client polls its ring (its hint) while the executor awaits its answer.
+    /// Whether the client polls its ring (its hint) while the executor
+    /// awaits its answer: until that client's own deadline, whatever other
+    /// clients' waits keep the executor awake.
     private func takesAtOnce(_ client: RemoteSocket, region: OpaquePointer) -> Bool {
-        guard client.answerAwaited, host.isAwaitingAnswer else { return false }
+        guard client.answerAwaited, monotonicNanoseconds() < client.answerDeadline else { return false }
         var microseconds: UInt32 = 0
         return tsv_region_client_polling(region, Self.longestAnswerWaitMicroseconds, &microseconds) != 0
     }
@@ -338,6 +340,7 @@ extension SocketService {
         let deadline = monotonicNanoseconds() &+ UInt64(microseconds) &* 1000
         client.answerAwaited = host.awaitAnswer(from: sender, until: deadline, producerCPU: Int32(bitPattern: cpu &- 1))
         guard client.answerAwaited else { return }
+        client.answerDeadline = deadline
         counters.answerWaits.add(1, ordering: .relaxed)
         // The executor looks at the ring on every turn meanwhile: the client need not ring.
         tsv_region_disarm(region)

@@ -187,8 +187,9 @@ extension SocketService {
     /// lasts and its hint says it polls. A receiver about to sleep lowers
     /// that hint first, and the client's wait ends at its poll time (at
     /// most `longestAnswerWaitMicroseconds` after the delivery), so the
-    /// doorbell of datagrams still there then is rung. A doorbell spared so spares the executor
-    /// a system call and the client two, on the round trip's path.
+    /// doorbell of datagrams still there then is rung. A doorbell spared
+    /// so spares the executor a system call and the client two, on the
+    /// round trip's path.
     func ringDueDoorbells() {
         for client in doorbellsDue {
             let (owed, postponed): (Bool, Bool) = client.delivery.withLock {

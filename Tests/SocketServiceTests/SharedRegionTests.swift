@@ -222,52 +222,18 @@ import Wire
         // A socket of the stack's own whose work, queued before the
         // service's delivery in the same turn, takes the client's datagram
         // at the end of the turn, before the doorbell would be rung.
-        let local = Sockets.UDPSocket(host: host)
-        try local.bind(port: 9)
-        let taken = Mutex<[UInt8]>([])
-        let clientRing = SharedPointer(value: tsr_region_to_client(region, TSR_REGION_CAPACITY)!)
-        _ = local.addReadinessCallback(.readable) { _ in
-            host.execute {
-                _ = try? local.receive()
-                host.executeAtEndOfTurn {
-                    var ring = tsr_end()
-                    guard tsr_attach(&ring, clientRing.value, TSR_REGION_CAPACITY, 0) == 0 else { return }
-                    var record = [UInt8](repeating: 0, count: 2048)
-                    let length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }
-                    taken.withLock { $0 = Array(record.prefix(max(length, 0))) }
-                }
-            }
-        }
-        // Until the service finds the client reading its ring, it delivers
-        // there itself: warm up until the executor does.
-        var buffer = [UInt8](repeating: 0, count: 2048)
+        let taken = try Self.takeFromRingAtEndOfTurn(host, ring: region, port: 9)
         var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
-        for round in 0..<50 where served.service.counters.regionDirect.load(ordering: .relaxed) == 0 {
-            #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(round)])))
-            #expect(poll(&descriptor, 1, 5000) == 1)
-            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
-            var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
-            #expect(tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) == 1)
-        }
-        try #require(served.service.counters.regionDirect.load(ordering: .relaxed) > 0)
-        #expect(host.waitUntilIdle())
+        try Self.warmUpUntilTheExecutorDelivers(served, &client)
         // Both frames in one batch: the executor is held until both wait.
-        let held = Atomic<Bool>(false), release = Atomic<Bool>(false)
-        host.withStack { _ in
-            host.execute {
-                held.store(true, ordering: .sequentiallyConsistent)
-                for _ in 0..<5_000_000 where !release.load(ordering: .sequentiallyConsistent) { sched_yield() }
-            }
-        }
-        host.link.wake()
-        #expect(eventually { held.load(ordering: .sequentiallyConsistent) })
+        let release = Self.holdTheExecutor(host)
         let rung = header.pointee.doorbells
         let payload = Self.numbered(1, size: 64)
         #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: [9])))
         #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
-        release.store(true, ordering: .sequentiallyConsistent)
+        release()
         #expect(host.waitUntilIdle())
-        let record = taken.withLock { $0 }
+        let record = taken.bytes
         #expect(record.count > payload.count && Array(record.suffix(payload.count)) == payload)
         #expect(header.pointee.doorbells == rung)
         #expect(poll(&descriptor, 1, 0) == 0)
@@ -291,58 +257,26 @@ import Wire
         let region = try #require(client.ring)
         let header = region.assumingMemoryBound(to: tsr_region_header.self)
         let host = served.host, counters = served.service.counters
-        var buffer = [UInt8](repeating: 0, count: 2048)
         var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
-        for round in 0..<50 where counters.regionDirect.load(ordering: .relaxed) == 0 {
-            #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(round)])))
-            #expect(poll(&descriptor, 1, 5000) == 1)
-            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
-            var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
-            #expect(tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) == 1)
-        }
-        try #require(counters.regionDirect.load(ordering: .relaxed) > 0)
-        #expect(host.waitUntilIdle())
+        try Self.warmUpUntilTheExecutorDelivers(served, &client)
         // The hint of a receive polling on CPU 1; the test takes the datagrams itself.
         header.pointee.polling_us = 200
         header.pointee.polling_cpu = 2
         // A socket of the stack's own whose work, queued after the service's
         // delivery in the same turn, takes the client's datagram right after
         // the end of the turn's doorbell decision.
-        let local = Sockets.UDPSocket(host: host)
-        try local.bind(port: 9)
-        let taken = Mutex<[UInt8]>([])
-        let clientRing = SharedPointer(value: tsr_region_to_client(region, TSR_REGION_CAPACITY)!)
-        _ = local.addReadinessCallback(.readable) { _ in
-            host.execute {
-                _ = try? local.receive()
-                host.executeAtEndOfTurn {
-                    var ring = tsr_end()
-                    guard tsr_attach(&ring, clientRing.value, TSR_REGION_CAPACITY, 0) == 0 else { return }
-                    var record = [UInt8](repeating: 0, count: 2048)
-                    let length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }
-                    taken.withLock { $0 = Array(record.prefix(max(length, 0))) }
-                }
-            }
-        }
+        let taken = try Self.takeFromRingAtEndOfTurn(host, ring: region, port: 9)
         // Both frames in one batch, the client's first: the executor is held until both wait.
-        let held = Atomic<Bool>(false), release = Atomic<Bool>(false)
-        host.withStack { _ in
-            host.execute {
-                held.store(true, ordering: .sequentiallyConsistent)
-                for _ in 0..<5_000_000 where !release.load(ordering: .sequentiallyConsistent) { sched_yield() }
-            }
-        }
-        host.link.wake()
-        #expect(eventually { held.load(ordering: .sequentiallyConsistent) })
+        let release = Self.holdTheExecutor(host)
         let rung = header.pointee.doorbells, rungCount = counters.doorbellsRung.load(ordering: .relaxed)
         let waits = counters.answerWaits.load(ordering: .relaxed)
         let payload = Self.numbered(1, size: 64)
         #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: payload)))
         #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 9, payload: [9])))
-        release.store(true, ordering: .sequentiallyConsistent)
+        release()
         #expect(host.waitUntilIdle())
         #expect(counters.answerWaits.load(ordering: .relaxed) == waits + 1, "the executor awaited the answer")
-        let record = taken.withLock { $0 }
+        let record = taken.bytes
         #expect(record.count > payload.count && Array(record.suffix(payload.count)) == payload)
         #expect(header.pointee.doorbells == rung)
         #expect(counters.doorbellsRung.load(ordering: .relaxed) == rungCount)
@@ -747,6 +681,64 @@ import Wire
         #expect(waits[3] - waits[2] >= 10, "waited for again once it answers")
     }
 
+    /// A socket of the stack's own on `port` whose readiness work (run on
+    /// the executor after the work queued before it in the same turn) pops
+    /// the client's ring at the end of the turn: what it took.
+    static func takeFromRingAtEndOfTurn(_ host: NetworkHost, ring region: UnsafeMutableRawPointer,
+                                        port: UInt16) throws -> TakenRecord {
+        let local = Sockets.UDPSocket(host: host)
+        try local.bind(port: port)
+        let taken = TakenRecord()
+        let clientRing = SharedPointer(value: tsr_region_to_client(region, TSR_REGION_CAPACITY)!)
+        _ = local.addReadinessCallback(.readable) { _ in
+            host.execute {
+                _ = try? local.receive()
+                host.executeAtEndOfTurn {
+                    var ring = tsr_end()
+                    guard tsr_attach(&ring, clientRing.value, TSR_REGION_CAPACITY, 0) == 0 else { return }
+                    var record = [UInt8](repeating: 0, count: 2048)
+                    let length = record.withUnsafeMutableBytes { tsr_pop(&ring, $0.baseAddress, $0.count, 0) }
+                    taken.keep(Array(record.prefix(max(length, 0))))
+                }
+            }
+        }
+        return taken
+    }
+
+    /// Until the service finds the client reading its ring, it delivers
+    /// there itself: datagrams to port 7, each received, until the executor
+    /// does; then the executor is let go idle.
+    static func warmUpUntilTheExecutorDelivers(_ served: ServedHost, _ client: inout tsc_socket) throws {
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var descriptor = pollfd(fd: client.data_fd, events: Int16(POLLIN), revents: 0)
+        let counters = served.service.counters
+        for round in 0..<50 where counters.regionDirect.load(ordering: .relaxed) == 0 {
+            #expect(served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(round)])))
+            #expect(poll(&descriptor, 1, 5000) == 1)
+            var address = tsp_address(), port: UInt16 = 0, truncated: Int32 = 0
+            var part = iovec(iov_base: buffer.withUnsafeMutableBytes { $0.baseAddress }, iov_len: buffer.count)
+            #expect(tsc_recvv(&client, &part, 1, &address, &port, Int32(MSG_DONTWAIT), &truncated) == 1)
+        }
+        try #require(counters.regionDirect.load(ordering: .relaxed) > 0)
+        #expect(served.host.waitUntilIdle())
+    }
+
+    /// Holds the executor in a turn (so that frames injected meanwhile come
+    /// in one batch) until the returned closure is called.
+    static func holdTheExecutor(_ host: NetworkHost) -> () -> Void {
+        let held = Atomic<Bool>(false)
+        let release = SharedFlag()
+        host.withStack { _ in
+            host.execute {
+                held.store(true, ordering: .sequentiallyConsistent)
+                for _ in 0..<5_000_000 where !release.isSet { sched_yield() }
+            }
+        }
+        host.link.wake()
+        #expect(eventually { held.load(ordering: .sequentiallyConsistent) })
+        return { release.set() }
+    }
+
     /// The calling thread's voluntary context switches: the times it slept.
     static func voluntarySwitches() -> Int {
         var usage = rusage()
@@ -765,6 +757,20 @@ import Wire
         guard let close = text.lastIndex(of: ")") else { return false }
         return text[text.index(after: close)...].dropFirst().first == "S"
     }
+}
+
+/// The record the executor's work took from a ring.
+final class TakenRecord: Sendable {
+    private let value = Mutex<[UInt8]>([])
+    var bytes: [UInt8] { value.withLock { $0 } }
+    func keep(_ record: [UInt8]) { value.withLock { $0 = record } }
+}
+
+/// A flag one thread raises and another watches.
+private final class SharedFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
 }
 
 /// A pointer into shared memory handed to the executor's work.

@@ -27,4 +27,13 @@ void tsc_ring_send_end(tsc_socket *s, tsc_send_batch *batch);
 /// the next message is on the channel (take it there). `*cut` is set when
 /// it did not fit.
 ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, int flags, int *cut);
+/// Whether the service counted something sent on the channel since a
+/// receive last found it empty (region `channel_sends` against
+/// `channel_seen`; before any receive looked, `channel_looked` is 0 and
+/// what was sent before the region is not counted).
+int tsc_channel_moved(const void *region);
+/// Stores `value` in a field of the region's header only when it differs:
+/// the executor reads the hint's line on every delivery, and a store would
+/// take the line from its cache each time.
+void tsc_store_if_changed(uint32_t *field, uint32_t value);
 #endif

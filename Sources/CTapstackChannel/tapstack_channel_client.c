@@ -461,8 +461,7 @@ int tsc_datagram_next(tsc_socket *s) {
          * system call to look (one per datagram of a batch, and between a
          * conversation's receive and its answer). */
         const tsr_region_header *h = s->ring;
-        if (__atomic_load_n(&h->channel_looked, __ATOMIC_ACQUIRE)
-            && __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) == __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 0;
+        if (__atomic_load_n(&h->channel_looked, __ATOMIC_ACQUIRE) && !tsc_channel_moved(h)) return 0;
     }
     tsp_datagram_header head;
     struct iovec part = { &head, sizeof head };

@@ -141,7 +141,7 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
         if (__atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&ring->head, __ATOMIC_RELAXED)) return 1;
         /* A datagram too large for the ring, one that found it full, an
          * error: on the channel, which the receive looks at next. */
-        if (__atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) != __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED)) return 1;
+        if (tsc_channel_moved(h)) return 1;
         spin_pause();
         /* Lets a thread waiting for this CPU run first (the peer that
          * sends what the poll waits for, if it shares the CPU): user space
@@ -176,11 +176,13 @@ static int leave_cpu(int cpu) {
     return sched_getcpu();
 }
 
-/* Stores a field of the busy-poll hint's line only when it changes: the
- * executor reads that line on every delivery, and a store would take it
- * from the executor's cache each time. */
-static void set_hint(uint32_t *field, uint32_t value) {
-    if (__atomic_load_n(field, __ATOMIC_RELAXED) != value) __atomic_store_n(field, value, __ATOMIC_RELAXED);
+void tsc_store_if_changed(uint32_t *field, uint32_t value) {
+    if (__atomic_load_n(field, __ATOMIC_RELAXED) != value) __atomic_store_n(field, value, __ATOMIC_RELEASE);
+}
+
+int tsc_channel_moved(const void *region) {
+    const tsr_region_header *h = region;
+    return __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE) != __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED);
 }
 
 /* Polls for `nanoseconds` as tsc_ring_wait_poll says; an `adaptive` poll
@@ -203,8 +205,8 @@ static int busy_poll(const tsc_socket *s, int64_t nanoseconds, int hold_signals,
      * client's; see tsr_region_header). Said until a poll finds nothing
      * (the receiver sleeps then): between its datagrams a conversing
      * receiver is awake, and a datagram delivered then is taken as soon. */
-    set_hint(&polling->polling_us, (uint32_t)(nanoseconds / 1000));
-    set_hint(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0);
+    tsc_store_if_changed(&polling->polling_us, (uint32_t)(nanoseconds / 1000));
+    tsc_store_if_changed(&polling->polling_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0);
     if (!hold_signals) {
         uint64_t none = 0;
         int found = poll_ring(h, ring, deadline, 0, &none, adaptive);
@@ -287,10 +289,8 @@ int tsc_ring_wait_poll(const tsc_socket *s, int64_t longest, int hold_signals) {
     if (window > longest) window = longest;
     if (window <= 0) {
         /* It sleeps: the stack must not wait for its answer (busy_poll
-         * left the hint up after a poll that caught a datagram). Written
-         * only when up: the executor reads that line on every delivery. */
-        tsr_region_header *h = (tsr_region_header *)s->ring;
-        if (__atomic_load_n(&h->polling_cpu, __ATOMIC_RELAXED) != 0) __atomic_store_n(&h->polling_cpu, 0, __ATOMIC_RELAXED);
+         * left the hint up after a poll that caught a datagram). */
+        tsc_store_if_changed(&((tsr_region_header *)s->ring)->polling_cpu, 0);
         return 0;
     }
     int outcome = busy_poll(s, window, hold_signals, 1);
@@ -506,12 +506,9 @@ ssize_t tsc_ring_receive(tsc_socket *s, const struct iovec *parts, int count, in
         uint32_t channel_sends = __atomic_load_n(&h->channel_sends, __ATOMIC_ACQUIRE);
         tsp_datagram_header head;
         ssize_t m = syscall(SYS_recvfrom, s->data_fd, &head, sizeof head, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-        /* Written only when it changed: the executor reads this line on every delivery. */
-        if (m < 0 && errno == EAGAIN && __atomic_load_n(&h->channel_seen, __ATOMIC_RELAXED) != channel_sends) {
-            __atomic_store_n(&h->channel_seen, channel_sends, __ATOMIC_RELAXED);
-        }
-        if (m < 0 && errno == EAGAIN && !__atomic_load_n(&h->channel_looked, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&h->channel_looked, 1, __ATOMIC_RELEASE);
+        if (m < 0 && errno == EAGAIN) {
+            tsc_store_if_changed(&h->channel_seen, channel_sends);
+            tsc_store_if_changed(&h->channel_looked, 1);
         }
         if (m < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT)) {
             /* Wait for a message as the descriptor waits (O_NONBLOCK,

@@ -293,8 +293,9 @@ final class CheckingSink: FrameSink {
 
 /// What the TAP link does with a frame the kernel hands over: its virtio
 /// header read, a partial checksum completed, a GSO frame cut into its
-/// datagrams (each within the frame limit and a valid IPv4 UDP datagram),
-/// and the run checks of the sending side applied to its two halves.
+/// datagrams (each within the frame limit and a valid UDP datagram of the
+/// frame's IP version), and the run checks of the sending side applied to
+/// its two halves.
 func fuzzOffload(_ bytes: UnsafeRawBufferPointer) {
     guard let header = VirtioNetHeader(bytes) else { return }
     var frame = Array(bytes[VirtioNetHeader.length...])
@@ -313,7 +314,15 @@ func fuzzOffload(_ bytes: UnsafeRawBufferPointer) {
                 guard let length = UDPSegmentation.writeSegment(index, of: whole, segmentSize: size, into: out) else { continue }
                 precondition(length <= out.count)
                 let segment = UnsafeRawBufferPointer(rebasing: out[0..<length])
-                guard let ip = try? IPv4PacketView(UnsafeRawBufferPointer(rebasing: segment[EthernetHeader.length...])),
+                let packet = UnsafeRawBufferPointer(rebasing: segment[EthernetHeader.length...])
+                if segment.u16(at: EthernetFrameView.Field.etherType) == EtherType.ipv6.rawValue {
+                    // USO6: an IPv6 frame is cut into IPv6 datagrams.
+                    guard let ip = try? IPv6PacketView(packet), ip.nextHeader == IPv6NextHeader.udp,
+                          let udp = try? UDPDatagramView(ip.payload) else { preconditionFailure("a cut IPv6 segment does not parse") }
+                    precondition(udp.checksumIsValid(source: ip.source, destination: ip.destination), "a cut IPv6 segment's checksum")
+                    continue
+                }
+                guard let ip = try? IPv4PacketView(packet),
                       let udp = try? UDPDatagramView(ip.payload) else { preconditionFailure("a cut segment does not parse") }
                 precondition(udp.checksumIsValid(source: ip.source, destination: ip.destination), "a cut segment's checksum")
             }

@@ -161,10 +161,7 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
  * put back as it was: the kernel moves a thread at once when its CPU is
  * taken out, and does not move it back when the CPU is let in again. A
  * receiver about to poll on the stack executor's CPU does this: polling
- * there would keep the executor from running, and sleeping there keeps the
- * two together, since the executor's doorbell wakes the receiver on the
- * waker's CPU (a Unix socket's wake-up is a synchronous one) and the
- * scheduler does not move it while each wakes the other. */
+ * there would keep the executor from running. */
 static int leave_cpu(int cpu) {
     cpu_set_t mine, others;
     if (cpu < 0 || syscall(SYS_sched_getaffinity, 0, sizeof mine, &mine) <= 0) return cpu;
@@ -174,6 +171,20 @@ static int leave_cpu(int cpu) {
     if (syscall(SYS_sched_setaffinity, 0, sizeof others, &others) != 0) return cpu;
     syscall(SYS_sched_setaffinity, 0, sizeof mine, &mine);
     return sched_getcpu();
+}
+
+/* Moves the calling thread onto `cpu` if its affinity allows it and
+ * another, the same way: its affinity is set to `cpu` alone, then put back
+ * as it was. A receiver about to sleep in a dense stream does this with
+ * the executor's CPU (see tapstack_poll_policy.h). */
+static void join_cpu(int cpu) {
+    cpu_set_t mine, only;
+    if (cpu < 0 || sched_getcpu() == cpu || syscall(SYS_sched_getaffinity, 0, sizeof mine, &mine) <= 0) return;
+    if (!CPU_ISSET(cpu, &mine) || CPU_COUNT(&mine) < 2) return;
+    CPU_ZERO(&only);
+    CPU_SET(cpu, &only);
+    if (syscall(SYS_sched_setaffinity, 0, sizeof only, &only) != 0) return;
+    syscall(SYS_sched_setaffinity, 0, sizeof mine, &mine);
 }
 
 void tsc_store_if_changed(uint32_t *field, uint32_t value) {
@@ -290,7 +301,10 @@ int tsc_ring_wait_poll(const tsc_socket *s, int64_t longest, int hold_signals) {
     if (window <= 0) {
         /* It sleeps: the stack must not wait for its answer (busy_poll
          * left the hint up after a poll that caught a datagram). */
-        tsc_store_if_changed(&((tsr_region_header *)s->ring)->polling_cpu, 0);
+        tsr_region_header *h = (tsr_region_header *)s->ring;
+        tsc_store_if_changed(&h->polling_cpu, 0);
+        uint32_t executor = __atomic_load_n(&h->executor_cpu, __ATOMIC_RELAXED);
+        if (executor != 0 && tsc_poll_policy_sleeps_with_executor(policy)) join_cpu((int)executor - 1);
         return 0;
     }
     int outcome = busy_poll(s, window, hold_signals, 1);

@@ -4,10 +4,15 @@
 #define LOAD(field) __atomic_load_n(&policy->field, __ATOMIC_RELAXED)
 #define STORE(field, value) __atomic_store_n(&policy->field, (value), __ATOMIC_RELAXED)
 
+int tsc_poll_policy_sleeps_with_executor(const tsc_poll_policy *policy) {
+    return LOAD(last_batch) >= TSC_POLL_JOIN_BATCH;
+}
+
 void tsc_poll_policy_took(tsc_poll_policy *policy) { STORE(taken, LOAD(taken) + 1); }
 
 int64_t tsc_poll_policy_begin(tsc_poll_policy *policy, int64_t now, int64_t limit) {
     uint32_t taken = __atomic_exchange_n(&policy->taken, 0, __ATOMIC_RELAXED);
+    STORE(last_batch, taken);
     uint32_t streaming = LOAD(stream_waits);
     if (taken > TSC_POLL_STREAM_BATCH) streaming = TSC_POLL_STREAM_WAITS;
     else if (streaming > 0) streaming--;

@@ -105,4 +105,21 @@ import Testing
         #expect((4_000...200_000).contains(limit))
         #expect(tsc_adaptive_poll_limit() == limit)  // measured once
     }
+
+    /// A wait after TSC_POLL_JOIN_BATCH or more datagrams taken since the
+    /// last (a dense stream) sleeps on the executor's CPU; one after fewer,
+    /// in a stream or not, sleeps where it is.
+    @Test func aWaitAfterALargeBatchSleepsWithTheExecutor() {
+        var driven = Driven()
+        _ = driven.begin()  // the first wait's probe
+        var joins: [Bool] = []
+        for batch in [1, 3, Int(TSC_POLL_JOIN_BATCH) - 1, Int(TSC_POLL_JOIN_BATCH), 40, 2, 0] {
+            for _ in 0..<batch { tsc_poll_policy_took(&driven.policy) }
+            let window = driven.begin()
+            if batch > TSC_POLL_STREAM_BATCH { #expect(window == 0, "a stream's wait sleeps at once") }
+            joins.append(tsc_poll_policy_sleeps_with_executor(&driven.policy) != 0)
+            driven.slept(idle: 1_000_000)
+        }
+        #expect(joins == [false, false, false, true, true, false, false])
+    }
 }

@@ -583,6 +583,78 @@ import Wire
         }
     }
 
+    /// A receiver in a dense stream (TSC_POLL_JOIN_BATCH or more datagrams
+    /// taken between two waits) sleeps on the CPU of the stack's executor:
+    /// its wait moves it there first, and puts its affinity back as it was,
+    /// so that the executor's doorbell is a switch on that CPU rather than
+    /// an interrupt to another, idle one. After fewer it sleeps where it
+    /// is, and so does a receiver whose affinity leaves that CPU out. (The
+    /// executor is pinned to CPU 0; the receiver begins on CPU 1.)
+    @Test(arguments: [(true, Int(TSC_POLL_JOIN_BATCH)), (true, Int(TSC_POLL_JOIN_BATCH) - 1), (false, Int(TSC_POLL_JOIN_BATCH))])
+    func aReceiverInADenseStreamSleepsOnTheExecutorsCPU(mayRunThere: Bool, batch: Int) throws {
+        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the executor and the receiver on CPUs of their own")
+        let served = try ServedHost(executorCPUs: [0])
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(socket.busyPollsAdaptively)
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        let counters = served.service.counters
+        for _ in 0..<100 where counters.regionDirect.load(ordering: .relaxed) == 0 {
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+            #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
+        }
+        try #require(counters.regionDirect.load(ordering: .relaxed) > 0, "the executor put a datagram in the ring (and noted its CPU)")
+
+        let waiter = Atomic<Int32>(0)  // the receiving thread's id, once it is about to wait
+        let asleep = Mutex<(cpu: Int, allowed: String?)?>(nil)  // where it slept, and its affinity then
+        let link = served.link
+        let injector = JoinableThread(name: "injector") {
+            let deadline = Deadline(.seconds(5))
+            while waiter.load(ordering: .acquiring) == 0 && !deadline.hasPassed { usleep(100) }
+            let id = waiter.load(ordering: .acquiring)
+            while !deadline.hasPassed {
+                if let now = Self.scheduling(ofThread: id), now.state == "S" {
+                    asleep.withLock { $0 = (now.cpu, Self.allowedCPUs(ofThread: id)) }
+                    break
+                }
+                usleep(100)
+            }
+            link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [200]))
+        }
+        let received = Mutex<(payloads: [[UInt8]], allowedAfter: String?)>(([], nil))
+        let receiver = JoinableThread(name: "receiver") {
+            var one: Int32 = 1, both: [Int32] = [0, 1]
+            _ = csys_pin_thread(&one, 1)  // moves it to CPU 1, and keeps it there through the sleep that follows
+            // A wait that ends empty, so that what is taken next is counted from it,
+            var payloads: [[UInt8]] = []
+            do { payloads.append(try socket.receive(timeout: .milliseconds(1)).payload) } catch {}
+            // then `batch` datagrams in the ring before it looks.
+            let before = counters.regionDirect.load(ordering: .relaxed)
+            for sequence in 1...batch {
+                link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [UInt8(sequence)]))
+            }
+            _ = eventually { counters.regionDirect.load(ordering: .relaxed) - before >= batch }
+            for _ in 1...batch { payloads.append((try? socket.receive(timeout: .seconds(5)))?.payload ?? []) }
+            // Lets it run on CPU 0 again, where the kernel does not move it
+            // back: only its wait can.
+            if mayRunThere { _ = csys_pin_thread(&both, 2) }
+            let id = Int32(csys_thread_id())
+            waiter.store(id, ordering: .releasing)
+            payloads.append((try? socket.receive(timeout: .seconds(5)))?.payload ?? [])
+            received.withLock { $0 = (payloads, Self.allowedCPUs(ofThread: id)) }
+        }
+        receiver.join()
+        injector.join()
+        let result = received.withLock { $0 }
+        #expect(result.payloads == (1...batch).map { [UInt8($0)] } + [[200]])
+        let slept = try #require(asleep.withLock { $0 }, "the receive slept")
+        #expect(slept.cpu == (mayRunThere && batch >= TSC_POLL_JOIN_BATCH ? 0 : 1))
+        let allowed = mayRunThere ? "0-1" : "1"
+        #expect(slept.allowed == allowed, "its affinity put back before it slept")
+        #expect(result.allowedAfter == allowed)
+    }
+
     /// A datagram too large for the ring comes on the channel: a wait that
     /// polls the ring sees it come (the service counts it in the region),
     /// rather than find it only once the second of polling is over.
@@ -748,14 +820,33 @@ import Wire
 
     /// Whether thread `id` of this process is asleep (state S in its stat).
     static func isSleeping(thread id: Int32) -> Bool {
-        guard let file = fopen("/proc/self/task/\(id)/stat", "r") else { return false }
+        scheduling(ofThread: id)?.state == "S"
+    }
+
+    /// Thread `id`'s state and the CPU it last ran on (fields 3 and 39 of
+    /// its stat).
+    static func scheduling(ofThread id: Int32) -> (state: Character, cpu: Int)? {
+        guard let text = Self.procFile("/proc/self/task/\(id)/stat"),
+              let close = text.lastIndex(of: ")") else { return nil }
+        // "pid (comm) S ...": the fields after the last ')' begin with the third.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 36, let state = fields[0].first, let cpu = Int(fields[36]) else { return nil }
+        return (state, cpu)
+    }
+
+    /// The CPUs thread `id` of this process may run on, as its status lists them ("0-1").
+    static func allowedCPUs(ofThread id: Int32) -> String? {
+        Self.procFile("/proc/self/task/\(id)/status")?.split(separator: "\n")
+            .first { $0.hasPrefix("Cpus_allowed_list:") }
+            .map { String($0.dropFirst("Cpus_allowed_list:".count).filter { !$0.isWhitespace }) }
+    }
+
+    static func procFile(_ path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
         defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 512)
-        guard fgets(&line, Int32(line.count), file) != nil else { return false }
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        // "pid (comm) S ...": the state follows the last ')'.
-        guard let close = text.lastIndex(of: ")") else { return false }
-        return text[text.index(after: close)...].dropFirst().first == "S"
+        var text = [UInt8](), chunk = [UInt8](repeating: 0, count: 4096)
+        while case let count = fread(&chunk, 1, chunk.count, file), count > 0 { text += chunk.prefix(count) }
+        return String(decoding: text, as: UTF8.self)
     }
 }
 

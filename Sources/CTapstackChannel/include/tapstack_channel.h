@@ -357,7 +357,9 @@ int tsc_ring_settled(const tsc_socket *socket, int receive);
 /// the channel can tell). An adaptive poll that would begin on the stack
 /// executor's CPU first moves the thread off it (its affinity set without
 /// that CPU, then put back), if its affinity allows another; a fixed one,
-/// or one that could not move, sleeps at once there. With `hold_signals`
+/// or one that could not move, sleeps at once there. An adaptive wait in a
+/// dense stream (tapstack_poll_policy.h), which sleeps at once, first moves
+/// onto that CPU the same way, if its affinity allows it. With `hold_signals`
 /// (a receive that stands for the kernel's, as the preload's) signals are
 /// held meanwhile and end the poll: 0 for one that restarts calls, -1 for
 /// one whose handler interrupts them (it has run by the return: EINTR).

@@ -528,16 +528,7 @@ import Wire
         try socket.bind(port: 7)
         #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests: adaptive
         #expect(socket.busyPollsAdaptively)
-        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
-        // The first datagrams after that may come on the channel (from the
-        // service thread); then the executor puts them in the ring itself,
-        // noting its CPU there.
-        let counters = served.service.counters
-        for _ in 0..<100 where counters.regionDirect.load(ordering: .relaxed) == 0 {
-            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
-            #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
-        }
-        try #require(counters.regionDirect.load(ordering: .relaxed) > 0, "the executor put a datagram in the ring")
+        try Self.warmUpUntilTheExecutorDelivers(served, socket)
         socket.busyPollMicroseconds = microseconds
         #expect(socket.busyPollMicroseconds == microseconds)
 
@@ -598,13 +589,8 @@ import Wire
         let socket = try TapstackClient.UDPSocket(servicePath: served.path)
         try socket.bind(port: 7)
         #expect(socket.busyPollsAdaptively)
-        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        try Self.warmUpUntilTheExecutorDelivers(served, socket)
         let counters = served.service.counters
-        for _ in 0..<100 where counters.regionDirect.load(ordering: .relaxed) == 0 {
-            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
-            #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
-        }
-        try #require(counters.regionDirect.load(ordering: .relaxed) > 0, "the executor put a datagram in the ring (and noted its CPU)")
 
         let waiter = Atomic<Int32>(0)  // the receiving thread's id, once it is about to wait
         let asleep = Mutex<(cpu: Int, allowed: String?)?>(nil)  // where it slept, and its affinity then
@@ -793,6 +779,20 @@ import Wire
         }
         try #require(counters.regionDirect.load(ordering: .relaxed) > 0)
         #expect(served.host.waitUntilIdle())
+    }
+
+    /// The same for a TapstackClient socket bound to port 7: it asks for its
+    /// region, and the first datagrams after that may come on the channel
+    /// (from the service thread); then the executor puts them in the ring
+    /// itself, noting its CPU there.
+    static func warmUpUntilTheExecutorDelivers(_ served: ServedHost, _ socket: TapstackClient.UDPSocket) throws {
+        #expect(throws: SocketError.wouldBlock) { try socket.receive() }  // asks for the region
+        let counters = served.service.counters
+        for _ in 0..<100 where counters.regionDirect.load(ordering: .relaxed) == 0 {
+            served.link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [1]))
+            #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
+        }
+        try #require(counters.regionDirect.load(ordering: .relaxed) > 0, "the executor put a datagram in the ring")
     }
 
     /// Holds the executor in a turn (so that frames injected meanwhile come

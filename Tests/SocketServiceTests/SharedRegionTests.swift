@@ -521,14 +521,7 @@ import Wire
     /// the waiter pinned to CPU 0; otherwise the waiter on CPU 1).
     @Test(arguments: [(1_000_000, false), (0, false), (1_000_000, true)])
     func aBusyPollingWaitTakesADatagramWithoutSleeping(microseconds: Int, onExecutorCPU: Bool) throws {
-        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the waiter and the executor on CPUs of their own")
-        let served = try ServedHost(executorCPUs: [0])
-        served.learnPeer()
-        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
-        try socket.bind(port: 7)
-        #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests: adaptive
-        #expect(socket.busyPollsAdaptively)
-        try Self.warmUpUntilTheExecutorDelivers(served, socket)
+        let (served, socket) = try Self.adaptiveReceiverBesideAnExecutorOnCPU0()
         socket.busyPollMicroseconds = microseconds
         #expect(socket.busyPollMicroseconds == microseconds)
 
@@ -583,13 +576,7 @@ import Wire
     /// executor is pinned to CPU 0; the receiver begins on CPU 1.)
     @Test(arguments: [(true, Int(TSC_POLL_JOIN_BATCH)), (true, Int(TSC_POLL_JOIN_BATCH) - 1), (false, Int(TSC_POLL_JOIN_BATCH))])
     func aReceiverInADenseStreamSleepsOnTheExecutorsCPU(mayRunThere: Bool, batch: Int) throws {
-        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the executor and the receiver on CPUs of their own")
-        let served = try ServedHost(executorCPUs: [0])
-        served.learnPeer()
-        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
-        try socket.bind(port: 7)
-        #expect(socket.busyPollsAdaptively)
-        try Self.warmUpUntilTheExecutorDelivers(served, socket)
+        let (served, socket) = try Self.adaptiveReceiverBesideAnExecutorOnCPU0()
         let counters = served.service.counters
 
         let waiter = Atomic<Int32>(0)  // the receiving thread's id, once it is about to wait
@@ -793,6 +780,21 @@ import Wire
             #expect(try socket.receive(timeout: .seconds(5)).payload == [1])
         }
         try #require(counters.regionDirect.load(ordering: .relaxed) > 0, "the executor put a datagram in the ring")
+    }
+
+    /// A stack whose executor is pinned to CPU 0, and a TapstackClient
+    /// socket on port 7 whose receives poll adaptively (the default), warmed
+    /// up until the executor delivers to its ring (noting its CPU there).
+    static func adaptiveReceiverBesideAnExecutorOnCPU0() throws -> (ServedHost, TapstackClient.UDPSocket) {
+        try #require(sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2, "the executor and the receiver on CPUs of their own")
+        let served = try ServedHost(executorCPUs: [0])
+        served.learnPeer()
+        let socket = try TapstackClient.UDPSocket(servicePath: served.path)
+        try socket.bind(port: 7)
+        #expect(socket.busyPollMicroseconds == 0)  // no $TAPSTACK_BUSY_POLL in tests: adaptive
+        #expect(socket.busyPollsAdaptively)
+        try warmUpUntilTheExecutorDelivers(served, socket)
+        return (served, socket)
     }
 
     /// Holds the executor in a turn (so that frames injected meanwhile come

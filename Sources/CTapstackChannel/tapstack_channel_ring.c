@@ -156,35 +156,38 @@ static int poll_ring(const tsr_region_header *h, const tsr_shared *ring, int64_t
     }
 }
 
-/* Moves the calling thread off `cpu` if its affinity allows another, and
- * returns the CPU it is on then. Its own affinity is set without `cpu`, then
- * put back as it was: the kernel moves a thread at once when its CPU is
- * taken out, and does not move it back when the CPU is let in again. A
- * receiver about to poll on the stack executor's CPU does this: polling
- * there would keep the executor from running. */
+/* Moves the calling thread by setting its affinity to `passing` for a
+ * moment, then back to `mine`: the kernel moves a thread at once when its
+ * CPU is taken out, and does not move it back when the CPU is let in
+ * again. Only for a thread whose affinity (`mine`) holds `cpu` and another,
+ * so a program that pinned its thread is never moved. */
+static int pass_through(int cpu, const cpu_set_t *mine, const cpu_set_t *passing) {
+    if (!CPU_ISSET(cpu, mine) || CPU_COUNT(mine) < 2) return 0;
+    if (syscall(SYS_sched_setaffinity, 0, sizeof *passing, passing) != 0) return 0;
+    syscall(SYS_sched_setaffinity, 0, sizeof *mine, mine);
+    return 1;
+}
+
+/* Moves the calling thread off `cpu` (see pass_through), and returns the
+ * CPU it is on then. A receiver about to poll on the stack executor's CPU
+ * does this: polling there would keep the executor from running. */
 static int leave_cpu(int cpu) {
     cpu_set_t mine, others;
     if (cpu < 0 || syscall(SYS_sched_getaffinity, 0, sizeof mine, &mine) <= 0) return cpu;
-    if (!CPU_ISSET(cpu, &mine) || CPU_COUNT(&mine) < 2) return cpu;
     others = mine;
     CPU_CLR(cpu, &others);
-    if (syscall(SYS_sched_setaffinity, 0, sizeof others, &others) != 0) return cpu;
-    syscall(SYS_sched_setaffinity, 0, sizeof mine, &mine);
-    return sched_getcpu();
+    return pass_through(cpu, &mine, &others) ? sched_getcpu() : cpu;
 }
 
-/* Moves the calling thread onto `cpu` if its affinity allows it and
- * another, the same way: its affinity is set to `cpu` alone, then put back
- * as it was. A receiver about to sleep in a dense stream does this with
- * the executor's CPU (see tapstack_poll_policy.h). */
+/* Moves the calling thread onto `cpu` (see pass_through). A receiver about
+ * to sleep in a dense stream does this with the executor's CPU (see
+ * tapstack_poll_policy.h). */
 static void join_cpu(int cpu) {
     cpu_set_t mine, only;
     if (cpu < 0 || sched_getcpu() == cpu || syscall(SYS_sched_getaffinity, 0, sizeof mine, &mine) <= 0) return;
-    if (!CPU_ISSET(cpu, &mine) || CPU_COUNT(&mine) < 2) return;
     CPU_ZERO(&only);
     CPU_SET(cpu, &only);
-    if (syscall(SYS_sched_setaffinity, 0, sizeof only, &only) != 0) return;
-    syscall(SYS_sched_setaffinity, 0, sizeof mine, &mine);
+    (void)pass_through(cpu, &mine, &only);
 }
 
 void tsc_store_if_changed(uint32_t *field, uint32_t value) {

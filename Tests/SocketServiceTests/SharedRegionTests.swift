@@ -583,15 +583,13 @@ import Wire
         let asleep = Mutex<(cpu: Int, allowed: String?)?>(nil)  // where it slept, and its affinity then
         let link = served.link
         let injector = JoinableThread(name: "injector") {
-            let deadline = Deadline(.seconds(5))
-            while waiter.load(ordering: .acquiring) == 0 && !deadline.hasPassed { usleep(100) }
-            let id = waiter.load(ordering: .acquiring)
-            while !deadline.hasPassed {
-                if let now = Self.scheduling(ofThread: id), now.state == "S" {
-                    asleep.withLock { $0 = (now.cpu, Self.allowedCPUs(ofThread: id)) }
-                    break
-                }
-                usleep(100)
+            // Once the receive sleeps: where, and its affinity then (none
+            // recorded if it never did within the deadline).
+            _ = eventually {
+                let id = waiter.load(ordering: .acquiring)
+                guard id != 0, let now = Self.scheduling(ofThread: id), now.state == "S" else { return false }
+                asleep.withLock { $0 = (now.cpu, Self.allowedCPUs(ofThread: id)) }
+                return true
             }
             link.inject(FrameBuilder.udpFrame(sourcePort: 35789, destinationPort: 7, payload: [200]))
         }
